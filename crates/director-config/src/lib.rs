@@ -1,0 +1,2 @@
+//! director-config
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! director-core
+#![forbid(unsafe_code)]

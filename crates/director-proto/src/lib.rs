@@ -1,0 +1,2 @@
+//! director-proto
+#![forbid(unsafe_code)]
