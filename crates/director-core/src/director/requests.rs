@@ -1,0 +1,134 @@
+//! Login requests (§6): resolve a user to a host now, or queue it until the director's
+//! state changes (ring synced, kill finished, host added…) or 30 s pass.
+
+use super::{Director, PendingRequest, RequestOutcome, MAX_PENDING_REQUESTS, REQUEST_TIMEOUT_SECS};
+use crate::hash::user_hash;
+use crate::host::TagId;
+use crate::kill::{Effect, RequestError, RequestId, Route, WaitReason};
+use std::collections::VecDeque;
+
+impl Director {
+    /// Assigns a backend to a login of `username` with director tag `tag` (`""` = none).
+    pub fn request(&mut self, username: &[u8], tag: &str, now: u64) -> RequestOutcome {
+        let hash = match user_hash(username, &self.settings.username_hash) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "failed to hash username");
+                return RequestOutcome::Failed(RequestError::HashFailed(e));
+            }
+        };
+        match self.try_resolve(hash, tag, now) {
+            Ok(route) => RequestOutcome::Ready(route),
+            Err(reason) => {
+                if self.pending_requests.len() >= MAX_PENDING_REQUESTS {
+                    return RequestOutcome::Failed(RequestError::QueueFull);
+                }
+                let id = RequestId(self.next_request);
+                self.next_request += 1;
+                self.pending_requests.push_back(PendingRequest {
+                    id,
+                    hash,
+                    tag: tag.to_string(),
+                    deadline: now.saturating_add(REQUEST_TIMEOUT_SECS),
+                    reason,
+                });
+                RequestOutcome::Queued(id, reason)
+            }
+        }
+    }
+
+    pub(super) fn try_resolve(
+        &mut self,
+        hash: u32,
+        tag: &str,
+        now: u64,
+    ) -> Result<Route, WaitReason> {
+        if !self.ring.handshaked {
+            return Err(WaitReason::RingNotHandshaked);
+        }
+        let tag_id = self.hosts.tag_id(tag);
+        let user = tag_id.and_then(|t| self.users.get(t, hash, now));
+        if let (Some(u), Some(t)) = (user, tag_id) {
+            if u.killing {
+                return Err(WaitReason::KillWaiting);
+            }
+            let alone = !self.ring.has_right && self.ring.synced;
+            if alone {
+                self.users.set_weak(t, hash, false);
+            } else if u.weak {
+                return Err(WaitReason::WeakUser);
+            } else if self.users.is_near_expiring(&u, now) {
+                let hashed = self.hashed_host(t, hash);
+                if !self.ring.synced {
+                    return Err(WaitReason::RingNotSynced);
+                }
+                if hashed != Some(u.host) {
+                    self.users.set_weak(t, hash, true);
+                    if let Some(ip) = self.host_ip(u.host) {
+                        self.ring_effect(Effect::RingUserWeak { hash, ip });
+                    }
+                    return Err(WaitReason::WeakUser);
+                }
+            }
+            let Some(u) = self.users.refresh(t, hash, now, now) else {
+                return Err(WaitReason::NoHosts);
+            };
+            self.broadcast_user(&u);
+            return self.route(u.host).ok_or(WaitReason::NoHosts);
+        }
+        if !self.ring.synced {
+            return Err(WaitReason::RingNotSynced);
+        }
+        let Some(t) = tag_id else {
+            return Err(WaitReason::NoHosts);
+        };
+        let Some(host) = self.hashed_host(t, hash) else {
+            return Err(WaitReason::NoHosts);
+        };
+        let Some(u) = self.users.insert(t, hash, host, now, now) else {
+            return Err(WaitReason::NoHosts);
+        };
+        self.broadcast_user(&u);
+        self.route(host).ok_or(WaitReason::NoHosts)
+    }
+
+    /// Retries waiting requests (Dovecot: only while the ring is synced).
+    pub(super) fn retry_pending(&mut self, now: u64) {
+        if !self.ring.synced || self.pending_requests.is_empty() {
+            return;
+        }
+        let mut kept = VecDeque::with_capacity(self.pending_requests.len());
+        for mut r in std::mem::take(&mut self.pending_requests) {
+            match self.try_resolve(r.hash, &r.tag, now) {
+                Ok(route) => self.effects.push_back(Effect::RequestDone {
+                    id: r.id,
+                    result: Ok(route),
+                }),
+                Err(reason) => {
+                    r.reason = reason;
+                    kept.push_back(r);
+                }
+            }
+        }
+        self.pending_requests = kept;
+    }
+
+    /// proxy-notify (§3.4, §7.3): a login process still proxies `username`; refresh it in
+    /// every tag where it exists. Unknown users and hash failures are ignored.
+    pub fn refresh_user(&mut self, username: &[u8], now: u64) {
+        let Ok(hash) = user_hash(username, &self.settings.username_hash) else {
+            return;
+        };
+        let tags: Vec<TagId> = self.hosts.tag_ids().collect();
+        for t in tags {
+            if let Some(old) = self.users.get(t, hash, now) {
+                if self.users.expire_time(&old) < now {
+                    tracing::warn!(hash, "user refreshed after it should have expired");
+                }
+                if let Some(u) = self.users.refresh(t, hash, now, now) {
+                    self.broadcast_user(&u);
+                }
+            }
+        }
+    }
+}
