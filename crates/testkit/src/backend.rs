@@ -1,0 +1,242 @@
+//! A real IMAP/POP3/LMTP backend for proxy tests.
+//!
+//! It accepts any user with [`BACKEND_PASSWORD`] (static passdb), stores mail as `nobody`
+//! (Dovecot refuses uid 0), trusts 127.0.0.0/8 so that a proxy can forward the client address
+//! (IMAP `ID`, POP3 `XCLIENT`), and answers IMAP `ID` with `backend-ip <ip>` so a test can see
+//! which backend served a session.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use nix::unistd::{Group, User};
+
+use crate::instance::Instance;
+use crate::{free_port, KitError};
+
+/// The password every user has on a backend unless [`BackendOptions::password`] says otherwise.
+pub const BACKEND_PASSWORD: &str = "pass";
+/// How long the IMAP listener may take to greet.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// Socket timeout of the readiness probe.
+const PROBE_IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Unprivileged owner of the mail (Dovecot refuses uid 0).
+const MAIL_USER: &str = "nobody";
+/// Group of [`MAIL_USER`] on Debian.
+const MAIL_GROUP: &str = "nogroup";
+
+/// What to put in the generated backend config.
+#[derive(Debug, Clone)]
+pub struct BackendOptions {
+    /// Address to listen on (its own 127.x.y.z; the proxy hashes only addresses).
+    pub ip: Ipv4Addr,
+    /// IMAP port; `None` picks a free one. A director proxies to the same port on every
+    /// backend, so proxy tests usually set one port for all backends.
+    pub imap_port: Option<u16>,
+    /// POP3 port; `None` picks a free one.
+    pub pop3_port: Option<u16>,
+    /// LMTP port; `None` picks a free one.
+    pub lmtp_port: Option<u16>,
+    /// The password of every user.
+    pub password: String,
+    /// Extra config lines appended verbatim at the end.
+    pub extra_config: Vec<String>,
+}
+
+impl BackendOptions {
+    /// Defaults for a backend on `ip`: free ports, password [`BACKEND_PASSWORD`].
+    pub fn new(ip: Ipv4Addr) -> Self {
+        BackendOptions {
+            ip,
+            imap_port: None,
+            pop3_port: None,
+            lmtp_port: None,
+            password: BACKEND_PASSWORD.to_string(),
+            extra_config: Vec::new(),
+        }
+    }
+}
+
+/// A running real backend, stopped by PID on [`stop`](Self::stop) or drop.
+#[derive(Debug)]
+pub struct DovecotBackend {
+    instance: Instance,
+    ip: Ipv4Addr,
+    imap_port: u16,
+    pop3_port: u16,
+    lmtp_port: u16,
+    password: String,
+}
+
+impl DovecotBackend {
+    /// Starts a backend on `ip` with free ports and [`BACKEND_PASSWORD`].
+    pub fn start(ip: Ipv4Addr) -> Result<Self, KitError> {
+        Self::start_with(BackendOptions::new(ip))
+    }
+
+    /// Starts a backend as described by `opts` and waits for its IMAP greeting.
+    pub fn start_with(opts: BackendOptions) -> Result<Self, KitError> {
+        let mut instance = Instance::new("backend")?;
+        let ip = opts.ip;
+        let mut ports = Vec::new();
+        for wanted in [opts.imap_port, opts.pop3_port, opts.lmtp_port] {
+            let port = match wanted {
+                Some(p) => p,
+                None => loop {
+                    let p = free_port(IpAddr::V4(ip))?;
+                    if !ports.contains(&p) {
+                        break p;
+                    }
+                },
+            };
+            ports.push(port);
+        }
+        let (imap_port, pop3_port, lmtp_port) = (ports[0], ports[1], ports[2]);
+
+        let mail_root = instance.root().join("mail");
+        fs::create_dir_all(&mail_root).map_err(|e| KitError::io("creating mail dir", e))?;
+        let user = User::from_name(MAIL_USER)
+            .ok()
+            .flatten()
+            .ok_or_else(|| instance.start_error(format!("system user {MAIL_USER} missing")))?;
+        let group = Group::from_name(MAIL_GROUP)
+            .ok()
+            .flatten()
+            .ok_or_else(|| instance.start_error(format!("system group {MAIL_GROUP} missing")))?;
+        std::os::unix::fs::chown(
+            &mail_root,
+            Some(user.uid.as_raw()),
+            Some(group.gid.as_raw()),
+        )
+        .map_err(|e| KitError::io("chown mail dir", e))?;
+
+        let mut config = instance.common_config();
+        config.push_str(&format!(
+            "listen = {ip}\n\
+             protocols = imap pop3 lmtp\n\
+             disable_plaintext_auth = no\n\
+             auth_mechanisms = plain login\n\
+             postmaster_address = postmaster@testkit.invalid\n\
+             hostname = backend-{ip}.testkit.invalid\n\
+             login_greeting = testkit backend {ip} ready.\n\
+             imap_id_send = backend-ip {ip}\n\
+             login_trusted_networks = 127.0.0.0/8\n\
+             mail_location = maildir:{mail}/%Lu/Maildir\n\
+             first_valid_uid = 1\n\
+             passdb {{\n  driver = static\n  args = password={password}\n}}\n\
+             userdb {{\n  driver = static\n  args = uid={MAIL_USER} gid={MAIL_GROUP} home={mail}/%Lu\n}}\n\
+             service imap-login {{\n\
+             \x20 inet_listener imap {{\n    address = {ip}\n    port = {imap_port}\n  }}\n\
+             \x20 inet_listener imaps {{\n    port = 0\n  }}\n\
+             }}\n\
+             service pop3-login {{\n\
+             \x20 inet_listener pop3 {{\n    address = {ip}\n    port = {pop3_port}\n  }}\n\
+             \x20 inet_listener pop3s {{\n    port = 0\n  }}\n\
+             }}\n\
+             service lmtp {{\n\
+             \x20 inet_listener lmtp {{\n    address = {ip}\n    port = {lmtp_port}\n  }}\n\
+             }}\n\
+             service submission-login {{\n\
+             \x20 inet_listener submission {{\n    port = 0\n  }}\n\
+             }}\n",
+            mail = mail_root.display(),
+            password = opts.password,
+        ));
+        for line in &opts.extra_config {
+            config.push_str(line);
+            config.push('\n');
+        }
+        instance.start(&config)?;
+        let backend = DovecotBackend {
+            instance,
+            ip,
+            imap_port,
+            pop3_port,
+            lmtp_port,
+            password: opts.password,
+        };
+        backend.wait_imap_greeting()?;
+        Ok(backend)
+    }
+
+    fn wait_imap_greeting(&self) -> Result<(), KitError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last = String::from("no answer yet");
+        while Instant::now() < deadline {
+            match probe_greeting(self.imap_addr()) {
+                Ok(line) if line.starts_with("* OK") => return Ok(()),
+                Ok(line) => last = format!("greeting {line:?}"),
+                Err(e) => last = e.to_string(),
+            }
+            sleep(PROBE_INTERVAL);
+        }
+        Err(self.instance.start_error(format!(
+            "no IMAP greeting on {} within {} s (last: {last})",
+            self.imap_addr(),
+            READY_TIMEOUT.as_secs()
+        )))
+    }
+
+    /// The backend's address (what goes into `director_mail_servers`).
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+    /// IMAP listener.
+    pub fn imap_addr(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(self.ip), self.imap_port)
+    }
+    /// POP3 listener.
+    pub fn pop3_addr(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(self.ip), self.pop3_port)
+    }
+    /// LMTP listener.
+    pub fn lmtp_addr(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(self.ip), self.lmtp_port)
+    }
+    /// The password every user has.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+    /// Where mail is stored (`<mail_dir>/<lowercased user>/Maildir`).
+    pub fn mail_dir(&self) -> PathBuf {
+        self.instance.root().join("mail")
+    }
+    /// The generated config file (outside `base_dir`).
+    pub fn config_path(&self) -> PathBuf {
+        self.instance.config_path()
+    }
+    /// The instance's `base_dir`.
+    pub fn base_dir(&self) -> PathBuf {
+        self.instance.base_dir()
+    }
+    /// The instance's temp dir.
+    pub fn root_dir(&self) -> &Path {
+        self.instance.root()
+    }
+    /// The whole Dovecot log so far.
+    pub fn log(&self) -> String {
+        self.instance.log()
+    }
+    /// Stops the master by PID. Drop does the same.
+    pub fn stop(&mut self) -> Result<(), KitError> {
+        self.instance.stop()
+    }
+}
+
+fn probe_greeting(addr: SocketAddr) -> Result<String, KitError> {
+    let stream = TcpStream::connect_timeout(&addr, PROBE_IO_TIMEOUT)
+        .map_err(|e| KitError::io(format!("connecting to {addr}"), e))?;
+    stream
+        .set_read_timeout(Some(PROBE_IO_TIMEOUT))
+        .map_err(|e| KitError::io("set_read_timeout", e))?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| KitError::io(format!("reading greeting from {addr}"), e))?;
+    Ok(line.trim_end().to_string())
+}

@@ -1,0 +1,77 @@
+//! Presence of the Dovecot binaries and running the real `doveadm`.
+//!
+//! Tests must fail loudly when Dovecot is missing: a skipped compatibility test would hide
+//! exactly the regressions the kit exists to catch.
+
+use std::path::Path;
+use std::process::Command;
+
+/// What to run to get the binaries the kit needs.
+pub const INSTALL_HINT: &str =
+    "apt-get install -y dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd";
+
+/// The binaries every kit instance needs.
+const REQUIRED_BINARIES: [&str; 3] = ["dovecot", "doveadm", "doveconf"];
+
+/// Directories searched in addition to `$PATH` (`dovecot` lives in `/usr/sbin`, which a
+/// non-login `PATH` may lack).
+const EXTRA_BIN_DIRS: [&str; 4] = ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"];
+
+/// Panics with an install hint if `dovecot`, `doveadm` or `doveconf` is missing.
+///
+/// Call it first in every test that needs real Dovecot, so that a missing package makes the
+/// test fail with `dovecot not found: install it with `apt-get install -y ...`` instead of
+/// a confusing spawn error. Every `start` in this crate calls it too.
+pub fn require_dovecot() {
+    for bin in REQUIRED_BINARIES {
+        if find_binary(bin).is_none() {
+            panic!("dovecot not found: install it with `{INSTALL_HINT}` (missing `{bin}`)");
+        }
+    }
+}
+
+/// Finds an executable by name on `$PATH` or in the usual system directories.
+pub(crate) fn find_binary(name: &str) -> Option<std::path::PathBuf> {
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path_var)
+        .chain(EXTRA_BIN_DIRS.iter().map(std::path::PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Resolves a binary for [`Command::new`], falling back to the bare name (so a spawn error
+/// names it) when it is not found.
+pub(crate) fn binary(name: &str) -> std::path::PathBuf {
+    find_binary(name).unwrap_or_else(|| std::path::PathBuf::from(name))
+}
+
+/// Runs the real `doveadm -c CONF ARGS...` and returns `(stdout, stderr, exit code)`.
+///
+/// Output is decoded lossily as UTF-8. A process killed by a signal reports `128 + signal`,
+/// like a shell; a spawn failure panics with the install hint (the caller needs doveadm).
+pub fn run_doveadm_real(conf: &Path, args: &[&str]) -> (String, String, i32) {
+    require_dovecot();
+    let output = Command::new(binary("doveadm"))
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running doveadm failed ({e}); install it with `{INSTALL_HINT}`")
+        });
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        exit_code(&output.status),
+    )
+}
+
+/// Exit code of a finished process, `128 + signal` when it was killed.
+pub(crate) fn exit_code(status: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => -1,
+    }
+}
