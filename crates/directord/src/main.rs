@@ -1,2 +1,93 @@
+//! `directord`: the director daemon.
+//!
+//! Usage: `directord [-F] [-c FILE] [-n] [-o KEY=VALUE]... [--version]`. With no `-c` it runs
+//! on the embedded default configuration (a standalone director for mail servers
+//! 127.0.1.1-127.0.1.3). At start it prints `directord: admin socket <path>` on stdout. It
+//! never daemonizes (`-F` is accepted and is the only mode); SIGHUP reloads
+//! `director_mail_servers`, SIGTERM/SIGINT stop it cleanly (exit 0).
 #![forbid(unsafe_code)]
-fn main() {}
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod actor;
+mod admin;
+mod cli;
+mod clock;
+mod config_load;
+mod core_glue;
+mod effects;
+mod limits;
+mod logging;
+mod ring_view;
+mod server;
+mod settings;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::cli::{Cli, USAGE};
+
+/// Exit status for usage errors (sysexits EX_USAGE, as Dovecot uses).
+const EXIT_USAGE: u8 = 64;
+/// Exit status for configuration errors (EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = match Cli::parse(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("directord: {e}\n{USAGE}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if cli.help {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if cli.version {
+        println!("directord {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let loaded = match config_load::load(&cli) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("directord: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if cli.print_settings {
+        print!("{}", loaded.printed);
+        return ExitCode::SUCCESS;
+    }
+    match run(cli, loaded) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "fatal");
+            eprintln!("directord: fatal: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, loaded: config_load::Loaded) -> anyhow::Result<()> {
+    logging::init(&loaded.settings.log)?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    for ignored in &loaded.ignored {
+        tracing::debug!(setting = %ignored, "ignoring setting of another Dovecot service");
+    }
+    match limits::raise_nofile_limit() {
+        Ok(n) => tracing::debug!(nofile = n, "raised RLIMIT_NOFILE"),
+        Err(e) => tracing::warn!(error = %e, "could not raise RLIMIT_NOFILE"),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    let reloader: server::Reloader = Box::new(move || Ok(config_load::load(&cli)?.settings));
+    runtime.block_on(server::run(loaded.settings, reloader))?;
+    // Idle connection tasks are dropped with the runtime.
+    runtime.shutdown_background();
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! One admin client: greeting, handshake, then one command at a time.
+//!
+//! Like Dovecot, a connection runs its commands strictly in order and does not read the next
+//! line while a command is unfinished, so pipelined requests are answered in order and a
+//! client that never reads its replies stalls only itself (its task blocks in `write`, it
+//! holds at most one [`LineBuffer`] of input and one reply). Any protocol error closes the
+//! connection without a reply; the reason is logged at error level with Dovecot's wording,
+//! except overlong lines, which Dovecot drops silently (we log them at debug only).
+//!
+//! There is no idle timeout: Dovecot's admin connections have none either, and the
+//! connection cap ([`crate::limits::MAX_ADMIN_CONNECTIONS`]) bounds what idle clients cost.
+
+use director_proto::admin::{check_client_handshake, parse_request, SERVER_GREETING};
+use director_proto::line::{LineBuffer, ADMIN_MAX_LINE_LEN};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::actor::DirectorHandle;
+use crate::admin::listener::PeerName;
+
+/// What every connection task needs; cheap to clone.
+#[derive(Clone)]
+pub struct ConnectionContext {
+    /// The director actor.
+    pub director: DirectorHandle,
+}
+
+/// Why a connection ended early; only used for logging.
+enum Next {
+    Line(Vec<u8>),
+    Closed,
+}
+
+async fn next_line<R: AsyncRead + Unpin>(rd: &mut R, lb: &mut LineBuffer, peer: &PeerName) -> Next {
+    loop {
+        match lb.next_line() {
+            Ok(Some(line)) => return Next::Line(line),
+            Ok(None) => {}
+            Err(e) => {
+                // Dovecot logs nothing here; keep it out of the error log too.
+                tracing::debug!(peer = %peer, error = %e, "admin input line too long, closing");
+                return Next::Closed;
+            }
+        }
+        match rd.read(lb.spare_mut()).await {
+            Ok(0) => return Next::Closed,
+            Ok(n) => lb.commit(n),
+            Err(e) => {
+                tracing::debug!(peer = %peer, error = %e, "admin read failed");
+                return Next::Closed;
+            }
+        }
+    }
+}
+
+/// Serves one admin client until it disconnects or misbehaves.
+pub async fn serve<S>(stream: S, peer: PeerName, ctx: ConnectionContext)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    if wr.write_all(SERVER_GREETING).await.is_err() {
+        return;
+    }
+    let mut lb = LineBuffer::new(ADMIN_MAX_LINE_LEN);
+
+    let Next::Line(first) = next_line(&mut rd, &mut lb, &peer).await else {
+        return;
+    };
+    if let Err(e) = check_client_handshake(&first) {
+        tracing::error!(peer = %peer, "{e}");
+        return;
+    }
+
+    loop {
+        let Next::Line(line) = next_line(&mut rd, &mut lb, &peer).await else {
+            return;
+        };
+        let request = match parse_request(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(peer = %peer, "{e}");
+                return;
+            }
+        };
+        let command = request.command_name();
+        let Some(reply) = ctx.director.admin(request).await else {
+            tracing::debug!(peer = %peer, command, "director is shutting down, closing");
+            return;
+        };
+        if let Err(e) = wr.write_all(&reply).await {
+            tracing::debug!(peer = %peer, command, error = %e, "admin write failed");
+            return;
+        }
+    }
+}

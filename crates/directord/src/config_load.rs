@@ -1,0 +1,177 @@
+//! Loading the Dovecot-syntax configuration into [`DaemonSettings`].
+//!
+//! `director-config` parses the file (or its embedded default, a standalone director for
+//! 127.0.1.1-127.0.1.3 with a writable `base_dir`), applies `-o` overrides and validates the
+//! director settings; here we only map its result to what the daemon binds and what the core
+//! is built from.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use anyhow::{anyhow, Context};
+use director_config::{Config, DirectorSettings, ListenerTransport, SocketType};
+use director_core::hash::HashFormat;
+use director_core::lookup::ConfigHost;
+use director_core::vhost_ring::HashingMode;
+use director_core::CoreSettings;
+
+use crate::admin::listener::UnixSocketSpec;
+use crate::cli::Cli;
+use crate::logging::LogTargets;
+use crate::settings::{DaemonSettings, STANDALONE_SELF};
+
+/// The result of loading: the settings, the `-n` text, and notes for the log.
+pub struct Loaded {
+    /// Effective daemon settings.
+    pub settings: DaemonSettings,
+    /// What `-n` prints.
+    pub printed: String,
+    /// Settings and sections of other services, ignored (logged at debug).
+    pub ignored: Vec<String>,
+    /// Parser warnings (logged at warn).
+    pub warnings: Vec<String>,
+}
+
+/// Loads the configuration named by `cli` (or the embedded default) with its overrides.
+pub fn load(cli: &Cli) -> anyhow::Result<Loaded> {
+    let (mut config, origin) = match &cli.config_path {
+        Some(path) => (
+            Config::load(path).map_err(|e| anyhow!("{e}"))?,
+            path.display().to_string(),
+        ),
+        None => (
+            Config::default_standalone().map_err(|e| anyhow!("{e}"))?,
+            "<builtin>".to_string(),
+        ),
+    };
+    for (k, v) in &cli.overrides {
+        config
+            .apply_override(&format!("{k}={v}"))
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    let ds = DirectorSettings::from_config(&config).map_err(|e| anyhow!("{e}"))?;
+    let settings = from_director_settings(&ds)?;
+    let mut ignored: Vec<String> = ds
+        .ignored
+        .iter()
+        .map(|i| format!("{} ({})", i.key, i.location))
+        .collect();
+    for l in &ds.listeners {
+        if !matches!(l.socket_type, SocketType::Admin) {
+            ignored.push(format!(
+                "service director listener {:?} ({:?}): not served yet",
+                l.name, l.socket_type
+            ));
+        }
+    }
+    Ok(Loaded {
+        settings,
+        printed: director_config::print_non_default(&config, &origin),
+        ignored,
+        warnings: config.warnings().to_vec(),
+    })
+}
+
+fn parse_listen_address(word: &str) -> anyhow::Result<IpAddr> {
+    Ok(match word {
+        "*" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        "::" | "[::]" => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        w => w
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| anyhow!("listener address {w:?} is not an IP address"))?,
+    })
+}
+
+/// Maps the validated director settings to the daemon's.
+pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSettings> {
+    let mut admin_sockets = Vec::new();
+    let mut admin_tcp = Vec::new();
+    for l in &ds.admin_listeners {
+        match &l.transport {
+            ListenerTransport::Unix {
+                path,
+                mode,
+                user,
+                group,
+            } => admin_sockets.push(UnixSocketSpec {
+                path: path.clone(),
+                mode: *mode,
+                user: user.clone(),
+                group: group.clone(),
+            }),
+            ListenerTransport::Inet {
+                addresses, port, ..
+            } => {
+                for a in addresses {
+                    admin_tcp.push(SocketAddr::new(
+                        parse_listen_address(a)
+                            .with_context(|| format!("admin listener {}", l.name))?,
+                        *port,
+                    ));
+                }
+            }
+            ListenerTransport::Fifo { .. } => {}
+        }
+    }
+    // The default `director-admin` first: it is the one we print.
+    admin_sockets.sort_by_key(|s| !s.path.ends_with("director-admin"));
+    if admin_sockets.is_empty() {
+        anyhow::bail!("service director has no admin unix_listener (director-admin)");
+    }
+
+    let self_addr = if ds.is_standalone() {
+        STANDALONE_SELF
+    } else {
+        match ds.ring_listener.as_ref().map(|l| &l.transport) {
+            Some(ListenerTransport::Inet {
+                addresses, port, ..
+            }) => {
+                let ip = addresses
+                    .iter()
+                    .filter_map(|a| parse_listen_address(a).ok())
+                    .find(|ip| !ip.is_unspecified())
+                    .or_else(|| ds.ring_listen_ips().into_iter().next())
+                    .unwrap_or(STANDALONE_SELF.0);
+                (ip, *port)
+            }
+            _ => STANDALONE_SELF,
+        }
+    };
+    let username_hash =
+        HashFormat::parse(&ds.username_hash).map_err(|e| anyhow!("director_username_hash: {e}"))?;
+    let core = CoreSettings {
+        user_expire_secs: ds.user_expire_secs,
+        username_hash,
+        hashing_mode: if ds.consistent_hashing {
+            HashingMode::Consistent
+        } else {
+            HashingMode::Modulo
+        },
+        kick_delay_secs: ds.user_kick_delay_secs,
+        max_parallel_moves: ds.max_parallel_moves,
+        max_parallel_kicks: ds.max_parallel_kicks,
+        flush_socket: Some(ds.flush_socket.clone()).filter(|s| !s.is_empty()),
+        config_hosts: ds
+            .mail_servers
+            .iter()
+            .map(|m| ConfigHost {
+                ip: m.ip,
+                tag: m.tag.clone(),
+                hostname: m.hostname.clone(),
+            })
+            .collect(),
+    };
+    Ok(DaemonSettings {
+        base_dir: ds.base_dir.clone(),
+        admin_sockets,
+        admin_tcp,
+        log: LogTargets {
+            log_path: ds.log_path.clone(),
+            info_log_path: ds.info_log_path.clone(),
+            debug_log_path: ds.debug_log_path.clone(),
+        },
+        core,
+        self_addr,
+    })
+}

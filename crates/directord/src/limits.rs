@@ -1,0 +1,43 @@
+//! Hard limits of the daemon, in one place, with the Dovecot value where one exists.
+//!
+//! Every buffer that input can grow is bounded by one of these, so a misbehaving client can
+//! cost us at most a known amount of memory.
+
+use std::time::Duration;
+
+// The admin line limit (1023 bytes + LF, Dovecot's 1024-byte input buffer) lives with the
+// framer: `director_proto::line::ADMIN_MAX_LINE_LEN`.
+
+/// Most admin connections (UNIX and TCP together) served at once. Above this the accept loop
+/// stops accepting and lets the kernel backlog hold new clients until a slot frees up.
+/// Dovecot's director has `client_limit = 0` (= `default_client_limit`, 1000); we allow more
+/// because a connection costs us a few KiB only.
+pub const MAX_ADMIN_CONNECTIONS: usize = 10_000;
+
+/// Listen backlog for the admin sockets (the kernel caps it at `net.core.somaxconn`).
+pub const ADMIN_LISTEN_BACKLOG: u32 = 1024;
+
+/// Capacity of the channel into the director actor. Connection tasks wait (not the actor)
+/// when it is full, which is the back-pressure we want.
+pub const ACTOR_QUEUE_CAPACITY: usize = 4096;
+
+/// First and last pause after a failed `accept()` (EMFILE and friends), doubling in between.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// See [`ACCEPT_BACKOFF_MIN`].
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// `director_flush_socket` connect timeout (Dovecot's program-client uses 10 s).
+pub const FLUSH_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Total time a flush script may take before it counts as failed. Dovecot bounds the whole
+/// kill/move by the 30 s move timeout; we stop waiting for the script a little earlier.
+pub const FLUSH_TOTAL_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Most bytes we read back from a remote flush script (it only needs to say `+` or `-`).
+pub const FLUSH_MAX_OUTPUT: usize = 64 * 1024;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, so thousands of idle admin clients
+/// (and later, proxied sessions) don't run us out of descriptors. Returns the new soft limit.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}

@@ -1,0 +1,159 @@
+//! Runs the daemon: binds the admin listeners, starts the actor, and handles signals until
+//! told to stop.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::actor::{self, ActorConfig, DirectorHandle};
+use crate::admin::connection::ConnectionContext;
+use crate::admin::listener;
+use crate::clock::Clock;
+use crate::core_glue::CoreState;
+use crate::effects::kick::{NoLocalSessions, SessionKiller};
+use crate::ring_view::RingView;
+use crate::settings::DaemonSettings;
+
+/// Re-reads the configuration for SIGHUP; returns the new settings or why not.
+pub type Reloader = Box<dyn Fn() -> anyhow::Result<DaemonSettings> + Send + Sync>;
+
+/// Runs until SIGTERM/SIGINT. Returns after the listeners stopped and the socket file is gone.
+pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result<()> {
+    // Handlers first: a SIGHUP/SIGTERM that arrives right after we announce the socket must
+    // not hit the default action (terminate).
+    let signals = Signals::install()?;
+    let clock = Clock::new();
+    listener::ensure_dir(&settings.base_dir)?;
+    let mut unix = Vec::new();
+    for spec in &settings.admin_sockets {
+        unix.push((spec.path.clone(), listener::bind_unix(spec)?));
+    }
+    let mut tcp = Vec::new();
+    for addr in &settings.admin_tcp {
+        tcp.push((*addr, listener::bind_tcp(*addr)?));
+    }
+
+    let core = CoreState::new(settings.core.clone()).context("build the director state")?;
+    let killer: Arc<dyn SessionKiller> = Arc::new(NoLocalSessions);
+    let (director, actor_task) = actor::spawn(ActorConfig {
+        core,
+        ring: RingView::new(settings.self_addr.0, settings.self_addr.1),
+        killer,
+        clock,
+    });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let slots = listener::connection_slots();
+    let ctx = ConnectionContext {
+        director: director.clone(),
+    };
+    let mut loops = Vec::new();
+    let socket_paths: Vec<PathBuf> = unix.iter().map(|(p, _)| p.clone()).collect();
+    for (path, l) in unix {
+        loops.push(tokio::spawn(listener::accept_loop(
+            l,
+            path.display().to_string(),
+            slots.clone(),
+            ctx.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
+    for (addr, l) in tcp {
+        tracing::info!(address = %addr, "admin TCP listener ready");
+        loops.push(tokio::spawn(listener::accept_loop(
+            l,
+            addr.to_string(),
+            slots.clone(),
+            ctx.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
+    drop(ctx);
+
+    // The documented start-up line: scripts and tests read the socket path from it.
+    let main_socket = socket_paths.first().cloned().unwrap_or_default();
+    // A closed stdout (some supervisors) must not kill us: ignore write errors.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "directord: admin socket {}", main_socket.display());
+        let _ = out.flush();
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        socket = %main_socket.display(),
+        "directord started"
+    );
+
+    signals.wait(&director, &reloader).await;
+
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    for l in loops {
+        let _ = l.await;
+    }
+    for path in &socket_paths {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove admin socket");
+        }
+    }
+    drop(director);
+    // Connection tasks still hold handles; don't wait for idle clients.
+    actor_task.abort();
+    Ok(())
+}
+
+/// The signals the daemon handles, installed before anything is announced.
+struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            hup: signal(SignalKind::hangup()).context("install SIGHUP handler")?,
+            term: signal(SignalKind::terminate()).context("install SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("install SIGINT handler")?,
+        })
+    }
+
+    /// Serves SIGHUP reloads until SIGTERM or SIGINT arrives.
+    async fn wait(mut self, director: &DirectorHandle, reloader: &Reloader) {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => reload(director, reloader).await,
+                _ = self.term.recv() => { tracing::info!("SIGTERM received"); return; }
+                _ = self.int.recv() => { tracing::info!("SIGINT received"); return; }
+            }
+        }
+    }
+}
+
+async fn reload(director: &DirectorHandle, reloader: &Reloader) {
+    tracing::info!("SIGHUP received, reloading configuration");
+    let settings = match reloader() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload failed, keeping the old configuration");
+            return;
+        }
+    };
+    let hosts = settings.config_hosts();
+    let count = hosts.len();
+    match director.reload(hosts).await {
+        Some(Ok(summary)) => tracing::info!(
+            mail_servers = count,
+            changes = %summary,
+            "director_mail_servers reloaded"
+        ),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "reload refused, keeping the old configuration")
+        }
+        None => tracing::error!("reload failed: director actor stopped"),
+    }
+}

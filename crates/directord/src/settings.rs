@@ -1,0 +1,39 @@
+//! The daemon's view of the configuration: what it binds, where it logs, and what it hands
+//! to the core. Built from `director-config`'s [`director_config::DirectorSettings`] by
+//! [`crate::config_load`], so the rest of the daemon never looks at raw settings.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use director_core::lookup::ConfigHost;
+use director_core::CoreSettings;
+
+use crate::admin::listener::UnixSocketSpec;
+use crate::logging::LogTargets;
+
+/// Standalone directors call themselves this (observed: `127.0.0.1\t0\tself`).
+pub const STANDALONE_SELF: (IpAddr, u16) = (IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+/// Everything the daemon needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    /// `base_dir` (created at start if missing).
+    pub base_dir: PathBuf,
+    /// The admin UNIX sockets; the first is `director-admin` and is printed at start.
+    pub admin_sockets: Vec<UnixSocketSpec>,
+    /// TCP admin listeners (`inet_listener director-doveadm` / `*-admin`); usually none.
+    pub admin_tcp: Vec<SocketAddr>,
+    /// Log destinations.
+    pub log: LogTargets,
+    /// What the core is built from.
+    pub core: CoreSettings,
+    /// Our identity in `DIRECTOR-LIST`: the ring listener, or 127.0.0.1:0 standalone.
+    pub self_addr: (IpAddr, u16),
+}
+
+impl DaemonSettings {
+    /// The configured mail servers (what SIGHUP reloads).
+    pub fn config_hosts(&self) -> Vec<ConfigHost> {
+        self.core.config_hosts.clone()
+    }
+}
