@@ -1,0 +1,323 @@
+//! Listeners of `service director` (spec §5), merged with Dovecot's
+//! defaults the way `doveconf` merges them.
+//!
+//! Dovecot 2.3.19.1 defaults (`doveconf -d`): `unix_listener director-admin`
+//! (mode 0600), `unix_listener login/director` and `fifo_listener
+//! login/proxy-notify` (mode 0 as printed by doveconf). A config block
+//! with the same kind and name changes those; other blocks add listeners.
+//! Repeated `service director { }` blocks are merged in order.
+//!
+//! The socket *type* comes from the listener name (basename, part after the
+//! last `-`): `auth`, `userdb`, `authreply`, `ring`, `admin`/`doveadm`,
+//! `notify`; otherwise inet → ring, unix → auth; FIFOs are always notify.
+//! A TCP admin listener therefore exists only when configured, e.g.
+//! `inet_listener director-doveadm { port = ... }`.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::error::{ConfigError, Location};
+use crate::settings::parse_bool;
+use crate::tree::Section;
+
+/// What protocol a director listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SocketType {
+    /// Login processes' auth proxy (`login/director`).
+    Auth,
+    /// LMTP / userdb auth proxy (`director-userdb`).
+    Userdb,
+    /// auth-reply socket.
+    AuthReply,
+    /// Director ring (TCP).
+    Ring,
+    /// Admin protocol (doveadm).
+    Admin,
+    /// proxy-notify.
+    Notify,
+}
+
+/// How a listener is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ListenerTransport {
+    /// `unix_listener PATH { mode user group }`.
+    Unix {
+        /// Absolute path (`base_dir` joined with a relative name).
+        path: PathBuf,
+        /// Permission bits.
+        mode: u32,
+        /// Owner user name (empty = process user).
+        user: String,
+        /// Owner group name (empty = process group).
+        group: String,
+    },
+    /// `fifo_listener PATH { mode user group }`.
+    Fifo {
+        /// Absolute path.
+        path: PathBuf,
+        /// Permission bits.
+        mode: u32,
+        /// Owner user name.
+        user: String,
+        /// Owner group name.
+        group: String,
+    },
+    /// `inet_listener [NAME] { address port ssl haproxy }`.
+    Inet {
+        /// Addresses to bind (`*` = all IPv4, `::` = all IPv6); from
+        /// `address`, else the global `listen`.
+        addresses: Vec<String>,
+        /// Port; 0 = disabled.
+        port: u16,
+        /// `ssl = yes`.
+        ssl: bool,
+        /// `haproxy = yes`.
+        haproxy: bool,
+    },
+}
+
+/// One listener of `service director`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Listener {
+    /// The name as written (path for unix/fifo, may be empty for inet).
+    pub name: String,
+    /// Protocol derived from the name.
+    pub socket_type: SocketType,
+    /// Address and options.
+    pub transport: ListenerTransport,
+    /// Where it was (last) configured; `None` for a built-in default.
+    pub location: Option<Location>,
+}
+
+impl Listener {
+    /// A usable listener: inet with a port, or unix/fifo with a path.
+    pub fn is_enabled(&self) -> bool {
+        match &self.transport {
+            ListenerTransport::Inet { port, .. } => *port != 0,
+            ListenerTransport::Unix { path, .. } | ListenerTransport::Fifo { path, .. } => {
+                !path.as_os_str().is_empty()
+            }
+        }
+    }
+}
+
+/// Dovecot's rule for the socket type of a listener name.
+pub fn socket_type_for(kind: &str, name: &str) -> SocketType {
+    if kind == "fifo_listener" {
+        return SocketType::Notify;
+    }
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let suffix = base.rsplit('-').next().unwrap_or(base);
+    match suffix {
+        "auth" => SocketType::Auth,
+        "userdb" => SocketType::Userdb,
+        "authreply" => SocketType::AuthReply,
+        "ring" => SocketType::Ring,
+        "admin" | "doveadm" => SocketType::Admin,
+        "notify" => SocketType::Notify,
+        _ if kind == "inet_listener" => SocketType::Ring,
+        _ => SocketType::Auth,
+    }
+}
+
+fn split_addresses(s: &str) -> Vec<String> {
+    s.split([' ', ','])
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Octal mode as Dovecot writes it (`0600`, `0666`, `00`).
+fn parse_mode(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+/// An editable listener while merging.
+struct Draft {
+    kind: String,
+    name: String,
+    mode: u32,
+    user: String,
+    group: String,
+    address: String,
+    port: u16,
+    ssl: bool,
+    haproxy: bool,
+    location: Option<Location>,
+}
+
+impl Draft {
+    fn new(kind: &str, name: &str, mode: u32) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            mode,
+            user: String::new(),
+            group: String::new(),
+            address: String::new(),
+            port: 0,
+            ssl: false,
+            haproxy: false,
+            location: None,
+        }
+    }
+
+    fn apply(&mut self, sec: &Section) -> Result<(), ConfigError> {
+        self.location = Some(sec.location.clone());
+        for s in sec.settings() {
+            let bad = |what: &str| {
+                ConfigError::at(
+                    &s.location,
+                    format!("{}: Invalid {what}: {}", s.key, s.value),
+                )
+            };
+            match s.key.as_str() {
+                "mode" => self.mode = parse_mode(&s.value).ok_or_else(|| bad("mode"))?,
+                "user" => self.user = s.value.clone(),
+                "group" => self.group = s.value.clone(),
+                "address" => self.address = s.value.clone(),
+                "port" => {
+                    let v = director_proto::value::parse_uint(s.value.as_bytes())
+                        .ok_or_else(|| bad("port"))?;
+                    self.port = u16::try_from(v).map_err(|_| bad("port"))?;
+                }
+                "ssl" => self.ssl = parse_bool(&s.value).map_err(|_| bad("boolean"))?,
+                "haproxy" => self.haproxy = parse_bool(&s.value).map_err(|_| bad("boolean"))?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn build(self, base_dir: &Path, listen: &str) -> Listener {
+        let socket_type = socket_type_for(&self.kind, &self.name);
+        let path = if self.name.is_empty() {
+            PathBuf::new()
+        } else {
+            base_dir.join(&self.name)
+        };
+        let transport = match self.kind.as_str() {
+            "fifo_listener" => ListenerTransport::Fifo {
+                path,
+                mode: self.mode,
+                user: self.user,
+                group: self.group,
+            },
+            "inet_listener" => ListenerTransport::Inet {
+                addresses: split_addresses(if self.address.is_empty() {
+                    listen
+                } else {
+                    &self.address
+                }),
+                port: self.port,
+                ssl: self.ssl,
+                haproxy: self.haproxy,
+            },
+            _ => ListenerTransport::Unix {
+                path,
+                mode: self.mode,
+                user: self.user,
+                group: self.group,
+            },
+        };
+        Listener {
+            name: self.name,
+            socket_type,
+            transport,
+            location: self.location,
+        }
+    }
+}
+
+/// Mode Dovecot gives a new unix/fifo listener when the config sets none.
+pub const DEFAULT_LISTENER_MODE: u32 = 0o600;
+
+/// The listeners of `service director`: Dovecot's defaults merged with
+/// every `service director { ... }` block of `config`.
+pub fn service_listeners(
+    config: &Config,
+    base_dir: &Path,
+    listen: &str,
+) -> Result<Vec<Listener>, ConfigError> {
+    let mut drafts = vec![
+        Draft::new("fifo_listener", "login/proxy-notify", 0),
+        Draft::new("unix_listener", "director-admin", 0o600),
+        Draft::new("unix_listener", "login/director", 0),
+    ];
+    for service in config.root().sections_named("service", Some("director")) {
+        for sec in service.sections() {
+            if !matches!(
+                sec.kind.as_str(),
+                "unix_listener" | "fifo_listener" | "inet_listener"
+            ) {
+                continue;
+            }
+            let name = sec.name.clone().unwrap_or_default();
+            let idx = match drafts
+                .iter()
+                .position(|d| d.kind == sec.kind && d.name == name)
+            {
+                Some(i) => i,
+                None => {
+                    drafts.push(Draft::new(&sec.kind, &name, DEFAULT_LISTENER_MODE));
+                    drafts.len() - 1
+                }
+            };
+            drafts[idx].apply(sec)?;
+        }
+    }
+    Ok(drafts
+        .into_iter()
+        .map(|d| d.build(base_dir, listen))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_types() {
+        assert_eq!(
+            socket_type_for("unix_listener", "director-admin"),
+            SocketType::Admin
+        );
+        assert_eq!(
+            socket_type_for("inet_listener", "director-doveadm"),
+            SocketType::Admin
+        );
+        assert_eq!(
+            socket_type_for("unix_listener", "login/director"),
+            SocketType::Auth
+        );
+        assert_eq!(
+            socket_type_for("unix_listener", "director-userdb"),
+            SocketType::Userdb
+        );
+        assert_eq!(socket_type_for("inet_listener", ""), SocketType::Ring);
+        assert_eq!(
+            socket_type_for("inet_listener", "director"),
+            SocketType::Ring
+        );
+        assert_eq!(
+            socket_type_for("fifo_listener", "login/proxy-notify"),
+            SocketType::Notify
+        );
+        assert_eq!(
+            socket_type_for("unix_listener", "x-authreply"),
+            SocketType::AuthReply
+        );
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0600"), Some(0o600));
+        assert_eq!(parse_mode("00"), Some(0));
+        assert_eq!(parse_mode("0666"), Some(0o666));
+        assert_eq!(parse_mode("rw"), None);
+        assert_eq!(parse_mode("0800"), None);
+    }
+}

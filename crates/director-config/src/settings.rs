@@ -1,0 +1,377 @@
+//! [`DirectorSettings`]: the director's settings with Dovecot's names and
+//! defaults (spec §12, `doveconf -d` of 2.3.19.1), validated.
+//!
+//! * Every `director_*` key must be one we know; a typo or a bad value is an
+//!   error naming the file and line.
+//! * Everything else (passdb/userdb, protocols, other services, ssl, ...) is
+//!   accepted and listed in [`DirectorSettings::ignored`] for debug logging.
+//! * `director_consistent_hashing` is **our** extension (Dovecot 2.2.16–2.2.36
+//!   had it; 2.3 has no such key and always hashes consistently). Default
+//!   `yes`; `no` selects the 2.2-era `hash % vhosts` mode for rings still
+//!   shared with old 2.2 directors.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::error::{ConfigError, Location};
+use crate::listeners::{service_listeners, Listener, ListenerTransport, SocketType};
+use crate::servers::{
+    parse_director_servers, parse_mail_servers, DirectorServer, MailServer, Resolver,
+    SystemResolver,
+};
+use crate::tree::Setting;
+use crate::units::{parse_size_bytes, parse_time_secs};
+
+/// Smallest accepted `director_user_expire` (the director refuses less).
+pub const MIN_USER_EXPIRE_SECS: u32 = 10;
+
+/// The `director_*` keys we accept (2.3.19 names plus our extension).
+pub const DIRECTOR_KEYS: &[&str] = &[
+    "director_servers",
+    "director_mail_servers",
+    "director_username_hash",
+    "director_user_expire",
+    "director_user_kick_delay",
+    "director_flush_socket",
+    "director_ping_idle_timeout",
+    "director_ping_max_timeout",
+    "director_max_parallel_moves",
+    "director_max_parallel_kicks",
+    "director_output_buffer_size",
+    "director_consistent_hashing",
+];
+
+/// Other top-level keys the director reads.
+pub const OTHER_USED_KEYS: &[&str] = &[
+    "base_dir",
+    "instance_name",
+    "log_path",
+    "info_log_path",
+    "debug_log_path",
+    "auth_master_user_separator",
+    "master_user_separator",
+    "listen",
+];
+
+/// Built-in defaults of the keys above (Dovecot's, plus ours).
+pub const DIRECTOR_DEFAULTS: &[(&str, &str)] = &[
+    ("base_dir", "/run/dovecot"),
+    ("instance_name", "dovecot"),
+    ("log_path", "syslog"),
+    ("info_log_path", ""),
+    ("debug_log_path", ""),
+    ("auth_master_user_separator", ""),
+    ("master_user_separator", ""),
+    ("listen", "*, ::"),
+    ("director_servers", ""),
+    ("director_mail_servers", ""),
+    ("director_username_hash", "%Lu"),
+    ("director_user_expire", "15 mins"),
+    ("director_user_kick_delay", "2 secs"),
+    ("director_flush_socket", ""),
+    ("director_ping_idle_timeout", "30 secs"),
+    ("director_ping_max_timeout", "1 mins"),
+    ("director_max_parallel_moves", "100"),
+    ("director_max_parallel_kicks", "100"),
+    ("director_output_buffer_size", "10 M"),
+    ("director_consistent_hashing", "yes"),
+];
+
+/// The default of a key the director reads.
+pub fn director_default(key: &str) -> Option<&'static str> {
+    DIRECTOR_DEFAULTS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| *v)
+}
+
+/// A setting present in the config that the director does not use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnoredSetting {
+    /// `key` for top-level settings, `kind name` for sections.
+    pub key: String,
+    /// Where it is.
+    pub location: Location,
+}
+
+/// The director's effective settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectorSettings {
+    /// `base_dir` (Dovecot default `/run/dovecot` on Debian). Relative UNIX
+    /// listener paths live here.
+    pub base_dir: PathBuf,
+    /// `instance_name` (default `dovecot`).
+    pub instance_name: String,
+    /// `log_path` (default `syslog`).
+    pub log_path: String,
+    /// `info_log_path` (empty = same as `log_path`).
+    pub info_log_path: String,
+    /// `debug_log_path` (empty = same as `info_log_path`).
+    pub debug_log_path: String,
+    /// `director_servers`, resolved; empty = standalone.
+    pub director_servers: Vec<DirectorServer>,
+    /// `director_mail_servers`, expanded and resolved ("initial config").
+    pub mail_servers: Vec<MailServer>,
+    /// `director_username_hash` (default `%Lu`); validated by the core.
+    pub username_hash: String,
+    /// `director_user_expire` in seconds (default 900, at least 10).
+    pub user_expire_secs: u32,
+    /// `director_user_kick_delay` in seconds (default 2).
+    pub user_kick_delay_secs: u32,
+    /// `director_flush_socket` (empty = none), unexpanded (`%i`, `%h`).
+    pub flush_socket: String,
+    /// `director_ping_idle_timeout` in seconds (default 30).
+    pub ping_idle_timeout_secs: u32,
+    /// `director_ping_max_timeout` in seconds (default 60).
+    pub ping_max_timeout_secs: u32,
+    /// `director_max_parallel_moves` (default 100).
+    pub max_parallel_moves: u32,
+    /// `director_max_parallel_kicks` (default 100).
+    pub max_parallel_kicks: u32,
+    /// `director_output_buffer_size` in bytes (default 10 MiB).
+    pub output_buffer_size: u64,
+    /// `director_consistent_hashing` (our extension, default yes).
+    pub consistent_hashing: bool,
+    /// `auth_master_user_separator`, or 2.3.19's hidden
+    /// `master_user_separator` when the former is empty.
+    pub auth_master_user_separator: String,
+    /// `listen` (default `*, ::`): addresses for inet listeners without one.
+    pub listen: String,
+    /// Every listener of `service director` (defaults merged with the config).
+    pub listeners: Vec<Listener>,
+    /// The admin-protocol listeners (UNIX `director-admin` by default, plus
+    /// any inet listener named `*-admin`/`*-doveadm`).
+    pub admin_listeners: Vec<Listener>,
+    /// The ring listener (first inet listener of type ring with a port).
+    pub ring_listener: Option<Listener>,
+    /// Settings and sections present but not used, for debug logging.
+    pub ignored: Vec<IgnoredSetting>,
+}
+
+/// A raw value plus where it came from (None = default).
+struct Raw<'a> {
+    value: &'a str,
+    setting: Option<&'a Setting>,
+}
+
+impl Raw<'_> {
+    fn err(&self, key: &str, msg: impl std::fmt::Display) -> ConfigError {
+        match self.setting {
+            Some(s) => ConfigError::at(&s.location, format!("{key}: {msg}")),
+            None => ConfigError::general(format!("{key} (default): {msg}")),
+        }
+    }
+}
+
+fn raw<'a>(config: &'a Config, key: &str) -> Raw<'a> {
+    match config.get_setting(key) {
+        Some(s) => Raw {
+            value: s.value.as_str(),
+            setting: Some(s),
+        },
+        None => Raw {
+            value: director_default(key).unwrap_or(""),
+            setting: None,
+        },
+    }
+}
+
+/// Dovecot's boolean, exactly as `doveconf` 2.3.19.1 accepts it
+/// (case-insensitive): `yes`, `y` and `1` are true, `no` is false; anything
+/// else (`n`, `0`, `true`, `on`, empty, ...) is an error.
+pub fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "yes" | "y" | "1" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(format!("Invalid boolean value: {value} (use yes or no)")),
+    }
+}
+
+/// Dovecot's unsigned number setting, with `doveconf`'s error texts.
+pub fn parse_u32_setting(value: &str) -> Result<u32, String> {
+    if let Some(v) = director_proto::value::parse_uint(value.as_bytes()) {
+        return Ok(v);
+    }
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    let why = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if value.starts_with('-') {
+            "Number too small"
+        } else {
+            "Number too large"
+        }
+    } else {
+        "Not a valid number"
+    };
+    Err(format!("Invalid number {value}: {why}"))
+}
+
+impl DirectorSettings {
+    /// Validates and converts `config`, resolving host names with the system
+    /// resolver.
+    pub fn from_config(config: &Config) -> Result<DirectorSettings, ConfigError> {
+        Self::from_config_with_resolver(config, &SystemResolver)
+    }
+
+    /// Like [`from_config`](Self::from_config) with a chosen [`Resolver`].
+    pub fn from_config_with_resolver(
+        config: &Config,
+        resolver: &dyn Resolver,
+    ) -> Result<DirectorSettings, ConfigError> {
+        let root = config.root();
+        let mut ignored = Vec::new();
+        for s in root.settings() {
+            if s.key.starts_with("director_") {
+                if !DIRECTOR_KEYS.contains(&s.key.as_str()) {
+                    return Err(ConfigError::at(
+                        &s.location,
+                        format!("Unknown setting: {}", s.key),
+                    ));
+                }
+            } else if !OTHER_USED_KEYS.contains(&s.key.as_str()) {
+                ignored.push(IgnoredSetting {
+                    key: s.key.clone(),
+                    location: s.location.clone(),
+                });
+            }
+        }
+        for sec in root.sections() {
+            if !(sec.kind == "service" && sec.name.as_deref() == Some("director")) {
+                let key = match &sec.name {
+                    Some(n) => format!("{} {n}", sec.kind),
+                    None => sec.kind.clone(),
+                };
+                ignored.push(IgnoredSetting {
+                    key,
+                    location: sec.location.clone(),
+                });
+            }
+        }
+        for var in config.unresolved_variables() {
+            if var.key.starts_with("director_") || OTHER_USED_KEYS.contains(&var.key.as_str()) {
+                return Err(ConfigError::at(
+                    &var.location,
+                    format!("Unknown variable: {}", var.word),
+                ));
+            }
+        }
+
+        let time = |key: &str| -> Result<u32, ConfigError> {
+            let r = raw(config, key);
+            parse_time_secs(r.value).map_err(|m| r.err(key, m))
+        };
+        let uint = |key: &str| -> Result<u32, ConfigError> {
+            let r = raw(config, key);
+            parse_u32_setting(r.value).map_err(|m| r.err(key, m))
+        };
+        let string = |key: &str| raw(config, key).value.to_owned();
+
+        let user_expire_secs = time("director_user_expire")?;
+        if user_expire_secs < MIN_USER_EXPIRE_SECS {
+            // Dovecot's settings check says exactly this (no line number);
+            // we add where the value was set.
+            let text =
+                format!("director_user_expire is too low (minimum {MIN_USER_EXPIRE_SECS} secs)");
+            return Err(match raw(config, "director_user_expire").setting {
+                Some(s) => ConfigError::at(&s.location, text),
+                None => ConfigError::general(text),
+            });
+        }
+        let output_buffer_size = {
+            let r = raw(config, "director_output_buffer_size");
+            parse_size_bytes(r.value).map_err(|m| r.err("director_output_buffer_size", m))?
+        };
+        let consistent_hashing = {
+            let r = raw(config, "director_consistent_hashing");
+            parse_bool(r.value).map_err(|m| r.err("director_consistent_hashing", m))?
+        };
+
+        let base_dir = PathBuf::from(string("base_dir"));
+        let listen = string("listen");
+        let listeners = service_listeners(config, &base_dir, &listen)?;
+        let admin_listeners: Vec<Listener> = listeners
+            .iter()
+            .filter(|l| l.socket_type == SocketType::Admin && l.is_enabled())
+            .cloned()
+            .collect();
+        let ring_listener = listeners
+            .iter()
+            .find(|l| {
+                l.socket_type == SocketType::Ring
+                    && l.is_enabled()
+                    && matches!(l.transport, ListenerTransport::Inet { .. })
+            })
+            .cloned();
+        let ring_port = ring_listener.as_ref().and_then(|l| match l.transport {
+            ListenerTransport::Inet { port, .. } => Some(port),
+            _ => None,
+        });
+
+        let mail_servers = {
+            let r = raw(config, "director_mail_servers");
+            parse_mail_servers(r.value, resolver).map_err(|m| r.err("director_mail_servers", m))?
+        };
+        let director_servers = {
+            let r = raw(config, "director_servers");
+            parse_director_servers(r.value, ring_port, resolver)
+                .map_err(|m| r.err("director_servers", m))?
+        };
+        if !director_servers.is_empty() && ring_listener.is_none() {
+            let r = raw(config, "director_servers");
+            return Err(r.err(
+                "director_servers",
+                "No inet_listeners defined for director service (for standalone keep director_servers empty)",
+            ));
+        }
+
+        let mut auth_master_user_separator = string("auth_master_user_separator");
+        if auth_master_user_separator.is_empty() {
+            auth_master_user_separator = string("master_user_separator");
+        }
+
+        Ok(DirectorSettings {
+            base_dir,
+            instance_name: string("instance_name"),
+            log_path: string("log_path"),
+            info_log_path: string("info_log_path"),
+            debug_log_path: string("debug_log_path"),
+            director_servers,
+            mail_servers,
+            username_hash: string("director_username_hash"),
+            user_expire_secs,
+            user_kick_delay_secs: time("director_user_kick_delay")?,
+            flush_socket: string("director_flush_socket"),
+            ping_idle_timeout_secs: time("director_ping_idle_timeout")?,
+            ping_max_timeout_secs: time("director_ping_max_timeout")?,
+            max_parallel_moves: uint("director_max_parallel_moves")?,
+            max_parallel_kicks: uint("director_max_parallel_kicks")?,
+            output_buffer_size,
+            consistent_hashing,
+            auth_master_user_separator,
+            listen,
+            listeners,
+            admin_listeners,
+            ring_listener,
+            ignored,
+        })
+    }
+
+    /// Whether this director runs alone (no `director_servers`).
+    pub fn is_standalone(&self) -> bool {
+        self.director_servers.is_empty()
+    }
+
+    /// The ring's own address candidates: the ring listener's addresses.
+    pub fn ring_listen_ips(&self) -> Vec<IpAddr> {
+        match &self.ring_listener {
+            Some(Listener {
+                transport: ListenerTransport::Inet { addresses, .. },
+                ..
+            }) => addresses
+                .iter()
+                .filter_map(|a| director_proto::value::parse_ip(a.as_bytes()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
