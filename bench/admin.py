@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Admin-protocol benchmarks: our directord against a real Dovecot 2.3 director, same run,
+same client (target/release/director-loadgen), same config.
+
+  bench/admin.py [--users 100000] [--secs 5] [--mem-users 1000000] [--skip-build]
+
+Prints, for each director:
+  * USER-LOOKUP throughput on one connection, unpipelined (window 1) and pipelined
+    (window 100), with --users assignments made first;
+  * RSS growth per assignment after --mem-users assignments on a fresh process;
+and the ratios ours/Dovecot. Only loopback addresses are used; every process started here
+is stopped by its PID at the end.
+"""
+import argparse, os, shutil, signal, socket, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOADGEN = os.path.join(ROOT, "target/release/director-loadgen")
+DIRECTORD = os.path.join(ROOT, "target/release/directord")
+MAIL_SERVERS = "127.0.1.1 127.0.1.2 127.0.1.3"
+# Both directors read this same file. Ours ignores the settings of other Dovecot services.
+CONF = """instance_name = bench-{name}
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+info_log_path = {d}/dovecot.log
+listen = {ip}
+protocols =
+ssl = no
+director_servers =
+director_mail_servers = {mail}
+director_user_kick_delay = 1s
+service director {{
+  unix_listener director-admin {{
+    mode = 0600
+  }}
+  inet_listener {{
+    address = {ip}
+    port = {port}
+  }}
+}}
+"""
+
+
+def die(msg):
+    sys.exit(f"bench/admin.py: {msg}")
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    die(f"no VmRSS for pid {pid}")
+
+
+def admin_cmd(sock, line):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(30)
+    s.connect(sock)
+    s.sendall(b"VERSION\tdirector-doveadm\t1\t0\n" + line + b"\n")
+    f = s.makefile("rb")
+    f.readline()
+    out = []
+    while True:
+        l = f.readline()
+        if not l or l == b"\n":
+            break
+        out.append(l)
+        if not line.endswith(b"LIST"):
+            break
+    s.close()
+    return out
+
+
+class Dovecot:
+    name = "dovecot"
+
+    def __init__(self, tmp):
+        if not shutil.which("dovecot"):
+            die("dovecot not found: apt-get install -y dovecot-core")
+        self.d = os.path.join(tmp, "dovecot")
+        os.makedirs(self.d)
+        self.conf = os.path.join(tmp, "dovecot.conf")
+        with open(self.conf, "w") as f:
+            f.write(CONF.format(name="dovecot", d=self.d, ip="127.0.88.1", port=19190, mail=MAIL_SERVERS))
+        subprocess.run(["dovecot", "-c", self.conf], check=True)
+        self.sock = os.path.join(self.d, "run/director-admin")
+        for _ in range(100):
+            if os.path.exists(os.path.join(self.d, "run/master.pid")) and os.path.exists(self.sock):
+                break
+            time.sleep(0.1)
+        self.master = int(open(os.path.join(self.d, "run/master.pid")).read())
+        admin_cmd(self.sock, b"HOST-LIST")  # the director process starts on first connection
+        time.sleep(1.5)
+        self.pid = self._director_pid()
+
+    def _director_pid(self):
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                st = open(f"/proc/{p}/stat").read()
+            except OSError:
+                continue
+            fields = st[st.rindex(")") + 2:].split()
+            if int(fields[1]) == self.master and "director" in st[: st.rindex(")")]:
+                return int(p)
+        die("Dovecot's director process not found")
+
+    def stop(self):
+        os.kill(self.master, signal.SIGTERM)
+
+
+class Ours:
+    name = "directord"
+
+    def __init__(self, tmp):
+        self.d = os.path.join(tmp, "ours")
+        os.makedirs(self.d)
+        self.conf = os.path.join(tmp, "ours.conf")
+        with open(self.conf, "w") as f:
+            f.write(CONF.format(name="ours", d=self.d, ip="127.0.88.2", port=19190, mail=MAIL_SERVERS))
+        self.proc = subprocess.Popen([DIRECTORD, "-c", self.conf], stdout=subprocess.DEVNULL,
+                                     stderr=open(os.path.join(self.d, "stderr.log"), "w"))
+        self.sock = os.path.join(self.d, "run/director-admin")
+        for _ in range(100):
+            if os.path.exists(self.sock):
+                break
+            time.sleep(0.1)
+        else:
+            die(f"directord did not create {self.sock}")
+        self.pid = self.proc.pid
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+
+
+def loadgen(*args):
+    out = subprocess.run([LOADGEN, *args], check=True, capture_output=True, text=True).stdout.strip()
+    return out
+
+
+def rate(line):
+    return float(line.split("rate=")[1].split("/s")[0])
+
+
+def assign(d, start, count, chunk=50000):
+    """USER-MOVE in chunks; waiting after each lets the move state (kick delay) drain."""
+    hosts = MAIL_SERVERS.split()
+    done = 0
+    while done < count:
+        n = min(chunk, count - done)
+        loadgen("assign", "--addr", d.sock, "--host", hosts[(start + done) // chunk % 3],
+                "--start", str(start + done), "--count", str(n), "--window", "100")
+        done += n
+        time.sleep(1.5)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=100000)
+    ap.add_argument("--secs", type=float, default=5)
+    ap.add_argument("--mem-users", type=int, default=1000000)
+    ap.add_argument("--skip-build", action="store_true")
+    a = ap.parse_args()
+    if not a.skip_build:
+        subprocess.run(["cargo", "build", "--release", "-p", "directord", "-p", "loadgen"],
+                       cwd=ROOT, check=True)
+    tmp = tempfile.mkdtemp(prefix="director-bench-")
+    results = {}
+    started = []
+    try:
+        print(f"machine: {os.cpu_count()} cpus; {subprocess.run(['dovecot', '--version'], capture_output=True, text=True).stdout.strip()}")
+        print(f"== USER-LOOKUP throughput, one connection, {a.users} users assigned, {a.secs}s per point")
+        for cls in (Dovecot, Ours):
+            d = cls(tmp + "/tp-" + cls.name)
+            started.append(d)
+            assign(d, 0, a.users)
+            for w in ("1", "100"):
+                out = loadgen("lookup", "--addr", d.sock, "--secs", str(a.secs), "--window", w,
+                              "--users", str(a.users))
+                results[(d.name, w)] = rate(out)
+                print(f"{d.name:10} {out}")
+            d.stop()
+            started.remove(d)
+        for w in ("1", "100"):
+            print(f"ratio window={w}: directord/dovecot = {results[('directord', w)] / results[('dovecot', w)]:.2f}x")
+
+        print(f"== memory: RSS growth for {a.mem_users} assignments on a fresh process")
+        mem = {}
+        for cls in (Dovecot, Ours):
+            d = cls(tmp + "/mem-" + cls.name)
+            started.append(d)
+            assign(d, 0, 1000)
+            before = rss_kb(d.pid)
+            assign(d, 1000, a.mem_users)
+            time.sleep(2)
+            after = rss_kb(d.pid)
+            users = len(admin_cmd(d.sock, b"USER-LIST"))
+            per = (after - before) * 1024 / a.mem_users
+            mem[d.name] = per
+            print(f"{d.name:10} rss_before={before} kB rss_after={after} kB users_listed={users} bytes_per_user={per:.1f}")
+            d.stop()
+            started.remove(d)
+        print(f"ratio memory per user: directord/dovecot = {mem['directord'] / mem['dovecot']:.2f}")
+    finally:
+        for d in started:
+            try:
+                d.stop()
+            except Exception as e:  # keep stopping the others
+                print(f"stop {d.name}: {e}", file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
