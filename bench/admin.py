@@ -168,10 +168,25 @@ def main():
         subprocess.run(["cargo", "build", "--release", "-p", "directord", "-p", "loadgen"],
                        cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="director-bench-")
-    results = {}
     started = []
     try:
         print(f"machine: {os.cpu_count()} cpus; {subprocess.run(['dovecot', '--version'], capture_output=True, text=True).stdout.strip()}")
+        if a.users > 0:
+            throughput(a, tmp, started)
+        if a.mem_users > 0:
+            memory(a, tmp, started)
+    finally:
+        for d in started:
+            try:
+                d.stop()
+            except Exception as e:  # keep stopping the others
+                print(f"stop {d.name}: {e}", file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def throughput(a, tmp, started):
+    results = {}
+    if True:
         print(f"== USER-LOOKUP throughput, one connection, {a.users} users assigned, {a.secs}s per point")
         for cls in (Dovecot, Ours):
             d = cls(tmp + "/tp-" + cls.name)
@@ -187,6 +202,10 @@ def main():
         for w in ("1", "100"):
             print(f"ratio window={w}: directord/dovecot = {results[('directord', w)] / results[('dovecot', w)]:.2f}x")
 
+
+
+def memory(a, tmp, started):
+    if True:
         print(f"== memory: RSS growth for {a.mem_users} assignments on a fresh process")
         mem = {}
         for cls in (Dovecot, Ours):
@@ -204,14 +223,6 @@ def main():
             d.stop()
             started.remove(d)
         print(f"ratio memory per user: directord/dovecot = {mem['directord'] / mem['dovecot']:.2f}")
-    finally:
-        for d in started:
-            try:
-                d.stop()
-            except Exception as e:  # keep stopping the others
-                print(f"stop {d.name}: {e}", file=sys.stderr)
-        shutil.rmtree(tmp, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

@@ -40,6 +40,21 @@ pub const DIRECTOR_KEYS: &[&str] = &[
     "director_max_parallel_kicks",
     "director_output_buffer_size",
     "director_consistent_hashing",
+    // Ours: the built-in mail proxy (crates/director-proxy reads them).
+    "director_backend_port_imap",
+    "director_backend_port_pop3",
+    "director_backend_port_submission",
+    "director_backend_port_sieve",
+    "director_backend_port_lmtp",
+    "director_backend_ssl",
+    "director_proxy_protocol",
+    "director_proxy_login_timeout",
+    "director_proxy_connect_timeout",
+    "director_proxy_max_line_length",
+    "director_lmtp_max_message_size",
+    "director_proxy_max_connections",
+    "director_proxy_max_connections_per_ip",
+    "director_proxy_drain_time",
 ];
 
 /// Other top-level keys the director reads.
@@ -76,6 +91,20 @@ pub const DIRECTOR_DEFAULTS: &[(&str, &str)] = &[
     ("director_max_parallel_kicks", "100"),
     ("director_output_buffer_size", "10 M"),
     ("director_consistent_hashing", "yes"),
+    ("director_backend_port_imap", "143"),
+    ("director_backend_port_pop3", "110"),
+    ("director_backend_port_submission", "587"),
+    ("director_backend_port_sieve", "4190"),
+    ("director_backend_port_lmtp", "24"),
+    ("director_backend_ssl", "no"),
+    ("director_proxy_protocol", "no"),
+    ("director_proxy_login_timeout", "1 min"),
+    ("director_proxy_connect_timeout", "30 secs"),
+    ("director_proxy_max_line_length", "4 k"),
+    ("director_lmtp_max_message_size", "50 M"),
+    ("director_proxy_max_connections", "10000"),
+    ("director_proxy_max_connections_per_ip", "100"),
+    ("director_proxy_drain_time", "30 secs"),
 ];
 
 /// The default of a key the director reads.

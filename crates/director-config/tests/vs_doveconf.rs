@@ -55,8 +55,8 @@ fn our_value(config: &Config, key: &str) -> String {
 fn compare_all_settings(conf: &Path) {
     let config = Config::load(conf).unwrap();
     for (key, _) in DIRECTOR_DEFAULTS {
-        if *key == "director_consistent_hashing" {
-            continue; // ours; 2.3 has no such key
+        if !director_config::is_dovecot_setting(key) {
+            continue; // ours (director_consistent_hashing, the proxy's settings)
         }
         let real = doveconf(conf, &["-h", key]);
         let ours = our_value(&config, key);

@@ -659,6 +659,7 @@ impl Director {
                 self.users_moving = self.users_moving.saturating_sub(1);
             }
         }
+        self.shrink_kills();
         self.retry_pending(now);
     }
 

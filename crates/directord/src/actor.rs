@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use director_core::kill::{Effect, Ticket};
+use director_core::kill::{Effect, RequestError, RequestId, Route, Ticket};
 use director_core::lookup::ConfigHost;
+use director_core::RequestOutcome;
 use director_proto::admin::AdminRequest;
 use tokio::sync::{mpsc, oneshot};
 
@@ -23,11 +24,13 @@ use crate::ring_view::RingView;
 
 /// Messages into the actor.
 pub enum ActorMsg {
-    /// An admin request; the encoded reply goes back on `reply`.
-    Admin {
-        /// The parsed request.
-        request: AdminRequest,
-        /// Where the encoded reply goes.
+    /// Several pipelined admin requests of one connection, run in order; the encoded
+    /// replies come back together. A request that finishes later (a ticket) holds back the
+    /// ones after it, exactly as if they had been sent one by one.
+    AdminBatch {
+        /// The parsed requests, in arrival order.
+        requests: Vec<AdminRequest>,
+        /// Where the concatenated encoded replies go.
         reply: oneshot::Sender<Vec<u8>>,
     },
     /// Replace the configured mail servers (SIGHUP).
@@ -36,6 +39,18 @@ pub enum ActorMsg {
         hosts: Vec<ConfigHost>,
         /// Outcome: a summary of what changed, or why nothing did.
         reply: oneshot::Sender<Result<String, CoreError>>,
+    },
+    /// A proxy login needs the user's backend (§6).
+    Login {
+        /// Routing user name.
+        username: Vec<u8>,
+        /// The route, or why not (answered when the core decides, at most 30 s later).
+        reply: oneshot::Sender<Result<Route, RequestError>>,
+    },
+    /// A proxied session of this user is still open: refresh the assignment.
+    Refresh {
+        /// Routing user name.
+        username: Vec<u8>,
     },
     /// A kick finished.
     KickDone {
@@ -58,14 +73,37 @@ pub struct DirectorHandle {
 }
 
 impl DirectorHandle {
-    /// Runs an admin request; `None` when the actor has stopped.
+    /// Runs one admin request; `None` when the actor has stopped.
+    #[cfg(test)]
     pub async fn admin(&self, request: AdminRequest) -> Option<Vec<u8>> {
+        self.admin_batch(vec![request]).await
+    }
+
+    /// Runs pipelined admin requests in order with one round trip to the actor; `None` when
+    /// the actor has stopped.
+    pub async fn admin_batch(&self, requests: Vec<AdminRequest>) -> Option<Vec<u8>> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(ActorMsg::Admin { request, reply })
+            .send(ActorMsg::AdminBatch { requests, reply })
             .await
             .ok()?;
         rx.await.ok()
+    }
+
+    /// Routes a proxy login; `None` when the actor has stopped.
+    pub async fn login(&self, username: Vec<u8>) -> Option<Result<Route, RequestError>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(ActorMsg::Login { username, reply })
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Refreshes a user with open sessions. Never waits: a full queue drops the refresh
+    /// (the next one comes `director_user_expire / 2` later).
+    pub fn refresh(&self, username: Vec<u8>) {
+        let _ = self.tx.try_send(ActorMsg::Refresh { username });
     }
 
     /// Reloads the configured mail servers; `None` when the actor has stopped.
@@ -88,12 +126,21 @@ pub struct ActorConfig {
     pub clock: Clock,
 }
 
+/// The rest of an admin batch waiting for one of its requests to finish.
+struct HeldBatch {
+    out: Vec<u8>,
+    rest: std::collections::VecDeque<AdminRequest>,
+    reply: oneshot::Sender<Vec<u8>>,
+}
+
 struct Actor {
     core: CoreState,
     ring: RingView,
     killer: Arc<dyn SessionKiller>,
     clock: Clock,
-    pending: HashMap<Ticket, oneshot::Sender<Vec<u8>>>,
+    /// Batches held back by an unfinished request, keyed by that request's ticket.
+    batches: HashMap<Ticket, HeldBatch>,
+    logins: HashMap<RequestId, oneshot::Sender<Result<Route, RequestError>>>,
     tx: mpsc::WeakSender<ActorMsg>,
     /// After a timeout fired at second `s`, the next one fires no earlier than `s + 1`: the
     /// core works in whole seconds, and this rules out a busy loop on a deadline that is
@@ -109,7 +156,8 @@ pub fn spawn(config: ActorConfig) -> (DirectorHandle, tokio::task::JoinHandle<()
         ring: config.ring,
         killer: config.killer,
         clock: config.clock,
-        pending: HashMap::new(),
+        batches: HashMap::new(),
+        logins: HashMap::new(),
         tx: tx.downgrade(),
         not_before: 0,
     };
@@ -143,44 +191,76 @@ impl Actor {
     fn handle(&mut self, msg: ActorMsg) {
         let now = self.clock.now();
         match msg {
-            ActorMsg::Admin { request, reply } => {
-                let start = match request {
-                    AdminRequest::DirectorList => AdminStart::Done(self.ring.list()),
-                    AdminRequest::DirectorAdd { ip, port } => {
-                        AdminStart::Done(self.ring.add(ip, port))
-                    }
-                    AdminRequest::DirectorRemove { ip, port } => {
-                        AdminStart::Done(self.ring.remove(ip, port))
-                    }
-                    other => self.core.admin(other, now),
+            ActorMsg::AdminBatch { requests, reply } => {
+                let held = HeldBatch {
+                    out: Vec::with_capacity(requests.len() * 48),
+                    rest: requests.into(),
+                    reply,
                 };
-                match start {
-                    AdminStart::Done(r) => {
-                        // The client may have gone; nothing to do then.
-                        let _ = reply.send(r.encode());
-                    }
-                    AdminStart::Pending(token) => {
-                        self.pending.insert(token, reply);
-                    }
-                }
+                self.continue_batch(held, now);
             }
             ActorMsg::Reload { hosts, reply } => {
                 let _ = reply.send(self.core.reload_hosts(hosts, now));
             }
+            ActorMsg::Login { username, reply } => match self.core.request(&username, now) {
+                RequestOutcome::Ready(route) => {
+                    let _ = reply.send(Ok(route));
+                }
+                RequestOutcome::Failed(e) => {
+                    let _ = reply.send(Err(e));
+                }
+                RequestOutcome::Queued(id, reason) => {
+                    tracing::debug!(
+                        request = id.0,
+                        reason = reason.as_str(),
+                        "login request queued"
+                    );
+                    self.logins.insert(id, reply);
+                }
+            },
+            ActorMsg::Refresh { username } => self.core.refresh_user(&username, now),
             ActorMsg::KickDone { ticket } => self.core.kick_done(ticket, now),
             ActorMsg::FlushDone { ticket, success } => self.core.flush_done(ticket, success, now),
         }
     }
 
+    fn start_admin(&mut self, request: AdminRequest, now: std::time::Duration) -> AdminStart {
+        match request {
+            AdminRequest::DirectorList => AdminStart::Done(self.ring.list()),
+            AdminRequest::DirectorAdd { ip, port } => AdminStart::Done(self.ring.add(ip, port)),
+            AdminRequest::DirectorRemove { ip, port } => {
+                AdminStart::Done(self.ring.remove(ip, port))
+            }
+            other => self.core.admin(other, now),
+        }
+    }
+
+    /// Runs a batch's requests until one has to wait; then parks the rest on its ticket.
+    fn continue_batch(&mut self, mut held: HeldBatch, now: std::time::Duration) {
+        while let Some(request) = held.rest.pop_front() {
+            match self.start_admin(request, now) {
+                AdminStart::Done(r) => r.encode_into(&mut held.out),
+                AdminStart::Pending(ticket) => {
+                    self.batches.insert(ticket, held);
+                    return;
+                }
+            }
+        }
+        let _ = held.reply.send(held.out);
+    }
+
     fn run_effects(&mut self) {
         while let Some(effect) = self.core.poll_effect() {
             match effect {
-                Effect::AdminReply { ticket, reply } => match self.pending.remove(&ticket) {
-                    Some(tx) => {
-                        let _ = tx.send(pending_reply(reply).encode());
+                Effect::AdminReply { ticket, reply } => {
+                    if let Some(mut held) = self.batches.remove(&ticket) {
+                        pending_reply(reply).encode_into(&mut held.out);
+                        let now = self.clock.now();
+                        self.continue_batch(held, now);
+                    } else {
+                        tracing::warn!(ticket = ticket.0, "reply for an unknown admin request");
                     }
-                    None => tracing::warn!(ticket = ticket.0, "reply for an unknown admin request"),
-                },
+                }
                 Effect::KickDirectorHash {
                     ticket,
                     hash,
@@ -207,10 +287,15 @@ impl Actor {
                     socket,
                     args,
                 } => self.start_flush(ticket, socket, args.to_args()),
-                Effect::RequestDone { id, .. } => {
-                    // Logins are not served yet; nothing waits for this.
-                    tracing::debug!(request = id.0, "login request finished");
-                }
+                Effect::RequestDone { id, result } => match self.logins.remove(&id) {
+                    // The login may have given up (client gone); nothing to do then.
+                    Some(tx) => {
+                        let _ = tx.send(result);
+                    }
+                    None => {
+                        tracing::debug!(request = id.0, "login request finished, nobody waiting")
+                    }
+                },
                 other => {
                     // Ring messages: a standalone director has no peers to send them to.
                     tracing::debug!(effect = ?other, "ring effect without a ring, dropped");

@@ -49,7 +49,9 @@ pub fn load(cli: &Cli) -> anyhow::Result<Loaded> {
             .map_err(|e| anyhow!("{e}"))?;
     }
     let ds = DirectorSettings::from_config(&config).map_err(|e| anyhow!("{e}"))?;
-    let settings = from_director_settings(&ds)?;
+    let mut settings = from_director_settings(&ds)?;
+    let proxy = director_proxy::ProxySettings::from_config(&config).map_err(|e| anyhow!("{e}"))?;
+    settings.proxy = Some(proxy).filter(|p| !p.listeners.is_empty());
     let mut ignored: Vec<String> = ds
         .ignored
         .iter()
@@ -173,5 +175,6 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
         },
         core,
         self_addr,
+        proxy: None,
     })
 }

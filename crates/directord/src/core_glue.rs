@@ -10,7 +10,9 @@ use std::time::Duration;
 use director_core::hash::parse_user_key;
 use director_core::kill::{AdminReply as CoreReply, Effect, Ticket};
 use director_core::lookup::ConfigHost;
-use director_core::{AdminOutcome, CoreSettings, Director, HostError, UserMoveError};
+use director_core::{
+    AdminOutcome, CoreSettings, Director, HostError, RequestOutcome, UserMoveError,
+};
 use director_proto::admin::{
     AdminReply, AdminRequest, HostListEntry, UserListEntry, UserLookupReply, UserRef,
 };
@@ -164,6 +166,17 @@ impl CoreState {
             | AdminRequest::DirectorRemove { .. } => AdminReply::OK,
         };
         AdminStart::Done(done)
+    }
+
+    /// A login for `username` (§6): a backend now, a queued request that ends in
+    /// [`Effect::RequestDone`], or a failure. The proxy has no director tags: tag `""`.
+    pub fn request(&mut self, username: &[u8], now: Duration) -> RequestOutcome {
+        self.director.request(username, "", secs(now))
+    }
+
+    /// A proxied session of `username` is still open (§3.4 proxy-notify).
+    pub fn refresh_user(&mut self, username: &[u8], now: Duration) {
+        self.director.refresh_user(username, secs(now));
     }
 
     /// Unix time (seconds) of the next timer, if any.

@@ -5,6 +5,11 @@
 //! 127.0.1.1-127.0.1.3). At start it prints `directord: admin socket <path>` on stdout. It
 //! never daemonizes (`-F` is accepted and is the only mode); SIGHUP reloads
 //! `director_mail_servers`, SIGTERM/SIGINT stop it cleanly (exit 0).
+//!
+//! When the config has `inet_listener`s in `service imap-login` / `pop3-login` /
+//! `submission-login` / `managesieve-login` / `lmtp`, it is also the mail proxy
+//! (`director-proxy`): logins are routed by the core, kicks close proxied sessions, and
+//! SIGTERM first stops accepting and lets sessions drain (`director_proxy_drain_time`).
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -17,6 +22,7 @@ mod core_glue;
 mod effects;
 mod limits;
 mod logging;
+mod proxy_glue;
 mod ring_view;
 mod server;
 mod settings;

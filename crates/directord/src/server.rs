@@ -14,6 +14,7 @@ use crate::admin::listener;
 use crate::clock::Clock;
 use crate::core_glue::CoreState;
 use crate::effects::kick::{NoLocalSessions, SessionKiller};
+use crate::proxy_glue::{ActorRouter, RegistryKiller};
 use crate::ring_view::RingView;
 use crate::settings::DaemonSettings;
 
@@ -37,7 +38,15 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     }
 
     let core = CoreState::new(settings.core.clone()).context("build the director state")?;
-    let killer: Arc<dyn SessionKiller> = Arc::new(NoLocalSessions);
+    // With the built-in proxy, kicks act on its sessions; without it there are none.
+    let registry = settings
+        .proxy
+        .as_ref()
+        .map(|p| director_proxy::SessionRegistry::new(p.username_hash.clone()));
+    let killer: Arc<dyn SessionKiller> = match &registry {
+        Some(r) => Arc::new(RegistryKiller::new(Arc::clone(r))),
+        None => Arc::new(NoLocalSessions),
+    };
     let (director, actor_task) = actor::spawn(ActorConfig {
         core,
         ring: RingView::new(settings.self_addr.0, settings.self_addr.1),
@@ -73,6 +82,25 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     }
     drop(ctx);
 
+    let proxy = match (settings.proxy.clone(), registry) {
+        (Some(proxy_settings), Some(registry)) => {
+            let router = Arc::new(ActorRouter::new(director.clone()));
+            let proxy = director_proxy::Proxy::start(
+                proxy_settings,
+                router,
+                registry,
+                Arc::new(director_proxy::NoBackendHook),
+            )
+            .await
+            .context("start the mail proxy")?;
+            for (spec, addr) in proxy.local_addrs() {
+                tracing::info!(protocol = spec.protocol.name(), listener = %spec.name, address = %addr, "mail proxy listener ready");
+            }
+            Some(proxy)
+        }
+        _ => None,
+    };
+
     // The documented start-up line: scripts and tests read the socket path from it.
     let main_socket = socket_paths.first().cloned().unwrap_or_default();
     // A closed stdout (some supervisors) must not kill us: ignore write errors.
@@ -91,6 +119,10 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     signals.wait(&director, &reloader).await;
 
     tracing::info!("shutting down");
+    if let Some(proxy) = proxy {
+        // Stop accepting, let proxied sessions drain (director_proxy_drain_time), then close.
+        proxy.shutdown(None).await;
+    }
     let _ = shutdown_tx.send(true);
     for l in loops {
         let _ = l.await;

@@ -29,6 +29,9 @@ pub struct DaemonSettings {
     pub core: CoreSettings,
     /// Our identity in `DIRECTOR-LIST`: the ring listener, or 127.0.0.1:0 standalone.
     pub self_addr: (IpAddr, u16),
+    /// The built-in mail proxy, when the config has `service imap-login` / `pop3-login` /
+    /// `submission-login` / `managesieve-login` / `lmtp` inet listeners.
+    pub proxy: Option<director_proxy::ProxySettings>,
 }
 
 impl DaemonSettings {

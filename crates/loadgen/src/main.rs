@@ -40,7 +40,9 @@ fn parse(args: &[String]) -> Result<Opts> {
     };
     let mut it = args.iter();
     while let Some(k) = it.next() {
-        let v = it.next().with_context(|| format!("{k} needs a value\n{USAGE}"))?;
+        let v = it
+            .next()
+            .with_context(|| format!("{k} needs a value\n{USAGE}"))?;
         match k.as_str() {
             "--addr" => o.addr = v.clone(),
             "--secs" => o.secs = v.parse()?,

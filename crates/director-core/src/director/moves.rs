@@ -194,10 +194,20 @@ impl Director {
         }
     }
 
+    /// Kill contexts are transient (a flush of a large host creates many at once); give the
+    /// memory back once most of them are gone instead of keeping the peak for ever.
+    pub(super) fn shrink_kills(&mut self) {
+        let (len, cap) = (self.kills.len(), self.kills.capacity());
+        if cap > 1024 && len < cap / 8 {
+            self.kills.shrink_to(len * 2);
+        }
+    }
+
     pub(super) fn finish_kill(&mut self, key: (TagId, u32), now: u64) {
         let Some(k) = self.kills.remove(&key) else {
             return;
         };
+        self.shrink_kills();
         if let Some(t) = k.flush_ticket {
             self.flush_tickets.remove(&t);
         }

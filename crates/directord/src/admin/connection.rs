@@ -17,6 +17,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::actor::DirectorHandle;
 use crate::admin::listener::PeerName;
 
+/// Most pipelined requests sent to the actor in one message; bounds one reply buffer.
+const MAX_BATCH: usize = 256;
+
 /// What every connection task needs; cheap to clone.
 #[derive(Clone)]
 pub struct ConnectionContext {
@@ -71,24 +74,52 @@ where
         return;
     }
 
+    // Pipelined requests: every complete line already buffered joins one batch, which the
+    // actor answers in one round trip and we write with one syscall. Order and the
+    // "an unfinished command holds back the next" rule are kept by the actor.
+    let mut batch = Vec::new();
     loop {
         let Next::Line(line) = next_line(&mut rd, &mut lb, &peer).await else {
             return;
         };
-        let request = match parse_request(&line) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(peer = %peer, "{e}");
+        let mut failure = None;
+        let mut line = Some(line);
+        while let Some(l) = line.take() {
+            match parse_request(&l) {
+                Ok(r) => batch.push(r),
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+            if batch.len() >= MAX_BATCH {
+                break;
+            }
+            match lb.next_line() {
+                Ok(next) => line = next,
+                Err(e) => {
+                    tracing::debug!(peer = %peer, error = %e, "admin input line too long, closing");
+                    failure = Some(String::new());
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let requests = std::mem::take(&mut batch);
+            let count = requests.len();
+            let Some(replies) = ctx.director.admin_batch(requests).await else {
+                tracing::debug!(peer = %peer, "director is shutting down, closing");
+                return;
+            };
+            if let Err(e) = wr.write_all(&replies).await {
+                tracing::debug!(peer = %peer, requests = count, error = %e, "admin write failed");
                 return;
             }
-        };
-        let command = request.command_name();
-        let Some(reply) = ctx.director.admin(request).await else {
-            tracing::debug!(peer = %peer, command, "director is shutting down, closing");
-            return;
-        };
-        if let Err(e) = wr.write_all(&reply).await {
-            tracing::debug!(peer = %peer, command, error = %e, "admin write failed");
+        }
+        if let Some(reason) = failure {
+            // Dovecot closes without a reply; an overlong line is not even logged.
+            if !reason.is_empty() {
+                tracing::error!(peer = %peer, "{reason}");
+            }
             return;
         }
     }

@@ -1,0 +1,343 @@
+//! The backend side of the IMAP proxy: log in to a Dovecot backend with the
+//! client's credentials, as Dovecot's imap-login proxy does.
+//!
+//! Recorded (lab `login-flow.log` and our own oracle runs), after the
+//! backend's greeting the proxy pipelines
+//! `I ID ("x-session-id" … "x-originating-ip" … "x-originating-port" …
+//! "x-connected-ip" … "x-connected-port" … "x-proxy-ttl" "4")`, then
+//! `C CAPABILITY` only if the client had asked for capabilities, then
+//! `L LOGIN "user" "pass"`. The `I` and `C` replies are swallowed; untagged
+//! lines after them (the post-login `* CAPABILITY`) and the final `L` reply are
+//! relayed with the client's tag.
+
+use super::login::ImapLoginRequest;
+use super::parse::quote;
+use crate::action::{BackendAction, BackendFailure};
+use crate::line::LineBuffer;
+use crate::sasl::encode_plain;
+use crate::session::ConnInfo;
+
+/// Longest backend response line during login (post-login capability lines
+/// are long, a few hundred bytes with Dovecot).
+pub const MAX_BACKEND_LINE: usize = 65536;
+
+/// How to send the credentials to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendLoginMethod {
+    /// `LOGIN "user" "pass"` (Dovecot's choice without a master user);
+    /// falls back to `AUTHENTICATE PLAIN` when a value cannot be quoted.
+    Login,
+    /// `AUTHENTICATE PLAIN` (with SASL-IR when the backend advertises it).
+    AuthenticatePlain,
+}
+
+/// Settings of the backend side.
+#[derive(Debug, Clone)]
+pub struct ImapBackendConfig {
+    /// Issue `STARTTLS` before logging in (Dovecot `starttls` proxy field).
+    pub starttls: bool,
+    /// Send the `ID` command with the client's address (the backend must
+    /// trust us via `login_trusted_networks`).
+    pub send_id: bool,
+    /// Append the client's own `ID` parameters. Dovecot 2.3.19 does not (it
+    /// sends only the `x-…` fields), so the default is off.
+    pub forward_client_id: bool,
+    /// How to send the credentials.
+    pub login_method: BackendLoginMethod,
+}
+
+impl Default for ImapBackendConfig {
+    fn default() -> Self {
+        Self {
+            starttls: false,
+            send_id: true,
+            forward_client_id: false,
+            login_method: BackendLoginMethod::Login,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Greeting,
+    StartTlsReply,
+    TlsHandshake,
+    LoginReplies,
+    Done,
+}
+
+/// The login replay towards one backend.
+///
+/// Events in: [`feed`](Self::feed) (backend bytes),
+/// [`tls_established`](Self::tls_established). Actions out: [`BackendAction`].
+#[derive(Debug)]
+pub struct ImapBackend {
+    cfg: ImapBackendConfig,
+    conn: ConnInfo,
+    req: ImapLoginRequest,
+    state: State,
+    buf: LineBuffer,
+    caps: Vec<Vec<u8>>,
+    pending_id: bool,
+    pending_cap: bool,
+    awaiting_continuation: Option<Vec<u8>>,
+    after_tls: bool,
+}
+
+fn has_cap(caps: &[Vec<u8>], name: &[u8]) -> bool {
+    caps.iter().any(|c| c.eq_ignore_ascii_case(name))
+}
+
+/// Capabilities in a `[CAPABILITY …]` response code of a status line.
+fn capability_code(text: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let start = text
+        .windows(12)
+        .position(|w| w.eq_ignore_ascii_case(b"[CAPABILITY "))?;
+    let rest = &text[start + 12..];
+    let end = rest.iter().position(|&b| b == b']')?;
+    Some(
+        rest[..end]
+            .split(|&b| b == b' ')
+            .filter(|s| !s.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect(),
+    )
+}
+
+fn quote_str(s: &str) -> String {
+    // Addresses, ports and session ids are ASCII without quotes.
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+impl ImapBackend {
+    /// A replay of `req` for the client described by `conn`.
+    pub fn new(cfg: ImapBackendConfig, conn: ConnInfo, req: ImapLoginRequest) -> Self {
+        Self {
+            cfg,
+            conn,
+            req,
+            state: State::Greeting,
+            buf: LineBuffer::new(MAX_BACKEND_LINE),
+            caps: Vec::new(),
+            pending_id: false,
+            pending_cap: false,
+            awaiting_continuation: None,
+            after_tls: false,
+        }
+    }
+
+    /// The `ID` command line the replay sends (without the `I ` tag).
+    pub fn id_command(&self) -> Vec<u8> {
+        let c = &self.conn;
+        let mut fields: Vec<String> = Vec::new();
+        if let Some(s) = &c.session_id {
+            fields.push(quote_str("x-session-id"));
+            fields.push(quote_str(s));
+        }
+        for (k, v) in [
+            ("x-originating-ip", c.client_ip.to_string()),
+            ("x-originating-port", c.client_port.to_string()),
+            ("x-connected-ip", c.local_ip.to_string()),
+            ("x-connected-port", c.local_port.to_string()),
+            ("x-proxy-ttl", c.proxy_ttl.to_string()),
+        ] {
+            fields.push(quote_str(k));
+            fields.push(quote_str(&v));
+        }
+        let mut out = format!("ID ({}", fields.join(" ")).into_bytes();
+        if self.cfg.forward_client_id {
+            for (k, v) in &self.req.client_id {
+                // Never let the client override what we vouch for.
+                if k.len() >= 2 && k[..2].eq_ignore_ascii_case(b"x-") {
+                    continue;
+                }
+                let Some(qk) = quote(k) else { continue };
+                let qv = match v {
+                    Some(v) => match quote(v) {
+                        Some(q) => q,
+                        None => continue,
+                    },
+                    None => b"NIL".to_vec(),
+                };
+                out.push(b' ');
+                out.extend_from_slice(&qk);
+                out.push(b' ');
+                out.extend_from_slice(&qv);
+            }
+        }
+        out.push(b')');
+        out
+    }
+
+    /// Backend bytes arrived.
+    pub fn feed(&mut self, data: &[u8]) -> Vec<BackendAction> {
+        let mut out = Vec::new();
+        if matches!(self.state, State::Done | State::TlsHandshake) {
+            if self.state == State::Done {
+                self.buf.feed(data);
+            }
+            return out;
+        }
+        self.buf.feed(data);
+        loop {
+            if self.state == State::Done || self.state == State::TlsHandshake {
+                break;
+            }
+            match self.buf.next_line() {
+                Ok(Some(l)) => self.handle_line(&l, &mut out),
+                Ok(None) => break,
+                Err(_) => {
+                    self.fail(&mut out, "backend line too long");
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// The TLS handshake with the backend finished.
+    pub fn tls_established(&mut self) -> Vec<BackendAction> {
+        let mut out = Vec::new();
+        if self.state == State::TlsHandshake {
+            self.after_tls = true;
+            self.buf.clear();
+            self.send_login(&mut out);
+        }
+        out
+    }
+
+    /// Backend bytes received after the final login reply (to relay to the client).
+    pub fn take_remaining(&mut self) -> Vec<u8> {
+        self.buf.take_rest()
+    }
+
+    fn fail(&mut self, out: &mut Vec<BackendAction>, why: &str) {
+        tracing::debug!(reason = why, "imap backend login failed");
+        self.state = State::Done;
+        out.push(BackendAction::Failed(BackendFailure::Protocol(
+            why.to_string(),
+        )));
+    }
+
+    fn send_login(&mut self, out: &mut Vec<BackendAction>) {
+        let mut batch = Vec::new();
+        if self.cfg.send_id {
+            batch.extend_from_slice(b"I ");
+            batch.extend_from_slice(&self.id_command());
+            batch.extend_from_slice(b"\r\n");
+            self.pending_id = true;
+        }
+        if self.req.capability_requested || self.after_tls {
+            batch.extend_from_slice(b"C CAPABILITY\r\n");
+            self.pending_cap = true;
+        }
+        let c = &self.req.credentials;
+        let quoted = (quote(&c.authcid), quote(&c.password));
+        match (self.cfg.login_method, quoted) {
+            (BackendLoginMethod::Login, (Some(u), Some(p))) if c.authzid.is_empty() => {
+                batch.extend_from_slice(b"L LOGIN ");
+                batch.extend_from_slice(&u);
+                batch.push(b' ');
+                batch.extend_from_slice(&p);
+                batch.extend_from_slice(b"\r\n");
+            }
+            _ => {
+                let b64 = encode_plain(&c.authzid, &c.authcid, &c.password).into_bytes();
+                if has_cap(&self.caps, b"SASL-IR") && !self.after_tls {
+                    batch.extend_from_slice(b"L AUTHENTICATE PLAIN ");
+                    batch.extend_from_slice(&b64);
+                    batch.extend_from_slice(b"\r\n");
+                } else {
+                    batch.extend_from_slice(b"L AUTHENTICATE PLAIN\r\n");
+                    self.awaiting_continuation = Some(b64);
+                }
+            }
+        }
+        self.state = State::LoginReplies;
+        out.push(BackendAction::SendBackend(batch));
+    }
+
+    fn handle_line(&mut self, l: &[u8], out: &mut Vec<BackendAction>) {
+        match self.state {
+            State::Greeting => {
+                if l.len() < 4 || !l[..4].eq_ignore_ascii_case(b"* OK") {
+                    self.fail(out, "backend greeting is not * OK");
+                    return;
+                }
+                if let Some(caps) = capability_code(l) {
+                    self.caps = caps;
+                }
+                if self.cfg.starttls {
+                    self.state = State::StartTlsReply;
+                    out.push(BackendAction::SendBackend(b"S STARTTLS\r\n".to_vec()));
+                } else {
+                    self.send_login(out);
+                }
+            }
+            State::StartTlsReply => {
+                if l.starts_with(b"* ") {
+                    return;
+                }
+                if l.len() >= 4 && l[..4].eq_ignore_ascii_case(b"S OK") {
+                    self.state = State::TlsHandshake;
+                    out.push(BackendAction::StartTls);
+                } else {
+                    self.fail(out, "backend refused STARTTLS");
+                }
+            }
+            State::LoginReplies => self.login_reply(l, out),
+            State::TlsHandshake | State::Done => {}
+        }
+    }
+
+    fn login_reply(&mut self, l: &[u8], out: &mut Vec<BackendAction>) {
+        if l.first() == Some(&b'+') {
+            match self.awaiting_continuation.take() {
+                Some(mut b64) => {
+                    b64.extend_from_slice(b"\r\n");
+                    out.push(BackendAction::SendBackend(b64));
+                }
+                None => self.fail(out, "unexpected continuation from backend"),
+            }
+            return;
+        }
+        if l.starts_with(b"* ") {
+            if self.pending_id || self.pending_cap {
+                if let Some(rest) = l.get(2..13) {
+                    if rest.eq_ignore_ascii_case(b"CAPABILITY ") {
+                        self.caps = l[13..].split(|&b| b == b' ').map(<[u8]>::to_vec).collect();
+                    }
+                }
+                return;
+            }
+            let mut fwd = l.to_vec();
+            fwd.extend_from_slice(b"\r\n");
+            out.push(BackendAction::SendClient(fwd));
+            return;
+        }
+        let (tag, rest) = crate::line::split_word(l);
+        match tag {
+            b"I" => self.pending_id = false,
+            b"C" => self.pending_cap = false,
+            b"L" => {
+                let (status, _) = crate::line::split_word(rest);
+                let mut reply = self.req.tag.clone();
+                reply.push(b' ');
+                reply.extend_from_slice(rest);
+                reply.extend_from_slice(b"\r\n");
+                if status.eq_ignore_ascii_case(b"OK") {
+                    self.state = State::Done;
+                    out.push(BackendAction::SendClient(reply));
+                    out.push(BackendAction::LoggedIn);
+                } else if status.eq_ignore_ascii_case(b"NO") {
+                    self.state = State::Done;
+                    out.push(BackendAction::SendClient(reply));
+                    out.push(BackendAction::Failed(BackendFailure::AuthRejected));
+                } else {
+                    self.fail(out, "backend answered the login with BAD");
+                }
+            }
+            _ => self.fail(out, "unexpected tagged reply from backend"),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Bounded line framing shared by every text protocol here.
+//!
+//! Lines end in LF; a CR before the LF is dropped (Dovecot accepts bare LF on
+//! all of its login protocols, checked against `imap-login`). A line longer
+//! than the limit is an error and the caller answers with its protocol's
+//! "line too long" reply and closes: a login process must never buffer
+//! unbounded input from an unauthenticated peer.
+
+/// The framer found a line longer than its limit (no LF within `max` bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("line longer than {max} bytes")]
+pub struct LineTooLong {
+    /// The limit that was exceeded.
+    pub max: usize,
+    /// The whole line (through its LF) was received and dropped; when false,
+    /// the bytes so far were dropped and the rest of the line is still to come.
+    pub complete: bool,
+}
+
+/// An input buffer that hands out complete lines and keeps the rest.
+#[derive(Debug, Clone, Default)]
+pub struct LineBuffer {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl LineBuffer {
+    /// A buffer that refuses lines longer than `max` bytes (without the line end).
+    pub fn new(max: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            max,
+        }
+    }
+
+    /// Changes the limit (e.g. SASL responses may be longer than commands).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
+    /// Appends received bytes.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete line without its CRLF/LF, `Ok(None)` if none is
+    /// complete yet, or an error when the pending line exceeds the limit (its
+    /// bytes are dropped, see [`LineTooLong::complete`]).
+    pub fn next_line(&mut self) -> Result<Option<Vec<u8>>, LineTooLong> {
+        match self.buf.iter().position(|&b| b == b'\n') {
+            Some(pos) => {
+                let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                if line.len() > self.max {
+                    return Err(LineTooLong {
+                        max: self.max,
+                        complete: true,
+                    });
+                }
+                Ok(Some(line))
+            }
+            None if self.buf.len() > self.max + 1 => {
+                self.buf.clear();
+                Err(LineTooLong {
+                    max: self.max,
+                    complete: false,
+                })
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Takes everything still buffered (bytes after the last line handed out).
+    pub fn take_rest(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Drops everything buffered (used after STARTTLS: plaintext sent after the
+    /// command must not be interpreted as if it came over TLS).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    /// Bytes currently buffered.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The buffered bytes (for parsers that need to look ahead, e.g. literals).
+    pub fn peek(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Removes `n` bytes from the front (saturating).
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.buf.len());
+        self.buf.drain(..n);
+    }
+}
+
+/// Splits a line at the first space: `(word, rest)`; `rest` excludes the space.
+pub fn split_word(line: &[u8]) -> (&[u8], &[u8]) {
+    match line.iter().position(|&b| b == b' ') {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, &[]),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crlf_and_lf_lines() {
+        let mut b = LineBuffer::new(10);
+        b.feed(b"ab\r\ncd\nef");
+        assert_eq!(b.next_line(), Ok(Some(b"ab".to_vec())));
+        assert_eq!(b.next_line(), Ok(Some(b"cd".to_vec())));
+        assert_eq!(b.next_line(), Ok(None));
+        assert_eq!(b.take_rest(), b"ef".to_vec());
+    }
+
+    #[test]
+    fn too_long_complete_and_partial() {
+        let mut b = LineBuffer::new(3);
+        b.feed(b"abcd\r\n");
+        assert_eq!(
+            b.next_line(),
+            Err(LineTooLong {
+                max: 3,
+                complete: true
+            })
+        );
+        let mut b = LineBuffer::new(3);
+        b.feed(b"abc\r");
+        assert_eq!(b.next_line(), Ok(None));
+        b.feed(b"x");
+        assert_eq!(
+            b.next_line(),
+            Err(LineTooLong {
+                max: 3,
+                complete: false
+            })
+        );
+        assert!(b.is_empty());
+    }
+}

@@ -1,0 +1,840 @@
+//! LMTP: the server side facing the MTA ([`LmtpServer`]) and the fan-out of
+//! one transaction to the recipients' backends ([`plan_fanout`],
+//! [`LmtpBackendSession`], [`merge_replies`]).
+//!
+//! Unlike the login protocols, LMTP has no credentials: each `RCPT TO`
+//! names a user, the driver asks the core for that user's backend
+//! ([`LmtpAction::Resolve`]), and after `DATA` the message goes to every
+//! backend holding recipients. LMTP answers `DATA` with one reply per accepted
+//! recipient, in RCPT order, so the per-backend replies are merged back in
+//! the original order.
+//!
+//! Recorded from Dovecot 2.3.19's LMTP proxy (`lmtp_proxy = yes`): towards a
+//! backend it sends `LHLO <hostname>`, then `XCLIENT HELO=… PROTO=LMTP
+//! SESSION=… TTL=… PORT=… ADDR=…` (the backend greets again), `LHLO` again,
+//! `MAIL FROM`, the `RCPT TO`s, then the body, and relays each recipient's
+//! final reply (`250 2.0.0 <user1@x> <id> Saved`).
+
+use crate::line::{split_word, LineBuffer};
+use crate::session::ConnInfo;
+use crate::smtp::{xclient_command, Reply, ReplyReader, MAX_REPLY_LINE};
+
+/// Longest command line. Dovecot answered a 5018-byte `MAIL FROM` with
+/// `500 5.5.2 Line too long` (exact threshold not measured).
+pub const MAX_LINE: usize = 4096;
+
+/// Most recipients in one transaction (RFC 5321 requires at least 100).
+pub const MAX_RECIPIENTS: usize = 1000;
+
+/// Default largest message accepted in `DATA` (bytes, after un-stuffing).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// Longest body line accepted in DATA. RFC 5321 says 1000; real mail breaks
+/// that, so allow much more but keep it bounded.
+pub const MAX_DATA_LINE: usize = 1024 * 1024;
+
+/// Settings of the LMTP server side.
+#[derive(Debug, Clone)]
+pub struct LmtpServerConfig {
+    /// Our host name (greeting, LHLO reply).
+    pub hostname: String,
+    /// Greeting text after the host name.
+    pub greeting: String,
+    /// LHLO keywords after the host name. Dovecot also lists CHUNKING; we
+    /// only take DATA, so it is not in the default.
+    pub extensions: Vec<String>,
+    /// Largest message (see [`DEFAULT_MAX_MESSAGE_SIZE`]).
+    pub max_message_size: usize,
+    /// Hand the body to the driver in chunks ([`LmtpAction::BodyChunk`])
+    /// instead of accumulating it into [`Transaction::data`].
+    pub stream_body: bool,
+    /// Route by the local part only (`user` of `user@domain`); by default the
+    /// whole address is the user name, as Dovecot's LMTP does with the
+    /// default `auth_username_format`.
+    pub strip_domain: bool,
+    /// Dovecot `recipient_delimiter`: `user+detail@dom` routes as `user@dom`.
+    /// Empty disables.
+    pub recipient_delimiter: String,
+}
+
+impl Default for LmtpServerConfig {
+    fn default() -> Self {
+        Self {
+            hostname: "localhost".into(),
+            greeting: "Dovecot ready.".into(),
+            extensions: vec![
+                "8BITMIME".into(),
+                "ENHANCEDSTATUSCODES".into(),
+                "PIPELINING".into(),
+            ],
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            stream_body: false,
+            strip_domain: false,
+            recipient_delimiter: "+".into(),
+        }
+    }
+}
+
+/// One accepted recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient<B> {
+    /// The path as given, without `<>`.
+    pub address: Vec<u8>,
+    /// The RCPT parameters after the path (forwarded as they are).
+    pub params: Vec<u8>,
+    /// The backend the core chose for this recipient's user.
+    pub backend: B,
+}
+
+/// A complete transaction to deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction<B> {
+    /// The MAIL FROM arguments after `FROM:` (path and parameters).
+    pub mail_from: Vec<u8>,
+    /// Accepted recipients, in RCPT order.
+    pub recipients: Vec<Recipient<B>>,
+    /// The message, un-stuffed, with CRLF line ends (empty when streamed).
+    pub data: Vec<u8>,
+    /// The message exceeded the size limit: answer each recipient with
+    /// [`REPLY_TOO_BIG`] instead of delivering.
+    pub too_big: bool,
+}
+
+/// Reply to every recipient when the message exceeded the limit.
+pub const REPLY_TOO_BIG: &str = "552 5.3.4 Message size exceeds fixed maximum message size";
+
+/// What the LMTP server machine asks its driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LmtpAction<B> {
+    /// Write these bytes to the client.
+    Send(Vec<u8>),
+    /// Find the backend for `user` (from `RCPT TO:<address>`) and call
+    /// [`LmtpServer::recipient_resolved`]. Input is buffered until then.
+    Resolve {
+        /// Routing user name.
+        user: Vec<u8>,
+        /// The address as given.
+        address: Vec<u8>,
+    },
+    /// Streaming mode: the next part of the un-stuffed body.
+    BodyChunk(Vec<u8>),
+    /// The body is complete: deliver (see [`plan_fanout`]) and call
+    /// [`LmtpServer::delivered`] with one reply per recipient.
+    Deliver(Transaction<B>),
+    /// Flush and close.
+    Close,
+}
+
+#[derive(Debug)]
+enum State {
+    Commands,
+    Resolving { address: Vec<u8>, params: Vec<u8> },
+    Data,
+    Delivering,
+    Closed,
+}
+
+/// The LMTP server state machine (one per connection).
+///
+/// Events in: `start`, `feed`, `recipient_resolved`, `delivered`. Actions out:
+/// [`LmtpAction`].
+#[derive(Debug)]
+pub struct LmtpServer<B> {
+    cfg: LmtpServerConfig,
+    state: State,
+    buf: LineBuffer,
+    skipping: bool,
+    helo: Option<Vec<u8>>,
+    mail_from: Option<Vec<u8>>,
+    recipients: Vec<Recipient<B>>,
+    data: Vec<u8>,
+    data_size: usize,
+    too_big: bool,
+}
+
+fn reply<B>(text: &str) -> LmtpAction<B> {
+    LmtpAction::Send(format!("{text}\r\n").into_bytes())
+}
+
+/// Parses `<path> params` after `FROM:`/`TO:`; `None` when the `<` is missing.
+fn parse_path(arg: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let arg = arg.strip_prefix(b" ").unwrap_or(arg);
+    let rest = arg.strip_prefix(b"<")?;
+    let end = rest.iter().position(|&b| b == b'>')?;
+    let params = rest[end + 1..]
+        .strip_prefix(b" ")
+        .unwrap_or(&rest[end + 1..]);
+    Some((rest[..end].to_vec(), params.to_vec()))
+}
+
+impl<B: Clone> LmtpServer<B> {
+    /// A machine for a new connection.
+    pub fn new(cfg: LmtpServerConfig) -> Self {
+        Self {
+            cfg,
+            state: State::Commands,
+            buf: LineBuffer::new(MAX_LINE),
+            skipping: false,
+            helo: None,
+            mail_from: None,
+            recipients: Vec::new(),
+            data: Vec::new(),
+            data_size: 0,
+            too_big: false,
+        }
+    }
+
+    /// The greeting.
+    pub fn start(&mut self) -> Vec<LmtpAction<B>> {
+        vec![reply(&format!(
+            "220 {} {}",
+            self.cfg.hostname, self.cfg.greeting
+        ))]
+    }
+
+    /// The client's LHLO name (forwarded as `XCLIENT HELO=`).
+    pub fn helo(&self) -> Option<&[u8]> {
+        self.helo.as_deref()
+    }
+
+    /// The routing user for an address (see [`LmtpServerConfig`]).
+    pub fn routing_user(&self, address: &[u8]) -> Vec<u8> {
+        let (local, domain) = match address.iter().rposition(|&b| b == b'@') {
+            Some(i) => (&address[..i], &address[i..]),
+            None => (address, &b""[..]),
+        };
+        let seps = self.cfg.recipient_delimiter.as_bytes();
+        let local = match local.iter().position(|b| seps.contains(b)) {
+            Some(i) => &local[..i],
+            None => local,
+        };
+        if self.cfg.strip_domain {
+            local.to_vec()
+        } else {
+            [local, domain].concat()
+        }
+    }
+
+    /// False while the machine waits for the driver (recipient lookup or
+    /// delivery in progress): stop reading from the client until it turns true.
+    pub fn wants_input(&self) -> bool {
+        matches!(self.state, State::Commands | State::Data)
+    }
+
+    /// Client bytes arrived.
+    pub fn feed(&mut self, data: &[u8]) -> Vec<LmtpAction<B>> {
+        if matches!(self.state, State::Closed) {
+            return Vec::new();
+        }
+        let mut data = data;
+        if self.skipping {
+            match data.iter().position(|&b| b == b'\n') {
+                Some(p) => {
+                    self.skipping = false;
+                    data = &data[p + 1..];
+                }
+                None => return Vec::new(),
+            }
+        }
+        if !self.wants_input()
+            && self.buf.len().saturating_add(data.len()) > crate::action::MAX_PENDING_INPUT
+        {
+            self.state = State::Closed;
+            self.buf.clear();
+            return vec![
+                reply("421 4.7.0 Input buffer full, aborting"),
+                LmtpAction::Close,
+            ];
+        }
+        self.buf.feed(data);
+        self.process()
+    }
+
+    /// The driver's answer to [`LmtpAction::Resolve`]: `Some(backend)`, or
+    /// `None` when the user's backend can't be determined (the recipient gets
+    /// a temporary failure, the transaction goes on).
+    pub fn recipient_resolved(&mut self, backend: Option<B>) -> Vec<LmtpAction<B>> {
+        let State::Resolving { address, params } =
+            std::mem::replace(&mut self.state, State::Commands)
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        match backend {
+            Some(backend) => {
+                self.recipients.push(Recipient {
+                    address,
+                    params,
+                    backend,
+                });
+                out.push(reply("250 2.1.5 OK"));
+            }
+            None => out.push(reply(&format!(
+                "451 4.3.0 <{}> Temporary internal error",
+                String::from_utf8_lossy(&address)
+            ))),
+        }
+        out.extend(self.process());
+        out
+    }
+
+    /// The driver's answer to [`LmtpAction::Deliver`]: one reply line per
+    /// recipient, in RCPT order (see [`merge_replies`]).
+    pub fn delivered(&mut self, replies: Vec<Vec<u8>>) -> Vec<LmtpAction<B>> {
+        if !matches!(self.state, State::Delivering) {
+            return Vec::new();
+        }
+        self.state = State::Commands;
+        self.reset();
+        let mut bytes = Vec::new();
+        for r in replies {
+            bytes.extend_from_slice(&r);
+            if !r.ends_with(b"\n") {
+                bytes.extend_from_slice(b"\r\n");
+            }
+        }
+        let mut out = vec![LmtpAction::Send(bytes)];
+        out.extend(self.process());
+        out
+    }
+
+    fn reset(&mut self) {
+        self.mail_from = None;
+        self.recipients.clear();
+        self.data.clear();
+        self.data_size = 0;
+        self.too_big = false;
+    }
+
+    fn process(&mut self) -> Vec<LmtpAction<B>> {
+        let mut out = Vec::new();
+        loop {
+            match self.state {
+                State::Commands => {
+                    self.buf.set_max(MAX_LINE);
+                    match self.buf.next_line() {
+                        Ok(Some(l)) => self.command(&l, &mut out),
+                        Ok(None) => break,
+                        Err(e) => {
+                            out.push(reply("500 5.5.2 Line too long"));
+                            if !e.complete {
+                                self.skipping = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                State::Data => {
+                    self.buf.set_max(MAX_DATA_LINE);
+                    match self.buf.next_line() {
+                        Ok(Some(l)) => self.data_line(l, &mut out),
+                        Ok(None) => break,
+                        Err(_) => {
+                            // A body line past MAX_DATA_LINE: give up on the
+                            // connection rather than guess where the body ends.
+                            out.push(reply("500 5.5.2 Line too long"));
+                            out.push(LmtpAction::Close);
+                            self.state = State::Closed;
+                            break;
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    fn data_line(&mut self, l: Vec<u8>, out: &mut Vec<LmtpAction<B>>) {
+        if l == b"." {
+            self.state = State::Delivering;
+            let data = std::mem::take(&mut self.data);
+            if self.cfg.stream_body && !data.is_empty() {
+                out.push(LmtpAction::BodyChunk(data.clone()));
+            }
+            out.push(LmtpAction::Deliver(Transaction {
+                mail_from: self.mail_from.clone().unwrap_or_default(),
+                recipients: self.recipients.clone(),
+                data: if self.cfg.stream_body {
+                    Vec::new()
+                } else {
+                    data
+                },
+                too_big: self.too_big,
+            }));
+            return;
+        }
+        let content = l.strip_prefix(b".").unwrap_or(&l);
+        self.data_size = self.data_size.saturating_add(content.len() + 2);
+        if self.data_size > self.cfg.max_message_size {
+            self.too_big = true;
+            self.data.clear();
+            return;
+        }
+        self.data.extend_from_slice(content);
+        self.data.extend_from_slice(b"\r\n");
+        if self.cfg.stream_body && self.data.len() >= 64 * 1024 {
+            out.push(LmtpAction::BodyChunk(std::mem::take(&mut self.data)));
+        }
+    }
+
+    fn command(&mut self, line: &[u8], out: &mut Vec<LmtpAction<B>>) {
+        let (cmd, arg) = split_word(line);
+        match cmd.to_ascii_uppercase().as_slice() {
+            b"LHLO" if arg.is_empty() => out.push(reply("501 Missing hostname")),
+            b"LHLO" => {
+                self.helo = Some(arg.to_vec());
+                self.reset();
+                let mut lines = vec![self.cfg.hostname.clone()];
+                lines.extend(self.cfg.extensions.iter().cloned());
+                let n = lines.len();
+                let text: String = lines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| format!("250{}{l}\r\n", if i + 1 == n { ' ' } else { '-' }))
+                    .collect();
+                out.push(LmtpAction::Send(text.into_bytes()));
+            }
+            b"MAIL" => {
+                if self.mail_from.is_some() {
+                    out.push(reply("503 5.5.0 MAIL already given"));
+                    return;
+                }
+                let Some(rest) = strip_ci(arg, b"FROM:") else {
+                    out.push(reply("501 5.5.4 Invalid parameters"));
+                    return;
+                };
+                if parse_path(rest).is_none() {
+                    out.push(reply(
+                        "501 5.5.4 Invalid FROM: Missing '<' at beginning of path",
+                    ));
+                    return;
+                }
+                self.mail_from = Some(rest.strip_prefix(b" ").unwrap_or(rest).to_vec());
+                out.push(reply("250 2.1.0 OK"));
+            }
+            b"RCPT" => {
+                if self.mail_from.is_none() {
+                    out.push(reply("503 5.5.0 MAIL needed first"));
+                    return;
+                }
+                let Some(rest) = strip_ci(arg, b"TO:") else {
+                    out.push(reply("501 5.5.4 Invalid parameters"));
+                    return;
+                };
+                let Some((address, params)) = parse_path(rest) else {
+                    out.push(reply(
+                        "501 5.5.4 Invalid TO: Missing '<' at beginning of path",
+                    ));
+                    return;
+                };
+                if self.recipients.len() >= MAX_RECIPIENTS {
+                    out.push(reply("452 4.5.3 Too many recipients"));
+                    return;
+                }
+                let user = self.routing_user(&address);
+                out.push(LmtpAction::Resolve {
+                    user,
+                    address: address.clone(),
+                });
+                self.state = State::Resolving { address, params };
+            }
+            b"DATA" => {
+                if self.mail_from.is_none() {
+                    out.push(reply("503 5.5.0 MAIL needed first"));
+                } else if self.recipients.is_empty() {
+                    out.push(reply("503 5.5.0 No valid recipients"));
+                } else {
+                    out.push(reply("354 OK"));
+                    self.state = State::Data;
+                }
+            }
+            b"RSET" => {
+                self.reset();
+                out.push(reply("250 2.0.0 OK"));
+            }
+            b"NOOP" => out.push(reply("250 2.0.0 OK")),
+            b"QUIT" => {
+                out.push(reply("221 2.0.0 Bye"));
+                out.push(LmtpAction::Close);
+                self.state = State::Closed;
+            }
+            _ => out.push(reply("500 5.5.1 Unknown command")),
+        }
+    }
+}
+
+fn strip_ci<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        Some(&s[prefix.len()..])
+    } else {
+        None
+    }
+}
+
+/// The recipients one backend session delivers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPlan<B> {
+    /// The backend.
+    pub backend: B,
+    /// Indexes into [`Transaction::recipients`], in RCPT order.
+    pub recipients: Vec<usize>,
+}
+
+/// Groups a transaction's recipients by backend, in order of first
+/// appearance; one [`LmtpBackendSession`] per group.
+pub fn plan_fanout<B: Clone + PartialEq>(recipients: &[Recipient<B>]) -> Vec<SessionPlan<B>> {
+    let mut plans: Vec<SessionPlan<B>> = Vec::new();
+    for (i, r) in recipients.iter().enumerate() {
+        match plans.iter_mut().find(|p| p.backend == r.backend) {
+            Some(p) => p.recipients.push(i),
+            None => plans.push(SessionPlan {
+                backend: r.backend.clone(),
+                recipients: vec![i],
+            }),
+        }
+    }
+    plans
+}
+
+/// Puts per-session replies back in RCPT order. `results[k]` are the replies
+/// of `plans[k]`'s session, one per recipient in the plan; a recipient with no
+/// reply (session result too short) gets [`REPLY_SESSION_FAILED`].
+pub fn merge_replies<B>(
+    total: usize,
+    plans: &[SessionPlan<B>],
+    results: &[Vec<Vec<u8>>],
+) -> Vec<Vec<u8>> {
+    let mut out = vec![REPLY_SESSION_FAILED.as_bytes().to_vec(); total];
+    for (plan, res) in plans.iter().zip(results) {
+        for (slot, reply) in plan.recipients.iter().zip(res) {
+            if let Some(o) = out.get_mut(*slot) {
+                o.clone_from(reply);
+            }
+        }
+    }
+    out
+}
+
+/// Reply for recipients whose backend session failed (connect error,
+/// protocol error, disconnect).
+pub const REPLY_SESSION_FAILED: &str = "451 4.4.0 Remote server not answering";
+
+/// Settings of a backend LMTP session.
+#[derive(Debug, Clone)]
+pub struct LmtpBackendConfig {
+    /// Name we send in LHLO (Dovecot sends its `hostname`).
+    pub lhlo_name: String,
+    /// Send XCLIENT when advertised.
+    pub send_xclient: bool,
+}
+
+impl Default for LmtpBackendConfig {
+    fn default() -> Self {
+        Self {
+            lhlo_name: "localhost".into(),
+            send_xclient: true,
+        }
+    }
+}
+
+/// What a backend LMTP session asks its driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LmtpBackendAction {
+    /// Write these bytes to the backend.
+    Send(Vec<u8>),
+    /// Streaming sessions only: the backend is ready for the body; write it
+    /// through a [`DotStuffer`] (chunks, then `finish`). Replies follow.
+    SendBody,
+    /// The session is over: one reply per planned recipient (in plan order).
+    /// Send QUIT (optional) and close.
+    Done(Vec<Vec<u8>>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BState {
+    Greeting,
+    Lhlo,
+    XclientGreeting,
+    Mail,
+    Rcpt(usize),
+    Data,
+    Final(usize),
+    Done,
+}
+
+/// One LMTP client session to a backend, delivering one transaction to the
+/// recipients planned for it.
+///
+/// Events in: `feed` (backend bytes), `failed` (connection lost). Actions
+/// out: [`LmtpBackendAction`].
+#[derive(Debug)]
+pub struct LmtpBackendSession {
+    cfg: LmtpBackendConfig,
+    conn: ConnInfo,
+    helo: Option<Vec<u8>>,
+    mail_from: Vec<u8>,
+    rcpts: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Option<Vec<u8>>,
+    state: BState,
+    buf: LineBuffer,
+    reader: ReplyReader,
+    xclient_done: bool,
+    replies: Vec<Option<Vec<u8>>>,
+}
+
+/// Dot-stuffs a body (CRLF line ends) and appends the final `.` line.
+pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
+    let mut d = DotStuffer::default();
+    let mut out = d.stuff(body);
+    out.extend_from_slice(&d.finish());
+    out
+}
+
+/// Chunk-wise dot-stuffing, for streaming a body to a backend after
+/// [`LmtpBackendAction::SendBody`].
+#[derive(Debug, Clone)]
+pub struct DotStuffer {
+    at_line_start: bool,
+}
+
+impl Default for DotStuffer {
+    fn default() -> Self {
+        Self {
+            at_line_start: true,
+        }
+    }
+}
+
+impl DotStuffer {
+    /// The next chunk of the un-stuffed body, stuffed.
+    pub fn stuff(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(chunk.len() + 8);
+        for &b in chunk {
+            if self.at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            self.at_line_start = b == b'\n';
+        }
+        out
+    }
+
+    /// The end of the body: a line end if the body did not end with one, then `.`.
+    pub fn finish(self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if !self.at_line_start {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+}
+
+impl LmtpBackendSession {
+    /// A session delivering `tx`'s recipients listed in `plan`.
+    pub fn new<B>(
+        cfg: LmtpBackendConfig,
+        conn: ConnInfo,
+        helo: Option<&[u8]>,
+        tx: &Transaction<B>,
+        plan: &SessionPlan<B>,
+    ) -> Self {
+        let rcpts: Vec<(Vec<u8>, Vec<u8>)> = plan
+            .recipients
+            .iter()
+            .filter_map(|&i| tx.recipients.get(i))
+            .map(|r| (r.address.clone(), r.params.clone()))
+            .collect();
+        let n = rcpts.len();
+        Self {
+            cfg,
+            conn,
+            helo: helo.map(<[u8]>::to_vec),
+            mail_from: tx.mail_from.clone(),
+            rcpts,
+            body: Some(tx.data.clone()),
+            state: BState::Greeting,
+            buf: LineBuffer::new(MAX_REPLY_LINE),
+            reader: ReplyReader::default(),
+            xclient_done: false,
+            replies: vec![None; n],
+        }
+    }
+
+    /// Like [`new`](Self::new), but the body is streamed by the driver
+    /// ([`LmtpServerConfig::stream_body`]): the session asks for it with
+    /// [`LmtpBackendAction::SendBody`].
+    pub fn new_streaming<B>(
+        cfg: LmtpBackendConfig,
+        conn: ConnInfo,
+        helo: Option<&[u8]>,
+        tx: &Transaction<B>,
+        plan: &SessionPlan<B>,
+    ) -> Self {
+        let mut s = Self::new(cfg, conn, helo, tx, plan);
+        s.body = None;
+        s
+    }
+
+    /// Backend bytes arrived.
+    pub fn feed(&mut self, data: &[u8]) -> Vec<LmtpBackendAction> {
+        self.buf.feed(data);
+        let mut out = Vec::new();
+        while self.state != BState::Done {
+            match self.reader.next(&mut self.buf) {
+                Ok(Some(r)) => self.on_reply(r, &mut out),
+                Ok(None) => break,
+                Err(_) => {
+                    out.push(self.finish());
+                }
+            }
+        }
+        out
+    }
+
+    /// The connection failed or closed early: recipients without a reply get
+    /// [`REPLY_SESSION_FAILED`].
+    pub fn failed(&mut self) -> Vec<LmtpBackendAction> {
+        if self.state == BState::Done {
+            return Vec::new();
+        }
+        vec![self.finish()]
+    }
+
+    fn finish(&mut self) -> LmtpBackendAction {
+        self.state = BState::Done;
+        LmtpBackendAction::Done(
+            self.replies
+                .iter()
+                .map(|r| {
+                    r.clone()
+                        .unwrap_or_else(|| REPLY_SESSION_FAILED.as_bytes().to_vec())
+                })
+                .collect(),
+        )
+    }
+
+    fn lhlo(&self) -> LmtpBackendAction {
+        LmtpBackendAction::Send(format!("LHLO {}\r\n", self.cfg.lhlo_name).into_bytes())
+    }
+
+    fn all_fail(&mut self, r: &Reply) -> LmtpBackendAction {
+        let line = r.lines.last().cloned().unwrap_or_default();
+        for slot in self.replies.iter_mut().filter(|s| s.is_none()) {
+            *slot = Some(line.clone());
+        }
+        self.finish()
+    }
+
+    fn on_reply(&mut self, r: Reply, out: &mut Vec<LmtpBackendAction>) {
+        match self.state {
+            BState::Greeting | BState::XclientGreeting => {
+                if r.code != 220 {
+                    return out.push(self.finish());
+                }
+                self.state = BState::Lhlo;
+                out.push(self.lhlo());
+            }
+            BState::Lhlo => {
+                if r.code != 250 {
+                    return out.push(self.finish());
+                }
+                let xclient = r.texts().skip(1).find_map(|t| {
+                    let (k, v) = split_word(t);
+                    k.eq_ignore_ascii_case(b"XCLIENT").then(|| v.to_vec())
+                });
+                if let (Some(attrs), true, false) =
+                    (xclient, self.cfg.send_xclient, self.xclient_done)
+                {
+                    self.xclient_done = true;
+                    self.state = BState::XclientGreeting;
+                    let cmd = xclient_command(&attrs, &self.conn, self.helo.as_deref(), "LMTP");
+                    return out.push(LmtpBackendAction::Send(format!("{cmd}\r\n").into_bytes()));
+                }
+                // Pipeline MAIL and all RCPTs.
+                let mut batch = b"MAIL FROM:".to_vec();
+                batch.extend_from_slice(&self.mail_from);
+                batch.extend_from_slice(b"\r\n");
+                for (addr, params) in &self.rcpts {
+                    batch.extend_from_slice(b"RCPT TO:<");
+                    batch.extend_from_slice(addr);
+                    batch.push(b'>');
+                    if !params.is_empty() {
+                        batch.push(b' ');
+                        batch.extend_from_slice(params);
+                    }
+                    batch.extend_from_slice(b"\r\n");
+                }
+                self.state = BState::Mail;
+                out.push(LmtpBackendAction::Send(batch));
+            }
+            BState::Mail => {
+                if r.code / 100 != 2 {
+                    // The pipelined RCPT replies that follow are ignored.
+                    return out.push(self.all_fail(&r));
+                }
+                self.state = if self.rcpts.is_empty() {
+                    BState::Data
+                } else {
+                    BState::Rcpt(0)
+                };
+                if self.rcpts.is_empty() {
+                    out.push(self.finish());
+                }
+            }
+            BState::Rcpt(i) => {
+                if r.code / 100 != 2 {
+                    if let Some(slot) = self.replies.get_mut(i) {
+                        *slot = r.lines.last().cloned();
+                    }
+                }
+                if i + 1 < self.rcpts.len() {
+                    self.state = BState::Rcpt(i + 1);
+                } else if self.replies.iter().all(Option::is_some) {
+                    // Every recipient was refused: no DATA.
+                    out.push(LmtpBackendAction::Send(b"RSET\r\n".to_vec()));
+                    out.push(self.finish());
+                } else {
+                    self.state = BState::Data;
+                    out.push(LmtpBackendAction::Send(b"DATA\r\n".to_vec()));
+                }
+            }
+            BState::Data => {
+                if r.code != 354 {
+                    return out.push(self.all_fail(&r));
+                }
+                self.state = BState::Final(0);
+                self.skip_answered(out);
+                if self.state != BState::Done {
+                    out.push(match &self.body {
+                        Some(body) => LmtpBackendAction::Send(dot_stuff(body)),
+                        None => LmtpBackendAction::SendBody,
+                    });
+                }
+            }
+            BState::Final(i) => {
+                if let Some(slot) = self.replies.get_mut(i) {
+                    *slot = r.lines.last().cloned();
+                }
+                self.state = BState::Final(i + 1);
+                self.skip_answered(out);
+            }
+            BState::Done => {}
+        }
+    }
+
+    /// Moves `Final(i)` past recipients already refused at RCPT time.
+    fn skip_answered(&mut self, out: &mut Vec<LmtpBackendAction>) {
+        let BState::Final(mut i) = self.state else {
+            return;
+        };
+        while i < self.replies.len() && self.replies[i].is_some() {
+            i += 1;
+        }
+        self.state = BState::Final(i);
+        if i >= self.replies.len() {
+            out.push(self.finish());
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! ManageSieve (RFC 5804): the pre-login side facing the client
+//! ([`SieveLogin`], what `managesieve-login` does) and the login replay
+//! facing the backend ([`SieveBackend`]).
+//!
+//! Recorded from Dovecot 2.3.19 (Pigeonhole) managesieve-login proxying: after
+//! the backend's capability greeting (which lists `"XCLIENT"`), it sends
+//! `XCLIENT ADDR=… PORT=… SESSION=… TTL=4`, waits for `OK "Updated"`, then
+//! `AUTHENTICATE "PLAIN" "<base64 user\0user\0pass>"` and relays the answer.
+
+use crate::action::{Action, BackendAction, BackendFailure, LoginFailure};
+use crate::imap::parse::{parse_single_arg, parse_untagged, Arg, Command, FatalError, Parsed};
+use crate::line::LineBuffer;
+use crate::pop3::xclient_line;
+use crate::sasl::{self, SaslError, SaslExchange, SaslMech, SaslStep, MAX_AUTH_RESPONSE};
+use crate::session::{ConnInfo, Credentials};
+
+/// Bad commands after which the connection is closed (the third gets only
+/// `BYE "Too many invalid MANAGESIEVE commands."`, recorded).
+pub const MAX_BAD_COMMANDS: u32 = 3;
+
+/// Longest backend line during the replay.
+pub const MAX_BACKEND_LINE: usize = 8192;
+
+/// Settings of the ManageSieve login side.
+#[derive(Debug, Clone)]
+pub struct SieveLoginConfig {
+    /// Greeting text in the final `OK "…"` of the greeting.
+    pub greeting: String,
+    /// `"IMPLEMENTATION"` value.
+    pub implementation: String,
+    /// `"SIEVE"` value (the backend's Sieve extensions).
+    pub sieve: String,
+    /// `"NOTIFY"` value (omitted when empty).
+    pub notify: String,
+    /// TLS can be started on this listener.
+    pub tls_available: bool,
+    /// Dovecot `disable_plaintext_auth`.
+    pub disable_plaintext_auth: bool,
+}
+
+impl Default for SieveLoginConfig {
+    fn default() -> Self {
+        Self {
+            greeting: "Dovecot ready.".into(),
+            implementation: "Dovecot Pigeonhole".into(),
+            sieve: "fileinto reject envelope encoded-character vacation subaddress comparator-i;ascii-numeric relational regex imap4flags copy include variables body enotify environment mailbox date index ihave duplicate mime foreverypart extracttext".into(),
+            notify: "mailto".into(),
+            tls_available: false,
+            disable_plaintext_auth: true,
+        }
+    }
+}
+
+/// What the driver needs to replay a ManageSieve login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SieveLoginRequest {
+    /// The credentials.
+    pub credentials: Credentials,
+}
+
+#[derive(Debug)]
+enum State {
+    Commands,
+    Sasl(SaslExchange),
+    TlsHandshake,
+    LoginPending,
+    Proxying,
+    Closed,
+}
+
+type Out = Vec<Action<SieveLoginRequest>>;
+
+fn reply(text: &str) -> Action<SieveLoginRequest> {
+    Action::Send(format!("{text}\r\n").into_bytes())
+}
+
+/// The pre-login ManageSieve state machine.
+///
+/// Events in: `start`, `feed`, `tls_established`, `login_failed`,
+/// `login_succeeded`. Actions out: [`Action`] with [`SieveLoginRequest`].
+#[derive(Debug)]
+pub struct SieveLogin {
+    cfg: SieveLoginConfig,
+    tls_active: bool,
+    secured: bool,
+    state: State,
+    buf: Vec<u8>,
+    bad_commands: u32,
+}
+
+impl SieveLogin {
+    /// A machine for a new connection (see [`crate::imap::ImapLogin::new`]).
+    pub fn new(cfg: SieveLoginConfig, tls_active: bool, secured: bool) -> Self {
+        Self {
+            cfg,
+            tls_active,
+            secured: secured || tls_active,
+            state: State::Commands,
+            buf: Vec::new(),
+            bad_commands: 0,
+        }
+    }
+
+    fn plaintext_allowed(&self) -> bool {
+        self.secured || !self.cfg.disable_plaintext_auth
+    }
+
+    /// The capability lines for the current state.
+    pub fn capability(&self) -> String {
+        let mut s = format!(
+            "\"IMPLEMENTATION\" \"{}\"\r\n\"SIEVE\" \"{}\"\r\n",
+            self.cfg.implementation, self.cfg.sieve
+        );
+        if !self.cfg.notify.is_empty() {
+            s.push_str(&format!("\"NOTIFY\" \"{}\"\r\n", self.cfg.notify));
+        }
+        let mechs = if self.plaintext_allowed() {
+            sasl::MECHANISMS
+        } else {
+            ""
+        };
+        s.push_str(&format!("\"SASL\" \"{mechs}\"\r\n"));
+        if self.cfg.tls_available && !self.tls_active {
+            s.push_str("\"STARTTLS\"\r\n");
+        }
+        s.push_str("\"VERSION\" \"1.0\"\r\n");
+        s
+    }
+
+    /// The greeting: capabilities, then `OK "<greeting>"`.
+    pub fn start(&mut self) -> Out {
+        vec![Action::Send(
+            format!("{}OK \"{}\"\r\n", self.capability(), self.cfg.greeting).into_bytes(),
+        )]
+    }
+
+    /// The client stayed silent for [`crate::action::LOGIN_IDLE_TIMEOUT`]
+    /// before logging in: `BYE "Disconnected for inactivity."` (recorded), then close.
+    pub fn idle_timeout(&mut self) -> Out {
+        let mut out = Vec::new();
+        if matches!(self.state, State::Closed | State::Proxying) {
+            return out;
+        }
+        self.close(&mut out, "BYE \"Disconnected for inactivity.\"");
+        out
+    }
+
+    /// False while the machine waits for the driver (login in progress):
+    /// stop reading from the client until it turns true again.
+    pub fn wants_input(&self) -> bool {
+        !matches!(
+            self.state,
+            State::LoginPending | State::TlsHandshake | State::Proxying | State::Closed
+        )
+    }
+
+    /// Client bytes arrived. Ignored once closed, during a TLS handshake and
+    /// after `login_succeeded` (the driver splices from then on).
+    pub fn feed(&mut self, data: &[u8]) -> Out {
+        if matches!(
+            self.state,
+            State::Closed | State::TlsHandshake | State::Proxying
+        ) {
+            return Vec::new();
+        }
+        if !self.wants_input()
+            && self.buf.len().saturating_add(data.len()) > crate::action::MAX_PENDING_INPUT
+        {
+            let mut out = Vec::new();
+            self.close(&mut out, "BYE \"Input buffer full, aborting\"");
+            return out;
+        }
+        self.buf.extend_from_slice(data);
+        self.process()
+    }
+
+    /// The TLS handshake finished: RFC 5804 requires the capabilities again.
+    pub fn tls_established(&mut self) -> Out {
+        if !matches!(self.state, State::TlsHandshake) {
+            return Vec::new();
+        }
+        self.tls_active = true;
+        self.secured = true;
+        self.state = State::Commands;
+        vec![Action::Send(
+            format!(
+                "{}OK \"TLS negotiation successful.\"\r\n",
+                self.capability()
+            )
+            .into_bytes(),
+        )]
+    }
+
+    /// The login failed; the client may try again.
+    pub fn login_failed(&mut self, why: LoginFailure) -> Out {
+        if !matches!(self.state, State::LoginPending) {
+            return Vec::new();
+        }
+        self.state = State::Commands;
+        let mut out = Vec::new();
+        match why {
+            LoginFailure::Relayed => {}
+            LoginFailure::Temporary => out.push(reply(
+                "NO (TRYLATER) \"Account is temporarily unavailable.\"",
+            )),
+            LoginFailure::AuthFailed => out.push(reply("NO \"Authentication failed.\"")),
+        }
+        out.extend(self.process());
+        out
+    }
+
+    /// The backend accepted; returns client bytes that followed the login.
+    pub fn login_succeeded(&mut self) -> Vec<u8> {
+        self.state = State::Proxying;
+        std::mem::take(&mut self.buf)
+    }
+
+    fn close(&mut self, out: &mut Out, text: &str) {
+        out.push(reply(text));
+        out.push(Action::Close);
+        self.state = State::Closed;
+        self.buf.clear();
+    }
+
+    fn process(&mut self) -> Out {
+        let mut out = Vec::new();
+        while matches!(self.state, State::Commands | State::Sasl(_)) {
+            if self.buf.is_empty() {
+                break;
+            }
+            let parsed = if matches!(self.state, State::Sasl(_)) {
+                parse_single_arg(&self.buf)
+            } else {
+                parse_untagged(&self.buf)
+            };
+            match parsed {
+                Parsed::Incomplete { .. } => {
+                    if matches!(self.state, State::Sasl(_))
+                        && self.buf.len() > MAX_AUTH_RESPONSE + 4
+                    {
+                        self.state = State::Closed;
+                        self.buf.clear();
+                        out.push(Action::Close);
+                    }
+                    break;
+                }
+                Parsed::Fatal(FatalError::LineTooLong)
+                | Parsed::Fatal(FatalError::LiteralTooLarge) => {
+                    if matches!(self.state, State::Sasl(_)) {
+                        self.state = State::Closed;
+                        self.buf.clear();
+                        out.push(Action::Close);
+                    } else {
+                        self.close(&mut out, "BYE \"Input buffer full, aborting\"");
+                    }
+                    break;
+                }
+                Parsed::Error { consumed, .. } => {
+                    self.buf.drain(..consumed);
+                    if let State::Sasl(_) = std::mem::replace(&mut self.state, State::Commands) {
+                        out.push(reply("NO \"Invalid base64 in response\""));
+                        continue;
+                    }
+                    self.bad(&mut out);
+                }
+                Parsed::Complete { cmd, consumed } => {
+                    self.buf.drain(..consumed);
+                    match std::mem::replace(&mut self.state, State::Commands) {
+                        State::Sasl(ex) => self.sasl_response(ex, &cmd, &mut out),
+                        _ => self.command(cmd, &mut out),
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn bad(&mut self, out: &mut Out) {
+        self.bad_commands += 1;
+        if self.bad_commands >= MAX_BAD_COMMANDS {
+            self.close(out, "BYE \"Too many invalid MANAGESIEVE commands.\"");
+        } else {
+            out.push(reply(
+                "NO \"Error in MANAGESIEVE command received by server.\"",
+            ));
+        }
+    }
+
+    fn command(&mut self, cmd: Command, out: &mut Out) {
+        match cmd.name.as_slice() {
+            b"CAPABILITY" => out.push(Action::Send(
+                format!("{}OK \"Capability completed.\"\r\n", self.capability()).into_bytes(),
+            )),
+            b"NOOP" => match cmd.args.first().and_then(Arg::as_nstring) {
+                Some(Some(tag)) => {
+                    let tag = String::from_utf8_lossy(tag).replace(['"', '\\'], "");
+                    out.push(reply(&format!("OK (TAG \"{tag}\") \"Done\"")));
+                }
+                _ => out.push(reply("OK \"NOOP Completed\"")),
+            },
+            b"LOGOUT" => self.close(out, "OK \"Logout completed.\""),
+            b"STARTTLS" => {
+                if self.tls_active {
+                    out.push(reply("NO \"TLS is already active.\""));
+                } else if !self.cfg.tls_available {
+                    out.push(reply("NO \"TLS support isn't enabled.\""));
+                } else {
+                    out.push(reply("OK \"Begin TLS negotiation now.\""));
+                    out.push(Action::StartTls);
+                    self.buf.clear();
+                    self.state = State::TlsHandshake;
+                }
+            }
+            b"AUTHENTICATE" => self.authenticate(&cmd, out),
+            _ => self.bad(out),
+        }
+    }
+
+    fn authenticate(&mut self, cmd: &Command, out: &mut Out) {
+        let strings: Vec<Option<&[u8]>> =
+            cmd.args.iter().map(|a| a.as_nstring().flatten()).collect();
+        let (mech, ir) = match strings.as_slice() {
+            [Some(m)] => (*m, None),
+            [Some(m), Some(ir)] => (*m, Some(*ir)),
+            _ => return self.bad(out),
+        };
+        let Some(mech) = SaslMech::parse(mech) else {
+            out.push(reply("NO \"Unsupported authentication mechanism.\""));
+            return;
+        };
+        if !self.plaintext_allowed() {
+            out.push(reply("NO \"Plaintext authentication disabled.\""));
+            return;
+        }
+        match SaslExchange::start(mech, ir) {
+            Ok((ex, step)) => self.step(ex, step, out),
+            Err(SaslError::InvalidBase64) => {
+                out.push(reply("NO \"Invalid base64 data in initial response\""))
+            }
+            Err(_) => out.push(reply("NO \"Authentication failed.\"")),
+        }
+    }
+
+    fn step(&mut self, ex: SaslExchange, step: SaslStep, out: &mut Out) {
+        match step {
+            SaslStep::Challenge(c) => {
+                out.push(reply(&format!("\"{c}\"")));
+                self.state = State::Sasl(ex);
+            }
+            SaslStep::Done(creds) => {
+                out.push(Action::Login(SieveLoginRequest { credentials: creds }));
+                self.state = State::LoginPending;
+            }
+        }
+    }
+
+    /// A SASL response is one quoted string or literal on its own line.
+    fn sasl_response(&mut self, mut ex: SaslExchange, cmd: &Command, out: &mut Out) {
+        let Some(Some(data)) = cmd.args.first().and_then(Arg::as_nstring) else {
+            out.push(reply("NO \"Invalid base64 in response\""));
+            return;
+        };
+        match ex.respond(data) {
+            Ok(step) => self.step(ex, step, out),
+            Err(SaslError::Aborted) => out.push(reply("NO \"Authentication aborted by client.\"")),
+            Err(SaslError::InvalidBase64) => out.push(reply("NO \"Invalid base64 in response\"")),
+            Err(SaslError::TooLong) => {
+                self.state = State::Closed;
+                out.push(Action::Close);
+            }
+            Err(SaslError::Malformed) => out.push(reply("NO \"Authentication failed.\"")),
+        }
+    }
+}
+
+/// Settings of the ManageSieve backend side.
+#[derive(Debug, Clone)]
+pub struct SieveBackendConfig {
+    /// Issue STARTTLS before logging in.
+    pub starttls: bool,
+    /// Send XCLIENT when the backend lists `"XCLIENT"`.
+    pub send_xclient: bool,
+}
+
+impl Default for SieveBackendConfig {
+    fn default() -> Self {
+        Self {
+            starttls: false,
+            send_xclient: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BState {
+    Greeting,
+    StartTls,
+    TlsHandshake,
+    TlsGreeting,
+    Xclient,
+    Auth,
+    Done,
+}
+
+/// The ManageSieve login replay towards a backend.
+///
+/// Events in: `feed`, `tls_established`. Actions out: [`BackendAction`].
+#[derive(Debug)]
+pub struct SieveBackend {
+    cfg: SieveBackendConfig,
+    conn: ConnInfo,
+    creds: Credentials,
+    state: BState,
+    buf: LineBuffer,
+    xclient: bool,
+}
+
+fn status(line: &[u8]) -> Option<&'static str> {
+    let (w, _) = crate::line::split_word(line);
+    if w.eq_ignore_ascii_case(b"OK") {
+        Some("OK")
+    } else if w.eq_ignore_ascii_case(b"NO") {
+        Some("NO")
+    } else if w.eq_ignore_ascii_case(b"BYE") {
+        Some("BYE")
+    } else {
+        None
+    }
+}
+
+impl SieveBackend {
+    /// A replay of `creds` for the client `conn`.
+    pub fn new(cfg: SieveBackendConfig, conn: ConnInfo, creds: Credentials) -> Self {
+        Self {
+            cfg,
+            conn,
+            creds,
+            state: BState::Greeting,
+            buf: LineBuffer::new(MAX_BACKEND_LINE),
+            xclient: false,
+        }
+    }
+
+    /// Backend bytes arrived.
+    pub fn feed(&mut self, data: &[u8]) -> Vec<BackendAction> {
+        self.buf.feed(data);
+        let mut out = Vec::new();
+        while !matches!(self.state, BState::Done | BState::TlsHandshake) {
+            match self.buf.next_line() {
+                Ok(Some(l)) => self.line(&l, &mut out),
+                Ok(None) => break,
+                Err(_) => self.fail(&mut out, "backend line too long"),
+            }
+        }
+        out
+    }
+
+    /// The TLS handshake finished; the backend re-sends its capabilities.
+    pub fn tls_established(&mut self) -> Vec<BackendAction> {
+        if self.state == BState::TlsHandshake {
+            self.buf.clear();
+            self.xclient = false;
+            self.state = BState::TlsGreeting;
+        }
+        Vec::new()
+    }
+
+    /// Backend bytes after the final reply.
+    pub fn take_remaining(&mut self) -> Vec<u8> {
+        self.buf.take_rest()
+    }
+
+    fn fail(&mut self, out: &mut Vec<BackendAction>, why: &str) {
+        tracing::debug!(reason = why, "managesieve backend login failed");
+        self.state = BState::Done;
+        out.push(BackendAction::Failed(BackendFailure::Protocol(why.into())));
+    }
+
+    fn authenticate(&mut self, out: &mut Vec<BackendAction>) {
+        let c = &self.creds;
+        let authzid = if c.authzid.is_empty() {
+            &c.authcid
+        } else {
+            &c.authzid
+        };
+        let b64 = sasl::encode_plain(authzid, &c.authcid, &c.password);
+        self.state = BState::Auth;
+        out.push(BackendAction::SendBackend(
+            format!("AUTHENTICATE \"PLAIN\" \"{b64}\"\r\n").into_bytes(),
+        ));
+    }
+
+    fn after_greeting(&mut self, out: &mut Vec<BackendAction>) {
+        if self.cfg.starttls && self.state == BState::Greeting {
+            self.state = BState::StartTls;
+            out.push(BackendAction::SendBackend(b"STARTTLS\r\n".to_vec()));
+        } else if self.xclient && self.cfg.send_xclient {
+            self.state = BState::Xclient;
+            out.push(BackendAction::SendBackend(
+                format!("{}\r\n", xclient_line(&self.conn)).into_bytes(),
+            ));
+        } else {
+            self.authenticate(out);
+        }
+    }
+
+    fn line(&mut self, l: &[u8], out: &mut Vec<BackendAction>) {
+        let st = status(l);
+        match self.state {
+            BState::Greeting | BState::TlsGreeting => match st {
+                None => {
+                    if l.eq_ignore_ascii_case(b"\"XCLIENT\"") {
+                        self.xclient = true;
+                    }
+                }
+                Some("OK") => self.after_greeting(out),
+                Some(_) => self.fail(out, "backend greeting is not OK"),
+            },
+            BState::StartTls => match st {
+                Some("OK") => {
+                    self.state = BState::TlsHandshake;
+                    out.push(BackendAction::StartTls);
+                }
+                None => {}
+                Some(_) => self.fail(out, "backend refused STARTTLS"),
+            },
+            BState::Xclient => match st {
+                Some("OK") => self.authenticate(out),
+                None => {}
+                Some(_) => self.fail(out, "backend refused XCLIENT"),
+            },
+            BState::Auth => {
+                let mut r = l.to_vec();
+                r.extend_from_slice(b"\r\n");
+                match st {
+                    Some("OK") => {
+                        self.state = BState::Done;
+                        out.push(BackendAction::SendClient(r));
+                        out.push(BackendAction::LoggedIn);
+                    }
+                    Some("NO") => {
+                        self.state = BState::Done;
+                        out.push(BackendAction::SendClient(r));
+                        out.push(BackendAction::Failed(BackendFailure::AuthRejected));
+                    }
+                    // A continuation (`"…"`) would mean the backend ignored our
+                    // initial response.
+                    _ => self.fail(out, "unexpected reply to AUTHENTICATE"),
+                }
+            }
+            BState::TlsHandshake | BState::Done => {}
+        }
+    }
+}

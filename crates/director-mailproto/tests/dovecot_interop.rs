@@ -1,0 +1,576 @@
+//! Interop with real Dovecot 2.3 (the oracle), on private loopback addresses.
+//!
+//! * End to end: the same client bytes go (a) through Dovecot's own login
+//!   proxy ("front", `proxy=y nopassword=y host=<back>`) and (b) through our
+//!   login machine + backend machine driven by a small blocking driver here,
+//!   both to the same real Dovecot backend ("back"). The client must see the
+//!   same bytes from both.
+//! * Our backend machines forward the client address (IMAP ID, XCLIENT) and
+//!   the backend logs it; our PROXY v2 header is understood by Dovecot.
+//! * LMTP: our server + fan-out deliver to the real backend.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is the failure report.
+
+mod dovecot;
+
+use director_mailproto::imap::{ImapBackend, ImapBackendConfig, ImapLogin, ImapLoginConfig};
+use director_mailproto::lmtp::{
+    merge_replies, plan_fanout, LmtpAction, LmtpBackendAction, LmtpBackendConfig,
+    LmtpBackendSession, LmtpServer, LmtpServerConfig,
+};
+use director_mailproto::managesieve::{
+    SieveBackend, SieveBackendConfig, SieveLogin, SieveLoginConfig,
+};
+use director_mailproto::pop3::{Pop3Backend, Pop3BackendConfig, Pop3Login, Pop3LoginConfig};
+use director_mailproto::smtp::{
+    SubmissionBackend, SubmissionBackendConfig, SubmissionLogin, SubmissionLoginConfig,
+};
+use director_mailproto::{proxy_v2, Action, BackendAction, BackendFailure, ConnInfo, LoginFailure};
+use dovecot::{fresh_ip, Conn, Dovecot};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Unifies the four login machines for the test driver.
+trait LoginSide {
+    type Req;
+    fn start(&mut self) -> Vec<Action<Self::Req>>;
+    fn feed(&mut self, b: &[u8]) -> Vec<Action<Self::Req>>;
+    fn failed(&mut self, f: LoginFailure) -> Vec<Action<Self::Req>>;
+    fn succeeded(&mut self) -> Vec<u8>;
+}
+
+/// Unifies the four backend machines.
+trait BackendSide {
+    fn feed(&mut self, b: &[u8]) -> Vec<BackendAction>;
+    fn take_remaining(&mut self) -> Vec<u8>;
+}
+
+macro_rules! sides {
+    ($login:ty, $req:ty, $backend:ty) => {
+        impl LoginSide for $login {
+            type Req = $req;
+            fn start(&mut self) -> Vec<Action<$req>> {
+                <$login>::start(self)
+            }
+            fn feed(&mut self, b: &[u8]) -> Vec<Action<$req>> {
+                <$login>::feed(self, b)
+            }
+            fn failed(&mut self, f: LoginFailure) -> Vec<Action<$req>> {
+                <$login>::login_failed(self, f)
+            }
+            fn succeeded(&mut self) -> Vec<u8> {
+                <$login>::login_succeeded(self)
+            }
+        }
+        impl BackendSide for $backend {
+            fn feed(&mut self, b: &[u8]) -> Vec<BackendAction> {
+                <$backend>::feed(self, b)
+            }
+            fn take_remaining(&mut self) -> Vec<u8> {
+                <$backend>::take_remaining(self)
+            }
+        }
+    };
+}
+
+sides!(
+    ImapLogin,
+    director_mailproto::imap::ImapLoginRequest,
+    ImapBackend
+);
+sides!(
+    Pop3Login,
+    director_mailproto::pop3::Pop3LoginRequest,
+    Pop3Backend
+);
+sides!(
+    SubmissionLogin,
+    director_mailproto::smtp::SubmissionLoginRequest,
+    SubmissionBackend
+);
+sides!(
+    SieveLogin,
+    director_mailproto::managesieve::SieveLoginRequest,
+    SieveBackend
+);
+
+/// Our side of one client connection: login machine, then (after a login)
+/// the backend connection.
+struct OurProxy<L: LoginSide, B, F: Fn(L::Req) -> B> {
+    login: L,
+    make_backend: F,
+    backend_addr: SocketAddr,
+    spliced: Option<Conn>,
+}
+
+fn sends<R>(acts: &[Action<R>], out: &mut Vec<u8>) -> bool {
+    let mut closed = false;
+    for a in acts {
+        match a {
+            Action::Send(b) => out.extend_from_slice(b),
+            Action::Close => closed = true,
+            Action::StartTls => panic!("no TLS in these tests"),
+            Action::Login(_) => {}
+        }
+    }
+    closed
+}
+
+impl<L: LoginSide, B: BackendSide, F: Fn(L::Req) -> B> OurProxy<L, B, F>
+where
+    L::Req: Clone,
+{
+    fn greeting(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        sends(&self.login.start(), &mut out);
+        out
+    }
+
+    /// Client sends `input`; returns what the client gets back.
+    fn step(&mut self, input: &[u8]) -> Vec<u8> {
+        if let Some(b) = &mut self.spliced {
+            b.send(input);
+            return b.read_quiet(Duration::from_millis(300));
+        }
+        let mut out = Vec::new();
+        let mut acts = self.login.feed(input);
+        loop {
+            sends(&acts, &mut out);
+            let Some(req) = acts.iter().find_map(|a| match a {
+                Action::Login(r) => Some(r.clone()),
+                _ => None,
+            }) else {
+                return out;
+            };
+            let mut backend = (self.make_backend)(req);
+            let mut conn = Conn::connect(self.backend_addr);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let outcome = 'replay: loop {
+                assert!(Instant::now() < deadline, "backend replay timed out");
+                let got = conn.read_until(|b| !b.is_empty());
+                assert!(!got.is_empty(), "backend closed during replay");
+                for a in backend.feed(&got) {
+                    match a {
+                        BackendAction::SendBackend(b) => conn.send(&b),
+                        BackendAction::SendClient(b) => out.extend_from_slice(&b),
+                        BackendAction::StartTls => panic!("no TLS here"),
+                        BackendAction::LoggedIn => break 'replay None,
+                        BackendAction::Failed(BackendFailure::AuthRejected) => {
+                            break 'replay Some(LoginFailure::Relayed)
+                        }
+                        BackendAction::Failed(BackendFailure::Protocol(e)) => {
+                            eprintln!("backend protocol error: {e}");
+                            break 'replay Some(LoginFailure::Temporary);
+                        }
+                    }
+                }
+            };
+            match outcome {
+                None => {
+                    out.extend_from_slice(&backend.take_remaining());
+                    let rest = self.login.succeeded();
+                    if !rest.is_empty() {
+                        conn.send(&rest);
+                    }
+                    self.spliced = Some(conn);
+                    return out;
+                }
+                Some(f) => acts = self.login.failed(f),
+            }
+        }
+    }
+}
+
+/// Sends each step to the real front and to our proxy; the client must see
+/// the same bytes. `prefix_only` steps only require Dovecot's reply to start
+/// with ours (for replies followed by asynchronous extra lines).
+fn compare<L: LoginSide, B: BackendSide, F: Fn(L::Req) -> B>(
+    front: &Dovecot,
+    port: u16,
+    mut ours: OurProxy<L, B, F>,
+    steps: &[&[u8]],
+) where
+    L::Req: Clone,
+{
+    let mut real = Conn::connect(front.addr(port));
+    let g = ours.greeting();
+    let rg = real.read_until(|b| b.len() >= g.len() && b.ends_with(b"\n"));
+    assert_eq!(
+        String::from_utf8_lossy(&rg),
+        String::from_utf8_lossy(&g),
+        "greeting"
+    );
+    for step in steps {
+        let mine = ours.step(step);
+        real.send(step);
+        let theirs =
+            real.read_until(|b| b.len() >= mine.len() && (b.is_empty() || b.ends_with(b"\n")));
+        assert_eq!(
+            String::from_utf8_lossy(&theirs),
+            String::from_utf8_lossy(&mine),
+            "after client sent {:?}; front log:\n{}",
+            String::from_utf8_lossy(step),
+            front.log()
+        );
+    }
+}
+
+struct Lab {
+    back: Dovecot,
+    front: Dovecot,
+}
+
+fn lab() -> Lab {
+    let back_ip = fresh_ip();
+    let back = Dovecot::start(
+        "back",
+        back_ip,
+        "password=pass",
+        &format!("login_trusted_networks = 127.0.0.0/8\nauth_master_user_separator = *\nsubmission_relay_host = {back_ip}\nsubmission_relay_port = 587\n"),
+    );
+    let front_ip = fresh_ip();
+    let front = Dovecot::start(
+        "front",
+        front_ip,
+        &format!("proxy=y nopassword=y host={back_ip}"),
+        "lmtp_proxy = yes\n",
+    );
+    Lab { back, front }
+}
+
+fn conn_info(local_port: u16) -> ConnInfo {
+    ConnInfo {
+        client_ip: "192.0.2.7".parse().unwrap(),
+        client_port: 40007,
+        local_ip: "192.0.2.1".parse().unwrap(),
+        local_port,
+        session_id: None,
+        proxy_ttl: ConnInfo::DEFAULT_TTL,
+    }
+}
+
+#[test]
+fn imap_end_to_end_matches_dovecot() {
+    let lab = lab();
+    let cfg = ImapLoginConfig {
+        greeting: "front ready.".into(),
+        disable_plaintext_auth: false,
+        ..ImapLoginConfig::default()
+    };
+    let mk = |req| ImapBackend::new(ImapBackendConfig::default(), conn_info(143), req);
+    let ours = OurProxy {
+        login: ImapLogin::new(cfg.clone(), false, false),
+        make_backend: mk,
+        backend_addr: lab.back.addr(143),
+        spliced: None,
+    };
+    compare(
+        &lab.front,
+        143,
+        ours,
+        &[
+            b"a CAPABILITY\r\n",
+            b"b NOOP\r\n",
+            b"c ID (\"name\" \"t\")\r\n",
+            b"d ENABLE x\r\n",
+            b"e STARTTLS\r\n",
+            b"f FOO\r\n",
+            b"g AUTHENTICATE PLAIN\r\n",
+            b"*\r\n",
+            b"h AUTHENTICATE PLAIN !!!\r\n",
+            b"i AUTHENTICATE FOO\r\n",
+            b"j LOGIN user1 wrong\r\n",
+            b"k LOGIN {5}\r\n",
+            b"user1 {4+}\r\npass\r\n",
+            b"l LOGOUT\r\n",
+        ],
+    );
+    let mk = |req| ImapBackend::new(ImapBackendConfig::default(), conn_info(143), req);
+    let ours = OurProxy {
+        login: ImapLogin::new(cfg, false, false),
+        make_backend: mk,
+        backend_addr: lab.back.addr(143),
+        spliced: None,
+    };
+    compare(
+        &lab.front,
+        143,
+        ours,
+        &[
+            b"a AUTHENTICATE PLAIN AHVzZXIxAHBhc3M=\r\n",
+            b"b LOGOUT\r\n",
+        ],
+    );
+    // Our ID forwarding reached the backend: it logged the client's address.
+    assert!(
+        lab.back.log().contains("rip=192.0.2.7"),
+        "{}",
+        lab.back.log()
+    );
+}
+
+#[test]
+fn pop3_end_to_end_matches_dovecot() {
+    let lab = lab();
+    let cfg = Pop3LoginConfig {
+        greeting: "front ready.".into(),
+        disable_plaintext_auth: false,
+        ..Pop3LoginConfig::default()
+    };
+    let mk = |req: director_mailproto::pop3::Pop3LoginRequest| {
+        Pop3Backend::new(
+            Pop3BackendConfig::default(),
+            conn_info(110),
+            req.credentials,
+        )
+    };
+    let ours = OurProxy {
+        login: Pop3Login::new(cfg.clone(), false, false),
+        make_backend: mk,
+        backend_addr: lab.back.addr(110),
+        spliced: None,
+    };
+    compare(
+        &lab.front,
+        110,
+        ours,
+        &[
+            b"CAPA\r\n",
+            b"NOOP\r\n",
+            b"STLS\r\n",
+            b"PASS x\r\n",
+            b"AUTH\r\n",
+            b"AUTH PLAIN\r\n",
+            b"*\r\n",
+            b"USER user1\r\n",
+            b"PASS wrong\r\n",
+            b"AUTH PLAIN AHVzZXIxAHBhc3M=\r\n",
+            b"STAT\r\n",
+            b"QUIT\r\n",
+        ],
+    );
+    assert!(
+        lab.back.log().contains("rip=192.0.2.7"),
+        "{}",
+        lab.back.log()
+    );
+}
+
+#[test]
+fn submission_end_to_end_matches_dovecot() {
+    let lab = lab();
+    let cfg = SubmissionLoginConfig {
+        hostname: "front.test.invalid".into(),
+        greeting: "front ready.".into(),
+        disable_plaintext_auth: false,
+        ..SubmissionLoginConfig::default()
+    };
+    let mk = |req| {
+        SubmissionBackend::new(
+            SubmissionBackendConfig {
+                ehlo_name: "front.test.invalid".into(),
+                ..SubmissionBackendConfig::default()
+            },
+            conn_info(587),
+            req,
+        )
+    };
+    let ours = OurProxy {
+        login: SubmissionLogin::new(cfg, false, false),
+        make_backend: mk,
+        backend_addr: lab.back.addr(587),
+        spliced: None,
+    };
+    compare(
+        &lab.front,
+        587,
+        ours,
+        &[
+            b"EHLO client.example\r\n",
+            b"NOOP\r\n",
+            b"RSET\r\n",
+            b"FOO\r\n",
+            b"MAIL FROM:<a@b>\r\n",
+            b"STARTTLS\r\n",
+            b"AUTH PLAIN\r\n",
+            b"*\r\n",
+            b"AUTH FOO\r\n",
+            b"AUTH\r\n",
+            b"AUTH PLAIN AHVzZXIxAHdyb25n\r\n",
+            b"AUTH LOGIN\r\n",
+            b"dXNlcjE=\r\n",
+            b"cGFzcw==\r\n",
+            b"QUIT\r\n",
+        ],
+    );
+    assert!(
+        lab.back.log().contains("rip=192.0.2.7"),
+        "{}",
+        lab.back.log()
+    );
+}
+
+#[test]
+fn managesieve_end_to_end_matches_dovecot() {
+    let lab = lab();
+    let cfg = SieveLoginConfig {
+        greeting: "front ready.".into(),
+        implementation: "Dovecot (Debian) Pigeonhole".into(),
+        disable_plaintext_auth: false,
+        ..SieveLoginConfig::default()
+    };
+    let mk = |req: director_mailproto::managesieve::SieveLoginRequest| {
+        SieveBackend::new(
+            SieveBackendConfig::default(),
+            conn_info(4190),
+            req.credentials,
+        )
+    };
+    let ours = OurProxy {
+        login: SieveLogin::new(cfg, false, false),
+        make_backend: mk,
+        backend_addr: lab.back.addr(4190),
+        spliced: None,
+    };
+    compare(
+        &lab.front,
+        4190,
+        ours,
+        &[
+            b"CAPABILITY\r\n",
+            b"NOOP\r\n",
+            b"NOOP \"tag\"\r\n",
+            b"FOO\r\n",
+            b"STARTTLS\r\n",
+            b"AUTHENTICATE \"PLAIN\"\r\n",
+            b"\"*\"\r\n",
+            b"AUTHENTICATE \"PLAIN\" \"AHVzZXIxAHdyb25n\"\r\n",
+            b"AUTHENTICATE \"PLAIN\" {16+}\r\nAHVzZXIxAHBhc3M=\r\n",
+            b"LOGOUT\r\n",
+        ],
+    );
+    assert!(
+        lab.back.log().contains("rip=192.0.2.7"),
+        "{}",
+        lab.back.log()
+    );
+}
+
+#[test]
+fn lmtp_fanout_delivers_to_real_backend() {
+    let lab = lab();
+    let mut server: LmtpServer<SocketAddr> = LmtpServer::new(LmtpServerConfig::default());
+    let mut acts = server.start();
+    acts.extend(server.feed(b"LHLO mta.example\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<ghost@nowhere>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\nSubject: hi\r\n\r\n..dot line\r\n.\r\n"));
+    let mut client_saw = Vec::new();
+    let mut delivered = false;
+    for _ in 0..20 {
+        let mut next = Vec::new();
+        for a in acts {
+            match a {
+                LmtpAction::Send(b) => client_saw.extend_from_slice(&b),
+                LmtpAction::Resolve { user, .. } => {
+                    // "The core": ghost has no backend.
+                    let backend = (!user.starts_with(b"ghost")).then(|| lab.back.addr(24));
+                    next.extend(server.recipient_resolved(backend));
+                }
+                LmtpAction::Deliver(tx) => {
+                    let plans = plan_fanout(&tx.recipients);
+                    let mut results = Vec::new();
+                    for plan in &plans {
+                        let mut s = LmtpBackendSession::new(
+                            LmtpBackendConfig::default(),
+                            conn_info(24),
+                            server.helo(),
+                            &tx,
+                            plan,
+                        );
+                        let mut c = Conn::connect(plan.backend);
+                        let replies = 'sess: loop {
+                            let got = c.read_until(|b| !b.is_empty());
+                            let acts = if got.is_empty() {
+                                s.failed()
+                            } else {
+                                s.feed(&got)
+                            };
+                            for a in acts {
+                                match a {
+                                    LmtpBackendAction::Send(b) => c.send(&b),
+                                    LmtpBackendAction::Done(r) => break 'sess r,
+                                    LmtpBackendAction::SendBody => panic!("not streaming"),
+                                }
+                            }
+                        };
+                        results.push(replies);
+                    }
+                    next.extend(server.delivered(merge_replies(
+                        tx.recipients.len(),
+                        &plans,
+                        &results,
+                    )));
+                    delivered = true;
+                }
+                LmtpAction::BodyChunk(_) | LmtpAction::Close => {}
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        acts = next;
+    }
+    assert!(delivered);
+    let text = String::from_utf8_lossy(&client_saw).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "220 localhost Dovecot ready.");
+    assert_eq!(lines[4], "250 PIPELINING");
+    assert_eq!(lines[5], "250 2.1.0 OK");
+    assert_eq!(lines[6], "250 2.1.5 OK");
+    assert_eq!(
+        lines[7],
+        "451 4.3.0 <ghost@nowhere> Temporary internal error"
+    );
+    assert_eq!(lines[8], "250 2.1.5 OK");
+    assert_eq!(lines[9], "354 OK");
+    assert!(
+        lines[10].starts_with("250 2.0.0 <alice@example.org> ") && lines[10].ends_with(" Saved"),
+        "{text}"
+    );
+    assert!(
+        lines[11].starts_with("250 2.0.0 <bob@example.org> ") && lines[11].ends_with(" Saved"),
+        "{text}"
+    );
+    for user in ["alice@example.org", "bob@example.org"] {
+        let new = lab.back.mail_dir().join(user).join("Maildir/new");
+        let files: Vec<_> = std::fs::read_dir(&new).unwrap().collect();
+        assert_eq!(files.len(), 1, "{user}");
+        let body = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+        assert!(body.contains("\n.dot line"), "{body}");
+        // XCLIENT reached the backend: its Received header names our client.
+        assert!(body.contains("([192.0.2.7])"), "{body}");
+    }
+}
+
+#[test]
+fn proxy_v2_header_understood_by_dovecot() {
+    let back = Dovecot::start("ha", fresh_ip(), "password=pass", "");
+    let mut c = Conn::connect(back.addr(10143));
+    c.send(&proxy_v2::encode(
+        "10.9.8.7:40000".parse().unwrap(),
+        "10.9.8.1:143".parse().unwrap(),
+    ));
+    let g = c.read_until(|b| b.ends_with(b"\n"));
+    assert!(g.starts_with(b"* OK "), "{}", String::from_utf8_lossy(&g));
+    c.send(b"a LOGIN user1 pass\r\n");
+    let r = c.read_until(|b| b.windows(4).any(|w| w == b"a OK"));
+    assert!(
+        r.windows(4).any(|w| w == b"a OK"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+    c.send(b"b LOGOUT\r\n");
+    c.read_until(|b| b.windows(4).any(|w| w == b"b OK"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !back.log().contains("rip=10.9.8.7, lip=10.9.8.1") {
+        assert!(Instant::now() < deadline, "{}", back.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,346 @@
+//! [`Proxy`]: binds the listeners, enforces connection limits, spawns one task per client
+//! connection, keeps users with open sessions refreshed, and drains on shutdown.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::registry::SessionRegistry;
+use crate::router::{BackendFailureHook, Router};
+use crate::session::{self, Client, Shared};
+use crate::settings::{BackendTlsMode, ListenerSpec, Protocol, ProxySettings};
+use crate::stream::Stream;
+use crate::tls::{backend_connector, server_acceptor, TlsSetupError};
+
+/// How often the shutdown drain checks whether sessions are gone.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+
+/// Starting the proxy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// A listener could not be bound.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Counts connections per client IP; the guard decrements on drop.
+#[derive(Default)]
+struct PerIp {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+struct PerIpGuard {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn try_take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<PerIpGuard> {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = c.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PerIpGuard {
+            table: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerIpGuard {
+    fn drop(&mut self) {
+        let mut c = self.table.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The proxy, before and while running.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    bound: Vec<(ListenerSpec, SocketAddr)>,
+    connections: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("bound", &self.bound)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Builds the TLS configuration, binds every listener in `settings` and starts serving.
+    /// `registry` must be the one the daemon's kick executor uses.
+    pub async fn start(
+        settings: ProxySettings,
+        router: Arc<dyn Router>,
+        registry: Arc<SessionRegistry>,
+        hook: Arc<dyn BackendFailureHook>,
+    ) -> Result<Proxy, ProxyError> {
+        let acceptor: Option<TlsAcceptor> = match (&settings.ssl_cert_pem, &settings.ssl_key_pem) {
+            (Some(c), Some(k)) if settings.tls_available() => Some(server_acceptor(c, k)?),
+            _ => None,
+        };
+        let connector: Option<TlsConnector> = match (&settings.backend_ca_pem, settings.backend_tls)
+        {
+            (Some(ca), mode) if mode != BackendTlsMode::None => Some(backend_connector(ca)?),
+            _ => None,
+        };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let max_conns = settings.limits.max_connections;
+        let shared = Arc::new(Shared {
+            settings: Arc::new(settings),
+            router,
+            registry,
+            hook,
+            acceptor,
+            connector,
+            shutdown: shutdown_rx,
+        });
+        let mut proxy = Proxy {
+            shared,
+            shutdown_tx,
+            tasks: JoinSet::new(),
+            bound: Vec::new(),
+            connections: Arc::new(Semaphore::new(max_conns)),
+        };
+        let per_ip = Arc::new(PerIp::default());
+        let specs = proxy.shared.settings.listeners.clone();
+        for spec in specs {
+            let listener = bind(spec.addr).map_err(|source| ProxyError::Bind {
+                addr: spec.addr,
+                source,
+            })?;
+            let local = listener.local_addr().map_err(|source| ProxyError::Bind {
+                addr: spec.addr,
+                source,
+            })?;
+            tracing::info!(protocol = spec.protocol.name(), listener = %spec.name, addr = %local, tls = spec.implicit_tls, "listening");
+            proxy.bound.push((spec.clone(), local));
+            proxy.tasks.spawn(accept_loop(
+                Arc::clone(&proxy.shared),
+                listener,
+                spec,
+                Arc::clone(&proxy.connections),
+                Arc::clone(&per_ip),
+            ));
+        }
+        proxy.tasks.spawn(refresher(Arc::clone(&proxy.shared)));
+        Ok(proxy)
+    }
+
+    /// The bound listeners with their actual addresses.
+    pub fn local_addrs(&self) -> &[(ListenerSpec, SocketAddr)] {
+        &self.bound
+    }
+
+    /// The first bound address of `protocol` (`implicit_tls` as given).
+    pub fn addr_of(&self, protocol: Protocol, implicit_tls: bool) -> Option<SocketAddr> {
+        self.bound
+            .iter()
+            .find(|(s, _)| s.protocol == protocol && s.implicit_tls == implicit_tls)
+            .map(|(_, a)| *a)
+    }
+
+    /// The session registry.
+    pub fn registry(&self) -> &Arc<SessionRegistry> {
+        &self.shared.registry
+    }
+
+    /// Client connections currently open (pre-login and proxied).
+    pub fn open_connections(&self) -> usize {
+        self.shared.settings.limits.max_connections - self.connections.available_permits()
+    }
+
+    /// SIGTERM: stop accepting, close connections still logging in, let proxied sessions
+    /// run for up to `drain` (default: `director_proxy_drain_time`), then close the rest.
+    pub async fn shutdown(mut self, drain: Option<Duration>) {
+        let drain = drain.unwrap_or(self.shared.settings.limits.drain_time);
+        let _ = self.shutdown_tx.send(true);
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let deadline = Instant::now() + drain;
+        while self.open_connections() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        let left = self.shared.registry.kill_all();
+        if left > 0 {
+            tracing::info!(
+                sessions = left,
+                "drain time over, closing remaining sessions"
+            );
+        }
+        // Give killed sessions a moment to close their sockets.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.open_connections() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.shutdown_tx.send(true);
+        self.tasks.abort_all();
+    }
+}
+
+/// Accept backlog of each listener.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Binds like Dovecot: `SO_REUSEADDR`, and IPv6 sockets are IPv6-only, so the default
+/// `listen = *, ::` binds `0.0.0.0:port` and `[::]:port` side by side.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Refreshes every user with an open session each `director_user_expire / 2` (§3.4).
+async fn refresher(shared: Arc<Shared>) {
+    let half = Duration::from_secs(u64::from(shared.settings.user_expire_secs.max(2) / 2));
+    let mut tick = tokio::time::interval_at(Instant::now() + half, half);
+    loop {
+        tick.tick().await;
+        let users = shared.registry.active_users();
+        tracing::debug!(users = users.len(), "refreshing users with open sessions");
+        for u in users {
+            shared.router.refresh_user(&u);
+        }
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    spec: ListenerSpec,
+    connections: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            tracing::warn!(client = %peer, "connection limit reached");
+            reject(tcp, spec.protocol, b"Too many connections");
+            continue;
+        };
+        let Some(ip_guard) =
+            per_ip.try_take(peer.ip(), shared.settings.limits.max_connections_per_ip)
+        else {
+            tracing::warn!(client = %peer, "per-IP connection limit reached");
+            reject(tcp, spec.protocol, b"Too many connections from your IP");
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        let spec = spec.clone();
+        tokio::spawn(async move {
+            handle(shared, tcp, peer, spec, permit, ip_guard).await;
+        });
+    }
+}
+
+/// Refuses a connection over a limit with the protocol's "try later" line, without reading.
+fn reject(tcp: TcpStream, protocol: Protocol, why: &[u8]) {
+    let line = match protocol {
+        Protocol::Imap => [b"* BYE ".as_slice(), why, b"\r\n"].concat(),
+        Protocol::Pop3 => [b"-ERR [SYS/TEMP] ".as_slice(), why, b"\r\n"].concat(),
+        Protocol::Submission | Protocol::Lmtp => [b"421 4.7.0 ".as_slice(), why, b"\r\n"].concat(),
+        Protocol::ManageSieve => [b"BYE \"".as_slice(), why, b"\"\r\n"].concat(),
+    };
+    // try_write: never wait for a peer we are refusing.
+    let _ = tcp.try_write(&line);
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    spec: ListenerSpec,
+    _permit: OwnedSemaphorePermit,
+    _ip_guard: PerIpGuard,
+) {
+    let _ = tcp.set_nodelay(true);
+    let local = tcp.local_addr().unwrap_or(spec.addr);
+    let s = &shared.settings;
+    let mut client = Client {
+        stream: Stream::Plain(tcp),
+        peer,
+        local,
+        deadline: Instant::now() + s.limits.login_timeout,
+        shutdown: shared.shutdown.clone(),
+    };
+    if spec.implicit_tls {
+        let Some(acceptor) = shared.acceptor.clone() else {
+            return;
+        };
+        if let Err(e) = client.start_tls(&acceptor).await {
+            tracing::debug!(client = %peer, error = ?e, "TLS handshake failed");
+            return;
+        }
+    }
+    let secured = client.stream.is_tls() || s.is_secured(peer.ip(), local.ip());
+    let tls_available = shared.acceptor.is_some();
+    let tls_active = client.stream.is_tls();
+    match spec.protocol {
+        Protocol::Imap => {
+            let m = crate::imap::login_machine(s, tls_available, tls_active, secured);
+            session::run_login(Arc::clone(&shared), client, crate::imap::Imap, m).await;
+        }
+        Protocol::Pop3 => {
+            let m = crate::pop3::login_machine(s, tls_available, tls_active, secured);
+            session::run_login(Arc::clone(&shared), client, crate::pop3::Pop3, m).await;
+        }
+        Protocol::Submission => {
+            let m = crate::submission::login_machine(s, tls_available, tls_active, secured);
+            let glue = crate::submission::Submission {
+                hostname: s.hostname.clone(),
+            };
+            session::run_login(Arc::clone(&shared), client, glue, m).await;
+        }
+        Protocol::ManageSieve => {
+            let m = crate::sieve::login_machine(s, tls_available, tls_active, secured);
+            session::run_login(Arc::clone(&shared), client, crate::sieve::Sieve, m).await;
+        }
+        Protocol::Lmtp => crate::lmtp::run(Arc::clone(&shared), client).await,
+    }
+}

@@ -1,0 +1,360 @@
+//! [`SessionRegistry`]: every live proxied session, indexed by user name, user hash and
+//! backend, with the kill primitives the director's kick effects need (§7.4, §7.5.3).
+//!
+//! A session registers as soon as the client's login name is known, *before* the core is
+//! asked for a route. A move's `KICK-DIRECTOR-HASH` therefore also stops a login that is
+//! still on its way to the old backend, so no user is served by two backends at once.
+//! Dropping the [`SessionGuard`] deregisters.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use director_core::{user_hash, HashFormat};
+use tokio::sync::watch;
+
+use crate::settings::Protocol;
+
+/// Why a session was told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    /// Admin `USER-KICK` / `KICK-ALT`.
+    Kicked,
+    /// The user is being moved (`KICK-DIRECTOR-HASH`).
+    Moved,
+    /// The proxy is shutting down after the drain time.
+    Shutdown,
+}
+
+/// One registered session, as listed by [`SessionRegistry::sessions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Registry id.
+    pub id: u64,
+    /// The routing user name.
+    pub username: Vec<u8>,
+    /// Its `director_username_hash` hash.
+    pub hash: u32,
+    /// The backend, once routed.
+    pub backend: Option<IpAddr>,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Client address.
+    pub client: SocketAddr,
+}
+
+struct Entry {
+    info: SessionInfo,
+    kill: watch::Sender<Option<KillReason>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    sessions: HashMap<u64, Entry>,
+    by_user: HashMap<Vec<u8>, HashSet<u64>>,
+    by_hash: HashMap<u32, HashSet<u64>>,
+}
+
+impl Inner {
+    fn kill_ids(&mut self, ids: Vec<u64>, reason: KillReason) -> usize {
+        let mut n = 0;
+        for id in ids {
+            if let Some(e) = self.sessions.get(&id) {
+                if e.kill.borrow().is_none() {
+                    n += 1;
+                }
+                e.kill.send_replace(Some(reason));
+            }
+        }
+        n
+    }
+}
+
+/// Live sessions of this proxy. Cheap to share (`Arc`); all methods are synchronous and
+/// hold the lock only briefly.
+pub struct SessionRegistry {
+    inner: Mutex<Inner>,
+    hash_format: HashFormat,
+}
+
+impl std::fmt::Debug for SessionRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRegistry")
+            .field("sessions", &self.count())
+            .finish()
+    }
+}
+
+/// Deregisters its session when dropped; carries the session's kill signal.
+#[derive(Debug)]
+pub struct SessionGuard {
+    registry: Arc<SessionRegistry>,
+    id: u64,
+    kill: watch::Receiver<Option<KillReason>>,
+}
+
+impl SessionGuard {
+    /// Registry id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Records the backend the session was routed to (for `except_ip` and host kills).
+    pub fn set_backend(&self, ip: IpAddr) {
+        let mut inner = self.registry.lock();
+        if let Some(e) = inner.sessions.get_mut(&self.id) {
+            e.info.backend = Some(ip);
+        }
+    }
+
+    /// The kill reason, if the session was told to stop.
+    pub fn killed(&self) -> Option<KillReason> {
+        *self.kill.borrow()
+    }
+
+    /// Resolves when the session is told to stop.
+    pub async fn wait_killed(&self) -> KillReason {
+        let mut rx = self.kill.clone();
+        loop {
+            if let Some(r) = *rx.borrow_and_update() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives in the registry entry, which we own until drop; a
+                // closed channel can only mean teardown: treat it as a shutdown.
+                return KillReason::Shutdown;
+            }
+        }
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut inner = self.registry.lock();
+        if let Some(e) = inner.sessions.remove(&self.id) {
+            if let Some(set) = inner.by_user.get_mut(&e.info.username) {
+                set.remove(&self.id);
+                if set.is_empty() {
+                    inner.by_user.remove(&e.info.username);
+                }
+            }
+            if let Some(set) = inner.by_hash.get_mut(&e.info.hash) {
+                set.remove(&self.id);
+                if set.is_empty() {
+                    inner.by_hash.remove(&e.info.hash);
+                }
+            }
+        }
+    }
+}
+
+impl SessionRegistry {
+    /// An empty registry hashing user names with `director_username_hash`.
+    pub fn new(hash_format: HashFormat) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner::default()),
+            hash_format,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the maps inconsistent in a way that
+        // matters more than losing every session, so keep going with the data.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The user hash of `username` (0 when the format cannot expand it, which the core
+    /// would also refuse to route).
+    pub fn hash_of(&self, username: &[u8]) -> u32 {
+        user_hash(username, &self.hash_format).unwrap_or(0)
+    }
+
+    /// Registers a session of `username`.
+    pub fn register(
+        self: &Arc<Self>,
+        username: &[u8],
+        protocol: Protocol,
+        client: SocketAddr,
+    ) -> SessionGuard {
+        let hash = self.hash_of(username);
+        let (tx, rx) = watch::channel(None);
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        let id = inner.next_id;
+        inner.sessions.insert(
+            id,
+            Entry {
+                info: SessionInfo {
+                    id,
+                    username: username.to_vec(),
+                    hash,
+                    backend: None,
+                    protocol,
+                    client,
+                },
+                kill: tx,
+            },
+        );
+        inner
+            .by_user
+            .entry(username.to_vec())
+            .or_default()
+            .insert(id);
+        inner.by_hash.entry(hash).or_default().insert(id);
+        drop(inner);
+        SessionGuard {
+            registry: Arc::clone(self),
+            id,
+            kill: rx,
+        }
+    }
+
+    /// `KICK <username>`: stops every session of exactly this routing user name. Returns how
+    /// many were told to stop.
+    pub fn kick_user(&self, username: &[u8]) -> usize {
+        let mut inner = self.lock();
+        let ids: Vec<u64> = inner
+            .by_user
+            .get(username)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        inner.kill_ids(ids, KillReason::Kicked)
+    }
+
+    /// `KICK-ALT <field> <value>`: Dovecot matches a passdb `user_<field>` alternative name.
+    /// The proxy has no passdb, so the only field it knows is `user` (the login name, same
+    /// as [`kick_user`](Self::kick_user)); any other field matches nothing and returns 0.
+    pub fn kick_alt(&self, field: &str, value: &str) -> usize {
+        if field == "user" {
+            let mut inner = self.lock();
+            let ids: Vec<u64> = inner
+                .by_user
+                .get(value.as_bytes())
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default();
+            return inner.kill_ids(ids, KillReason::Kicked);
+        }
+        0
+    }
+
+    /// `KICK-DIRECTOR-HASH <hash> [<except_ip>]`: stops every session whose user hashes to
+    /// `hash`, except sessions already proxied to `except_ip` (sessions still logging in
+    /// have no backend yet and are stopped too).
+    pub fn kick_user_hash(&self, hash: u32, except_ip: Option<IpAddr>) -> usize {
+        let mut inner = self.lock();
+        let ids: Vec<u64> = inner
+            .by_hash
+            .get(&hash)
+            .map(|s| {
+                s.iter()
+                    .copied()
+                    .filter(|id| {
+                        let backend = inner.sessions.get(id).and_then(|e| e.info.backend);
+                        except_ip.is_none() || backend != except_ip
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        inner.kill_ids(ids, KillReason::Moved)
+    }
+
+    /// Stops every session proxied to `ip` (for a future automatic host-down).
+    pub fn kick_backend(&self, ip: IpAddr) -> usize {
+        let mut inner = self.lock();
+        let ids: Vec<u64> = inner
+            .sessions
+            .values()
+            .filter(|e| e.info.backend == Some(ip))
+            .map(|e| e.info.id)
+            .collect();
+        inner.kill_ids(ids, KillReason::Kicked)
+    }
+
+    /// Stops every session (end of the shutdown drain).
+    pub fn kill_all(&self) -> usize {
+        let mut inner = self.lock();
+        let ids: Vec<u64> = inner.sessions.keys().copied().collect();
+        inner.kill_ids(ids, KillReason::Shutdown)
+    }
+
+    /// Number of registered sessions.
+    pub fn count(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// Number of sessions of `username`.
+    pub fn count_user(&self, username: &[u8]) -> usize {
+        self.lock().by_user.get(username).map_or(0, HashSet::len)
+    }
+
+    /// The user names that have at least one routed session (what the refresher keeps
+    /// alive every `director_user_expire / 2`).
+    pub fn active_users(&self) -> Vec<Vec<u8>> {
+        let inner = self.lock();
+        inner
+            .by_user
+            .iter()
+            .filter(|(_, ids)| {
+                ids.iter().any(|id| {
+                    inner
+                        .sessions
+                        .get(id)
+                        .is_some_and(|e| e.info.backend.is_some())
+                })
+            })
+            .map(|(u, _)| u.clone())
+            .collect()
+    }
+
+    /// A snapshot of every session.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let mut v: Vec<SessionInfo> = self
+            .lock()
+            .sessions
+            .values()
+            .map(|e| e.info.clone())
+            .collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:5000".parse().unwrap()
+    }
+
+    #[test]
+    fn kicks_count_and_deregister() {
+        let r = SessionRegistry::new(HashFormat::default());
+        let a1 = r.register(b"alice", Protocol::Imap, addr());
+        let a2 = r.register(b"alice", Protocol::Pop3, addr());
+        let b = r.register(b"bob", Protocol::Imap, addr());
+        a1.set_backend("127.0.1.1".parse().unwrap());
+        a2.set_backend("127.0.1.2".parse().unwrap());
+        b.set_backend("127.0.1.1".parse().unwrap());
+        assert_eq!(r.count(), 3);
+        let h = r.hash_of(b"alice");
+        assert_eq!(r.kick_user_hash(h, Some("127.0.1.2".parse().unwrap())), 1);
+        assert_eq!(a1.killed(), Some(KillReason::Moved));
+        assert_eq!(a2.killed(), None);
+        assert_eq!(
+            r.kick_user(b"alice"),
+            1,
+            "a1 already killed is not counted twice"
+        );
+        assert_eq!(r.kick_alt("foo", "bob"), 0);
+        assert_eq!(r.kick_alt("user", "bob"), 1);
+        drop(a1);
+        assert_eq!(r.count_user(b"alice"), 1);
+        drop(a2);
+        drop(b);
+        assert_eq!(r.count(), 0);
+        assert!(r.active_users().is_empty());
+    }
+}

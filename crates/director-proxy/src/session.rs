@@ -1,0 +1,666 @@
+//! The generic login-then-splice driver shared by IMAP, POP3, Submission and ManageSieve:
+//! run the protocol's pre-login machine on the client connection, and on `Login` route the
+//! user, connect to the backend, replay the login with the backend machine, relay the
+//! verdict and splice bytes both ways.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use director_mailproto::{Action, BackendAction, BackendFailure, ConnInfo, LoginFailure};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::registry::{KillReason, SessionGuard, SessionRegistry};
+
+use crate::router::{
+    BackendFailureHook, BackendFailureKind, Route, RouteError, RouteRequest, Router,
+};
+use crate::settings::{BackendTlsMode, Protocol, ProxySettings};
+use crate::stream::Stream;
+use crate::tls::backend_server_name;
+
+/// Read buffer size for pre-login input and for splicing.
+pub(crate) const IO_BUF: usize = 16 * 1024;
+/// Per-direction splice buffer at the start: small, because most sessions are idle (IDLE).
+const SPLICE_BUF_MIN: usize = 8 * 1024;
+/// Largest per-direction splice buffer: a direction that keeps filling its buffer doubles it
+/// up to this, so bulk transfers (FETCH, RETR) move in few large syscalls.
+const SPLICE_BUF_MAX: usize = 512 * 1024;
+
+/// Doubles `buf` (up to [`SPLICE_BUF_MAX`]) when a read filled it.
+fn grow(buf: &mut Vec<u8>, n: usize) {
+    if n == buf.len() && buf.len() < SPLICE_BUF_MAX {
+        let len = (buf.len() * 2).min(SPLICE_BUF_MAX);
+        buf.resize(len, 0);
+    }
+}
+/// How long a closing session may take to flush its last bytes.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything a connection task needs.
+pub(crate) struct Shared {
+    pub settings: Arc<ProxySettings>,
+    pub router: Arc<dyn Router>,
+    pub registry: Arc<SessionRegistry>,
+    pub hook: Arc<dyn BackendFailureHook>,
+    pub acceptor: Option<TlsAcceptor>,
+    pub connector: Option<TlsConnector>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Why a client connection ended before or instead of proxying.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// Clean EOF from the client.
+    Eof,
+    /// The pre-login deadline passed.
+    Timeout,
+    /// The proxy is shutting down.
+    Shutdown,
+    /// I/O error.
+    Io(std::io::Error),
+}
+
+/// The client side of one connection.
+pub(crate) struct Client {
+    pub stream: Stream,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub deadline: Instant,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Client {
+    /// Reads pre-login input, bounded by the login deadline and shutdown.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, End> {
+        if *self.shutdown.borrow() {
+            return Err(End::Shutdown);
+        }
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            r = tokio::time::timeout_at(self.deadline, self.stream.read(buf)) => match r {
+                Ok(Ok(0)) => Err(End::Eof),
+                Ok(Ok(n)) => Ok(n),
+                Ok(Err(e)) => Err(End::Io(e)),
+                Err(_) => Err(End::Timeout),
+            },
+            _ = shutdown.wait_for(|s| *s) => Err(End::Shutdown),
+        }
+    }
+
+    /// Writes and flushes, bounded by the login deadline (a client that doesn't read can't
+    /// hold us forever).
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), End> {
+        let fut = async {
+            self.stream.write_all(data).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout_at(self.deadline, fut).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Io(e)),
+            Err(_) => Err(End::Timeout),
+        }
+    }
+
+    /// Runs the server-side TLS handshake (bounded by the deadline).
+    pub async fn start_tls(&mut self, acceptor: &TlsAcceptor) -> Result<(), End> {
+        match tokio::time::timeout_at(self.deadline, self.stream.accept_tls(acceptor)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Io(e)),
+            Err(_) => Err(End::Timeout),
+        }
+    }
+
+    /// Best-effort final write and close.
+    pub async fn close_with(&mut self, data: &[u8]) {
+        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, async {
+            if !data.is_empty() {
+                self.stream.write_all(data).await?;
+            }
+            self.stream.flush().await?;
+            self.stream.shutdown().await
+        })
+        .await;
+    }
+
+    /// Facts for the backend (ID / XCLIENT / PROXY header).
+    pub fn conn_info(&self, session_id: Option<String>) -> ConnInfo {
+        ConnInfo {
+            client_ip: self.peer.ip(),
+            client_port: self.peer.port(),
+            local_ip: self.local.ip(),
+            local_port: self.local.port(),
+            session_id,
+            proxy_ttl: ConnInfo::DEFAULT_TTL,
+        }
+    }
+}
+
+/// A client-side pre-login machine (IMAP, POP3, Submission, ManageSieve).
+pub(crate) trait LoginMachine: Send {
+    /// What `Action::Login` carries.
+    type Req: Send;
+    fn start(&mut self) -> Vec<Action<Self::Req>>;
+    fn feed(&mut self, data: &[u8]) -> Vec<Action<Self::Req>>;
+    fn tls_established(&mut self) -> Vec<Action<Self::Req>>;
+    fn login_failed(&mut self, why: LoginFailure) -> Vec<Action<Self::Req>>;
+    fn login_succeeded(&mut self) -> Vec<u8>;
+}
+
+/// A backend-side login replay machine.
+pub(crate) trait BackendMachine: Send {
+    fn feed(&mut self, data: &[u8]) -> Vec<BackendAction>;
+    fn tls_established(&mut self) -> Vec<BackendAction>;
+    fn take_remaining(&mut self) -> Vec<u8>;
+}
+
+/// Per-protocol glue: how to start a backend replay for a login request.
+pub(crate) trait ProtocolGlue: Send + Sync {
+    type Login: LoginMachine;
+    type Backend: BackendMachine;
+    fn protocol(&self) -> Protocol;
+    /// The routing user name of `req`.
+    fn username(
+        &self,
+        req: &<Self::Login as LoginMachine>::Req,
+        settings: &ProxySettings,
+    ) -> Vec<u8>;
+    /// A backend machine replaying `req` for the client `conn`; `starttls` from the settings.
+    fn backend(
+        &self,
+        req: <Self::Login as LoginMachine>::Req,
+        conn: ConnInfo,
+        starttls: bool,
+    ) -> Self::Backend;
+    /// What the client gets when the backend fails after the login (then the close).
+    fn backend_lost(&self) -> &'static [u8];
+}
+
+/// How a login attempt ended.
+enum LoginEnd {
+    /// Proxied until one side closed; the connection is finished.
+    Done,
+    /// Back to the pre-login machine.
+    Failed(LoginFailure),
+    /// Drop the connection.
+    Abort,
+}
+
+/// Runs a whole client connection for a login-then-splice protocol.
+pub(crate) async fn run_login<G: ProtocolGlue>(
+    shared: Arc<Shared>,
+    mut client: Client,
+    glue: G,
+    mut machine: G::Login,
+) {
+    let mut queue: VecDeque<Action<<G::Login as LoginMachine>::Req>> = machine.start().into();
+    let mut buf = vec![0u8; IO_BUF];
+    loop {
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Send(bytes) => {
+                    if is_auth_failure(&bytes) {
+                        tokio::time::sleep(shared.settings.limits.auth_failure_delay).await;
+                    }
+                    if client.write(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Action::StartTls => {
+                    let Some(acceptor) = shared.acceptor.clone() else {
+                        return;
+                    };
+                    if let Err(e) = client.start_tls(&acceptor).await {
+                        tracing::debug!(client = %client.peer, error = ?e, "STARTTLS handshake failed");
+                        return;
+                    }
+                    queue.extend(machine.tls_established());
+                }
+                Action::Close => {
+                    client.close_with(&[]).await;
+                    return;
+                }
+                Action::Login(req) => {
+                    match login(&shared, &mut client, &glue, &mut machine, req).await {
+                        LoginEnd::Done | LoginEnd::Abort => return,
+                        LoginEnd::Failed(why) => queue.extend(machine.login_failed(why)),
+                    }
+                }
+            }
+        }
+        match client.read(&mut buf).await {
+            Ok(n) => queue.extend(machine.feed(&buf[..n])),
+            Err(End::Timeout) => {
+                tracing::info!(client = %client.peer, protocol = glue.protocol().name(), "pre-login timeout");
+                client.close_with(timeout_message(glue.protocol())).await;
+                return;
+            }
+            Err(End::Shutdown) => {
+                client.close_with(shutdown_message(glue.protocol())).await;
+                return;
+            }
+            Err(End::Eof) => return,
+            Err(End::Io(e)) => {
+                tracing::debug!(client = %client.peer, error = %e, "client connection failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Replies the proxy itself sends for a failed authentication (delayed by
+/// `auth_failure_delay`, as Dovecot's login processes do).
+fn is_auth_failure(bytes: &[u8]) -> bool {
+    const MARKERS: [&[u8]; 3] = [
+        b"[AUTHENTICATIONFAILED]",
+        b"[AUTH] Authentication failed",
+        b"535 5.7.8",
+    ];
+    MARKERS
+        .iter()
+        .any(|m| bytes.windows(m.len()).any(|w| w == *m))
+}
+
+pub(crate) fn timeout_message(p: Protocol) -> &'static [u8] {
+    match p {
+        Protocol::Imap => b"* BYE Disconnected for inactivity.\r\n",
+        Protocol::Pop3 => b"-ERR Disconnected for inactivity.\r\n",
+        Protocol::Submission | Protocol::Lmtp => b"421 4.4.2 Disconnected for inactivity\r\n",
+        Protocol::ManageSieve => b"BYE \"Disconnected for inactivity.\"\r\n",
+    }
+}
+
+pub(crate) fn shutdown_message(p: Protocol) -> &'static [u8] {
+    match p {
+        Protocol::Imap => b"* BYE Server shutting down.\r\n",
+        Protocol::Pop3 => b"-ERR Server shutting down.\r\n",
+        Protocol::Submission | Protocol::Lmtp => b"421 4.3.2 Server shutting down\r\n",
+        Protocol::ManageSieve => b"BYE \"Server shutting down.\"\r\n",
+    }
+}
+
+/// A backend failure, with what the hook needs.
+pub(crate) struct BackendErr {
+    pub kind: BackendFailureKind,
+    pub detail: String,
+}
+
+impl BackendErr {
+    pub(crate) fn new(kind: BackendFailureKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Routes `username` (waiting while the core queues the request).
+pub(crate) async fn route_user(
+    shared: &Shared,
+    username: &[u8],
+    protocol: Protocol,
+    client: SocketAddr,
+) -> Result<Route, RouteError> {
+    let r = shared
+        .router
+        .route(RouteRequest {
+            username,
+            protocol,
+            client,
+        })
+        .await;
+    if let Err(e) = &r {
+        match e {
+            RouteError::Temporary(_) => {
+                tracing::warn!(user = %String::from_utf8_lossy(username), error = %e, "no backend for login")
+            }
+            RouteError::Failed(_) => {
+                tracing::error!(user = %String::from_utf8_lossy(username), error = %e, "no backend for login")
+            }
+        }
+    }
+    r
+}
+
+/// Connects to the routed backend: TCP (with the connect timeout), the PROXY v2 header if
+/// configured, and implicit TLS if configured.
+pub(crate) async fn connect_backend(
+    shared: &Shared,
+    route: &Route,
+    protocol: Protocol,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Result<Stream, BackendErr> {
+    let s = &shared.settings;
+    let addr = SocketAddr::new(route.ip, s.backend_port(protocol));
+    let tcp = match tokio::time::timeout(s.limits.connect_timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            return Err(BackendErr::new(
+                BackendFailureKind::Connect,
+                format!("connect({addr}): {e}"),
+            ))
+        }
+        Err(_) => {
+            return Err(BackendErr::new(
+                BackendFailureKind::Connect,
+                format!("connect({addr}): timed out"),
+            ))
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let mut stream = Stream::Plain(tcp);
+    if s.proxy_protocol {
+        let header = director_mailproto::proxy_v2::encode(peer, local);
+        stream.write_all(&header).await.map_err(|e| {
+            BackendErr::new(BackendFailureKind::Connect, format!("PROXY header: {e}"))
+        })?;
+    }
+    if s.backend_tls == BackendTlsMode::Implicit {
+        let Some(connector) = &shared.connector else {
+            return Err(BackendErr::new(BackendFailureKind::Tls, "no TLS connector"));
+        };
+        let name = backend_server_name(route.hostname.as_deref(), route.ip);
+        match tokio::time::timeout(
+            s.limits.connect_timeout,
+            stream.connect_tls(connector, name),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(BackendErr::new(
+                    BackendFailureKind::Tls,
+                    format!("TLS to {addr}: {e}"),
+                ))
+            }
+            Err(_) => {
+                return Err(BackendErr::new(
+                    BackendFailureKind::Tls,
+                    format!("TLS to {addr}: timed out"),
+                ))
+            }
+        }
+    }
+    Ok(stream)
+}
+
+/// Logs a backend failure and tells the hook.
+pub(crate) fn report_backend_failure(
+    shared: &Shared,
+    username: &[u8],
+    route: &Route,
+    err: &BackendErr,
+) {
+    tracing::warn!(
+        user = %String::from_utf8_lossy(username),
+        host = %route.ip,
+        hostname = route.hostname.as_deref().unwrap_or(""),
+        kind = ?err.kind,
+        error = %err.detail,
+        "backend failed"
+    );
+    shared
+        .hook
+        .backend_failed(route.ip, username, err.kind.clone(), &err.detail);
+}
+
+enum ReplayErr {
+    Fail(LoginFailure),
+    Abort,
+}
+
+async fn login<G: ProtocolGlue>(
+    shared: &Arc<Shared>,
+    client: &mut Client,
+    glue: &G,
+    machine: &mut G::Login,
+    req: <G::Login as LoginMachine>::Req,
+) -> LoginEnd {
+    let protocol = glue.protocol();
+    let username = glue.username(&req, &shared.settings);
+    let guard = shared.registry.register(&username, protocol, client.peer);
+    let session_id = format!("{:x}", guard.id());
+    let conn = client.conn_info(Some(session_id));
+    let starttls = shared.settings.backend_tls == BackendTlsMode::StartTls;
+    let mut bm = glue.backend(req, conn, starttls);
+
+    let phase = async {
+        let route = route_user(shared, &username, protocol, client.peer)
+            .await
+            .map_err(|_| ReplayErr::Fail(LoginFailure::Temporary))?;
+        guard.set_backend(route.ip);
+        let mut backend =
+            match connect_backend(shared, &route, protocol, client.peer, client.local).await {
+                Ok(b) => b,
+                Err(e) => {
+                    report_backend_failure(shared, &username, &route, &e);
+                    return Err(ReplayErr::Fail(LoginFailure::Temporary));
+                }
+            };
+        match replay(shared, client, &mut backend, &mut bm, &route).await {
+            Ok(remaining) => Ok((route, backend, remaining)),
+            Err(Replay::Client) => Err(ReplayErr::Abort),
+            Err(Replay::Rejected) => Err(ReplayErr::Fail(LoginFailure::Relayed)),
+            Err(Replay::Backend(e)) => {
+                report_backend_failure(shared, &username, &route, &e);
+                Err(ReplayErr::Fail(LoginFailure::Temporary))
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = phase => r,
+        reason = guard.wait_killed() => {
+            tracing::info!(user = %String::from_utf8_lossy(&username), ?reason, "login stopped by kick");
+            return LoginEnd::Abort;
+        }
+    };
+    match result {
+        Ok((route, mut backend, from_backend)) => {
+            tracing::info!(
+                user = %String::from_utf8_lossy(&username),
+                host = %route.ip,
+                protocol = protocol.name(),
+                client = %client.peer,
+                "started proxying"
+            );
+            let from_client = machine.login_succeeded();
+            if !from_backend.is_empty() && client.write(&from_backend).await.is_err() {
+                return LoginEnd::Abort;
+            }
+            if !from_client.is_empty() && backend.write_all(&from_client).await.is_err() {
+                client.close_with(glue.backend_lost()).await;
+                return LoginEnd::Abort;
+            }
+            drop(from_backend);
+            let end = splice(&mut client.stream, &mut backend, &guard).await;
+            match &end {
+                SpliceEnd::BackendError(e) => {
+                    let err = BackendErr::new(BackendFailureKind::MidSession, e.to_string());
+                    report_backend_failure(shared, &username, &route, &err);
+                    client.close_with(glue.backend_lost()).await;
+                }
+                SpliceEnd::Killed(reason) => {
+                    tracing::info!(user = %String::from_utf8_lossy(&username), host = %route.ip, ?reason, "session killed");
+                }
+                SpliceEnd::ClientError(e) => {
+                    tracing::debug!(user = %String::from_utf8_lossy(&username), error = %e, "client connection failed");
+                }
+                SpliceEnd::Closed => {}
+            }
+            tracing::debug!(user = %String::from_utf8_lossy(&username), host = %route.ip, end = ?end, "session ended");
+            LoginEnd::Done
+        }
+        Err(ReplayErr::Abort) => LoginEnd::Abort,
+        Err(ReplayErr::Fail(why)) => LoginEnd::Failed(why),
+    }
+}
+
+enum Replay {
+    /// Writing to the client failed.
+    Client,
+    /// The backend refused the credentials (reply already relayed).
+    Rejected,
+    /// The backend failed.
+    Backend(BackendErr),
+}
+
+/// Drives the backend machine until the login succeeds or fails. Returns backend bytes that
+/// followed the final reply.
+async fn replay<B: BackendMachine>(
+    shared: &Shared,
+    client: &mut Client,
+    backend: &mut Stream,
+    bm: &mut B,
+    route: &Route,
+) -> Result<Vec<u8>, Replay> {
+    let timeout = shared.settings.limits.connect_timeout;
+    let mut buf = vec![0u8; IO_BUF];
+    let mut queue: VecDeque<BackendAction> = VecDeque::new();
+    loop {
+        while let Some(a) = queue.pop_front() {
+            match a {
+                BackendAction::SendBackend(b) => {
+                    if let Err(e) = backend.write_all(&b).await {
+                        return Err(Replay::Backend(BackendErr::new(
+                            BackendFailureKind::Protocol,
+                            e.to_string(),
+                        )));
+                    }
+                }
+                BackendAction::StartTls => {
+                    let Some(connector) = &shared.connector else {
+                        return Err(Replay::Backend(BackendErr::new(
+                            BackendFailureKind::Tls,
+                            "no TLS connector",
+                        )));
+                    };
+                    let name = backend_server_name(route.hostname.as_deref(), route.ip);
+                    match tokio::time::timeout(timeout, backend.connect_tls(connector, name)).await
+                    {
+                        Ok(Ok(())) => queue.extend(bm.tls_established()),
+                        Ok(Err(e)) => {
+                            return Err(Replay::Backend(BackendErr::new(
+                                BackendFailureKind::Tls,
+                                e.to_string(),
+                            )))
+                        }
+                        Err(_) => {
+                            return Err(Replay::Backend(BackendErr::new(
+                                BackendFailureKind::Tls,
+                                "handshake timed out",
+                            )))
+                        }
+                    }
+                }
+                BackendAction::SendClient(b) => {
+                    if client.write(&b).await.is_err() {
+                        return Err(Replay::Client);
+                    }
+                }
+                BackendAction::LoggedIn => return Ok(bm.take_remaining()),
+                BackendAction::Failed(BackendFailure::AuthRejected) => {
+                    return Err(Replay::Rejected)
+                }
+                BackendAction::Failed(BackendFailure::Protocol(p)) => {
+                    return Err(Replay::Backend(BackendErr::new(
+                        BackendFailureKind::Protocol,
+                        p,
+                    )))
+                }
+            }
+        }
+        let n = match tokio::time::timeout(timeout, backend.read(&mut buf)).await {
+            Ok(Ok(0)) => {
+                return Err(Replay::Backend(BackendErr::new(
+                    BackendFailureKind::Protocol,
+                    "backend closed the connection during login",
+                )))
+            }
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                return Err(Replay::Backend(BackendErr::new(
+                    BackendFailureKind::Protocol,
+                    e.to_string(),
+                )))
+            }
+            Err(_) => {
+                return Err(Replay::Backend(BackendErr::new(
+                    BackendFailureKind::Protocol,
+                    "backend login timed out",
+                )))
+            }
+        };
+        queue.extend(bm.feed(&buf[..n]));
+    }
+}
+
+/// How a splice ended.
+#[derive(Debug)]
+pub(crate) enum SpliceEnd {
+    /// One side closed normally.
+    Closed,
+    /// A kick or shutdown.
+    Killed(KillReason),
+    /// The client connection failed.
+    ClientError(std::io::Error),
+    /// The backend connection failed.
+    BackendError(std::io::Error),
+}
+
+/// Copies bytes both ways until one side closes, an error, or a kill. A kill closes both
+/// connections at once with no goodbye, as Dovecot's login proxy does when kicked.
+pub(crate) async fn splice(
+    client: &mut Stream,
+    backend: &mut Stream,
+    guard: &SessionGuard,
+) -> SpliceEnd {
+    let mut cbuf = vec![0u8; SPLICE_BUF_MIN];
+    let mut bbuf = vec![0u8; SPLICE_BUF_MIN];
+    // One kill future for the whole session; writes race it too, so a peer that stops
+    // reading can't make a kick wait.
+    let kill = guard.wait_killed();
+    tokio::pin!(kill);
+    loop {
+        tokio::select! {
+            reason = &mut kill => return SpliceEnd::Killed(reason),
+            r = client.read(&mut cbuf) => match r {
+                Ok(0) => {
+                    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, backend.shutdown()).await;
+                    return SpliceEnd::Closed;
+                }
+                Ok(n) => {
+                    tokio::select! {
+                        reason = &mut kill => return SpliceEnd::Killed(reason),
+                        w = backend.write_all(&cbuf[..n]) => if let Err(e) = w {
+                            return SpliceEnd::BackendError(e);
+                        },
+                    }
+                    grow(&mut cbuf, n);
+                }
+                Err(e) => return SpliceEnd::ClientError(e),
+            },
+            r = backend.read(&mut bbuf) => match r {
+                Ok(0) => {
+                    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, client.shutdown()).await;
+                    return SpliceEnd::Closed;
+                }
+                Ok(n) => {
+                    tokio::select! {
+                        reason = &mut kill => return SpliceEnd::Killed(reason),
+                        w = client.write_all(&bbuf[..n]) => if let Err(e) = w {
+                            return SpliceEnd::ClientError(e);
+                        },
+                    }
+                    grow(&mut bbuf, n);
+                }
+                Err(e) => return SpliceEnd::BackendError(e),
+            },
+        }
+    }
+}

@@ -1,0 +1,632 @@
+//! [`ProxySettings`]: what the proxy reads from the Dovecot-syntax config.
+//!
+//! Dovecot names are used where Dovecot has the setting (`ssl`, `ssl_cert`, `ssl_key`,
+//! `ssl_client_ca_file`, `disable_plaintext_auth`, `login_trusted_networks`,
+//! `auth_master_user_separator`, `auth_failure_delay`, `protocols`, the `service *-login`
+//! listeners). Dovecot's login processes took the backend port, TLS mode and so on from passdb
+//! fields (`port=`, `ssl=`, `starttls=`); a director that is the whole proxy tier has no passdb,
+//! so those become `director_*` settings of ours (see [`PROXY_SETTING_KEYS`]).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use director_config::units::{parse_size_bytes, parse_time_secs};
+use director_config::{parse_bool, Config, Section};
+use director_core::HashFormat;
+
+/// The mail protocols the proxy speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// IMAP4rev1 (`service imap-login`).
+    Imap,
+    /// POP3 (`service pop3-login`).
+    Pop3,
+    /// SMTP submission (`service submission-login`).
+    Submission,
+    /// ManageSieve (`service managesieve-login`).
+    ManageSieve,
+    /// LMTP (`service lmtp`).
+    Lmtp,
+}
+
+impl Protocol {
+    /// Every protocol, in config order.
+    pub const ALL: [Protocol; 5] = [
+        Protocol::Imap,
+        Protocol::Pop3,
+        Protocol::Submission,
+        Protocol::ManageSieve,
+        Protocol::Lmtp,
+    ];
+
+    /// Name as in Dovecot's `protocols` setting and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+            Protocol::Submission => "submission",
+            Protocol::ManageSieve => "sieve",
+            Protocol::Lmtp => "lmtp",
+        }
+    }
+
+    /// The Dovecot service whose `inet_listener`s we serve.
+    pub fn service(self) -> &'static str {
+        match self {
+            Protocol::Imap => "imap-login",
+            Protocol::Pop3 => "pop3-login",
+            Protocol::Submission => "submission-login",
+            Protocol::ManageSieve => "managesieve-login",
+            Protocol::Lmtp => "lmtp",
+        }
+    }
+
+    /// Our setting naming the backend port of this protocol.
+    pub fn backend_port_key(self) -> &'static str {
+        match self {
+            Protocol::Imap => "director_backend_port_imap",
+            Protocol::Pop3 => "director_backend_port_pop3",
+            Protocol::Submission => "director_backend_port_submission",
+            Protocol::ManageSieve => "director_backend_port_sieve",
+            Protocol::Lmtp => "director_backend_port_lmtp",
+        }
+    }
+
+    /// The standard port of the protocol (the backend port default).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Protocol::Imap => 143,
+            Protocol::Pop3 => 110,
+            Protocol::Submission => 587,
+            Protocol::ManageSieve => 4190,
+            Protocol::Lmtp => 24,
+        }
+    }
+
+    /// Dovecot's default port for a listener of this service named `name`
+    /// (`imaps` 993, `pop3s` 995, `submissions` 465, else the plain port).
+    fn listener_default_port(self, name: &str) -> u16 {
+        match name {
+            "imaps" => 993,
+            "pop3s" => 995,
+            "submissions" => 465,
+            _ => self.default_port(),
+        }
+    }
+}
+
+/// Dovecot's `ssl` setting for client connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientTlsMode {
+    /// `ssl = no`: no TLS at all (no STARTTLS, implicit-TLS listeners are an error).
+    No,
+    /// `ssl = yes`: TLS offered.
+    Yes,
+    /// `ssl = required`: authentication only after TLS, even from trusted addresses.
+    Required,
+}
+
+/// How the proxy talks to backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendTlsMode {
+    /// Plaintext (`director_backend_ssl = no`, default).
+    None,
+    /// TLS from the first byte (`director_backend_ssl = yes`; Dovecot passdb `ssl=yes`).
+    Implicit,
+    /// STARTTLS/STLS before the login (`director_backend_ssl = starttls`).
+    StartTls,
+}
+
+/// One inet listener of a `service *-login` / `service lmtp` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// Which protocol it speaks.
+    pub protocol: Protocol,
+    /// The listener's name (`imap`, `imaps`, ...).
+    pub name: String,
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// `ssl = yes` on the listener: TLS from the first byte.
+    pub implicit_tls: bool,
+}
+
+/// An address block of `login_trusted_networks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    /// Network address.
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Network {
+    /// Parses `a.b.c.d/len`, `::1/128` or a single address.
+    pub fn parse(s: &str) -> Option<Network> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(Network { addr, prefix })
+    }
+
+    /// Whether `ip` is inside the block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(i) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(i) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Limits that bound what one unauthenticated peer can cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyLimits {
+    /// Time from accept until the backend accepted the login
+    /// (`director_proxy_login_timeout`, default 60 s like Dovecot's login processes'
+    /// "no auth attempts" timeout). Slowloris clients end here.
+    pub login_timeout: Duration,
+    /// Connect + login-replay timeout towards a backend (`director_proxy_connect_timeout`,
+    /// default 30 s, Dovecot's `proxy_timeout` passdb field default).
+    pub connect_timeout: Duration,
+    /// Longest pre-login command line for POP3/SMTP/LMTP (`director_proxy_max_line_length`,
+    /// default 4 KiB: Dovecot's login input buffer). IMAP uses the mailproto parser's limit.
+    pub max_line: usize,
+    /// Largest LMTP message the proxy buffers for fan-out (`director_lmtp_max_message_size`,
+    /// default 50 MiB).
+    pub max_lmtp_message: u64,
+    /// Most client connections at once (`director_proxy_max_connections`, default 10000).
+    pub max_connections: usize,
+    /// Most client connections from one IP (`director_proxy_max_connections_per_ip`,
+    /// default 100).
+    pub max_connections_per_ip: usize,
+    /// Pause before answering an authentication the proxy itself rejects
+    /// (`auth_failure_delay`, Dovecot default 2 s). Relayed backend refusals are not
+    /// delayed again: the backend already applied its own delay.
+    pub auth_failure_delay: Duration,
+    /// How long sessions may drain after SIGTERM before they are closed
+    /// (`director_proxy_drain_time`, default 30 s).
+    pub drain_time: Duration,
+}
+
+impl Default for ProxyLimits {
+    fn default() -> Self {
+        Self {
+            login_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(30),
+            max_line: DEFAULT_MAX_LINE,
+            max_lmtp_message: 50 * 1024 * 1024,
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
+            auth_failure_delay: Duration::from_secs(2),
+            drain_time: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Default pre-login line limit (Dovecot's login input buffer is 4 KiB).
+pub const DEFAULT_MAX_LINE: usize = 4096;
+/// Smallest accepted `director_proxy_max_line_length` (an `AUTH PLAIN` line must fit).
+pub const MIN_MAX_LINE: usize = 512;
+/// Largest accepted `director_proxy_max_line_length`.
+pub const MAX_MAX_LINE: usize = 1024 * 1024;
+
+/// Our settings, with defaults. The config crate must accept these `director_*` keys.
+pub const PROXY_SETTING_KEYS: &[(&str, &str)] = &[
+    ("director_backend_port_imap", "143"),
+    ("director_backend_port_pop3", "110"),
+    ("director_backend_port_submission", "587"),
+    ("director_backend_port_sieve", "4190"),
+    ("director_backend_port_lmtp", "24"),
+    ("director_backend_ssl", "no"),
+    ("director_proxy_protocol", "no"),
+    ("director_proxy_login_timeout", "1 min"),
+    ("director_proxy_connect_timeout", "30 secs"),
+    ("director_proxy_max_line_length", "4 k"),
+    ("director_lmtp_max_message_size", "50 M"),
+    ("director_proxy_max_connections", "10000"),
+    ("director_proxy_max_connections_per_ip", "100"),
+    ("director_proxy_drain_time", "30 secs"),
+];
+
+/// Everything the proxy needs from the config.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Client listeners, one per bound address.
+    pub listeners: Vec<ListenerSpec>,
+    /// `ssl`.
+    pub client_tls: ClientTlsMode,
+    /// `ssl_cert` contents (PEM; `ssl_cert = </path` reads the file).
+    pub ssl_cert_pem: Option<String>,
+    /// `ssl_key` contents (PEM).
+    pub ssl_key_pem: Option<String>,
+    /// `disable_plaintext_auth` (Dovecot default yes): plaintext LOGIN/PLAIN/USER refused
+    /// before TLS unless the connection is secured (client IP == local IP, or a
+    /// `login_trusted_networks` address, like Dovecot's login processes).
+    pub disable_plaintext_auth: bool,
+    /// `login_trusted_networks`.
+    pub trusted_networks: Vec<Network>,
+    /// Backend port per protocol.
+    pub backend_ports: HashMap<Protocol, u16>,
+    /// `director_backend_ssl`.
+    pub backend_tls: BackendTlsMode,
+    /// `ssl_client_ca_file` contents (PEM) used to verify backend certificates. Without it
+    /// the system has no trust anchors here, so backend TLS requires it.
+    pub backend_ca_pem: Option<String>,
+    /// `director_proxy_protocol`: send a HAProxy PROXY v2 header to the backend instead of
+    /// relying on IMAP `ID` / `XCLIENT` (the backend listener needs `haproxy = yes`).
+    pub proxy_protocol: bool,
+    /// `auth_master_user_separator` (or 2.3.19's `master_user_separator`).
+    pub master_user_separator: String,
+    /// `director_username_hash`, for the session registry's user hashes.
+    pub username_hash: HashFormat,
+    /// `director_user_expire` in seconds: sessions refresh their user every half of it.
+    pub user_expire_secs: u32,
+    /// `hostname` (Dovecot: the system host name): used in SMTP/LMTP greetings.
+    pub hostname: String,
+    /// `login_greeting` (Dovecot default `Dovecot ready.`).
+    pub login_greeting: String,
+    /// Limits.
+    pub limits: ProxyLimits,
+}
+
+/// A setting had a bad value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct SettingsError {
+    /// Setting name.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err(key: &str, message: impl Into<String>) -> SettingsError {
+    SettingsError {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+fn proxy_default(key: &str) -> &'static str {
+    PROXY_SETTING_KEYS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| *v)
+        .unwrap_or("")
+}
+
+impl ProxySettings {
+    /// Reads the proxy settings from `config` (its top-level settings and the
+    /// `service imap-login` / `pop3-login` / `submission-login` / `managesieve-login` /
+    /// `lmtp` listener blocks). A protocol left out of a set `protocols` has no listeners.
+    pub fn from_config(config: &Config) -> Result<ProxySettings, SettingsError> {
+        Self::from_root(config.root())
+    }
+
+    /// Like [`from_config`](Self::from_config), from the raw tree.
+    pub fn from_root(root: &Section) -> Result<ProxySettings, SettingsError> {
+        let get = |k: &str| root.get(k);
+        let ours = |k: &str| root.get(k).unwrap_or(proxy_default(k)).trim().to_string();
+        let time = |k: &str| -> Result<Duration, SettingsError> {
+            parse_time_secs(&ours(k))
+                .map(|s| Duration::from_secs(u64::from(s)))
+                .map_err(|m| err(k, m))
+        };
+        let count = |k: &str| -> Result<usize, SettingsError> {
+            ours(k)
+                .parse::<usize>()
+                .map_err(|_| err(k, format!("Invalid number: {}", ours(k))))
+        };
+        let boolean = |k: &str, default: &str| -> Result<bool, SettingsError> {
+            parse_bool(get(k).unwrap_or(default)).map_err(|m| err(k, m))
+        };
+
+        let client_tls = match get("ssl").unwrap_or("yes") {
+            "no" => ClientTlsMode::No,
+            "yes" => ClientTlsMode::Yes,
+            "required" => ClientTlsMode::Required,
+            other => return Err(err("ssl", format!("Invalid ssl value: {other}"))),
+        };
+        let non_empty = |k: &str| get(k).map(str::to_string).filter(|v| !v.trim().is_empty());
+        let ssl_cert_pem = non_empty("ssl_cert");
+        let ssl_key_pem = non_empty("ssl_key");
+
+        let protocols: Option<Vec<&str>> = get("protocols").map(|p| p.split_whitespace().collect());
+        let listen = get("listen").unwrap_or("*, ::");
+        let mut listeners = Vec::new();
+        for proto in Protocol::ALL {
+            if let Some(list) = &protocols {
+                if !list.contains(&proto.name()) {
+                    continue;
+                }
+            }
+            for service in root.sections_named("service", Some(proto.service())) {
+                for l in service.sections_named("inet_listener", None) {
+                    let name = l.name.clone().unwrap_or_default();
+                    let port = match l.get("port") {
+                        Some(p) => p
+                            .trim()
+                            .parse::<u16>()
+                            .map_err(|_| err("port", format!("Invalid port: {p}")))?,
+                        None => proto.listener_default_port(&name),
+                    };
+                    if port == 0 {
+                        continue;
+                    }
+                    let implicit_tls =
+                        parse_bool(l.get("ssl").unwrap_or("no")).map_err(|m| err("ssl", m))?;
+                    if implicit_tls && client_tls == ClientTlsMode::No {
+                        return Err(err(
+                            "ssl",
+                            format!("listener {name} has ssl=yes, but ssl=no"),
+                        ));
+                    }
+                    let addresses = l.get("address").unwrap_or(listen);
+                    for a in addresses.split([' ', ',']).filter(|a| !a.is_empty()) {
+                        let ip = parse_listen_address(a)
+                            .ok_or_else(|| err("address", format!("Invalid address: {a}")))?;
+                        listeners.push(ListenerSpec {
+                            protocol: proto,
+                            name: name.clone(),
+                            addr: SocketAddr::new(ip, port),
+                            implicit_tls,
+                        });
+                    }
+                }
+            }
+        }
+        let tls_needed = listeners.iter().any(|l| l.implicit_tls);
+        if tls_needed && (ssl_cert_pem.is_none() || ssl_key_pem.is_none()) {
+            return Err(err(
+                "ssl_cert",
+                "an ssl=yes listener needs ssl_cert and ssl_key",
+            ));
+        }
+        // TLS material is only checked when the proxy runs at all: a plain director config
+        // (no proxy listeners) may carry Dovecot's other ssl settings.
+        let serving = !listeners.is_empty();
+        if serving
+            && client_tls == ClientTlsMode::Required
+            && (ssl_cert_pem.is_none() || ssl_key_pem.is_none())
+        {
+            return Err(err("ssl_cert", "ssl=required needs ssl_cert and ssl_key"));
+        }
+
+        let mut backend_ports = HashMap::new();
+        for proto in Protocol::ALL {
+            let k = proto.backend_port_key();
+            let v = ours(k);
+            let port = v
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| err(k, format!("Invalid port: {v}")))?;
+            backend_ports.insert(proto, port);
+        }
+        let backend_tls = match ours("director_backend_ssl").as_str() {
+            "no" => BackendTlsMode::None,
+            "yes" => BackendTlsMode::Implicit,
+            "starttls" => BackendTlsMode::StartTls,
+            other => {
+                return Err(err(
+                    "director_backend_ssl",
+                    format!("must be no, yes or starttls, not {other}"),
+                ))
+            }
+        };
+        let backend_ca_pem = non_empty("ssl_client_ca_file");
+        if serving && backend_tls != BackendTlsMode::None && backend_ca_pem.is_none() {
+            return Err(err(
+                "ssl_client_ca_file",
+                "director_backend_ssl needs ssl_client_ca_file = </path/to/ca.pem",
+            ));
+        }
+
+        let mut trusted_networks = Vec::new();
+        for n in get("login_trusted_networks")
+            .unwrap_or("")
+            .split([' ', ','])
+            .filter(|n| !n.is_empty())
+        {
+            trusted_networks.push(
+                Network::parse(n).ok_or_else(|| {
+                    err("login_trusted_networks", format!("Invalid network: {n}"))
+                })?,
+            );
+        }
+
+        let mut master_user_separator = get("auth_master_user_separator").unwrap_or("").to_string();
+        if master_user_separator.is_empty() {
+            master_user_separator = get("master_user_separator").unwrap_or("").to_string();
+        }
+        let username_hash = HashFormat::parse(get("director_username_hash").unwrap_or("%Lu"))
+            .map_err(|e| err("director_username_hash", e.to_string()))?;
+        let user_expire_secs = parse_time_secs(get("director_user_expire").unwrap_or("15 mins"))
+            .map_err(|m| err("director_user_expire", m))?;
+        let max_line = count("director_proxy_max_line_length").or_else(|_| {
+            parse_size_bytes(&ours("director_proxy_max_line_length"))
+                .map_err(|m| err("director_proxy_max_line_length", m))
+                .and_then(|v| {
+                    usize::try_from(v)
+                        .map_err(|_| err("director_proxy_max_line_length", "too large"))
+                })
+        })?;
+        if !(MIN_MAX_LINE..=MAX_MAX_LINE).contains(&max_line) {
+            return Err(err(
+                "director_proxy_max_line_length",
+                format!("must be between {MIN_MAX_LINE} and {MAX_MAX_LINE}"),
+            ));
+        }
+        let limits = ProxyLimits {
+            login_timeout: time("director_proxy_login_timeout")?,
+            connect_timeout: time("director_proxy_connect_timeout")?,
+            max_line,
+            max_lmtp_message: parse_size_bytes(&ours("director_lmtp_max_message_size"))
+                .map_err(|m| err("director_lmtp_max_message_size", m))?,
+            max_connections: count("director_proxy_max_connections")?,
+            max_connections_per_ip: count("director_proxy_max_connections_per_ip")?,
+            auth_failure_delay: parse_time_secs(get("auth_failure_delay").unwrap_or("2 secs"))
+                .map(|s| Duration::from_secs(u64::from(s)))
+                .map_err(|m| err("auth_failure_delay", m))?,
+            drain_time: time("director_proxy_drain_time")?,
+        };
+        Ok(ProxySettings {
+            listeners,
+            client_tls,
+            ssl_cert_pem,
+            ssl_key_pem,
+            disable_plaintext_auth: boolean("disable_plaintext_auth", "yes")?,
+            trusted_networks,
+            backend_ports,
+            backend_tls,
+            backend_ca_pem,
+            proxy_protocol: parse_bool(&ours("director_proxy_protocol"))
+                .map_err(|m| err("director_proxy_protocol", m))?,
+            master_user_separator,
+            username_hash,
+            user_expire_secs,
+            hostname: get("hostname").unwrap_or("localhost").to_string(),
+            login_greeting: get("login_greeting")
+                .unwrap_or("Dovecot ready.")
+                .to_string(),
+            limits,
+        })
+    }
+
+    /// The backend port for `protocol`.
+    pub fn backend_port(&self, protocol: Protocol) -> u16 {
+        self.backend_ports
+            .get(&protocol)
+            .copied()
+            .unwrap_or_else(|| protocol.default_port())
+    }
+
+    /// Whether a connection from `client` to `local` counts as secured without TLS
+    /// (Dovecot: remote IP == local IP, or a trusted network), unless `ssl = required`.
+    pub fn is_secured(&self, client: IpAddr, local: IpAddr) -> bool {
+        if self.client_tls == ClientTlsMode::Required {
+            return false;
+        }
+        client == local || self.trusted_networks.iter().any(|n| n.contains(client))
+    }
+
+    /// Whether STARTTLS can be offered (a certificate is configured and `ssl != no`).
+    pub fn tls_available(&self) -> bool {
+        self.client_tls != ClientTlsMode::No
+            && self.ssl_cert_pem.is_some()
+            && self.ssl_key_pem.is_some()
+    }
+}
+
+fn parse_listen_address(a: &str) -> Option<IpAddr> {
+    match a {
+        "*" => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        "::" | "[::]" => Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        other => other.trim_matches(['[', ']']).parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The config crate decides which `director_*` names are valid; ours must all be there,
+    /// with the same defaults, or `directord -c` would refuse them.
+    #[test]
+    fn every_proxy_setting_is_known_to_the_config_crate() {
+        for (key, default) in PROXY_SETTING_KEYS {
+            assert!(
+                director_config::DIRECTOR_KEYS.contains(key),
+                "{key} unknown"
+            );
+            assert_eq!(
+                director_config::director_default(key),
+                Some(*default),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn listeners_and_defaults() {
+        let cfg = Config::parse_str(
+            "protocols = imap lmtp\n\
+             service imap-login {\n inet_listener imap {\n address = 127.0.0.5\n port = 1143\n }\n\
+             inet_listener imaps {\n port = 0\n }\n}\n\
+             service pop3-login {\n inet_listener pop3 {\n port = 1110\n }\n}\n\
+             service lmtp {\n inet_listener lmtp {\n address = 127.0.0.5\n port = 2424\n }\n}\n\
+             director_backend_port_imap = 10143\n",
+            "test.conf",
+        )
+        .unwrap();
+        let s = ProxySettings::from_config(&cfg).unwrap();
+        assert_eq!(s.listeners.len(), 2);
+        assert_eq!(s.listeners[0].addr, "127.0.0.5:1143".parse().unwrap());
+        assert_eq!(s.listeners[1].protocol, Protocol::Lmtp);
+        assert_eq!(s.backend_port(Protocol::Imap), 10143);
+        assert_eq!(s.backend_port(Protocol::Pop3), 110);
+        assert!(s.disable_plaintext_auth);
+        assert_eq!(s.limits.max_line, 4096);
+    }
+
+    #[test]
+    fn implicit_tls_needs_cert() {
+        let cfg = Config::parse_str(
+            "service imap-login {\n inet_listener imaps {\n address = 127.0.0.5\n port = 1993\n ssl = yes\n }\n}\n",
+            "t.conf",
+        )
+        .unwrap();
+        assert!(ProxySettings::from_config(&cfg).is_err());
+    }
+
+    #[tokio::test]
+    async fn default_listen_binds_v4_and_v6_side_by_side() {
+        let cfg = Config::parse_str(
+            "service imap-login {\n inet_listener imap {\n port = 0\n }\n}\n",
+            "t.conf",
+        )
+        .unwrap();
+        // Port 0 disables a listener: none.
+        assert!(ProxySettings::from_config(&cfg)
+            .unwrap()
+            .listeners
+            .is_empty());
+        let cfg = Config::parse_str(
+            "service imap-login {\n inet_listener imap {\n port = 1143\n }\n}\n",
+            "t.conf",
+        )
+        .unwrap();
+        let s = ProxySettings::from_config(&cfg).unwrap();
+        let addrs: Vec<String> = s.listeners.iter().map(|l| l.addr.to_string()).collect();
+        assert_eq!(addrs, vec!["0.0.0.0:1143", "[::]:1143"]);
+    }
+
+    #[test]
+    fn networks() {
+        let n = Network::parse("127.0.0.0/8").unwrap();
+        assert!(n.contains("127.1.2.3".parse().unwrap()));
+        assert!(!n.contains("10.0.0.1".parse().unwrap()));
+        assert!(Network::parse("::1")
+            .unwrap()
+            .contains("::1".parse().unwrap()));
+        assert!(Network::parse("1.2.3.4/33").is_none());
+    }
+}

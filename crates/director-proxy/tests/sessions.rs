@@ -1,0 +1,404 @@
+//! Kicks, moves, flushes, refresh and backend TLS through the proxy, with the real core
+//! deciding and real Dovecot backends serving.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{init_tracing, raw_imap_login, Lab, LabOptions, Raw};
+use director_core::{AdminOutcome, AdminReply, UserKey};
+use director_proxy::{BackendFailureHook, BackendFailureKind};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kick_closes_the_users_sessions_only() {
+    init_tracing();
+    let lab = Lab::start(LabOptions::default()).await;
+    let addr = lab.addr(lab.imap_port);
+    let (mut k1, _) = raw_imap_login(addr, "kickme@example.com", "pass").await;
+    let (mut k2, _) = raw_imap_login(addr, "kickme@example.com", "pass").await;
+    let (mut other, _) = raw_imap_login(addr, "bystander@example.com", "pass").await;
+    assert_eq!(lab.proxy.registry().count_user(b"kickme@example.com"), 2);
+    let out = lab
+        .router
+        .with_director(|d, now| d.user_kick(b"kickme@example.com", false, now));
+    assert_eq!(out, AdminOutcome::Done(AdminReply::Ok));
+    assert!(k1.closed().await, "kicked session 1 closed");
+    assert!(k2.closed().await, "kicked session 2 closed");
+    other.send("n NOOP\r\n").await;
+    let r = other.until("n ").await;
+    assert!(
+        r.last().unwrap().starts_with("n OK"),
+        "bystander untouched: {r:?}"
+    );
+    // Kicks don't touch the assignment (§11.4).
+    let ip = lab.expected_backend("kickme@example.com");
+    let (_again, ip2) = raw_imap_login(addr, "kickme@example.com", "pass").await;
+    assert_eq!(ip.to_string(), ip2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_kills_old_sessions_and_new_logins_go_to_the_new_host() {
+    init_tracing();
+    let lab = Lab::start(LabOptions::default()).await;
+    let addr = lab.addr(lab.imap_port);
+    let user = "mover@example.com";
+    let (mut old, old_ip) = raw_imap_login(addr, user, "pass").await;
+    let old_ip: IpAddr = old_ip.parse().unwrap();
+    assert_eq!(old_ip, lab.expected_backend(user));
+    let new_ip = lab
+        .backends
+        .iter()
+        .map(|b| IpAddr::V4(b.ip()))
+        .find(|ip| *ip != old_ip)
+        .unwrap();
+    lab.router
+        .with_director(|d, now| d.user_move(&UserKey::Name(user.as_bytes().to_vec()), new_ip, now))
+        .unwrap();
+    assert!(
+        old.closed().await,
+        "session on the old host is killed by the move"
+    );
+    // The new login waits for the kick delay, then lands on the new host.
+    let (_new, ip) = raw_imap_login(addr, user, "pass").await;
+    assert_eq!(ip, new_ip.to_string());
+    let sessions = lab.proxy.registry().sessions();
+    assert!(
+        sessions.iter().all(|s| s.backend == Some(new_ip)),
+        "no session of the user left on the old host: {sessions:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_moves_users_back_to_their_hashed_host() {
+    init_tracing();
+    let lab = Lab::start(LabOptions::default()).await;
+    let addr = lab.addr(lab.imap_port);
+    let user = "flushme@example.com";
+    let hashed = lab.expected_backend(user);
+    let other = lab
+        .backends
+        .iter()
+        .map(|b| IpAddr::V4(b.ip()))
+        .find(|ip| *ip != hashed)
+        .unwrap();
+    lab.router
+        .with_director(|d, now| d.user_move(&UserKey::Name(user.as_bytes().to_vec()), other, now))
+        .unwrap();
+    let (mut s, ip) = raw_imap_login(addr, user, "pass").await;
+    assert_eq!(ip, other.to_string());
+    // HOST-RESET-USERS on the host: the user goes back to its hashed host.
+    lab.router
+        .with_director(|d, now| d.reset_users(Some(other), None, now))
+        .unwrap();
+    assert!(s.closed().await, "flush kills the session on the old host");
+    let (_s2, ip) = raw_imap_login(addr, user, "pass").await;
+    assert_eq!(ip, hashed.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_down_sends_new_users_elsewhere_and_backend_failure_is_temporary() {
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(IpAddr, String, BackendFailureKind)>>);
+    impl BackendFailureHook for Recorder {
+        fn backend_failed(&self, ip: IpAddr, user: &[u8], kind: BackendFailureKind, _d: &str) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((ip, String::from_utf8_lossy(user).into_owned(), kind));
+        }
+    }
+    init_tracing();
+    let rec = Arc::new(Recorder::default());
+    let mut lab = Lab::start(LabOptions {
+        hook: Some(rec.clone()),
+        ..LabOptions::default()
+    })
+    .await;
+    let addr = lab.addr(lab.imap_port);
+    // A user whose backend we stop: the login gets a temporary failure, the hook hears it.
+    let user = "stranded@example.com";
+    let dead = lab.expected_backend(user);
+    let idx = lab
+        .backends
+        .iter()
+        .position(|b| IpAddr::V4(b.ip()) == dead)
+        .unwrap();
+    lab.backends[idx].stop().unwrap();
+    let mut c = Raw::connect(addr).await;
+    c.until("* OK").await;
+    c.send(&format!("a LOGIN {user} pass\r\n")).await;
+    let r = c.until("a ").await;
+    assert_eq!(
+        r.last().unwrap(),
+        "a NO [UNAVAILABLE] Account is temporarily unavailable."
+    );
+    {
+        let got = rec.0.lock().unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            (got[0].0, got[0].1.as_str(), got[0].2.clone()),
+            (dead, user, BackendFailureKind::Connect)
+        );
+    }
+    // After `director down`, new users avoid the host; the assigned user stays (§4).
+    lab.router
+        .with_director(|d, now| d.host_down(dead, now))
+        .unwrap();
+    for i in 0..30 {
+        let u = format!("fresh{i}@example.com");
+        let (_s, ip) = raw_imap_login(addr, &u, "pass").await;
+        assert_ne!(ip, dead.to_string(), "{u} must not go to the down host");
+    }
+    // `director remove` + login: the stranded user gets a new, live host.
+    lab.router
+        .with_director(|d, now| d.host_remove(dead, now))
+        .unwrap();
+    let (_s, ip) = raw_imap_login(addr, user, "pass").await;
+    assert_ne!(ip, dead.to_string());
+    c.send("x LOGOUT\r\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_sessions_keep_the_assignment_alive() {
+    init_tracing();
+    let lab = Lab::start(LabOptions {
+        proxy_extra: vec!["director_user_expire = 10 s".into()],
+        ..LabOptions::default()
+    })
+    .await;
+    let addr = lab.addr(lab.imap_port);
+    let user = "sticky@example.com";
+    let (mut s, _) = raw_imap_login(addr, user, "pass").await;
+    let first = lab.router.with_director(|d, now| {
+        d.user_lookup(&UserKey::Name(user.as_bytes().to_vec()), "", now)
+            .unwrap()
+            .current
+            .unwrap()
+            .1
+    });
+    // Wait past the expiry: the refresher (every E/2 = 5 s) must have renewed it.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let later = lab.router.with_director(|d, now| {
+        d.user_lookup(&UserKey::Name(user.as_bytes().to_vec()), "", now)
+            .unwrap()
+            .current
+    });
+    let (_, expire) = later.expect("assignment still there while the session is open");
+    assert!(expire > first, "expiry moved forward: {first} -> {expire}");
+    s.send("z LOGOUT\r\n").await;
+    assert!(s.closed().await);
+}
+
+async fn backend_tls_login(mode: &str) {
+    let mut opts = LabOptions {
+        backend_tls: true,
+        ..LabOptions::default()
+    };
+    if mode == "yes" {
+        opts.backend_implicit_tls = true;
+    } else {
+        opts.proxy_extra
+            .push(format!("director_backend_ssl = {mode}"));
+    }
+    let lab = Lab::start(opts).await;
+    let user = "secure@example.com";
+    let (_s, ip) = raw_imap_login(lab.addr(lab.imap_port), user, "pass").await;
+    assert_eq!(ip, lab.expected_backend(user).to_string());
+    let log = lab
+        .log_with(
+            ip.parse().unwrap(),
+            "imap-login: Info: Login: user=<secure@example.com>",
+        )
+        .await;
+    assert!(
+        log.lines().any(
+            |l| l.contains("imap-login: Info: Login: user=<secure@example.com>")
+                && l.contains("TLS")
+        ),
+        "backend saw a TLS login:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_starttls_is_verified_and_used() {
+    init_tracing();
+    backend_tls_login("starttls").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_implicit_tls_is_verified_and_used() {
+    init_tracing();
+    backend_tls_login("yes").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_with_an_untrusted_certificate_is_a_temporary_failure() {
+    init_tracing();
+    // Trust a different CA than the one that signed the backends' certificates.
+    let other_ca = common::make_ca().1;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("other-ca.pem");
+    std::fs::write(&ca, other_ca).unwrap();
+    let lab = Lab::start(LabOptions {
+        backend_tls: true,
+        proxy_extra: vec![
+            "director_backend_ssl = starttls".into(),
+            format!("ssl_client_ca_file = <{}", ca.display()),
+        ],
+        ..LabOptions::default()
+    })
+    .await;
+    let mut c = Raw::connect(lab.addr(lab.imap_port)).await;
+    c.until("* OK").await;
+    c.send("a LOGIN someone@example.com pass\r\n").await;
+    let r = c.until("a ").await;
+    assert_eq!(
+        r.last().unwrap(),
+        "a NO [UNAVAILABLE] Account is temporarily unavailable."
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_that_waits_30_s_gets_a_temporary_failure() {
+    init_tracing();
+    let lab = Lab::start(LabOptions::default()).await;
+    // An unsynced ring makes the core queue new users (§6 "ring not synced"); the queued
+    // request times out after 30 s and the client gets the protocol's temporary failure.
+    lab.router.with_director(|d, now| {
+        d.set_ring_status(
+            director_core::RingStatus {
+                handshaked: true,
+                synced: false,
+                has_right: true,
+                has_peers: true,
+            },
+            now,
+        )
+    });
+    let mut imap = Raw::connect(lab.addr(lab.imap_port)).await;
+    imap.until("* OK").await;
+    imap.send("a LOGIN waiting@example.com pass\r\n").await;
+    let mut pop = Raw::connect(lab.addr(lab.pop3_port)).await;
+    pop.line().await.unwrap();
+    pop.send("USER waiting2@example.com\r\nPASS pass\r\n").await;
+    let r = imap.until("a ").await;
+    assert_eq!(
+        r.last().unwrap(),
+        "a NO [UNAVAILABLE] Account is temporarily unavailable."
+    );
+    let mut last = String::new();
+    while let Some(l) = pop.line().await {
+        last = l;
+        if last.starts_with("-ERR") {
+            break;
+        }
+    }
+    assert!(last.starts_with("-ERR [SYS/TEMP]"), "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn literals_sasl_ir_and_master_users_route_by_the_real_user() {
+    use base64::Engine;
+    init_tracing();
+    let lab = Lab::start(LabOptions {
+        proxy_extra: vec!["auth_master_user_separator = *".into()],
+        ..LabOptions::default()
+    })
+    .await;
+    let addr = lab.addr(lab.imap_port);
+    let user = "literal@example.com";
+    let expected = lab.expected_backend(user).to_string();
+    // LOGIN with a synchronising and a non-synchronising literal.
+    let mut c = Raw::connect(addr).await;
+    c.until("* OK").await;
+    c.send(&format!("a LOGIN {{{}}}\r\n", user.len())).await;
+    assert!(c.line().await.unwrap().starts_with('+'));
+    c.send(&format!("{user} {{4+}}\r\npass\r\n")).await;
+    let r = c.until("a ").await;
+    assert!(r.last().unwrap().starts_with("a OK"), "{r:?}");
+    c.send("b ID NIL\r\n").await;
+    let r = c.until("b ").await;
+    assert!(r.iter().any(|l| l.contains(&expected)), "{r:?}");
+    // AUTHENTICATE PLAIN with SASL-IR.
+    let mut c = Raw::connect(addr).await;
+    c.until("* OK").await;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0pass"));
+    c.send(&format!("a AUTHENTICATE PLAIN {b64}\r\n")).await;
+    let r = c.until("a ").await;
+    assert!(r.last().unwrap().starts_with("a OK"), "{r:?}");
+    // A master-user login routes by the part before the separator: the backend refuses
+    // it (no master passdb there), but the attempt went to the user's backend.
+    let mut c = Raw::connect(addr).await;
+    c.until("* OK").await;
+    c.send(&format!("a LOGIN {user}*admin pass\r\n")).await;
+    let r = c.until("a ").await;
+    assert!(r.last().unwrap().starts_with("a NO"), "{r:?}");
+    // Dovecot's log process writes asynchronously: poll (bounded) for the line.
+    let backend = lab.backend_by_ip(expected.parse().unwrap());
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = backend.log();
+        if log.contains("literal@example.com*admin") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        log.contains("literal@example.com*admin"),
+        "master-user attempt reached {expected}:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_failing_mid_session_gives_a_clear_temporary_error() {
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(IpAddr, BackendFailureKind)>>);
+    impl BackendFailureHook for Recorder {
+        fn backend_failed(&self, ip: IpAddr, _u: &[u8], kind: BackendFailureKind, _d: &str) {
+            self.0.lock().unwrap().push((ip, kind));
+        }
+    }
+    init_tracing();
+    let rec = Arc::new(Recorder::default());
+    let lab = Lab::start(LabOptions {
+        hook: Some(rec.clone()),
+        ..LabOptions::default()
+    })
+    .await;
+    let user = "crashy@example.com";
+    let (mut c, ip) = raw_imap_login(lab.addr(lab.imap_port), user, "pass").await;
+    let ip: IpAddr = ip.parse().unwrap();
+    // The backend's imap process for this session (mpid= in its login line). It is a child
+    // of the backend master this test started.
+    let log = lab.log_with(ip, &format!("Login: user=<{user}>")).await;
+    let mpid: i32 = log
+        .lines()
+        .find(|l| l.contains(&format!("Login: user=<{user}>")))
+        .and_then(|l| l.split("mpid=").nth(1))
+        .and_then(|r| r.split(',').next())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no mpid in {log}"));
+    let pid = nix::unistd::Pid::from_raw(mpid);
+    // Freeze it, leave a command unread in its socket, then kill it: the kernel resets the
+    // connection (unread data), which is a failure, not a clean close.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    c.send("n NOOP\r\n").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let mut lines = Vec::new();
+    while let Some(l) = c.line().await {
+        lines.push(l);
+    }
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("* BYE [UNAVAILABLE] Lost connection to the mail server."),
+        "{lines:?}"
+    );
+    assert_eq!(
+        rec.0.lock().unwrap().clone(),
+        vec![(ip, BackendFailureKind::MidSession)]
+    );
+}

@@ -1,0 +1,274 @@
+//! The built-in mail proxy inside the real `directord` binary: IMAP/POP3/LMTP logins to real
+//! Dovecot backends land where the daemon's own `USER-LOOKUP` says, admin `USER-KICK` and
+//! `USER-MOVE` close the user's proxied sessions, and new logins follow the move.
+//!
+//! Every backend listens on the same ports of its own 127.x address, and the daemon is told
+//! those ports with `director_backend_port_*` (no privileged ports, no clash with a system
+//! Dovecot).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{Daemon, WAIT};
+use testkit::{free_port, require_dovecot, BackendOptions, DovecotBackend, LoopbackAllocator};
+
+struct Imap {
+    r: BufReader<TcpStream>,
+}
+
+impl Imap {
+    fn connect(addr: SocketAddr) -> Imap {
+        let s = TcpStream::connect_timeout(&addr, WAIT).expect("connect to the proxy");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut c = Imap {
+            r: BufReader::new(s),
+        };
+        let greeting = c.line().expect("greeting");
+        assert!(greeting.starts_with("* OK"), "{greeting}");
+        c
+    }
+
+    fn line(&mut self) -> Option<String> {
+        let mut l = String::new();
+        match self.r.read_line(&mut l) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(l.trim_end().to_string()),
+        }
+    }
+
+    /// Sends a tagged command and returns every line up to the tagged reply.
+    fn cmd(&mut self, tag: &str, cmd: &str) -> Vec<String> {
+        self.r
+            .get_mut()
+            .write_all(format!("{tag} {cmd}\r\n").as_bytes())
+            .expect("write");
+        let mut out = Vec::new();
+        loop {
+            let l = self
+                .line()
+                .unwrap_or_else(|| panic!("EOF after {cmd}: {out:?}"));
+            let done = l.starts_with(&format!("{tag} "));
+            out.push(l);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// Logs in and returns the backend IP from `ID` (`imap_id_send = backend-ip …`).
+    fn login(addr: SocketAddr, user: &str) -> (Imap, String) {
+        let mut c = Imap::connect(addr);
+        let r = c.cmd("a", &format!("LOGIN {user} pass"));
+        assert!(r.last().expect("reply").starts_with("a OK"), "{r:?}");
+        let r = c.cmd("b", "ID NIL");
+        let ip = r
+            .iter()
+            .find(|l| l.starts_with("* ID"))
+            .and_then(|l| l.split('"').find(|w| w.parse::<IpAddr>().is_ok()))
+            .unwrap_or_default()
+            .to_string();
+        (c, ip)
+    }
+
+    fn closed(&mut self) -> bool {
+        for _ in 0..1000 {
+            if self.line().is_none() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+struct Setup {
+    _backends: Vec<DovecotBackend>,
+    daemon: Daemon,
+    imap: SocketAddr,
+    pop3: SocketAddr,
+    lmtp: SocketAddr,
+}
+
+fn setup() -> Setup {
+    require_dovecot();
+    let mut alloc = LoopbackAllocator::new();
+    let proxy_ip = alloc.next_ip();
+    let ips: Vec<_> = (0..3).map(|_| alloc.next_ip()).collect();
+    // Ports free on the first backend's address; the others are distinct addresses, so the
+    // same ports are free there too unless something else took them (then start fails loudly).
+    let first = IpAddr::V4(ips[0]);
+    let (bi, bp, bl) = (
+        free_port(first).expect("port"),
+        free_port(first).expect("port"),
+        free_port(first).expect("port"),
+    );
+    let backends: Vec<DovecotBackend> = ips
+        .iter()
+        .map(|ip| {
+            let mut o = BackendOptions::new(*ip);
+            o.imap_port = Some(bi);
+            o.pop3_port = Some(bp);
+            o.lmtp_port = Some(bl);
+            DovecotBackend::start_with(o).expect("backend starts")
+        })
+        .collect();
+    let pip = IpAddr::V4(proxy_ip);
+    let (pi, pp, pl) = (
+        free_port(pip).expect("port"),
+        free_port(pip).expect("port"),
+        free_port(pip).expect("port"),
+    );
+    let servers: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+    let extra = format!(
+        "director_mail_servers = {}\n\
+         director_backend_port_imap = {bi}\n\
+         director_backend_port_pop3 = {bp}\n\
+         director_backend_port_lmtp = {bl}\n\
+         disable_plaintext_auth = no\n\
+         ssl = no\n\
+         service imap-login {{\n inet_listener imap {{\n address = {pip}\n port = {pi}\n }}\n}}\n\
+         service pop3-login {{\n inet_listener pop3 {{\n address = {pip}\n port = {pp}\n }}\n}}\n\
+         service lmtp {{\n inet_listener lmtp {{\n address = {pip}\n port = {pl}\n }}\n}}\n",
+        servers.join(" ")
+    );
+    let daemon = Daemon::start(&extra);
+    Setup {
+        _backends: backends,
+        daemon,
+        imap: SocketAddr::new(pip, pi),
+        pop3: SocketAddr::new(pip, pp),
+        lmtp: SocketAddr::new(pip, pl),
+    }
+}
+
+/// `USER-LOOKUP`: (current, hashed).
+fn lookup(d: &Daemon, user: &str) -> (String, String) {
+    let mut c = d.client();
+    let r = c.request(&format!("USER-LOOKUP\t{user}\t"));
+    let r = r.trim_end();
+    let f: Vec<&str> = r.split('\t').collect();
+    (f[0].to_string(), f[2].to_string())
+}
+
+#[test]
+fn logins_follow_the_core_and_kicks_and_moves_close_sessions() {
+    let s = setup();
+    // Logins land where USER-LOOKUP says (current after the login = hashed before it).
+    for i in 0..20 {
+        let user = format!("user{i}@example.com");
+        let (_, hashed) = lookup(&s.daemon, &user);
+        let (mut c, ip) = Imap::login(s.imap, &user);
+        assert_eq!(ip, hashed, "{user}");
+        assert_eq!(lookup(&s.daemon, &user).0, hashed, "{user} assigned");
+        c.cmd("z", "LOGOUT");
+    }
+
+    // USER-KICK closes the user's sessions (no BYE), others stay.
+    let (mut k, _) = Imap::login(s.imap, "kicked@example.com");
+    let (mut other, _) = Imap::login(s.imap, "other@example.com");
+    let mut admin = s.daemon.client();
+    assert_eq!(
+        admin.request("USER-KICK\tkicked@example.com").trim_end(),
+        "OK"
+    );
+    assert!(k.closed(), "kicked session closed");
+    let r = other.cmd("n", "NOOP");
+    assert!(r.last().expect("reply").starts_with("n OK"), "{r:?}");
+
+    // USER-MOVE kills the session on the old host; the next login goes to the new one.
+    let user = "moved@example.com";
+    let (mut m, old) = Imap::login(s.imap, user);
+    let new = s
+        ._backends
+        .iter()
+        .map(|b| b.ip().to_string())
+        .find(|ip| *ip != old)
+        .expect("another backend");
+    assert_eq!(
+        admin
+            .request(&format!("USER-MOVE\t{user}\t{new}"))
+            .trim_end(),
+        "OK"
+    );
+    assert!(m.closed(), "moved user's old session closed");
+    let (mut m2, ip) = Imap::login(s.imap, user);
+    assert_eq!(ip, new, "login after the move goes to the new host");
+    m2.cmd("z", "LOGOUT");
+    other.cmd("z", "LOGOUT");
+
+    // POP3 and LMTP through the daemon too.
+    let user = "popper@example.com";
+    let (_, hashed) = lookup(&s.daemon, user);
+    let lm = TcpStream::connect_timeout(&s.lmtp, WAIT).expect("lmtp");
+    lm.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut lm = BufReader::new(lm);
+    let mut l = String::new();
+    lm.read_line(&mut l).expect("greeting");
+    lm.get_mut()
+        .write_all(
+            format!(
+                "LHLO test\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<{user}>\r\nDATA\r\n\
+                 Subject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n"
+            )
+            .as_bytes(),
+        )
+        .expect("lmtp write");
+    let mut all = String::new();
+    for _ in 0..30 {
+        l.clear();
+        if lm.read_line(&mut l).unwrap_or(0) == 0 {
+            break;
+        }
+        all.push_str(&l);
+    }
+    assert!(all.contains("250 2.0.0 <popper@example.com>"), "{all}");
+    let p = TcpStream::connect_timeout(&s.pop3, WAIT).expect("pop3");
+    p.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut p = BufReader::new(p);
+    l.clear();
+    p.read_line(&mut l).expect("greeting");
+    p.get_mut()
+        .write_all(format!("USER {user}\r\nPASS pass\r\nSTAT\r\nQUIT\r\n").as_bytes())
+        .expect("pop3 write");
+    let mut lines = Vec::new();
+    for _ in 0..6 {
+        l.clear();
+        if p.read_line(&mut l).unwrap_or(0) == 0 {
+            break;
+        }
+        lines.push(l.trim_end().to_string());
+    }
+    assert!(
+        lines.iter().any(|l| l.starts_with("+OK 1 ")),
+        "one message via POP3: {lines:?}"
+    );
+    assert_eq!(lookup(&s.daemon, user).0, hashed);
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+#[test]
+fn sigterm_stops_accepting_and_drains_open_sessions() {
+    let mut s = setup();
+    let (mut c, _) = Imap::login(s.imap, "drainer@example.com");
+    s.daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    // Stops accepting (bounded wait for the listener to go away).
+    let mut refused = false;
+    for _ in 0..200 {
+        if TcpStream::connect_timeout(&s.imap, WAIT).is_err() {
+            refused = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(refused, "proxy listener closed after SIGTERM");
+    // The open session keeps working while it drains...
+    let r = c.cmd("n", "NOOP");
+    assert!(r.last().expect("reply").starts_with("n OK"), "{r:?}");
+    assert!(s.daemon.is_running(), "still draining");
+    // ...and once it logs out the daemon exits cleanly.
+    c.cmd("z", "LOGOUT");
+    let st = s.daemon.wait_exit();
+    assert!(st.success(), "{st:?}");
+}

@@ -1,0 +1,88 @@
+//! `director flush [-F] [--max-parallel <n>] <host>|all`: `-F` forgets
+//! assignments right away (`HOST-FLUSH`), otherwise users are moved back
+//! gracefully (`HOST-RESET-USERS`, optionally with a parallelism limit).
+
+use super::{resolve_host, CommandSpec, Ctx, SOCKET_PARAM};
+use crate::args::Param;
+use crate::exit;
+use crate::resolve::ip_text;
+use crate::ui::Ui;
+
+/// `flush`.
+pub const SPEC: CommandSpec = CommandSpec {
+    name: "flush",
+    usage: "[-a <director socket path>] [-F] [--max-parallel <n>] <host>|all",
+    params: &[
+        SOCKET_PARAM,
+        Param::flag(b'F', "force-flush"),
+        Param::long_int("max-parallel"),
+        Param::pos("host"),
+    ],
+    run,
+};
+
+fn run(ctx: &mut Ctx, ui: &mut Ui) -> i32 {
+    let mut conn = match ctx.connect(ui) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(host) = ctx.arg("host").map(<[u8]>::to_vec) else {
+        return ctx.usage(ui);
+    };
+    let force = ctx.params.flag("force-flush");
+    // doveadm sends the limit only when it parsed as a number above 0.
+    let max = ctx.params.int("max-parallel").filter(|&n| n > 0);
+    if host.as_slice() == b"all" {
+        let req = match (force, max) {
+            (true, _) => "HOST-FLUSH".to_owned(),
+            (false, Some(n)) => format!("HOST-RESET-USERS\t\t{n}"),
+            (false, None) => "HOST-RESET-USERS".to_owned(),
+        };
+        if let Err(code) = conn.send_line(req.as_bytes(), ui) {
+            return code;
+        }
+        let Some(reply) = super::read_reply(&mut conn, ui) else {
+            return exit::TEMPFAIL;
+        };
+        if reply.as_slice() == b"OK" {
+            ui.info("flushed");
+        } else {
+            ui.error([&b"failed: "[..], &reply].concat());
+            ui.set_exit(exit::TEMPFAIL);
+        }
+        return exit::OK;
+    }
+    let Some(ips) = resolve_host(&host, ui) else {
+        return exit::TEMPFAIL;
+    };
+    let mut req = String::new();
+    for ip in &ips {
+        let ip = ip_text(ip);
+        match (force, max) {
+            (true, _) => req.push_str(&format!("HOST-FLUSH\t{ip}\n")),
+            (false, Some(n)) => req.push_str(&format!("HOST-RESET-USERS\t{ip}\t{n}\n")),
+            (false, None) => req.push_str(&format!("HOST-RESET-USERS\t{ip}\n")),
+        }
+    }
+    if let Err(code) = conn.send(req.as_bytes(), ui) {
+        return code;
+    }
+    for ip in &ips {
+        let Some(reply) = super::read_reply(&mut conn, ui) else {
+            return exit::TEMPFAIL;
+        };
+        let ip = ip_text(ip);
+        match reply.as_slice() {
+            b"OK" => ui.info(format!("{ip}: flushed")),
+            b"NOTFOUND" => {
+                ui.warning(format!("{ip}: doesn't exist"));
+                ui.set_exit_if_ok(exit::NOHOST);
+            }
+            other => {
+                ui.warning([format!("{ip}: ").as_bytes(), other].concat());
+                ui.set_exit(exit::TEMPFAIL);
+            }
+        }
+    }
+    exit::OK
+}
