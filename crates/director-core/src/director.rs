@@ -661,6 +661,8 @@ impl Director {
         }
         self.shrink_kills();
         self.retry_pending(now);
+        // Dropped kills free move slots a HOST-RESET-USERS job may be waiting for.
+        self.run_reset_jobs(now);
     }
 
     /// `HOST-REMOVE ip`: delete the host and drop its users (no kicking).

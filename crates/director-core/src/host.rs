@@ -117,60 +117,85 @@ fn inet_ntop6(ip: &Ipv6Addr) -> String {
 
 /// Parses an IP the way Dovecot's `net_addr2ip` does: IPv6 (optionally in `[...]`) if the
 /// text contains `:`, else anything glibc `inet_aton` accepts (`1.2.3.4`, `0x7f.1`,
-/// `12345`, octal `010.0.0.1`). Returns `None` when it is not an address.
+/// `12345`, octal `010.0.0.1`, and `1.2.3.4 junk`). Returns `None` when it is not an address.
 pub fn parse_ip(s: &str) -> Option<IpAddr> {
-    if s.contains(':') {
-        let inner = s
-            .strip_prefix('[')
-            .and_then(|x| x.strip_suffix(']'))
-            .unwrap_or(s);
-        return inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
-    }
-    inet_aton(s).map(IpAddr::V4)
+    parse_ip_bytes(s.as_bytes())
 }
 
-fn inet_aton(s: &str) -> Option<Ipv4Addr> {
-    if s.is_empty() || s.len() > 64 {
+/// [`parse_ip`] on raw bytes (wire fields need not be UTF-8).
+pub fn parse_ip_bytes(s: &[u8]) -> Option<IpAddr> {
+    if s.contains(&b':') {
+        let inner = match (s.first(), s.last()) {
+            (Some(b'['), Some(b']')) if s.len() >= 2 => &s[1..s.len() - 1],
+            _ => s,
+        };
+        let text = std::str::from_utf8(inner).ok()?;
+        text.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    } else {
+        inet_aton(s).map(IpAddr::V4)
+    }
+}
+
+/// glibc `inet_aton`: 1–4 dot-separated parts, each decimal, octal (`0` prefix) or hex
+/// (`0x`/`0X` prefix); the last part fills the remaining bytes (`a`, `a.b` (b: 24 bits),
+/// `a.b.c` (c: 16 bits), `a.b.c.d`). Parsing stops at the first ASCII whitespace, after
+/// which anything is accepted (checked against glibc through Python's `socket.inet_aton`).
+pub fn inet_aton(s: &[u8]) -> Option<Ipv4Addr> {
+    let end = s
+        .iter()
+        .position(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
+        .unwrap_or(s.len());
+    let s = &s[..end];
+    if s.is_empty() {
         return None;
     }
-    let mut parts = [0u64; 4];
+    let mut parts = [0u32; 4];
     let mut n = 0;
-    for part in s.split('.') {
-        if n == 4 || part.is_empty() {
+    for part in s.split(|&b| b == b'.') {
+        if n == 4 {
             return None;
         }
-        let (digits, radix) =
-            if let Some(h) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
-                (h, 16)
-            } else if part.len() > 1 && part.starts_with('0') {
-                (&part[1..], 8)
-            } else {
-                (part, 10)
-            };
-        let v = if digits.is_empty() {
-            0 // "0x" alone is 0 in glibc
-        } else {
-            if !digits.chars().all(|c| c.is_digit(radix)) {
-                return None;
-            }
-            u64::from_str_radix(digits, radix).ok()?
-        };
-        parts[n] = v;
+        parts[n] = aton_part(part)?;
         n += 1;
     }
-    let v: u64 = match n {
-        1 if parts[0] <= 0xFFFF_FFFF => parts[0],
-        2 if parts[0] <= 0xFF && parts[1] <= 0xFF_FFFF => (parts[0] << 24) | parts[1],
-        3 if parts[0] <= 0xFF && parts[1] <= 0xFF && parts[2] <= 0xFFFF => {
-            (parts[0] << 24) | (parts[1] << 16) | parts[2]
-        }
-        4 if parts.iter().all(|&p| p <= 0xFF) => {
-            (parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | parts[3]
-        }
-        _ => return None,
+    let (head, last) = (&parts[..n - 1], parts[n - 1]);
+    if head.iter().any(|&p| p > 0xff) {
+        return None;
+    }
+    let last_max: u32 = match head.len() {
+        0 => u32::MAX,
+        1 => 0x00ff_ffff,
+        2 => 0xffff,
+        _ => 0xff,
     };
-    // Every arm above bounds v to 32 bits.
-    Some(Ipv4Addr::from(v as u32))
+    if last > last_max {
+        return None;
+    }
+    let mut value: u32 = last;
+    for (i, &p) in head.iter().enumerate() {
+        value |= p << (24 - 8 * i);
+    }
+    Some(Ipv4Addr::from(value))
+}
+
+/// One `inet_aton` part: `0x` hex (at least one digit), `0` octal, or decimal.
+fn aton_part(p: &[u8]) -> Option<u32> {
+    let (digits, radix) = if p.len() >= 2 && p[0] == b'0' && (p[1] == b'x' || p[1] == b'X') {
+        (&p[2..], 16)
+    } else if p.len() >= 2 && p[0] == b'0' {
+        (&p[1..], 8)
+    } else {
+        (p, 10)
+    };
+    if digits.is_empty() && radix != 8 {
+        return None;
+    }
+    let mut v: u32 = 0;
+    for &d in digits {
+        let digit = char::from(d).to_digit(radix)?;
+        v = v.checked_mul(radix)?.checked_add(digit)?;
+    }
+    Some(v)
 }
 
 /// One backend (§2.1).
@@ -284,6 +309,18 @@ impl HostList {
 
     /// The id of an existing tag (no interning: unknown tags have no hosts).
     pub fn tag_id(&self, tag: &str) -> Option<TagId> {
+        // Almost every cluster has one or a few tags: a scan beats hashing the name, and
+        // this runs twice per lookup on the hot path. Tag 0 is always the untagged "".
+        if tag.is_empty() {
+            return Some(TagId(0));
+        }
+        if self.tags.len() <= 8 {
+            return self
+                .tags
+                .iter()
+                .position(|t| t.as_str() == tag)
+                .map(|i| TagId(i as u16));
+        }
         self.tag_ids.get(tag).copied()
     }
 

@@ -425,3 +425,27 @@ proptest! {
         prop_assert_eq!(c.pending_requests, 0);
     }
 }
+
+/// Regression (found by the property above): `HOST-FLUSH` of all hosts while a
+/// `HOST-RESET-USERS` job waits for a move slot must let the job finish.
+#[test]
+fn reset_job_finishes_when_a_flush_drops_its_moves() {
+    let mut d = Director::new(CoreSettings {
+        user_expire_secs: 60,
+        config_hosts: (0..3).map(|i| ConfigHost::new(host_ip(i))).collect(),
+        ..CoreSettings::default()
+    })
+    .expect("director");
+    d.set_ring_status(RingStatus::STANDALONE, 0);
+    let mut now = 1_000u64;
+    let _ = d.request(b"u178", "", now);
+    let _ = d.user_move(&UserKey::Hash(1), host_ip(0), now);
+    let _ = d.request(b"u0", "", now);
+    let _ = d.reset_users(None, Some(1), now);
+    d.host_flush(None, now).expect("flush");
+    now += 100;
+    d.handle_timeout(now);
+    settle(&mut d, &mut now, true);
+    assert_eq!(d.counters().reset_jobs, 0);
+    assert_eq!(d.counters().moves_in_progress, 0);
+}

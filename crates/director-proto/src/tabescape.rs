@@ -130,7 +130,7 @@ mod tests {
     fn split_rules() {
         assert!(split_fields(b"").is_empty());
         assert_eq!(split_fields(b"a\t"), vec![b"a".to_vec(), Vec::new()]);
-        assert_eq!(split_fields(b"\t"), vec![Vec::new(), Vec::new()]);
+        assert_eq!(split_fields(b"\t"), vec![Vec::<u8>::new(), Vec::new()]);
         assert_eq!(
             split_fields(b"USER-LOOKUP\ta\x01tb\t"),
             vec![b"USER-LOOKUP".to_vec(), b"a\tb".to_vec(), Vec::new()]

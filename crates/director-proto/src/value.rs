@@ -10,8 +10,7 @@
 //!   no brackets.
 //! * [`ip_cmp`] — `net_ip_cmp`: IPv4 before IPv6, then bytes.
 
-use std::cmp::Ordering;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 /// `str_to_uint`: decimal digits only (no sign, no spaces), at least one, ≤ `u32::MAX`.
 pub fn parse_uint(s: &[u8]) -> Option<u32> {
@@ -34,106 +33,57 @@ pub fn parse_port(s: &[u8]) -> Option<u16> {
     }
 }
 
-/// `net_addr2ip`: parses an IP address the way Dovecot does.
-///
-/// If the text contains `:` it is IPv6 (`inet_pton`), with one optional pair
-/// of surrounding brackets. Otherwise it is IPv4 via glibc `inet_aton` rules
-/// (see [`parse_inet_aton`]). Non-UTF-8 input is never an address.
+/// The address helpers live in the core (the lowest layer) so that every crate parses,
+/// prints and orders addresses the same way:
+/// * [`parse_ip`] — `net_addr2ip`: IPv6 (with optional brackets) if the text has `:`,
+///   else glibc `inet_aton` rules ([`parse_inet_aton`]); non-UTF-8 is never an address;
+/// * [`format_ip`] — `net_ip2addr`/`inet_ntop`: dotted quad, or compressed lowercase
+///   IPv6 as glibc prints it (`::1.2.3.4` for IPv4-compatible addresses), no brackets;
+/// * [`ip_cmp`] — `net_ip_cmp`: IPv4 before IPv6, then the network-order bytes.
+pub use director_core::host::{inet_aton as parse_inet_aton, inet_ntop as format_ip, ip_cmp};
+
+/// `net_addr2ip` on a wire field; see the core's [`director_core::host::parse_ip`].
 pub fn parse_ip(s: &[u8]) -> Option<IpAddr> {
-    if s.contains(&b':') {
-        let inner = match (s.first(), s.last()) {
-            (Some(b'['), Some(b']')) if s.len() >= 2 => &s[1..s.len() - 1],
-            _ => s,
-        };
-        let text = std::str::from_utf8(inner).ok()?;
-        text.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
-    } else {
-        parse_inet_aton(s).map(IpAddr::V4)
-    }
+    director_core::host::parse_ip_bytes(s)
 }
 
-/// glibc `inet_aton`: 1–4 dot-separated parts, each decimal, octal (`0`
-/// prefix) or hex (`0x`/`0X` prefix); the last part fills the remaining
-/// bytes (`a`, `a.b` (b: 24 bits), `a.b.c` (c: 16 bits), `a.b.c.d`). Parsing
-/// stops at the first ASCII whitespace, after which anything is accepted.
-pub fn parse_inet_aton(s: &[u8]) -> Option<Ipv4Addr> {
-    // Cut at the first whitespace (glibc accepts "1.2.3.4 junk").
-    let end = s
-        .iter()
-        .position(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
-        .unwrap_or(s.len());
-    let s = &s[..end];
-    if s.is_empty() {
-        return None;
-    }
-    let mut parts: Vec<u32> = Vec::with_capacity(4);
-    for part in s.split(|&b| b == b'.') {
-        if parts.len() == 4 {
-            return None;
+/// Appends [`format_ip`] to `out` without allocating for IPv4 (the common case on the
+/// `USER-LOOKUP` hot path).
+pub fn write_ip(out: &mut Vec<u8>, ip: &IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                write_uint(out, u64::from(*octet));
+            }
         }
-        parts.push(parse_aton_part(part)?);
+        IpAddr::V6(_) => out.extend_from_slice(format_ip(ip).as_bytes()),
     }
-    let (head, last) = parts.split_at(parts.len() - 1);
-    let last = last[0];
-    if head.iter().any(|&p| p > 0xff) {
-        return None;
-    }
-    let last_max: u32 = match head.len() {
-        0 => u32::MAX,
-        1 => 0x00ff_ffff,
-        2 => 0xffff,
-        _ => 0xff,
-    };
-    if last > last_max {
-        return None;
-    }
-    let mut value: u32 = last;
-    for (i, &p) in head.iter().enumerate() {
-        value |= p << (24 - 8 * i);
-    }
-    Some(Ipv4Addr::from(value))
 }
 
-/// One `inet_aton` part: `0x` hex (at least one digit), `0` octal, or decimal.
-fn parse_aton_part(p: &[u8]) -> Option<u32> {
-    let (digits, radix) = if p.len() >= 2 && p[0] == b'0' && (p[1] == b'x' || p[1] == b'X') {
-        (&p[2..], 16)
-    } else if p.len() >= 2 && p[0] == b'0' {
-        (&p[1..], 8)
-    } else {
-        (p, 10)
-    };
-    if digits.is_empty() && radix != 8 {
-        return None;
+/// Appends a decimal number without going through `core::fmt`.
+pub fn write_uint(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
     }
-    let mut v: u32 = 0;
-    for &d in digits {
-        let digit = char::from(d).to_digit(radix)?;
-        v = v.checked_mul(radix)?.checked_add(digit)?;
-    }
-    Some(v)
-}
-
-/// `net_ip2addr`: the text form Dovecot prints (no brackets for IPv6).
-pub fn format_ip(ip: &IpAddr) -> String {
-    ip.to_string()
-}
-
-/// `net_ip_cmp`: every IPv4 address sorts before every IPv6 address, then by
-/// the network-order bytes.
-pub fn ip_cmp(a: &IpAddr, b: &IpAddr) -> Ordering {
-    match (a, b) {
-        (IpAddr::V4(x), IpAddr::V4(y)) => x.octets().cmp(&y.octets()),
-        (IpAddr::V6(x), IpAddr::V6(y)) => x.octets().cmp(&y.octets()),
-        (IpAddr::V4(_), IpAddr::V6(_)) => Ordering::Less,
-        (IpAddr::V6(_), IpAddr::V4(_)) => Ordering::Greater,
-    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::cmp::Ordering;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn uint_rules() {

@@ -29,6 +29,9 @@ mod settings;
 
 use std::process::ExitCode;
 
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use anyhow::Context;
 
 use crate::cli::{Cli, USAGE};

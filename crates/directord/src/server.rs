@@ -26,6 +26,12 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     // Handlers first: a SIGHUP/SIGTERM that arrives right after we announce the socket must
     // not hit the default action (terminate).
     let signals = Signals::install()?;
+    // The director state and the admin sockets run on one thread of their own, like
+    // Dovecot's single director process: admin requests and the actor then never cross
+    // threads (a wake-up between threads costs more than a USER-LOOKUP), while the mail
+    // proxy keeps the multi-threaded runtime for TLS and splicing.
+    let core_thread = CoreThread::start()?;
+    let core_context = core_thread.handle.enter();
     let clock = Clock::new();
     listener::ensure_dir(&settings.base_dir)?;
     let mut unix = Vec::new();
@@ -62,7 +68,7 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     let mut loops = Vec::new();
     let socket_paths: Vec<PathBuf> = unix.iter().map(|(p, _)| p.clone()).collect();
     for (path, l) in unix {
-        loops.push(tokio::spawn(listener::accept_loop(
+        loops.push(core_thread.handle.spawn(listener::accept_loop(
             l,
             path.display().to_string(),
             slots.clone(),
@@ -72,7 +78,7 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     }
     for (addr, l) in tcp {
         tracing::info!(address = %addr, "admin TCP listener ready");
-        loops.push(tokio::spawn(listener::accept_loop(
+        loops.push(core_thread.handle.spawn(listener::accept_loop(
             l,
             addr.to_string(),
             slots.clone(),
@@ -81,6 +87,8 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         )));
     }
     drop(ctx);
+    // Everything below (the proxy) belongs to the multi-threaded runtime.
+    drop(core_context);
 
     let proxy = match (settings.proxy.clone(), registry) {
         (Some(proxy_settings), Some(registry)) => {
@@ -135,7 +143,53 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     drop(director);
     // Connection tasks still hold handles; don't wait for idle clients.
     actor_task.abort();
+    core_thread.stop();
     Ok(())
+}
+
+/// The thread that owns the director actor and the admin connections.
+struct CoreThread {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CoreThread {
+    fn start() -> anyhow::Result<CoreThread> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("start the director runtime")?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("director".into())
+            .spawn(move || {
+                // Spawned tasks run while this thread blocks here.
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+                // Idle admin clients are dropped with the runtime.
+                runtime.shutdown_background();
+            })
+            .context("start the director thread")?;
+        Ok(CoreThread {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("director thread panicked");
+            }
+        }
+    }
 }
 
 /// The signals the daemon handles, installed before anything is announced.
