@@ -56,7 +56,8 @@ pub use servers::{
     Resolver, SystemResolver, MAX_MAIL_SERVERS,
 };
 pub use settings::{
-    director_default, parse_bool, parse_u32_setting, DirectorSettings, IgnoredSetting,
-    DIRECTOR_DEFAULTS, DIRECTOR_KEYS, MIN_USER_EXPIRE_SECS, OTHER_USED_KEYS,
+    director_default, is_director_key, parse_bool, parse_u32_setting, DirectorSettings,
+    IgnoredSetting, DIRECTOR_DEFAULTS, DIRECTOR_KEYS, MIN_USER_EXPIRE_SECS, OTHER_USED_KEYS,
+    PROXY_DEFAULTS,
 };
 pub use tree::{Item, Section, Setting};

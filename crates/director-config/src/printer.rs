@@ -9,7 +9,7 @@
 //! format.
 
 use crate::config::Config;
-use crate::settings::{director_default, DIRECTOR_DEFAULTS};
+use crate::settings::{director_default, DIRECTOR_DEFAULTS, PROXY_DEFAULTS};
 use crate::units::{format_size_bytes, format_time_secs, parse_size_bytes, parse_time_secs};
 
 /// Keys whose values are time intervals.
@@ -53,7 +53,11 @@ fn quote_if_needed(value: &str) -> String {
 /// `origin` goes into the header (`# director <version>: <origin>`).
 pub fn print_non_default(config: &Config, origin: &str) -> String {
     let mut out = format!("# director {}: {origin}\n", env!("CARGO_PKG_VERSION"));
-    let mut keys: Vec<&str> = DIRECTOR_DEFAULTS.iter().map(|(k, _)| *k).collect();
+    let mut keys: Vec<&str> = DIRECTOR_DEFAULTS
+        .iter()
+        .chain(PROXY_DEFAULTS)
+        .map(|(k, _)| *k)
+        .collect();
     keys.sort_unstable();
     for key in keys {
         let Some(value) = config.get(key) else {

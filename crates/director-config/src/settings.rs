@@ -40,8 +40,6 @@ pub const DIRECTOR_KEYS: &[&str] = &[
     "director_max_parallel_kicks",
     "director_output_buffer_size",
     "director_consistent_hashing",
-    // Ours: the built-in mail proxy (crates/director-proxy reads them).
-    "director_backend_port_imap",
     "director_backend_port_pop3",
     "director_backend_port_submission",
     "director_backend_port_sieve",
@@ -91,6 +89,11 @@ pub const DIRECTOR_DEFAULTS: &[(&str, &str)] = &[
     ("director_max_parallel_kicks", "100"),
     ("director_output_buffer_size", "10 M"),
     ("director_consistent_hashing", "yes"),
+];
+
+/// Our own settings of the built-in mail proxy (`crates/director-proxy` reads them), with
+/// their defaults. They are `director_*` names because Dovecot has none for these.
+pub const PROXY_DEFAULTS: &[(&str, &str)] = &[
     ("director_backend_port_imap", "143"),
     ("director_backend_port_pop3", "110"),
     ("director_backend_port_submission", "587"),
@@ -107,10 +110,16 @@ pub const DIRECTOR_DEFAULTS: &[(&str, &str)] = &[
     ("director_proxy_drain_time", "30 secs"),
 ];
 
+/// Whether `key` is a `director_*` setting we accept (Dovecot's or ours).
+pub fn is_director_key(key: &str) -> bool {
+    DIRECTOR_KEYS.contains(&key) || PROXY_DEFAULTS.iter().any(|(k, _)| *k == key)
+}
+
 /// The default of a key the director reads.
 pub fn director_default(key: &str) -> Option<&'static str> {
     DIRECTOR_DEFAULTS
         .iter()
+        .chain(PROXY_DEFAULTS)
         .find(|(k, _)| *k == key)
         .map(|(_, v)| *v)
 }
@@ -251,7 +260,7 @@ impl DirectorSettings {
         let mut ignored = Vec::new();
         for s in root.settings() {
             if s.key.starts_with("director_") {
-                if !DIRECTOR_KEYS.contains(&s.key.as_str()) {
+                if !is_director_key(&s.key) {
                     return Err(ConfigError::at(
                         &s.location,
                         format!("Unknown setting: {}", s.key),

@@ -228,23 +228,9 @@ pub const MIN_MAX_LINE: usize = 512;
 /// Largest accepted `director_proxy_max_line_length`.
 pub const MAX_MAX_LINE: usize = 1024 * 1024;
 
-/// Our settings, with defaults. The config crate must accept these `director_*` keys.
-pub const PROXY_SETTING_KEYS: &[(&str, &str)] = &[
-    ("director_backend_port_imap", "143"),
-    ("director_backend_port_pop3", "110"),
-    ("director_backend_port_submission", "587"),
-    ("director_backend_port_sieve", "4190"),
-    ("director_backend_port_lmtp", "24"),
-    ("director_backend_ssl", "no"),
-    ("director_proxy_protocol", "no"),
-    ("director_proxy_login_timeout", "1 min"),
-    ("director_proxy_connect_timeout", "30 secs"),
-    ("director_proxy_max_line_length", "4 k"),
-    ("director_lmtp_max_message_size", "50 M"),
-    ("director_proxy_max_connections", "10000"),
-    ("director_proxy_max_connections_per_ip", "100"),
-    ("director_proxy_drain_time", "30 secs"),
-];
+/// Our own `director_*` settings of the proxy and their defaults; the config crate owns the
+/// list so that `directord -c` accepts them.
+pub use director_config::PROXY_DEFAULTS as PROXY_SETTING_KEYS;
 
 /// Everything the proxy needs from the config.
 #[derive(Debug, Clone)]
@@ -547,23 +533,6 @@ fn parse_listen_address(a: &str) -> Option<IpAddr> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    /// The config crate decides which `director_*` names are valid; ours must all be there,
-    /// with the same defaults, or `directord -c` would refuse them.
-    #[test]
-    fn every_proxy_setting_is_known_to_the_config_crate() {
-        for (key, default) in PROXY_SETTING_KEYS {
-            assert!(
-                director_config::DIRECTOR_KEYS.contains(key),
-                "{key} unknown"
-            );
-            assert_eq!(
-                director_config::director_default(key),
-                Some(*default),
-                "{key}"
-            );
-        }
-    }
 
     #[test]
     fn listeners_and_defaults() {
