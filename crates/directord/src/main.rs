@@ -29,6 +29,10 @@ mod settings;
 
 use std::process::ExitCode;
 
+/// jemalloc with background purging: the user directory grows in steps and a flush of a
+/// large host creates and frees many short-lived move states; glibc malloc kept that freed
+/// memory (64 B of RSS per user at 1 M users), jemalloc's background threads give it back
+/// (29 B; `docs/BENCHMARKS.md` §3).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -44,7 +44,11 @@ async fn next_line<R: AsyncRead + Unpin>(rd: &mut R, lb: &mut LineBuffer, peer: 
                 return Next::Closed;
             }
         }
-        match rd.read(lb.spare_mut()).await {
+        let got = match spin_read(rd, lb.spare_mut()).await {
+            Some(r) => r,
+            None => rd.read(lb.spare_mut()).await,
+        };
+        match got {
             Ok(0) => return Next::Closed,
             Ok(n) => lb.commit(n),
             Err(e) => {
@@ -53,6 +57,32 @@ async fn next_line<R: AsyncRead + Unpin>(rd: &mut R, lb: &mut LineBuffer, peer: 
             }
         }
     }
+}
+
+/// How many times a connection that just got a reply looks for its next request before it
+/// sleeps in the reactor (about 20-50 µs). A client that sends one request at a time
+/// answers within that window, and catching it here saves the kernel wake-up that
+/// dominates an unpipelined round trip (docs/BENCHMARKS.md §2). Idle connections don't spin:
+/// the window ends and they park as usual.
+const SPIN_POLLS: u32 = 256;
+
+/// Looks for input without sleeping: yields to the scheduler (which polls the reactor every
+/// few dozen yields) and tries the read, for at most [`SPIN_POLLS`] rounds.
+async fn spin_read<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut [u8],
+) -> Option<std::io::Result<usize>> {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    for _ in 0..SPIN_POLLS {
+        tokio::task::yield_now().await;
+        let mut read = std::pin::pin!(rd.read(&mut *buf));
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Poll::Ready(r) = read.as_mut().poll(&mut cx) {
+            return Some(r);
+        }
+    }
+    None
 }
 
 /// Serves one admin client until it disconnects or misbehaves.
