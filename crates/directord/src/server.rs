@@ -147,6 +147,11 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     Ok(())
 }
 
+/// How many task polls the director thread runs between looks at the reactor. Lower than
+/// tokio's default (61) so that a connection spinning for its next request
+/// (`admin::connection::SPIN_POLLS`) sees it sooner.
+const EVENT_INTERVAL: u32 = 8;
+
 /// The thread that owns the director actor and the admin connections.
 struct CoreThread {
     handle: tokio::runtime::Handle,
@@ -158,6 +163,7 @@ impl CoreThread {
     fn start() -> anyhow::Result<CoreThread> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .event_interval(EVENT_INTERVAL)
             .build()
             .context("start the director runtime")?;
         let handle = runtime.handle().clone();
