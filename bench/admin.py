@@ -2,7 +2,7 @@
 """Admin-protocol benchmarks: our directord against a real Dovecot 2.3 director, same run,
 same client (target/release/director-loadgen), same config.
 
-  bench/admin.py [--users 100000] [--secs 5] [--mem-users 1000000] [--skip-build]
+  bench/admin.py [--users 100000] [--secs 5] [--runs 5] [--mem-users 1000000] [--skip-build]
 
 Prints, for each director:
   * USER-LOOKUP throughput on one connection, unpipelined (window 1) and pipelined
@@ -11,7 +11,7 @@ Prints, for each director:
 and the ratios ours/Dovecot. Only loopback addresses are used; every process started here
 is stopped by its PID at the end.
 """
-import argparse, os, shutil, signal, socket, subprocess, sys, tempfile, time
+import argparse, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADGEN = os.path.join(ROOT, "target/release/director-loadgen")
@@ -164,6 +164,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=100000)
     ap.add_argument("--secs", type=float, default=5)
+    ap.add_argument("--runs", type=int, default=5, help="throughput rounds; medians are reported")
     ap.add_argument("--mem-users", type=int, default=1000000)
     ap.add_argument("--skip-build", action="store_true")
     a = ap.parse_args()
@@ -188,21 +189,33 @@ def main():
 
 
 def throughput(a, tmp, started):
-    results = {}
-    print(f"== USER-LOOKUP throughput, one connection, {a.users} users assigned, {a.secs}s per point")
+    """Both directors run side by side; each round measures Dovecot then ours, so the
+    ratios of one round share the machine's state. Reports every round and the medians."""
+    print(f"== USER-LOOKUP throughput, one connection, {a.users} users assigned, "
+          f"{a.secs}s per point, {a.runs} round(s)")
+    ds = []
     for cls in (Dovecot, Ours):
         d = cls(tmp + "/tp-" + cls.name)
         started.append(d)
         assign(d, 0, a.users)
+        ds.append(d)
+    ratios = {"1": [], "100": []}
+    for r in range(a.runs):
         for w in ("1", "100"):
-            out = loadgen("lookup", "--addr", d.sock, "--secs", str(a.secs), "--window", w,
-                          "--users", str(a.users))
-            results[(d.name, w)] = rate(out)
-            print(f"{d.name:10} {out}")
+            rates = {}
+            for d in ds:
+                out = loadgen("lookup", "--addr", d.sock, "--secs", str(a.secs), "--window", w,
+                              "--users", str(a.users))
+                rates[d.name] = rate(out)
+                print(f"round {r + 1} {d.name:10} {out}")
+            ratios[w].append(rates["directord"] / rates["dovecot"])
+    for d in ds:
         d.stop()
         started.remove(d)
     for w in ("1", "100"):
-        print(f"ratio window={w}: directord/dovecot = {results[('directord', w)] / results[('dovecot', w)]:.2f}x")
+        rs = sorted(ratios[w])
+        print(f"ratio window={w}: directord/dovecot = {statistics.median(rs):.2f}x median "
+              f"(rounds: {', '.join(f'{x:.2f}' for x in rs)})")
 
 
 def memory(a, tmp, started):
