@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, ToSocketAddrs};
 
+use director_core::lookup::ConfigHost;
 use director_proto::value::{format_ip, parse_ip, parse_port};
 
 /// Most hosts one `director_mail_servers` value may expand to (a guard
@@ -32,16 +33,10 @@ impl Resolver for SystemResolver {
     }
 }
 
-/// One backend from `director_mail_servers`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MailServer {
-    /// Address.
-    pub ip: IpAddr,
-    /// Tag (`ip@tag`); empty when none.
-    pub tag: String,
-    /// The host name it was resolved from, if it was a name.
-    pub hostname: Option<String>,
-}
+/// One backend from `director_mail_servers`: the core's [`ConfigHost`] itself (address,
+/// `ip@tag` tag or empty, and the host name it was resolved from), so the daemon hands the
+/// parsed list to the core without converting it.
+pub type MailServer = ConfigHost;
 
 /// One ring peer from `director_servers`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -157,7 +157,8 @@ pub struct DirectorSettings {
     pub user_expire_secs: u32,
     /// `director_user_kick_delay` in seconds (default 2).
     pub user_kick_delay_secs: u32,
-    /// `director_flush_socket` (empty = none), unexpanded (`%i`, `%h`).
+    /// `director_flush_socket` (empty = none) as written, unexpanded (`%i`, `%h`); use
+    /// [`DirectorSettings::flush_socket_uri`] to run it.
     pub flush_socket: String,
     /// `director_ping_idle_timeout` in seconds (default 30).
     pub ping_idle_timeout_secs: u32,
@@ -245,6 +246,19 @@ pub fn parse_u32_setting(value: &str) -> Result<u32, String> {
 }
 
 impl DirectorSettings {
+    /// The flush socket to use, if any: a relative `unix:` path names a socket in
+    /// `base_dir`, where Dovecot's director runs; other values are kept as written.
+    pub fn flush_socket_uri(&self) -> Option<String> {
+        let value = self.flush_socket.as_str();
+        match value.strip_prefix("unix:") {
+            _ if value.is_empty() => None,
+            Some(path) if !path.is_empty() && !path.starts_with('/') => {
+                Some(format!("unix:{}", self.base_dir.join(path).display()))
+            }
+            _ => Some(value.to_string()),
+        }
+    }
+
     /// Validates and converts `config`, resolving host names with the system
     /// resolver.
     pub fn from_config(config: &Config) -> Result<DirectorSettings, ConfigError> {

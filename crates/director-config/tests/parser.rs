@@ -75,6 +75,26 @@ fn lab_director_conf_settings() {
     assert!(s.ignored.iter().any(|i| i.key == "protocols"));
 }
 
+/// Dovecot's director runs in `base_dir`, so a relative `unix:` flush socket lives there.
+#[test]
+fn relative_flush_socket_is_in_base_dir() {
+    let settings = |flush: &str| {
+        let text = format!(
+            "base_dir = /tmp/d1\ndirector_mail_servers = 127.0.1.1\ndirector_flush_socket = {flush}\n"
+        );
+        let config = Config::parse_str(&text, "t.conf").unwrap();
+        DirectorSettings::from_config(&config)
+            .unwrap()
+            .flush_socket_uri()
+    };
+    let some = |s: &str| Some(s.to_string());
+    assert_eq!(settings("unix:flush-%i"), some("unix:/tmp/d1/flush-%i"));
+    assert_eq!(settings("unix:/run/flush"), some("unix:/run/flush"));
+    assert_eq!(settings("tcp:127.0.0.1:9"), some("tcp:127.0.0.1:9"));
+    assert_eq!(settings("exec:flush.sh"), some("exec:flush.sh"));
+    assert_eq!(settings(""), None);
+}
+
 #[test]
 fn ring_d1_reads_other_services() {
     let config = Config::load(&data("ring-d1.conf")).unwrap();

@@ -304,8 +304,6 @@ pub struct Director {
     ring: RingStatus,
     next_ticket: u64,
     next_request: u64,
-    users_moving: u32,
-    users_kicking: u32,
 }
 
 impl Director {
@@ -336,8 +334,6 @@ impl Director {
             ring: RingStatus::STANDALONE,
             next_ticket: 1,
             next_request: 1,
-            users_moving: 0,
-            users_kicking: 0,
         })
     }
 
@@ -374,8 +370,8 @@ impl Director {
         Counters {
             users: self.users.len(),
             hosts: self.hosts.len(),
-            moves_in_progress: self.users_moving,
-            kicks_in_progress: self.users_kicking,
+            moves_in_progress: self.users_moving(),
+            kicks_in_progress: self.users_kicking(),
             pending_requests: self.pending_requests.len(),
             pending_kicks: self.pending_kicks.len(),
             reset_jobs: self.reset_jobs.len(),
@@ -471,6 +467,18 @@ impl Director {
             }
         }
         self.pending_requests = kept;
+    }
+
+    /// Users being moved or killed: one kill context each (Dovecot's `users_moving_count`).
+    /// Derived from `kills` rather than counted beside it, so the two can't drift.
+    fn users_moving(&self) -> u32 {
+        u32::try_from(self.kills.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Kicks handed to the driver and not yet finished: one kick ticket each (Dovecot's
+    /// `users_kicking_count`), derived from `kick_tickets` for the same reason.
+    fn users_kicking(&self) -> u32 {
+        u32::try_from(self.kick_tickets.len()).unwrap_or(u32::MAX)
     }
 
     fn ticket(&mut self) -> Ticket {
@@ -655,9 +663,7 @@ impl Director {
 
     fn drop_users_of(&mut self, id: HostId, now: u64) {
         for u in self.users.remove_host(id) {
-            if self.kills.remove(&(u.tag, u.hash)).is_some() {
-                self.users_moving = self.users_moving.saturating_sub(1);
-            }
+            self.kills.remove(&(u.tag, u.hash));
         }
         self.shrink_kills();
         self.retry_pending(now);
@@ -733,7 +739,7 @@ impl Director {
 
     fn run_reset_jobs(&mut self, now: u64) {
         while let Some(mut job) = self.reset_jobs.pop_front() {
-            while self.users_moving < job.max_moves {
+            while self.users_moving() < job.max_moves {
                 let Some((tag, hash)) = job.users.pop_front() else {
                     break;
                 };
@@ -873,7 +879,8 @@ impl Director {
     }
 
     fn admin_kick(&mut self, kind: KickKind, nowait: bool, _now: u64) -> AdminOutcome {
-        if self.users_kicking < self.settings.max_parallel_kicks && self.pending_kicks.is_empty() {
+        if self.users_kicking() < self.settings.max_parallel_kicks && self.pending_kicks.is_empty()
+        {
             self.do_admin_kick(kind);
             return AdminOutcome::Done(AdminReply::Ok);
         }
@@ -888,7 +895,6 @@ impl Director {
     fn do_admin_kick(&mut self, kind: KickKind) {
         let ticket = self.ticket();
         self.kick_tickets.insert(ticket, KickPurpose::Admin);
-        self.users_kicking += 1;
         match kind {
             KickKind::User(username) => {
                 self.effects.push_back(Effect::Kick {
@@ -909,7 +915,7 @@ impl Director {
     }
 
     fn run_pending_kicks(&mut self) {
-        while self.users_kicking < self.settings.max_parallel_kicks {
+        while self.users_kicking() < self.settings.max_parallel_kicks {
             let Some(p) = self.pending_kicks.pop_front() else {
                 return;
             };

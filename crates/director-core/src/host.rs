@@ -428,11 +428,6 @@ impl HostList {
             hostname: h.hostname.clone(),
         })
     }
-
-    /// One past the largest id in use (sizes per-host side tables).
-    pub fn id_bound(&self) -> usize {
-        self.slots.len()
-    }
 }
 
 #[cfg(test)]

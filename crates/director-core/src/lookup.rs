@@ -10,7 +10,7 @@ use crate::vhost_ring::{HashingMode, RingSet, VhashCache};
 
 /// One `director_mail_servers` entry after the config layer expanded ranges and resolved
 /// names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ConfigHost {
     /// Address.
     pub ip: IpAddr,

@@ -35,40 +35,17 @@ fn json_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// `director_mail_servers` as the lab uses it: `ip`, `ip1-ip2` (last octet/group range),
-/// each optionally `@tag`. Names are not used in the vectors (no DNS in tests).
+/// `director_mail_servers` through the real config parser (ranges and `@tag`s; the vectors
+/// use IP literals only, so the resolver is never asked — it fails if it is).
 fn parse_mail_servers(s: &str) -> Vec<ConfigHost> {
-    let mut out = Vec::new();
-    for item in s.split_whitespace() {
-        let (addr, tag) = match item.split_once('@') {
-            Some((a, t)) => (a, t.to_string()),
-            None => (item, String::new()),
-        };
-        let ips: Vec<IpAddr> = match addr.split_once('-') {
-            Some((a, b)) if !a.contains(':') || b.contains(':') => {
-                let a = parse_ip(a).unwrap_or_else(|| panic!("bad range start {item}"));
-                let b = parse_ip(b).unwrap_or_else(|| panic!("bad range end {item}"));
-                match (a, b) {
-                    (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a)..=u32::from(b))
-                        .map(|x| IpAddr::V4(x.into()))
-                        .collect(),
-                    (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a)..=u128::from(b))
-                        .map(|x| IpAddr::V6(x.into()))
-                        .collect(),
-                    _ => panic!("mixed-family range {item}"),
-                }
-            }
-            _ => vec![parse_ip(addr).unwrap_or_else(|| panic!("bad address {item}"))],
-        };
-        for ip in ips {
-            out.push(ConfigHost {
-                ip,
-                tag: tag.clone(),
-                hostname: None,
-            });
+    struct NoDns;
+    impl director_config::Resolver for NoDns {
+        fn resolve(&self, host: &str) -> std::io::Result<Vec<IpAddr>> {
+            panic!("vector names host {host:?}: no DNS in tests")
         }
     }
-    out
+    director_config::parse_mail_servers(s, &NoDns)
+        .unwrap_or_else(|e| panic!("bad director_mail_servers {s:?}: {e}"))
 }
 
 struct HostRow {

@@ -10,7 +10,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use anyhow::{anyhow, Context};
 use director_config::{Config, DirectorSettings, ListenerTransport, SocketType};
 use director_core::hash::HashFormat;
-use director_core::lookup::ConfigHost;
 use director_core::vhost_ring::HashingMode;
 use director_core::CoreSettings;
 
@@ -153,16 +152,9 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
         kick_delay_secs: ds.user_kick_delay_secs,
         max_parallel_moves: ds.max_parallel_moves,
         max_parallel_kicks: ds.max_parallel_kicks,
-        flush_socket: Some(ds.flush_socket.clone()).filter(|s| !s.is_empty()),
-        config_hosts: ds
-            .mail_servers
-            .iter()
-            .map(|m| ConfigHost {
-                ip: m.ip,
-                tag: m.tag.clone(),
-                hostname: m.hostname.clone(),
-            })
-            .collect(),
+        flush_socket: ds.flush_socket_uri(),
+        // director-config produces the core's own type (`MailServer = ConfigHost`).
+        config_hosts: ds.mail_servers.clone(),
     };
     Ok(DaemonSettings {
         base_dir: ds.base_dir.clone(),

@@ -82,13 +82,11 @@ impl Director {
             kick_ticket: None,
             flush_ticket: None,
         };
-        self.users_moving += 1;
         if must_kick {
             let ticket = self.ticket();
             ctx.kick_ticket = Some(ticket);
             self.kick_tickets
                 .insert(ticket, KickPurpose::Kill(tag, hash));
-            self.users_kicking += 1;
             self.effects.push_back(Effect::KickDirectorHash {
                 ticket,
                 hash,
@@ -107,7 +105,6 @@ impl Director {
         let Some(purpose) = self.kick_tickets.remove(&ticket) else {
             return;
         };
-        self.users_kicking = self.users_kicking.saturating_sub(1);
         if let KickPurpose::Kill(tag, hash) = purpose {
             let key = (tag, hash);
             let ours = self
@@ -211,7 +208,6 @@ impl Director {
         if let Some(t) = k.flush_ticket {
             self.flush_tickets.remove(&t);
         }
-        self.users_moving = self.users_moving.saturating_sub(1);
         self.users.set_killing(key.0, key.1, false);
         if k.forced {
             self.users.remove(key.0, key.1);

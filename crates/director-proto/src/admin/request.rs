@@ -26,11 +26,11 @@ pub const ADMIN_MAX_USED_FIELDS: usize = 4;
 
 /// Largest vhost count the director accepts in HOST-SET/HOST-UPDATE; larger
 /// values get the reply `vhost count too large` (a semantic check done by the
-/// daemon, not a parse error).
-pub const MAX_VHOST_COUNT: u32 = 1000;
+/// daemon, not a parse error). The core's limit, named for the wire.
+pub const MAX_VHOST_COUNT: u32 = director_core::host::VHOST_MAX;
 
-/// The vhost count a host gets when none is given.
-pub const DEFAULT_VHOST_COUNT: u32 = 100;
+/// The vhost count a host gets when none is given (the core's default).
+pub const DEFAULT_VHOST_COUNT: u32 = director_core::host::VHOST_DEFAULT;
 
 /// Who a USER-MOVE is about: a decimal u32 is taken as the user hash,
 /// anything else is a username the director hashes itself with
