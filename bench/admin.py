@@ -17,6 +17,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADGEN = os.path.join(ROOT, "target/release/director-loadgen")
 DIRECTORD = os.path.join(ROOT, "target/release/directord")
 MAIL_SERVERS = "127.0.1.1 127.0.1.2 127.0.1.3"
+# Both directors listen on it, each on its own address.
+ADMIN_PORT = 19190
+# Waiting for a director's files: WAIT_TRIES polls WAIT_STEP seconds apart.
+WAIT_TRIES, WAIT_STEP = 100, 0.1
+# Waiting for Dovecot's master to exit after SIGTERM: STOP_TRIES polls WAIT_STEP apart.
+STOP_TRIES = 100
 # After the last assignment: the moves' kick delay ends and the allocators return freed
 # pages (jemalloc purges dirty pages after ~10 s), so RSS shows the steady state.
 SETTLE_SECS = 12
@@ -56,6 +62,16 @@ def rss_kb(pid):
     die(f"no VmRSS for pid {pid}")
 
 
+def alive(pid):
+    """True while `pid` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            st = f.read()
+    except OSError:
+        return False
+    return st[st.rindex(")") + 2:].split()[0] not in ("Z", "X")
+
+
 def admin_cmd(sock, line):
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(30)
@@ -75,24 +91,41 @@ def admin_cmd(sock, line):
     return out
 
 
-class Dovecot:
-    name = "dovecot"
+class Director:
+    """One director under test, in its own dir with its own config (from CONF) and address.
+    `sock` is its UNIX admin socket, `pid` the process whose RSS is measured."""
+    name = ip = None
 
     def __init__(self, tmp):
+        self.d = os.path.join(tmp, self.name)
+        os.makedirs(self.d)
+        self.conf = os.path.join(tmp, self.name + ".conf")
+        with open(self.conf, "w") as f:
+            f.write(CONF.format(name=self.name, d=self.d, ip=self.ip, port=ADMIN_PORT,
+                                mail=MAIL_SERVERS))
+        self.sock = os.path.join(self.d, "run/director-admin")
+        self.launch()
+
+    def wait_for(self, path):
+        for _ in range(WAIT_TRIES):
+            if os.path.exists(path):
+                return
+            time.sleep(WAIT_STEP)
+        die(f"{self.name} did not create {path}")
+
+
+class Dovecot(Director):
+    name, ip = "dovecot", "127.0.88.1"
+
+    def launch(self):
         if not shutil.which("dovecot"):
             die("dovecot not found: apt-get install -y dovecot-core")
-        self.d = os.path.join(tmp, "dovecot")
-        os.makedirs(self.d)
-        self.conf = os.path.join(tmp, "dovecot.conf")
-        with open(self.conf, "w") as f:
-            f.write(CONF.format(name="dovecot", d=self.d, ip="127.0.88.1", port=19190, mail=MAIL_SERVERS))
         subprocess.run(["dovecot", "-c", self.conf], check=True)
-        self.sock = os.path.join(self.d, "run/director-admin")
-        for _ in range(100):
-            if os.path.exists(os.path.join(self.d, "run/master.pid")) and os.path.exists(self.sock):
-                break
-            time.sleep(0.1)
-        self.master = int(open(os.path.join(self.d, "run/master.pid")).read())
+        pid_file = os.path.join(self.d, "run/master.pid")
+        self.wait_for(pid_file)
+        self.wait_for(self.sock)
+        with open(pid_file) as f:
+            self.master = int(f.read())
         admin_cmd(self.sock, b"HOST-LIST")  # the director process starts on first connection
         time.sleep(1.5)
         self.pid = self._director_pid()
@@ -111,28 +144,27 @@ class Dovecot:
         die("Dovecot's director process not found")
 
     def stop(self):
+        # Wait for the master to exit: the next Dovecot of this bench binds the same address.
         os.kill(self.master, signal.SIGTERM)
+        for _ in range(STOP_TRIES):
+            if not alive(self.master):
+                return
+            time.sleep(WAIT_STEP)
+        die(f"dovecot master {self.master} did not exit after SIGTERM")
 
 
-class Ours:
-    name = "directord"
+class Ours(Director):
+    name, ip = "directord", "127.0.88.2"
 
-    def __init__(self, tmp):
-        self.d = os.path.join(tmp, "ours")
-        os.makedirs(self.d)
-        self.conf = os.path.join(tmp, "ours.conf")
-        with open(self.conf, "w") as f:
-            f.write(CONF.format(name="ours", d=self.d, ip="127.0.88.2", port=19190, mail=MAIL_SERVERS))
+    def launch(self):
         self.proc = subprocess.Popen([DIRECTORD, "-c", self.conf], stdout=subprocess.DEVNULL,
                                      stderr=open(os.path.join(self.d, "stderr.log"), "w"))
-        self.sock = os.path.join(self.d, "run/director-admin")
-        for _ in range(100):
-            if os.path.exists(self.sock):
-                break
-            time.sleep(0.1)
-        else:
-            die(f"directord did not create {self.sock}")
         self.pid = self.proc.pid
+        try:
+            self.wait_for(self.sock)
+        except SystemExit:  # not in `started` yet: stop it here
+            self.stop()
+            raise
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -140,8 +172,8 @@ class Ours:
 
 
 def loadgen(*args):
-    out = subprocess.run([LOADGEN, *args], check=True, capture_output=True, text=True).stdout.strip()
-    return out
+    return subprocess.run([LOADGEN, *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
 
 
 def rate(line):

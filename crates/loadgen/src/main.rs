@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 
 use anyhow::{bail, Context, Result};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -15,6 +15,12 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "usage:
   director-loadgen lookup --addr SOCKET|IP:PORT [--secs 5] [--window 1] [--users 100000] [--prefix perfu]
   director-loadgen assign --addr SOCKET|IP:PORT --host IP [--count 100000] [--start 0] [--window 100] [--prefix perfu]";
+
+/// Read buffer of the admin connection: many pipelined replies per read.
+const READ_BUFFER: usize = 1 << 16;
+/// `--window` unless given: `lookup` measures unpipelined requests, `assign` fills quickly.
+const LOOKUP_WINDOW: usize = 1;
+const ASSIGN_WINDOW: usize = 100;
 
 struct Opts {
     addr: String,
@@ -27,11 +33,11 @@ struct Opts {
     host: String,
 }
 
-fn parse(args: &[String]) -> Result<Opts> {
+fn parse(args: &[String], window: usize) -> Result<Opts> {
     let mut o = Opts {
         addr: String::new(),
         secs: 5.0,
-        window: 1,
+        window,
         users: 100_000,
         count: 100_000,
         start: 0,
@@ -61,25 +67,23 @@ fn parse(args: &[String]) -> Result<Opts> {
     Ok(o)
 }
 
-/// Runs `f` with a writer and a buffered reader over one connection.
+/// Runs `f` with a writer and a buffered reader over one connection (a UNIX socket when
+/// `addr` is a path, TCP otherwise), after the admin handshake.
 fn with_session<T>(
     addr: &str,
     f: impl FnOnce(&mut dyn Write, &mut dyn BufRead) -> Result<T>,
 ) -> Result<T> {
-    if addr.contains('/') {
+    let (mut w, r): (Box<dyn Write>, Box<dyn Read>) = if addr.contains('/') {
         let s = UnixStream::connect(addr).with_context(|| format!("connect({addr})"))?;
-        let mut w = s.try_clone()?;
-        let mut r = BufReader::with_capacity(1 << 16, s);
-        greet(&mut w, &mut r)?;
-        f(&mut w, &mut r)
+        (Box::new(s.try_clone()?), Box::new(s))
     } else {
         let s = TcpStream::connect(addr).with_context(|| format!("connect({addr})"))?;
         s.set_nodelay(true)?;
-        let mut w = s.try_clone()?;
-        let mut r = BufReader::with_capacity(1 << 16, s);
-        greet(&mut w, &mut r)?;
-        f(&mut w, &mut r)
-    }
+        (Box::new(s.try_clone()?), Box::new(s))
+    };
+    let mut r = BufReader::with_capacity(READ_BUFFER, r);
+    greet(&mut w, &mut r)?;
+    f(&mut w, &mut r)
 }
 
 fn greet(w: &mut dyn Write, r: &mut dyn BufRead) -> Result<()> {
@@ -192,10 +196,9 @@ fn main() -> Result<()> {
     let Some((cmd, rest)) = args.split_first() else {
         bail!("{USAGE}");
     };
-    let o = parse(rest)?;
     match cmd.as_str() {
-        "lookup" => lookup(&o),
-        "assign" => assign(&o),
+        "lookup" => lookup(&parse(rest, LOOKUP_WINDOW)?),
+        "assign" => assign(&parse(rest, ASSIGN_WINDOW)?),
         _ => bail!("{USAGE}"),
     }
 }

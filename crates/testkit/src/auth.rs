@@ -8,8 +8,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::instance::Instance;
 use crate::{run_doveadm_real, KitError, LoopbackAllocator};
@@ -73,21 +72,16 @@ impl DovecotAuth {
     }
 
     fn wait_ready(&self) -> Result<(), KitError> {
-        let deadline = Instant::now() + AUTH_READY_TIMEOUT;
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            let (stdout, stderr, code) =
-                run_doveadm_real(&self.config_path(), &["user", "-f", "uid", "*"]);
-            if code == 0 {
-                return Ok(());
-            }
-            last = format!("exit {code}: {stdout}{stderr}");
-            sleep(PROBE_INTERVAL);
-        }
-        Err(self.instance.start_error(format!(
-            "`doveadm user '*'` did not succeed within {} s (last: {last})",
-            AUTH_READY_TIMEOUT.as_secs()
-        )))
+        let what = "no successful `doveadm user '*'`";
+        self.instance
+            .wait_until(what, AUTH_READY_TIMEOUT, PROBE_INTERVAL, || {
+                let (stdout, stderr, code) =
+                    run_doveadm_real(&self.config_path(), &["user", "-f", "uid", "*"]);
+                match code {
+                    0 => Ok(()),
+                    _ => Err(format!("exit {code}: {stdout}{stderr}")),
+                }
+            })
     }
 
     /// The users it was started with, in order.

@@ -9,13 +9,13 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::unistd::{Group, User};
 
 use crate::instance::Instance;
-use crate::{free_port, KitError};
+use crate::loopback::free_ports;
+use crate::KitError;
 
 /// The password every user has on a backend unless [`BackendOptions::password`] says otherwise.
 pub const BACKEND_PASSWORD: &str = "pass";
@@ -81,22 +81,13 @@ impl DovecotBackend {
 
     /// Starts a backend as described by `opts` and waits for its IMAP greeting.
     pub fn start_with(opts: BackendOptions) -> Result<Self, KitError> {
+        crate::tools::require_backend_services();
         let mut instance = Instance::new("backend")?;
         let ip = opts.ip;
-        let mut ports = Vec::new();
-        for wanted in [opts.imap_port, opts.pop3_port, opts.lmtp_port] {
-            let port = match wanted {
-                Some(p) => p,
-                None => loop {
-                    let p = free_port(IpAddr::V4(ip))?;
-                    if !ports.contains(&p) {
-                        break p;
-                    }
-                },
-            };
-            ports.push(port);
-        }
-        let (imap_port, pop3_port, lmtp_port) = (ports[0], ports[1], ports[2]);
+        let [imap_port, pop3_port, lmtp_port] = free_ports(
+            IpAddr::V4(ip),
+            [opts.imap_port, opts.pop3_port, opts.lmtp_port],
+        )?;
 
         let mail_root = instance.root().join("mail");
         fs::create_dir_all(&mail_root).map_err(|e| KitError::io("creating mail dir", e))?;
@@ -165,21 +156,17 @@ impl DovecotBackend {
     }
 
     fn wait_imap_greeting(&self) -> Result<(), KitError> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let mut last = String::from("no answer yet");
-        while Instant::now() < deadline {
-            match probe_greeting(self.imap_addr()) {
-                Ok(line) if line.starts_with("* OK") => return Ok(()),
-                Ok(line) => last = format!("greeting {line:?}"),
-                Err(e) => last = e.to_string(),
-            }
-            sleep(PROBE_INTERVAL);
-        }
-        Err(self.instance.start_error(format!(
-            "no IMAP greeting on {} within {} s (last: {last})",
-            self.imap_addr(),
-            READY_TIMEOUT.as_secs()
-        )))
+        let what = format!("no IMAP greeting on {}", self.imap_addr());
+        self.instance.wait_until(
+            &what,
+            READY_TIMEOUT,
+            PROBE_INTERVAL,
+            || match probe_greeting(self.imap_addr()) {
+                Ok(line) if line.starts_with("* OK") => Ok(()),
+                Ok(line) => Err(format!("greeting {line:?}")),
+                Err(e) => Err(e.to_string()),
+            },
+        )
     }
 
     /// The backend's address (what goes into `director_mail_servers`).

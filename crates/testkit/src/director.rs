@@ -8,12 +8,12 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::instance::Instance;
+use crate::loopback::free_ports;
 use crate::tools::binary;
-use crate::{free_port, AdminClient, KitError, LoopbackAllocator};
+use crate::{AdminClient, KitError, LoopbackAllocator};
 
 /// How long the director may take to report `ring synced` on its admin socket.
 pub const RING_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,7 +68,7 @@ impl DirectorOptions {
         self
     }
     /// Uses this ring port (needed to list several directors in `director_servers` before
-    /// any of them starts; pre-allocate with [`free_port`]).
+    /// any of them starts; pre-allocate with [`free_port`](crate::free_port)).
     pub fn with_ring_port(mut self, port: u16) -> Self {
         self.ring_port = Some(port);
         self
@@ -109,19 +109,8 @@ impl DovecotDirector {
             Some(ip) => ip,
             None => LoopbackAllocator::new().next_ip(),
         };
-        let ring_port = match opts.ring_port {
-            Some(p) => p,
-            None => free_port(IpAddr::V4(ip))?,
-        };
-        let admin_port = match opts.admin_port {
-            Some(p) => p,
-            None => loop {
-                let p = free_port(IpAddr::V4(ip))?;
-                if p != ring_port {
-                    break p;
-                }
-            },
-        };
+        let [ring_port, admin_port] =
+            free_ports(IpAddr::V4(ip), [opts.ring_port, opts.admin_port])?;
         let director_servers = opts
             .director_servers
             .clone()
@@ -171,29 +160,25 @@ impl DovecotDirector {
     }
 
     fn wait_admin(&self, want_synced: bool, timeout: Duration) -> Result<(), KitError> {
-        let deadline = Instant::now() + timeout;
-        let mut last = String::from("no answer yet");
-        while Instant::now() < deadline {
-            match AdminClient::connect_tcp(self.admin_tcp_addr())
+        let what = if want_synced {
+            "no `ring synced`"
+        } else {
+            "no admin answer"
+        };
+        self.instance.wait_until(
+            what,
+            timeout,
+            PROBE_INTERVAL,
+            || match AdminClient::connect_tcp(self.admin_tcp_addr())
                 .and_then(|mut c| c.command("DIRECTOR-LIST"))
             {
                 Ok(lines) if !want_synced || lines.iter().any(|l| l.contains("ring synced")) => {
-                    return Ok(())
+                    Ok(())
                 }
-                Ok(lines) => last = format!("DIRECTOR-LIST = {lines:?}"),
-                Err(e) => last = e.to_string(),
-            }
-            sleep(PROBE_INTERVAL);
-        }
-        Err(self.instance.start_error(format!(
-            "no {} within {} s (last: {last})",
-            if want_synced {
-                "`ring synced`"
-            } else {
-                "admin answer"
+                Ok(lines) => Err(format!("DIRECTOR-LIST = {lines:?}")),
+                Err(e) => Err(e.to_string()),
             },
-            timeout.as_secs()
-        )))
+        )
     }
 
     /// The UNIX admin socket, `base_dir/director-admin` (what `doveadm director -a` takes).

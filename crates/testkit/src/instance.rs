@@ -127,6 +127,31 @@ impl Instance {
         }
     }
 
+    /// Calls `probe` every `interval` until it returns `Ok` or `timeout` has passed; the
+    /// start error then reads "WHAT within N s (last: <the probe's last Err>)" plus the log
+    /// tail. Every launcher's readiness wait is this loop with its own probe.
+    pub(crate) fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        interval: Duration,
+        mut probe: impl FnMut() -> Result<(), String>,
+    ) -> Result<(), KitError> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("no answer yet");
+        while Instant::now() < deadline {
+            match probe() {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            sleep(interval);
+        }
+        Err(self.start_error(format!(
+            "{what} within {} s (last: {last})",
+            timeout.as_secs()
+        )))
+    }
+
     /// Writes the config and runs `dovecot -c CONF`, then waits for `master.pid`.
     pub(crate) fn start(&mut self, config: &str) -> Result<(), KitError> {
         fs::create_dir_all(self.state_dir()).map_err(|e| KitError::io("creating state_dir", e))?;

@@ -45,5 +45,5 @@ pub use auth::DovecotAuth;
 pub use backend::{BackendOptions, DovecotBackend, BACKEND_PASSWORD};
 pub use director::{DirectorOptions, DovecotDirector, RING_SYNC_TIMEOUT};
 pub use error::KitError;
-pub use loopback::{free_port, LoopbackAllocator};
-pub use tools::{require_dovecot, run_doveadm_real, INSTALL_HINT};
+pub use loopback::{free_port, free_ports, LoopbackAllocator};
+pub use tools::{require_backend_services, require_dovecot, run_doveadm_real, INSTALL_HINT};

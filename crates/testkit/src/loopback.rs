@@ -21,6 +21,9 @@ const FIRST_SECOND_OCTET: u32 = 2;
 const SECOND_OCTETS: u32 = 125;
 /// Number of /24 blocks the allocator cycles through.
 const BLOCKS: u32 = SECOND_OCTETS * 256;
+/// How many times [`free_ports`] asks the kernel for a port before giving up (the kernel
+/// hands out a just-released port again only rarely).
+const PORT_TRIES: usize = 100;
 /// Multiplier that spreads PIDs over the block space.
 const PID_SPREAD: u32 = 7919;
 /// Host numbers handed out inside a block (.1 ..= .254).
@@ -94,4 +97,34 @@ pub fn free_port(ip: IpAddr) -> Result<u16, KitError> {
         .map_err(|e| KitError::io("reading bound address", e))?
         .port();
     Ok(port)
+}
+
+/// One port per entry of `wanted` on `ip`: the given port, or a free one that differs from
+/// every other entry (a just-released port may be handed out twice, and two listeners of one
+/// instance cannot share it).
+pub fn free_ports<const N: usize>(
+    ip: IpAddr,
+    wanted: [Option<u16>; N],
+) -> Result<[u16; N], KitError> {
+    let mut ports = wanted.map(|p| p.unwrap_or(0));
+    for i in 0..N {
+        if ports[i] != 0 {
+            continue;
+        }
+        let mut tries = 0;
+        ports[i] = loop {
+            let p = free_port(ip)?;
+            if !ports.contains(&p) {
+                break p;
+            }
+            tries += 1;
+            if tries >= PORT_TRIES {
+                return Err(KitError::io(
+                    format!("finding {N} distinct free ports on {ip}"),
+                    std::io::Error::from(std::io::ErrorKind::AddrInUse),
+                ));
+            }
+        };
+    }
+    Ok(ports)
 }

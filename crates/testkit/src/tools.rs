@@ -30,6 +30,27 @@ pub fn require_dovecot() {
     }
 }
 
+/// Dovecot's service binaries a backend needs (from dovecot-imapd, -pop3d and -lmtpd).
+const BACKEND_SERVICES: &[&str] = &["imap", "imap-login", "pop3", "pop3-login", "lmtp"];
+/// Where Debian installs them.
+const DOVECOT_LIBEXEC: &str = "/usr/lib/dovecot";
+
+/// Panics with the install command unless the backend protocol packages are installed; a
+/// backend without them would only fail to start with a less helpful error.
+pub fn require_backend_services() {
+    require_dovecot();
+    for service in BACKEND_SERVICES {
+        if !std::path::Path::new(DOVECOT_LIBEXEC)
+            .join(service)
+            .is_file()
+        {
+            panic!(
+                "dovecot {service} not found in {DOVECOT_LIBEXEC}: install it with `{INSTALL_HINT}`"
+            );
+        }
+    }
+}
+
 /// Finds an executable by name on `$PATH` or in the usual system directories.
 pub(crate) fn find_binary(name: &str) -> Option<std::path::PathBuf> {
     let path_var = std::env::var_os("PATH").unwrap_or_default();

@@ -2,10 +2,20 @@
 //! IMAP ID, and speaks POP3 and LMTP on its own ports.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use testkit::{require_dovecot, DovecotBackend, LoopbackAllocator, BACKEND_PASSWORD};
+
+/// Connects with a read timeout; returns the writing half and a line reader.
+fn connect(addr: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let writer = stream.try_clone().expect("clone");
+    (writer, BufReader::new(stream))
+}
 
 fn read_until_tag(reader: &mut BufReader<TcpStream>, tag: &str) -> Vec<String> {
     let mut lines = Vec::new();
@@ -27,12 +37,7 @@ fn imap_login_and_id_show_the_backend_ip() {
     require_dovecot();
     let ip = LoopbackAllocator::new().next_ip();
     let backend = DovecotBackend::start(ip).expect("backend starts");
-    let stream = TcpStream::connect(backend.imap_addr()).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut writer = stream.try_clone().expect("clone");
-    let mut reader = BufReader::new(stream);
+    let (mut writer, mut reader) = connect(backend.imap_addr());
     let mut greeting = String::new();
     reader.read_line(&mut greeting).expect("greeting");
     assert!(greeting.starts_with("* OK"), "{greeting}");
@@ -62,12 +67,7 @@ fn imap_login_and_id_show_the_backend_ip() {
     assert!(backend.mail_dir().join("someone@example.com").exists());
 
     // A wrong password is refused.
-    let stream = TcpStream::connect(backend.imap_addr()).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut writer = stream.try_clone().expect("clone");
-    let mut reader = BufReader::new(stream);
+    let (mut writer, mut reader) = connect(backend.imap_addr());
     let _ = read_until_tag(&mut reader, "* OK");
     writer
         .write_all(b"b1 LOGIN someone wrong\r\n")
@@ -85,22 +85,12 @@ fn pop3_and_lmtp_listen() {
     let ip = LoopbackAllocator::new().next_ip();
     let backend = DovecotBackend::start(ip).expect("backend starts");
     for (addr, prefix) in [(backend.pop3_addr(), "+OK"), (backend.lmtp_addr(), "220 ")] {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
+        let (_, mut reader) = connect(addr);
         let mut line = String::new();
-        BufReader::new(stream)
-            .read_line(&mut line)
-            .expect("greeting");
+        reader.read_line(&mut line).expect("greeting");
         assert!(line.starts_with(prefix), "{addr}: {line}");
     }
-    let stream = TcpStream::connect(backend.pop3_addr()).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut writer = stream.try_clone().expect("clone");
-    let mut reader = BufReader::new(stream);
+    let (mut writer, mut reader) = connect(backend.pop3_addr());
     let mut line = String::new();
     reader.read_line(&mut line).expect("greeting");
     for cmd in [
