@@ -16,7 +16,7 @@ use director_proto::admin::AdminRequest;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
-use crate::core_glue::{pending_reply, AdminStart, CoreError, CoreState};
+use crate::core_glue::{core_reply, AdminStart, CoreError, CoreState};
 use crate::effects::flush;
 use crate::effects::kick::{KickFuture, SessionKiller};
 use crate::limits::ACTOR_QUEUE_CAPACITY;
@@ -254,7 +254,7 @@ impl Actor {
             match effect {
                 Effect::AdminReply { ticket, reply } => {
                     if let Some(mut held) = self.batches.remove(&ticket) {
-                        pending_reply(reply).encode_into(&mut held.out);
+                        core_reply(reply).encode_into(&mut held.out);
                         let now = self.clock.now();
                         self.continue_batch(held, now);
                     } else {
@@ -318,11 +318,7 @@ impl Actor {
     fn start_flush(&self, ticket: Ticket, socket: String, argv: Vec<String>) {
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let result = match flush::parse_target(&socket) {
-                Ok(target) => flush::run(&target, &argv).await,
-                Err(e) => Err(e),
-            };
-            let success = match result {
+            let success = match flush::run_uri(&socket, &argv).await {
                 Ok(()) => {
                     tracing::debug!(socket = %socket, args = ?argv, "flush script succeeded");
                     true

@@ -39,7 +39,8 @@ fn secs(now: Duration) -> u64 {
     now.as_secs()
 }
 
-fn core_reply(r: CoreReply) -> AdminReply {
+/// Maps the core's reply (of a request finished now or of a pending ticket) to the wire's.
+pub fn core_reply(r: CoreReply) -> AdminReply {
     match r {
         CoreReply::Ok => AdminReply::OK,
         CoreReply::NotFound => AdminReply::NOT_FOUND,
@@ -62,6 +63,11 @@ fn tag_arg(tag: &str) -> Option<&str> {
     } else {
         Some(tag)
     }
+}
+
+/// The core's Unix seconds as the wire's signed `time_t` (saturating; never reached).
+fn wire_time(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -90,7 +96,7 @@ impl CoreState {
                         user_count: h.user_count,
                         tag: h.tag,
                         down: h.down,
-                        last_updown_change: i64::try_from(h.last_updown_change).unwrap_or(i64::MAX),
+                        last_updown_change: wire_time(h.last_updown_change),
                     })
                     .collect(),
             ),
@@ -120,9 +126,7 @@ impl CoreState {
                 match d.user_lookup(&parse_user_key(&user), &tag, now) {
                     Ok(l) => AdminReply::UserLookup(UserLookupReply {
                         current: l.current.map(|(ip, _)| ip),
-                        expire: l
-                            .current
-                            .map_or(0, |(_, e)| i64::try_from(e).unwrap_or(i64::MAX)),
+                        expire: l.current.map_or(0, |(_, e)| wire_time(e)),
                         hashed: l.hashed,
                         initial: l.initial,
                     }),
@@ -137,7 +141,7 @@ impl CoreState {
                     .into_iter()
                     .map(|u| UserListEntry {
                         hash: u.hash,
-                        expire: i64::try_from(u.expire).unwrap_or(i64::MAX),
+                        expire: wire_time(u.expire),
                         ip: u.ip,
                     })
                     .collect(),
@@ -228,9 +232,4 @@ fn outcome(o: AdminOutcome) -> AdminStart {
         AdminOutcome::Done(r) => AdminStart::Done(core_reply(r)),
         AdminOutcome::Pending(t) => AdminStart::Pending(t),
     }
-}
-
-/// Maps the core's `AdminReply` for pending tickets.
-pub fn pending_reply(r: CoreReply) -> AdminReply {
-    core_reply(r)
 }

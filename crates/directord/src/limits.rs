@@ -27,14 +27,12 @@ pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// `director_flush_socket` connect timeout (Dovecot's program-client uses 10 s).
-pub const FLUSH_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const FLUSH_CONNECT_TIMEOUT: Duration =
+    Duration::from_secs(director_proto::flush_script::SCRIPT_CONNECT_TIMEOUT_SECS);
 
 /// Total time a flush script may take before it counts as failed. Dovecot bounds the whole
 /// kill/move by the 30 s move timeout; we stop waiting for the script a little earlier.
 pub const FLUSH_TOTAL_TIMEOUT: Duration = Duration::from_secs(25);
-
-/// Most bytes we read back from a remote flush script (it only needs to say `+` or `-`).
-pub const FLUSH_MAX_OUTPUT: usize = 64 * 1024;
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit, so thousands of idle admin clients
 /// (and later, proxied sessions) don't run us out of descriptors. Returns the new soft limit.

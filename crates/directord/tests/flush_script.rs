@@ -5,8 +5,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixListener;
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use common::{Daemon, WAIT};
@@ -21,6 +21,28 @@ fn move_user(c: &mut common::Client, line: &str) -> String {
             return r;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Accepts the daemon's flush connection, failing (instead of hanging) after [`WAIT`].
+fn accept_bounded(listener: &UnixListener) -> UnixStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                return s;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the daemon never connected to the flush socket"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("accept on the flush socket: {e}"),
+        }
     }
 }
 
@@ -39,7 +61,7 @@ fn moving_a_user_runs_the_unix_flush_script() {
     // Real move .1 -> .2: the flush script runs with the old and new host.
     assert_eq!(move_user(&mut c, "USER-MOVE\tuser9\t127.0.1.2"), "OK\n");
 
-    let (mut s, _) = listener.accept().unwrap();
+    let mut s = accept_bounded(&listener);
     s.set_read_timeout(Some(WAIT)).unwrap();
     let mut got = Vec::new();
     s.read_to_end(&mut got).unwrap();

@@ -263,10 +263,7 @@ impl Client {
 
     pub fn read_reply(&mut self, line: &str) -> String {
         let cmd = line.split('\t').next().unwrap_or("");
-        let is_list = matches!(
-            cmd,
-            "HOST-LIST" | "HOST-LIST-REMOVED" | "DIRECTOR-LIST" | "USER-LIST"
-        );
+        let is_list = testkit::ADMIN_MULTILINE_COMMANDS.contains(&cmd);
         let mut out = String::new();
         loop {
             let l = self
@@ -280,33 +277,23 @@ impl Client {
         }
     }
 
-    /// Reads until the server closes; returns what arrived. Panics after [`WAIT`].
+    /// Reads until the server closes; returns what arrived (buffered bytes first). Panics
+    /// after [`WAIT`].
     pub fn read_to_close(&mut self) -> Vec<u8> {
         let mut out = std::mem::take(&mut self.buf);
-        let mut chunk = [0u8; 65536];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return out,
-                Ok(n) => out.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
-                Err(e) => panic!("server did not close the connection: {e}"),
-            }
-        }
+        out.extend(raw_read_to_close(&mut self.stream));
+        out
     }
 }
 
 /// Reads from a raw stream until the server closes (EOF or reset). Panics after [`WAIT`].
 pub fn raw_read_to_close(s: &mut UnixStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 65536];
-    loop {
-        match s.read(&mut chunk) {
-            Ok(0) => return out,
-            Ok(n) => out.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
-            Err(e) => panic!("server did not close the connection: {e}"),
-        }
-    }
+    try_read_to_close(s).unwrap_or_else(|partial| {
+        panic!(
+            "server did not close the connection ({} bytes arrived)",
+            partial.len()
+        )
+    })
 }
 
 /// Like [`raw_read_to_close`] but returns `Err(partial)` instead of panicking when the server
