@@ -10,10 +10,6 @@ use crate::resolve::strerror;
 
 /// Config file read when `-c` is not given (doveadm's default).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/dovecot/dovecot.conf";
-/// Dovecot 2.3.19's default `base_dir` (Debian build).
-pub const DEFAULT_BASE_DIR: &str = "/run/dovecot";
-/// Dovecot's default `director_username_hash`.
-pub const DEFAULT_USERNAME_HASH: &str = "%Lu";
 
 /// What doveadm takes from the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,13 +95,18 @@ pub fn load(path: Option<&[u8]>, overrides: &[Vec<u8>]) -> Result<Settings, Load
             .map_err(|e| LoadError::Read(format!("Invalid -o parameter {o}: {}", e.message)))?;
     }
     Ok(Settings {
-        base_dir: config
-            .get("base_dir")
-            .unwrap_or(DEFAULT_BASE_DIR)
-            .to_owned(),
-        username_hash: config
-            .get("director_username_hash")
-            .unwrap_or(DEFAULT_USERNAME_HASH)
-            .to_owned(),
+        base_dir: setting(&config, "base_dir"),
+        username_hash: setting(&config, "director_username_hash"),
     })
+}
+
+/// A top-level setting, else Dovecot 2.3.19's default for it (the table
+/// `director_config` keeps from `doveconf -d`; `base_dir` is
+/// `/run/dovecot`, `director_username_hash` is `%Lu`).
+fn setting(config: &director_config::Config, key: &str) -> String {
+    config
+        .get(key)
+        .or_else(|| director_config::dovecot_default(key))
+        .unwrap_or_default()
+        .to_owned()
 }

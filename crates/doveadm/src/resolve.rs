@@ -3,10 +3,14 @@
 //! like `12345`) is used as is; anything else goes to the system resolver
 //! and yields every address it returns, in its order.
 
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::IpAddr;
+
+use director_config::{Resolver, SystemResolver};
 
 /// Resolves `host`; the error is the resolver's message
-/// (e.g. `Name or service not known`).
+/// (e.g. `Name or service not known`). Names go through
+/// `director_config::SystemResolver`, the daemon's resolver, so both
+/// programs see the same addresses in the same order.
 pub fn lookup(host: &[u8]) -> Result<Vec<IpAddr>, String> {
     if let Some(ip) = director_proto::value::parse_ip(host) {
         return Ok(vec![ip]);
@@ -14,20 +18,9 @@ pub fn lookup(host: &[u8]) -> Result<Vec<IpAddr>, String> {
     let Ok(name) = std::str::from_utf8(host) else {
         return Err("Name or service not known".to_owned());
     };
-    match (name, 0u16).to_socket_addrs() {
-        Ok(addrs) => {
-            let mut ips: Vec<IpAddr> = Vec::new();
-            for a in addrs {
-                if !ips.contains(&a.ip()) {
-                    ips.push(a.ip());
-                }
-            }
-            if ips.is_empty() {
-                Err("No address associated with hostname".to_owned())
-            } else {
-                Ok(ips)
-            }
-        }
+    match SystemResolver.resolve(name) {
+        Ok(ips) if ips.is_empty() => Err("No address associated with hostname".to_owned()),
+        Ok(ips) => Ok(ips),
         Err(e) => Err(resolver_message(&e)),
     }
 }
@@ -42,7 +35,7 @@ fn resolver_message(e: &std::io::Error) -> String {
 }
 
 /// `strerror` text from an `io::Error` (std appends ` (os error N)`).
-pub fn strip_os_error(s: &str) -> String {
+fn strip_os_error(s: &str) -> String {
     match s.rfind(" (os error ") {
         Some(p) if s.ends_with(')') => s[..p].to_owned(),
         _ => s.to_owned(),

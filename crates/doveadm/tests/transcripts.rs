@@ -134,6 +134,14 @@ fn basic_transcripts_replay_byte_for_byte() {
     let users = tmp.path().join("users-small.txt");
     // Reconstructed from the recorded outputs: same hashes, same order.
     std::fs::write(&users, "user1\nUSER1\nuser2@example.com\nuser3\nuser4\n").expect("users file");
+    // A SKIP entry must name a recorded run, so a renamed or dropped run
+    // cannot leave a stale entry that hides nothing (or the wrong thing).
+    for (label, why) in SKIP {
+        assert!(
+            runs.iter().any(|r| r["label"].as_str() == Some(label)),
+            "SKIP names {label:?} ({why}), which is not in basic.json"
+        );
+    }
     let mut failures = Vec::new();
     let mut compared = 0;
     for run in runs {

@@ -1,10 +1,9 @@
 //! `director add [-t <tag>] <host> [<vhost count>]`: `HOST-SET` for every
 //! address of the host. Also holds what `update` shares with it.
 
-use super::{resolve_host, CommandSpec, Ctx, SOCKET_PARAM};
+use super::per_ip::{self, Level, NotFound, Report};
+use super::{CommandSpec, Ctx, SOCKET_PARAM};
 use crate::args::Param;
-use crate::exit;
-use crate::resolve::ip_text;
 use crate::ui::Ui;
 use director_proto::value::parse_uint;
 
@@ -67,42 +66,21 @@ pub fn send_host_set(
     tag: &[u8],
     vhosts: Option<u32>,
 ) -> i32 {
-    let Some(ips) = resolve_host(host, ui) else {
-        return exit::TEMPFAIL;
-    };
-    let mut req = Vec::new();
-    for ip in &ips {
-        req.extend_from_slice(command.as_bytes());
-        req.push(b'\t');
-        req.extend_from_slice(ip_text(ip).as_bytes());
+    let request = |ip: &str| {
+        let mut line = format!("{command}\t{ip}").into_bytes();
         if !tag.is_empty() {
-            req.push(b'@');
-            req.extend_from_slice(tag);
+            line.push(b'@');
+            line.extend_from_slice(tag);
         }
         if let Some(n) = vhosts {
-            req.extend_from_slice(format!("\t{n}").as_bytes());
+            line.extend_from_slice(format!("\t{n}").as_bytes());
         }
-        req.push(b'\n');
-    }
-    if let Err(code) = conn.send(&req, ui) {
-        return code;
-    }
-    for ip in &ips {
-        let Some(reply) = super::read_reply(conn, ui) else {
-            return exit::TEMPFAIL;
-        };
-        let ip = ip_text(ip);
-        match reply.as_slice() {
-            b"OK" => ui.info(format!("{ip}: OK")),
-            b"NOTFOUND" => {
-                ui.error(format!("{ip}: doesn't exist"));
-                ui.set_exit(exit::TEMPFAIL);
-            }
-            other => {
-                ui.error([format!("{ip}: ").as_bytes(), other].concat());
-                ui.set_exit(exit::TEMPFAIL);
-            }
-        }
-    }
-    exit::OK
+        line
+    };
+    let report = Report {
+        ok: "OK",
+        level: Level::Error,
+        not_found: NotFound::Fail,
+    };
+    per_ip::send_per_ip(conn, ui, host, request, &report)
 }

@@ -2,10 +2,10 @@
 //! assignments right away (`HOST-FLUSH`), otherwise users are moved back
 //! gracefully (`HOST-RESET-USERS`, optionally with a parallelism limit).
 
-use super::{resolve_host, CommandSpec, Ctx, SOCKET_PARAM};
+use super::per_ip::{self, Level, NotFound, Report};
+use super::{CommandSpec, Ctx, SOCKET_PARAM};
 use crate::args::Param;
 use crate::exit;
-use crate::resolve::ip_text;
 use crate::ui::Ui;
 
 /// `flush`.
@@ -52,37 +52,18 @@ fn run(ctx: &mut Ctx, ui: &mut Ui) -> i32 {
         }
         return exit::OK;
     }
-    let Some(ips) = resolve_host(&host, ui) else {
-        return exit::TEMPFAIL;
-    };
-    let mut req = String::new();
-    for ip in &ips {
-        let ip = ip_text(ip);
+    let request = |ip: &str| {
         match (force, max) {
-            (true, _) => req.push_str(&format!("HOST-FLUSH\t{ip}\n")),
-            (false, Some(n)) => req.push_str(&format!("HOST-RESET-USERS\t{ip}\t{n}\n")),
-            (false, None) => req.push_str(&format!("HOST-RESET-USERS\t{ip}\n")),
+            (true, _) => format!("HOST-FLUSH\t{ip}"),
+            (false, Some(n)) => format!("HOST-RESET-USERS\t{ip}\t{n}"),
+            (false, None) => format!("HOST-RESET-USERS\t{ip}"),
         }
-    }
-    if let Err(code) = conn.send(req.as_bytes(), ui) {
-        return code;
-    }
-    for ip in &ips {
-        let Some(reply) = super::read_reply(&mut conn, ui) else {
-            return exit::TEMPFAIL;
-        };
-        let ip = ip_text(ip);
-        match reply.as_slice() {
-            b"OK" => ui.info(format!("{ip}: flushed")),
-            b"NOTFOUND" => {
-                ui.warning(format!("{ip}: doesn't exist"));
-                ui.set_exit_if_ok(exit::NOHOST);
-            }
-            other => {
-                ui.warning([format!("{ip}: ").as_bytes(), other].concat());
-                ui.set_exit(exit::TEMPFAIL);
-            }
-        }
-    }
-    exit::OK
+        .into_bytes()
+    };
+    let report = Report {
+        ok: "flushed",
+        level: Level::Warning,
+        not_found: NotFound::NoHost,
+    };
+    per_ip::send_per_ip(&mut conn, ui, &host, request, &report)
 }

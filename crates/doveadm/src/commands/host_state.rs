@@ -5,9 +5,8 @@
 //! other replies → `Error: <ip>: <reply>` (75), `OK` with `-v` →
 //! `Info: <ip>: <verb>`.
 
-use super::{resolve_host, Ctx};
-use crate::exit;
-use crate::resolve::ip_text;
+use super::per_ip::{self, Level, NotFound, Report};
+use super::Ctx;
 use crate::ui::Ui;
 
 /// Runs one of the host state commands.
@@ -19,32 +18,16 @@ pub fn run(ctx: &mut Ctx, ui: &mut Ui, command: &str, verb: &str) -> i32 {
     let Some(host) = ctx.arg("host").map(<[u8]>::to_vec) else {
         return ctx.usage(ui);
     };
-    let Some(ips) = resolve_host(&host, ui) else {
-        return exit::TEMPFAIL;
+    let report = Report {
+        ok: verb,
+        level: Level::Error,
+        not_found: NotFound::NoHost,
     };
-    let mut req = Vec::new();
-    for ip in &ips {
-        req.extend_from_slice(format!("{command}\t{}\n", ip_text(ip)).as_bytes());
-    }
-    if let Err(code) = conn.send(&req, ui) {
-        return code;
-    }
-    for ip in &ips {
-        let Some(reply) = super::read_reply(&mut conn, ui) else {
-            return exit::TEMPFAIL;
-        };
-        let ip = ip_text(ip);
-        match reply.as_slice() {
-            b"OK" => ui.info(format!("{ip}: {verb}")),
-            b"NOTFOUND" => {
-                ui.error(format!("{ip}: doesn't exist"));
-                ui.set_exit_if_ok(exit::NOHOST);
-            }
-            other => {
-                ui.error([format!("{ip}: ").as_bytes(), other].concat());
-                ui.set_exit(exit::TEMPFAIL);
-            }
-        }
-    }
-    exit::OK
+    per_ip::send_per_ip(
+        &mut conn,
+        ui,
+        &host,
+        |ip| format!("{command}\t{ip}").into_bytes(),
+        &report,
+    )
 }

@@ -16,8 +16,8 @@ use crate::format::{Header, Output};
 use crate::resolve::ip_text;
 use crate::timefmt;
 use crate::ui::Ui;
-use director_proto::tabescape;
-use director_proto::value::{parse_ip, parse_uint};
+use director_proto::admin::{parse_user_list_line, UserListEntry};
+use director_proto::value::parse_uint;
 
 /// `map`.
 pub const SPEC: CommandSpec = CommandSpec {
@@ -128,7 +128,7 @@ fn run(ctx: &mut Ctx, ui: &mut Ui) -> i32 {
     let (lines, res) = conn.read_list(ui);
     let mut out = Output::new(HEADERS);
     for line in &lines {
-        let Some((hash, expire, ip)) = parse_user_list_line(line) else {
+        let Ok(UserListEntry { hash, expire, ip }) = parse_user_list_line(line) else {
             ui.error([&b"Invalid USER-LIST reply: "[..], line].concat());
             ui.set_exit(exit::PROTOCOL);
             continue;
@@ -157,15 +157,6 @@ fn run(ctx: &mut Ctx, ui: &mut Ui) -> i32 {
     }
     let code = ctx.print(&out, ui);
     res.err().unwrap_or(code)
-}
-
-/// `hash\texpire\tip[\t…]` with a u32 hash, a time and an IP.
-fn parse_user_list_line(line: &[u8]) -> Option<(u32, i64, IpAddr)> {
-    let f = tabescape::split_fields(line);
-    if f.len() < 3 {
-        return None;
-    }
-    Some((parse_uint(&f[0])?, timefmt::parse(&f[1])?, parse_ip(&f[2])?))
 }
 
 /// Builds the username table from `-f` or from the userdb; users whose

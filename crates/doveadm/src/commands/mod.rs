@@ -10,6 +10,7 @@ pub mod host_state;
 pub mod kick;
 pub mod map;
 pub mod move_user;
+pub mod per_ip;
 pub mod remove;
 pub mod ring;
 pub mod status;
