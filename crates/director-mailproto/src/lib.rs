@@ -32,6 +32,7 @@ pub mod action;
 pub mod imap;
 pub mod line;
 pub mod lmtp;
+mod login;
 pub mod managesieve;
 pub mod pop3;
 pub mod proxy_v2;

@@ -93,17 +93,6 @@ impl LineBuffer {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
-
-    /// The buffered bytes (for parsers that need to look ahead, e.g. literals).
-    pub fn peek(&self) -> &[u8] {
-        &self.buf
-    }
-
-    /// Removes `n` bytes from the front (saturating).
-    pub fn consume(&mut self, n: usize) {
-        let n = n.min(self.buf.len());
-        self.buf.drain(..n);
-    }
 }
 
 /// Splits a line at the first space: `(word, rest)`; `rest` excludes the space.

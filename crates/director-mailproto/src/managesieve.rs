@@ -10,6 +10,7 @@
 use crate::action::{Action, BackendAction, BackendFailure, LoginFailure};
 use crate::imap::parse::{parse_single_arg, parse_untagged, Arg, Command, FatalError, Parsed};
 use crate::line::LineBuffer;
+use crate::login::{sasl_respond, Replies, SaslOutcome, State};
 use crate::pop3::xclient_line;
 use crate::sasl::{self, SaslError, SaslExchange, SaslMech, SaslStep, MAX_AUTH_RESPONSE};
 use crate::session::{ConnInfo, Credentials};
@@ -58,15 +59,13 @@ pub struct SieveLoginRequest {
     pub credentials: Credentials,
 }
 
-#[derive(Debug)]
-enum State {
-    Commands,
-    Sasl(SaslExchange),
-    TlsHandshake,
-    LoginPending,
-    Proxying,
-    Closed,
-}
+/// ManageSieve's texts for the shared pre-login outcomes (recorded).
+const REPLIES: Replies = Replies {
+    temporary: "NO (TRYLATER) \"Account is temporarily unavailable.\"",
+    auth_failed: "NO \"Authentication failed.\"",
+    aborted: "NO \"Authentication aborted by client.\"",
+    invalid_base64: "NO \"Invalid base64 in response\"",
+};
 
 type Out = Vec<Action<SieveLoginRequest>>;
 
@@ -138,7 +137,7 @@ impl SieveLogin {
     /// before logging in: `BYE "Disconnected for inactivity."` (recorded), then close.
     pub fn idle_timeout(&mut self) -> Out {
         let mut out = Vec::new();
-        if matches!(self.state, State::Closed | State::Proxying) {
+        if self.state.past_login() {
             return out;
         }
         self.close(&mut out, "BYE \"Disconnected for inactivity.\"");
@@ -148,24 +147,16 @@ impl SieveLogin {
     /// False while the machine waits for the driver (login in progress):
     /// stop reading from the client until it turns true again.
     pub fn wants_input(&self) -> bool {
-        !matches!(
-            self.state,
-            State::LoginPending | State::TlsHandshake | State::Proxying | State::Closed
-        )
+        self.state.wants_input()
     }
 
     /// Client bytes arrived. Ignored once closed, during a TLS handshake and
     /// after `login_succeeded` (the driver splices from then on).
     pub fn feed(&mut self, data: &[u8]) -> Out {
-        if matches!(
-            self.state,
-            State::Closed | State::TlsHandshake | State::Proxying
-        ) {
+        if self.state.ignores_input() {
             return Vec::new();
         }
-        if !self.wants_input()
-            && self.buf.len().saturating_add(data.len()) > crate::action::MAX_PENDING_INPUT
-        {
+        if self.state.pending_overflow(self.buf.len(), data.len()) {
             let mut out = Vec::new();
             self.close(&mut out, "BYE \"Input buffer full, aborting\"");
             return out;
@@ -198,12 +189,8 @@ impl SieveLogin {
         }
         self.state = State::Commands;
         let mut out = Vec::new();
-        match why {
-            LoginFailure::Relayed => {}
-            LoginFailure::Temporary => out.push(reply(
-                "NO (TRYLATER) \"Account is temporarily unavailable.\"",
-            )),
-            LoginFailure::AuthFailed => out.push(reply("NO \"Authentication failed.\"")),
+        if let Some(text) = REPLIES.login_failed(&why) {
+            out.push(reply(text));
         }
         out.extend(self.process());
         out
@@ -224,20 +211,18 @@ impl SieveLogin {
 
     fn process(&mut self) -> Out {
         let mut out = Vec::new();
-        while matches!(self.state, State::Commands | State::Sasl(_)) {
+        while self.state.parses() {
             if self.buf.is_empty() {
                 break;
             }
-            let parsed = if matches!(self.state, State::Sasl(_)) {
+            let parsed = if self.state.is_sasl() {
                 parse_single_arg(&self.buf)
             } else {
                 parse_untagged(&self.buf)
             };
             match parsed {
                 Parsed::Incomplete { .. } => {
-                    if matches!(self.state, State::Sasl(_))
-                        && self.buf.len() > MAX_AUTH_RESPONSE + 4
-                    {
+                    if self.state.is_sasl() && self.buf.len() > MAX_AUTH_RESPONSE + 4 {
                         self.state = State::Closed;
                         self.buf.clear();
                         out.push(Action::Close);
@@ -246,7 +231,7 @@ impl SieveLogin {
                 }
                 Parsed::Fatal(FatalError::LineTooLong)
                 | Parsed::Fatal(FatalError::LiteralTooLarge) => {
-                    if matches!(self.state, State::Sasl(_)) {
+                    if self.state.is_sasl() {
                         self.state = State::Closed;
                         self.buf.clear();
                         out.push(Action::Close);
@@ -258,7 +243,7 @@ impl SieveLogin {
                 Parsed::Error { consumed, .. } => {
                     self.buf.drain(..consumed);
                     if let State::Sasl(_) = std::mem::replace(&mut self.state, State::Commands) {
-                        out.push(reply("NO \"Invalid base64 in response\""));
+                        out.push(reply(REPLIES.invalid_base64));
                         continue;
                     }
                     self.bad(&mut out);
@@ -337,7 +322,7 @@ impl SieveLogin {
             Err(SaslError::InvalidBase64) => {
                 out.push(reply("NO \"Invalid base64 data in initial response\""))
             }
-            Err(_) => out.push(reply("NO \"Authentication failed.\"")),
+            Err(_) => out.push(reply(REPLIES.auth_failed)),
         }
     }
 
@@ -355,20 +340,18 @@ impl SieveLogin {
     }
 
     /// A SASL response is one quoted string or literal on its own line.
-    fn sasl_response(&mut self, mut ex: SaslExchange, cmd: &Command, out: &mut Out) {
+    fn sasl_response(&mut self, ex: SaslExchange, cmd: &Command, out: &mut Out) {
         let Some(Some(data)) = cmd.args.first().and_then(Arg::as_nstring) else {
-            out.push(reply("NO \"Invalid base64 in response\""));
+            out.push(reply(REPLIES.invalid_base64));
             return;
         };
-        match ex.respond(data) {
-            Ok(step) => self.step(ex, step, out),
-            Err(SaslError::Aborted) => out.push(reply("NO \"Authentication aborted by client.\"")),
-            Err(SaslError::InvalidBase64) => out.push(reply("NO \"Invalid base64 in response\"")),
-            Err(SaslError::TooLong) => {
+        match sasl_respond(&REPLIES, ex, data) {
+            SaslOutcome::Step(ex, step) => self.step(ex, step, out),
+            SaslOutcome::Reply(text) => out.push(reply(text)),
+            SaslOutcome::Close => {
                 self.state = State::Closed;
                 out.push(Action::Close);
             }
-            Err(SaslError::Malformed) => out.push(reply("NO \"Authentication failed.\"")),
         }
     }
 }

@@ -9,6 +9,7 @@
 
 use crate::action::{Action, BackendAction, BackendFailure, LoginFailure};
 use crate::line::{split_word, LineBuffer};
+use crate::login::{sasl_respond, Replies, SaslOutcome, State};
 use crate::sasl::{self, SaslError, SaslExchange, SaslMech, SaslStep, MAX_AUTH_RESPONSE};
 use crate::session::{ConnInfo, Credentials, Mechanism};
 
@@ -63,15 +64,13 @@ pub struct Pop3LoginRequest {
     pub credentials: Credentials,
 }
 
-#[derive(Debug)]
-enum State {
-    Commands,
-    Sasl(SaslExchange),
-    TlsHandshake,
-    LoginPending,
-    Proxying,
-    Closed,
-}
+/// POP3's texts for the shared pre-login outcomes (recorded).
+const REPLIES: Replies = Replies {
+    temporary: "-ERR [SYS/TEMP] Account is temporarily unavailable.",
+    auth_failed: "-ERR [AUTH] Authentication failed.",
+    aborted: "-ERR Authentication aborted by client.",
+    invalid_base64: "-ERR [AUTH] Invalid base64 in response",
+};
 
 type Out = Vec<Action<Pop3LoginRequest>>;
 
@@ -143,7 +142,7 @@ impl Pop3Login {
     /// before logging in: `-ERR Disconnected for inactivity.` (recorded), then close.
     pub fn idle_timeout(&mut self) -> Out {
         let mut out = Vec::new();
-        if matches!(self.state, State::Closed | State::Proxying) {
+        if self.state.past_login() {
             return out;
         }
         self.close(&mut out, "-ERR Disconnected for inactivity.");
@@ -153,24 +152,16 @@ impl Pop3Login {
     /// False while the machine waits for the driver (login in progress):
     /// stop reading from the client until it turns true again.
     pub fn wants_input(&self) -> bool {
-        !matches!(
-            self.state,
-            State::LoginPending | State::TlsHandshake | State::Proxying | State::Closed
-        )
+        self.state.wants_input()
     }
 
     /// Client bytes arrived. Ignored once closed, during a TLS handshake and
     /// after `login_succeeded` (the driver splices from then on).
     pub fn feed(&mut self, data: &[u8]) -> Out {
-        if matches!(
-            self.state,
-            State::Closed | State::TlsHandshake | State::Proxying
-        ) {
+        if self.state.ignores_input() {
             return Vec::new();
         }
-        if !self.wants_input()
-            && self.buf.len().saturating_add(data.len()) > crate::action::MAX_PENDING_INPUT
-        {
+        if self.state.pending_overflow(self.buf.len(), data.len()) {
             let mut out = Vec::new();
             self.close(&mut out, "-ERR Input buffer full, aborting");
             return out;
@@ -196,12 +187,8 @@ impl Pop3Login {
         }
         self.state = State::Commands;
         let mut out = Vec::new();
-        match why {
-            LoginFailure::Relayed => {}
-            LoginFailure::Temporary => {
-                out.push(reply("-ERR [SYS/TEMP] Account is temporarily unavailable."))
-            }
-            LoginFailure::AuthFailed => out.push(reply("-ERR [AUTH] Authentication failed.")),
+        if let Some(text) = REPLIES.login_failed(&why) {
+            out.push(reply(text));
         }
         out.extend(self.process());
         out
@@ -222,8 +209,8 @@ impl Pop3Login {
 
     fn process(&mut self) -> Out {
         let mut out = Vec::new();
-        while matches!(self.state, State::Commands | State::Sasl(_)) {
-            let max = if matches!(self.state, State::Sasl(_)) {
+        while self.state.parses() {
+            let max = if self.state.is_sasl() {
                 MAX_AUTH_RESPONSE
             } else {
                 MAX_LINE
@@ -233,7 +220,7 @@ impl Pop3Login {
                 Ok(Some(l)) => l,
                 Ok(None) => break,
                 Err(_) => {
-                    if matches!(self.state, State::Sasl(_)) {
+                    if self.state.is_sasl() {
                         self.state = State::Closed;
                         self.buf.clear();
                         out.push(Action::Close);
@@ -307,7 +294,7 @@ impl Pop3Login {
 
     fn request(&mut self, creds: Credentials, out: &mut Out) {
         if sasl::check_fields(&creds).is_err() {
-            out.push(reply("-ERR [AUTH] Authentication failed."));
+            out.push(reply(REPLIES.auth_failed));
             return;
         }
         out.push(Action::Login(Pop3LoginRequest { credentials: creds }));
@@ -339,7 +326,7 @@ impl Pop3Login {
             Err(SaslError::InvalidBase64) => {
                 out.push(reply("-ERR [AUTH] Invalid base64 data in initial response"))
             }
-            Err(_) => out.push(reply("-ERR [AUTH] Authentication failed.")),
+            Err(_) => out.push(reply(REPLIES.auth_failed)),
         }
     }
 
@@ -353,18 +340,14 @@ impl Pop3Login {
         }
     }
 
-    fn sasl_response(&mut self, mut ex: SaslExchange, line: &[u8], out: &mut Out) {
-        match ex.respond(line) {
-            Ok(step) => self.step(ex, step, out),
-            Err(SaslError::Aborted) => out.push(reply("-ERR Authentication aborted by client.")),
-            Err(SaslError::InvalidBase64) => {
-                out.push(reply("-ERR [AUTH] Invalid base64 in response"))
-            }
-            Err(SaslError::TooLong) => {
+    fn sasl_response(&mut self, ex: SaslExchange, line: &[u8], out: &mut Out) {
+        match sasl_respond(&REPLIES, ex, line) {
+            SaslOutcome::Step(ex, step) => self.step(ex, step, out),
+            SaslOutcome::Reply(text) => out.push(reply(text)),
+            SaslOutcome::Close => {
                 self.state = State::Closed;
                 out.push(Action::Close);
             }
-            Err(SaslError::Malformed) => out.push(reply("-ERR [AUTH] Authentication failed.")),
         }
     }
 }

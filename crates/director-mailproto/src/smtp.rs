@@ -11,6 +11,7 @@
 
 use crate::action::{Action, BackendAction, BackendFailure, LoginFailure};
 use crate::line::{split_word, LineBuffer};
+use crate::login::{sasl_respond, Replies, SaslOutcome, State};
 use crate::sasl::{self, SaslError, SaslExchange, SaslMech, SaslStep, MAX_AUTH_RESPONSE};
 use crate::session::{ConnInfo, Credentials};
 
@@ -70,15 +71,13 @@ pub struct SubmissionLoginRequest {
     pub helo: Option<Vec<u8>>,
 }
 
-#[derive(Debug)]
-enum State {
-    Commands,
-    Sasl(SaslExchange),
-    TlsHandshake,
-    LoginPending,
-    Proxying,
-    Closed,
-}
+/// Submission's texts for the shared pre-login outcomes (recorded).
+const REPLIES: Replies = Replies {
+    temporary: "454 4.7.0 Account is temporarily unavailable.",
+    auth_failed: "535 5.7.8 Authentication failed.",
+    aborted: "501 5.5.2 Authentication aborted by client.",
+    invalid_base64: "535 5.7.8 Invalid base64 in response",
+};
 
 type Out = Vec<Action<SubmissionLoginRequest>>;
 
@@ -154,7 +153,7 @@ impl SubmissionLogin {
     /// before logging in: `421 4.4.2 <hostname> Disconnected for inactivity.` (recorded), then close.
     pub fn idle_timeout(&mut self) -> Out {
         let mut out = Vec::new();
-        if matches!(self.state, State::Closed | State::Proxying) {
+        if self.state.past_login() {
             return out;
         }
         let msg = format!(
@@ -168,19 +167,13 @@ impl SubmissionLogin {
     /// False while the machine waits for the driver (login in progress):
     /// stop reading from the client until it turns true again.
     pub fn wants_input(&self) -> bool {
-        !matches!(
-            self.state,
-            State::LoginPending | State::TlsHandshake | State::Proxying | State::Closed
-        )
+        self.state.wants_input()
     }
 
     /// Client bytes arrived. Ignored once closed, during a TLS handshake and
     /// after `login_succeeded` (the driver splices from then on).
     pub fn feed(&mut self, data: &[u8]) -> Out {
-        if matches!(
-            self.state,
-            State::Closed | State::TlsHandshake | State::Proxying
-        ) {
+        if self.state.ignores_input() {
             return Vec::new();
         }
         let mut data = data;
@@ -193,9 +186,7 @@ impl SubmissionLogin {
                 None => return Vec::new(),
             }
         }
-        if !self.wants_input()
-            && self.buf.len().saturating_add(data.len()) > crate::action::MAX_PENDING_INPUT
-        {
+        if self.state.pending_overflow(self.buf.len(), data.len()) {
             let mut out = Vec::new();
             self.close(&mut out, "421 4.7.0 Input buffer full, aborting");
             return out;
@@ -222,12 +213,8 @@ impl SubmissionLogin {
         }
         self.state = State::Commands;
         let mut out = Vec::new();
-        match why {
-            LoginFailure::Relayed => {}
-            LoginFailure::Temporary => {
-                out.push(reply("454 4.7.0 Account is temporarily unavailable."))
-            }
-            LoginFailure::AuthFailed => out.push(reply("535 5.7.8 Authentication failed.")),
+        if let Some(text) = REPLIES.login_failed(&why) {
+            out.push(reply(text));
         }
         out.extend(self.process());
         out
@@ -248,8 +235,8 @@ impl SubmissionLogin {
 
     fn process(&mut self) -> Out {
         let mut out = Vec::new();
-        while matches!(self.state, State::Commands | State::Sasl(_)) {
-            let sasl = matches!(self.state, State::Sasl(_));
+        while self.state.parses() {
+            let sasl = self.state.is_sasl();
             self.buf
                 .set_max(if sasl { MAX_AUTH_RESPONSE } else { MAX_LINE });
             let line = match self.buf.next_line() {
@@ -342,7 +329,7 @@ impl SubmissionLogin {
             Err(SaslError::InvalidBase64) => {
                 out.push(reply("501 5.5.2 Invalid base64 data in initial response"))
             }
-            Err(_) => out.push(reply("535 5.7.8 Authentication failed.")),
+            Err(_) => out.push(reply(REPLIES.auth_failed)),
         }
     }
 
@@ -362,20 +349,14 @@ impl SubmissionLogin {
         }
     }
 
-    fn sasl_response(&mut self, mut ex: SaslExchange, line: &[u8], out: &mut Out) {
-        match ex.respond(line) {
-            Ok(step) => self.step(ex, step, out),
-            Err(SaslError::Aborted) => {
-                out.push(reply("501 5.5.2 Authentication aborted by client."))
-            }
-            Err(SaslError::InvalidBase64) => {
-                out.push(reply("535 5.7.8 Invalid base64 in response"))
-            }
-            Err(SaslError::TooLong) => {
+    fn sasl_response(&mut self, ex: SaslExchange, line: &[u8], out: &mut Out) {
+        match sasl_respond(&REPLIES, ex, line) {
+            SaslOutcome::Step(ex, step) => self.step(ex, step, out),
+            SaslOutcome::Reply(text) => out.push(reply(text)),
+            SaslOutcome::Close => {
                 self.state = State::Closed;
                 out.push(Action::Close);
             }
-            Err(SaslError::Malformed) => out.push(reply("535 5.7.8 Authentication failed.")),
         }
     }
 }

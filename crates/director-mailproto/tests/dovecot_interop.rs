@@ -10,7 +10,10 @@
 //! * LMTP: our server + fan-out deliver to the real backend.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is the failure report.
 
+mod common;
 mod dovecot;
+
+use common::{BackendSide, LoginSide};
 
 use director_mailproto::imap::{ImapBackend, ImapBackendConfig, ImapLogin, ImapLoginConfig};
 use director_mailproto::lmtp::{
@@ -28,70 +31,6 @@ use director_mailproto::{proxy_v2, Action, BackendAction, BackendFailure, ConnIn
 use dovecot::{fresh_ip, Conn, Dovecot};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-/// Unifies the four login machines for the test driver.
-trait LoginSide {
-    type Req;
-    fn start(&mut self) -> Vec<Action<Self::Req>>;
-    fn feed(&mut self, b: &[u8]) -> Vec<Action<Self::Req>>;
-    fn failed(&mut self, f: LoginFailure) -> Vec<Action<Self::Req>>;
-    fn succeeded(&mut self) -> Vec<u8>;
-}
-
-/// Unifies the four backend machines.
-trait BackendSide {
-    fn feed(&mut self, b: &[u8]) -> Vec<BackendAction>;
-    fn take_remaining(&mut self) -> Vec<u8>;
-}
-
-macro_rules! sides {
-    ($login:ty, $req:ty, $backend:ty) => {
-        impl LoginSide for $login {
-            type Req = $req;
-            fn start(&mut self) -> Vec<Action<$req>> {
-                <$login>::start(self)
-            }
-            fn feed(&mut self, b: &[u8]) -> Vec<Action<$req>> {
-                <$login>::feed(self, b)
-            }
-            fn failed(&mut self, f: LoginFailure) -> Vec<Action<$req>> {
-                <$login>::login_failed(self, f)
-            }
-            fn succeeded(&mut self) -> Vec<u8> {
-                <$login>::login_succeeded(self)
-            }
-        }
-        impl BackendSide for $backend {
-            fn feed(&mut self, b: &[u8]) -> Vec<BackendAction> {
-                <$backend>::feed(self, b)
-            }
-            fn take_remaining(&mut self) -> Vec<u8> {
-                <$backend>::take_remaining(self)
-            }
-        }
-    };
-}
-
-sides!(
-    ImapLogin,
-    director_mailproto::imap::ImapLoginRequest,
-    ImapBackend
-);
-sides!(
-    Pop3Login,
-    director_mailproto::pop3::Pop3LoginRequest,
-    Pop3Backend
-);
-sides!(
-    SubmissionLogin,
-    director_mailproto::smtp::SubmissionLoginRequest,
-    SubmissionBackend
-);
-sides!(
-    SieveLogin,
-    director_mailproto::managesieve::SieveLoginRequest,
-    SieveBackend
-);
 
 /// Our side of one client connection: login machine, then (after a login)
 /// the backend connection.

@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 use director_mailproto::managesieve::{
-    SieveBackend, SieveBackendConfig, SieveLogin, SieveLoginConfig, SieveLoginRequest,
+    SieveBackend, SieveBackendConfig, SieveLogin, SieveLoginConfig,
 };
 use director_mailproto::{Action, BackendAction, BackendFailure, LoginFailure};
 use proptest::prelude::*;
@@ -26,15 +26,6 @@ fn caps(sasl: &str, starttls: bool) -> String {
         "\"IMPLEMENTATION\" \"Dovecot (Debian) Pigeonhole\"\r\n\"SIEVE\" \"{SIEVE}\"\r\n\"NOTIFY\" \"mailto\"\r\n\"SASL\" \"{sasl}\"\r\n{}\"VERSION\" \"1.0\"\r\n",
         if starttls { "\"STARTTLS\"\r\n" } else { "" }
     )
-}
-
-fn run(m: &mut SieveLogin, steps: &[(&str, &str)]) -> Vec<Action<SieveLoginRequest>> {
-    let mut last = Vec::new();
-    for (i, w) in steps {
-        last = m.feed(i.as_bytes());
-        assert_eq!(sent(&last), *w, "after {i:?}");
-    }
-    last
 }
 
 #[test]

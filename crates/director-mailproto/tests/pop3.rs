@@ -17,18 +17,6 @@ fn cfg() -> Pop3LoginConfig {
     }
 }
 
-fn run(
-    m: &mut Pop3Login,
-    steps: &[(&str, &str)],
-) -> Vec<Action<director_mailproto::pop3::Pop3LoginRequest>> {
-    let mut last = Vec::new();
-    for (i, w) in steps {
-        last = m.feed(i.as_bytes());
-        assert_eq!(sent(&last), *w, "after {i:?}");
-    }
-    last
-}
-
 #[test]
 fn session_recorded() {
     let mut m = Pop3Login::new(cfg(), false, false);

@@ -22,15 +22,6 @@ fn cfg() -> SubmissionLoginConfig {
     }
 }
 
-fn run(m: &mut SubmissionLogin, steps: &[(&str, &str)]) -> Vec<Action<SubmissionLoginRequest>> {
-    let mut last = Vec::new();
-    for (i, w) in steps {
-        last = m.feed(i.as_bytes());
-        assert_eq!(sent(&last), *w, "after {i:?}");
-    }
-    last
-}
-
 #[test]
 fn pre_login_commands_recorded() {
     let mut m = SubmissionLogin::new(cfg(), false, false);

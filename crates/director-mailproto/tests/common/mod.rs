@@ -2,7 +2,11 @@
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 #![allow(dead_code)]
 
-use director_mailproto::{Action, ConnInfo, Credentials, Mechanism};
+use director_mailproto::imap::{ImapBackend, ImapLogin};
+use director_mailproto::managesieve::{SieveBackend, SieveLogin};
+use director_mailproto::pop3::{Pop3Backend, Pop3Login};
+use director_mailproto::smtp::{SubmissionBackend, SubmissionLogin};
+use director_mailproto::{Action, BackendAction, ConnInfo, Credentials, LoginFailure, Mechanism};
 
 pub fn sent<L>(actions: &[Action<L>]) -> String {
     let bytes: Vec<u8> = actions
@@ -41,4 +45,79 @@ pub fn creds(user: &str, pass: &str) -> Credentials {
         password: pass.as_bytes().to_vec(),
         mechanism: Mechanism::Login,
     }
+}
+
+/// Unifies the four login machines for the test drivers.
+pub trait LoginSide {
+    type Req;
+    fn start(&mut self) -> Vec<Action<Self::Req>>;
+    fn feed(&mut self, b: &[u8]) -> Vec<Action<Self::Req>>;
+    fn failed(&mut self, f: LoginFailure) -> Vec<Action<Self::Req>>;
+    fn succeeded(&mut self) -> Vec<u8>;
+}
+
+/// Unifies the four backend machines.
+pub trait BackendSide {
+    fn feed(&mut self, b: &[u8]) -> Vec<BackendAction>;
+    fn take_remaining(&mut self) -> Vec<u8>;
+}
+
+macro_rules! sides {
+    ($login:ty, $req:ty, $backend:ty) => {
+        impl LoginSide for $login {
+            type Req = $req;
+            fn start(&mut self) -> Vec<Action<$req>> {
+                <$login>::start(self)
+            }
+            fn feed(&mut self, b: &[u8]) -> Vec<Action<$req>> {
+                <$login>::feed(self, b)
+            }
+            fn failed(&mut self, f: LoginFailure) -> Vec<Action<$req>> {
+                <$login>::login_failed(self, f)
+            }
+            fn succeeded(&mut self) -> Vec<u8> {
+                <$login>::login_succeeded(self)
+            }
+        }
+        impl BackendSide for $backend {
+            fn feed(&mut self, b: &[u8]) -> Vec<BackendAction> {
+                <$backend>::feed(self, b)
+            }
+            fn take_remaining(&mut self) -> Vec<u8> {
+                <$backend>::take_remaining(self)
+            }
+        }
+    };
+}
+
+sides!(
+    ImapLogin,
+    director_mailproto::imap::ImapLoginRequest,
+    ImapBackend
+);
+sides!(
+    Pop3Login,
+    director_mailproto::pop3::Pop3LoginRequest,
+    Pop3Backend
+);
+sides!(
+    SubmissionLogin,
+    director_mailproto::smtp::SubmissionLoginRequest,
+    SubmissionBackend
+);
+sides!(
+    SieveLogin,
+    director_mailproto::managesieve::SieveLoginRequest,
+    SieveBackend
+);
+
+/// Feeds each client chunk and checks the exact text answered; returns the
+/// actions of the last step.
+pub fn run<M: LoginSide>(m: &mut M, steps: &[(&str, &str)]) -> Vec<Action<M::Req>> {
+    let mut last = Vec::new();
+    for (i, w) in steps {
+        last = LoginSide::feed(m, i.as_bytes());
+        assert_eq!(sent(&last), *w, "after {i:?}");
+    }
+    last
 }
