@@ -6,31 +6,13 @@
 use director_mailproto::imap::{
     ImapBackend, ImapBackendConfig, ImapLogin, ImapLoginConfig, ImapLoginRequest,
 };
-use director_mailproto::routing::routing_user;
 use director_mailproto::ConnInfo;
 
-use crate::session::ProtocolGlue;
-use crate::settings::{ClientTlsMode, Protocol, ProxySettings};
+use crate::session::{LoginTls, ProtocolGlue};
+use crate::settings::{Protocol, ProxySettings};
 
 /// IMAP protocol glue.
 pub(crate) struct Imap;
-
-/// The pre-login machine for a new IMAP connection.
-pub(crate) fn login_machine(
-    settings: &ProxySettings,
-    tls_available: bool,
-    tls_active: bool,
-    secured: bool,
-) -> ImapLogin {
-    let cfg = ImapLoginConfig {
-        greeting: settings.login_greeting.clone(),
-        tls_available,
-        disable_plaintext_auth: settings.disable_plaintext_auth
-            || settings.client_tls == ClientTlsMode::Required,
-        ..ImapLoginConfig::default()
-    };
-    ImapLogin::new(cfg, tls_active, secured)
-}
 
 impl ProtocolGlue for Imap {
     type Login = ImapLogin;
@@ -40,8 +22,14 @@ impl ProtocolGlue for Imap {
         Protocol::Imap
     }
 
-    fn username(&self, req: &ImapLoginRequest, settings: &ProxySettings) -> Vec<u8> {
-        routing_user(&req.credentials, &settings.master_user_separator)
+    fn login_machine(&self, settings: &ProxySettings, tls: LoginTls) -> ImapLogin {
+        let cfg = ImapLoginConfig {
+            greeting: settings.login_greeting.clone(),
+            tls_available: tls.available,
+            disable_plaintext_auth: settings.plaintext_auth_disabled(),
+            ..ImapLoginConfig::default()
+        };
+        ImapLogin::new(cfg, tls.active, tls.secured)
     }
 
     fn backend(&self, req: ImapLoginRequest, conn: ConnInfo, starttls: bool) -> ImapBackend {

@@ -4,7 +4,7 @@ use director_mailproto::imap::{ImapBackend, ImapLogin, ImapLoginRequest};
 use director_mailproto::managesieve::{SieveBackend, SieveLogin, SieveLoginRequest};
 use director_mailproto::pop3::{Pop3Backend, Pop3Login, Pop3LoginRequest};
 use director_mailproto::smtp::{SubmissionBackend, SubmissionLogin, SubmissionLoginRequest};
-use director_mailproto::{Action, BackendAction, LoginFailure};
+use director_mailproto::{Action, BackendAction, Credentials, LoginFailure};
 
 use crate::session::{BackendMachine, LoginMachine};
 
@@ -26,6 +26,9 @@ macro_rules! machines {
             }
             fn login_succeeded(&mut self) -> Vec<u8> {
                 <$login>::login_succeeded(self)
+            }
+            fn credentials(req: &$req) -> &Credentials {
+                &req.credentials
             }
         }
 

@@ -5,31 +5,13 @@
 use director_mailproto::pop3::{
     Pop3Backend, Pop3BackendConfig, Pop3Login, Pop3LoginConfig, Pop3LoginRequest,
 };
-use director_mailproto::routing::routing_user;
 use director_mailproto::ConnInfo;
 
-use crate::session::ProtocolGlue;
-use crate::settings::{ClientTlsMode, Protocol, ProxySettings};
+use crate::session::{LoginTls, ProtocolGlue};
+use crate::settings::{Protocol, ProxySettings};
 
 /// POP3 protocol glue.
 pub(crate) struct Pop3;
-
-/// The pre-login machine for a new POP3 connection.
-pub(crate) fn login_machine(
-    settings: &ProxySettings,
-    tls_available: bool,
-    tls_active: bool,
-    secured: bool,
-) -> Pop3Login {
-    let cfg = Pop3LoginConfig {
-        greeting: settings.login_greeting.clone(),
-        tls_available,
-        disable_plaintext_auth: settings.disable_plaintext_auth
-            || settings.client_tls == ClientTlsMode::Required,
-        ..Pop3LoginConfig::default()
-    };
-    Pop3Login::new(cfg, tls_active, secured)
-}
 
 impl ProtocolGlue for Pop3 {
     type Login = Pop3Login;
@@ -39,8 +21,14 @@ impl ProtocolGlue for Pop3 {
         Protocol::Pop3
     }
 
-    fn username(&self, req: &Pop3LoginRequest, settings: &ProxySettings) -> Vec<u8> {
-        routing_user(&req.credentials, &settings.master_user_separator)
+    fn login_machine(&self, settings: &ProxySettings, tls: LoginTls) -> Pop3Login {
+        let cfg = Pop3LoginConfig {
+            greeting: settings.login_greeting.clone(),
+            tls_available: tls.available,
+            disable_plaintext_auth: settings.plaintext_auth_disabled(),
+            ..Pop3LoginConfig::default()
+        };
+        Pop3Login::new(cfg, tls.active, tls.secured)
     }
 
     fn backend(&self, req: Pop3LoginRequest, conn: ConnInfo, starttls: bool) -> Pop3Backend {

@@ -14,7 +14,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::registry::SessionRegistry;
 use crate::router::{BackendFailureHook, Router};
-use crate::session::{self, Client, Shared};
+use crate::session::{self, Client, LoginTls, Shared};
 use crate::settings::{BackendTlsMode, ListenerSpec, Protocol, ProxySettings};
 use crate::stream::Stream;
 use crate::tls::{backend_connector, server_acceptor, TlsSetupError};
@@ -318,28 +318,22 @@ async fn handle(
             return;
         }
     }
-    let secured = client.stream.is_tls() || s.is_secured(peer.ip(), local.ip());
-    let tls_available = shared.acceptor.is_some();
-    let tls_active = client.stream.is_tls();
+    let tls = LoginTls {
+        available: shared.acceptor.is_some(),
+        active: client.stream.is_tls(),
+        secured: client.stream.is_tls() || s.is_secured(peer.ip(), local.ip()),
+    };
     match spec.protocol {
-        Protocol::Imap => {
-            let m = crate::imap::login_machine(s, tls_available, tls_active, secured);
-            session::run_login(Arc::clone(&shared), client, crate::imap::Imap, m).await;
-        }
-        Protocol::Pop3 => {
-            let m = crate::pop3::login_machine(s, tls_available, tls_active, secured);
-            session::run_login(Arc::clone(&shared), client, crate::pop3::Pop3, m).await;
-        }
+        Protocol::Imap => session::run_login(shared, client, crate::imap::Imap, tls).await,
+        Protocol::Pop3 => session::run_login(shared, client, crate::pop3::Pop3, tls).await,
         Protocol::Submission => {
-            let m = crate::submission::login_machine(s, tls_available, tls_active, secured);
             let glue = crate::submission::Submission {
                 hostname: s.hostname.clone(),
             };
-            session::run_login(Arc::clone(&shared), client, glue, m).await;
+            session::run_login(Arc::clone(&shared), client, glue, tls).await;
         }
         Protocol::ManageSieve => {
-            let m = crate::sieve::login_machine(s, tls_available, tls_active, secured);
-            session::run_login(Arc::clone(&shared), client, crate::sieve::Sieve, m).await;
+            session::run_login(shared, client, crate::sieve::Sieve, tls).await;
         }
         Protocol::Lmtp => crate::lmtp::run(Arc::clone(&shared), client).await,
     }

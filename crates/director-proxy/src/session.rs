@@ -8,7 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use director_mailproto::{Action, BackendAction, BackendFailure, ConnInfo, LoginFailure};
+use director_mailproto::routing::routing_user;
+use director_mailproto::{
+    Action, BackendAction, BackendFailure, ConnInfo, Credentials, LoginFailure,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -150,6 +153,8 @@ pub(crate) trait LoginMachine: Send {
     fn tls_established(&mut self) -> Vec<Action<Self::Req>>;
     fn login_failed(&mut self, why: LoginFailure) -> Vec<Action<Self::Req>>;
     fn login_succeeded(&mut self) -> Vec<u8>;
+    /// The credentials a login request carries (the routing user name comes from them).
+    fn credentials(req: &Self::Req) -> &Credentials;
 }
 
 /// A backend-side login replay machine.
@@ -159,17 +164,25 @@ pub(crate) trait BackendMachine: Send {
     fn take_remaining(&mut self) -> Vec<u8>;
 }
 
-/// Per-protocol glue: how to start a backend replay for a login request.
+/// The TLS state a new client connection starts its pre-login machine with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoginTls {
+    /// STARTTLS can be offered (a TLS acceptor is configured).
+    pub available: bool,
+    /// TLS is already on (implicit-TLS listener).
+    pub active: bool,
+    /// The connection counts as secured (TLS, or a trusted/local client address).
+    pub secured: bool,
+}
+
+/// Per-protocol glue: how to start the pre-login machine, and a backend replay for a login
+/// request.
 pub(crate) trait ProtocolGlue: Send + Sync {
     type Login: LoginMachine;
     type Backend: BackendMachine;
     fn protocol(&self) -> Protocol;
-    /// The routing user name of `req`.
-    fn username(
-        &self,
-        req: &<Self::Login as LoginMachine>::Req,
-        settings: &ProxySettings,
-    ) -> Vec<u8>;
+    /// The pre-login machine for a new client connection.
+    fn login_machine(&self, settings: &ProxySettings, tls: LoginTls) -> Self::Login;
     /// A backend machine replaying `req` for the client `conn`; `starttls` from the settings.
     fn backend(
         &self,
@@ -196,8 +209,9 @@ pub(crate) async fn run_login<G: ProtocolGlue>(
     shared: Arc<Shared>,
     mut client: Client,
     glue: G,
-    mut machine: G::Login,
+    tls: LoginTls,
 ) {
+    let mut machine = glue.login_machine(&shared.settings, tls);
     let mut queue: VecDeque<Action<<G::Login as LoginMachine>::Req>> = machine.start().into();
     let mut buf = vec![0u8; IO_BUF];
     loop {
@@ -423,7 +437,10 @@ async fn login<G: ProtocolGlue>(
     req: <G::Login as LoginMachine>::Req,
 ) -> LoginEnd {
     let protocol = glue.protocol();
-    let username = glue.username(&req, &shared.settings);
+    let username = routing_user(
+        G::Login::credentials(&req),
+        &shared.settings.master_user_separator,
+    );
     let guard = shared.registry.register(&username, protocol, client.peer);
     let session_id = format!("{:x}", guard.id());
     let conn = client.conn_info(Some(session_id));

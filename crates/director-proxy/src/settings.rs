@@ -513,6 +513,12 @@ impl ProxySettings {
         client == local || self.trusted_networks.iter().any(|n| n.contains(client))
     }
 
+    /// Whether the pre-login machines refuse plaintext authentication on an unsecured
+    /// connection: `disable_plaintext_auth`, or `ssl = required` (which implies it).
+    pub fn plaintext_auth_disabled(&self) -> bool {
+        self.disable_plaintext_auth || self.client_tls == ClientTlsMode::Required
+    }
+
     /// Whether STARTTLS can be offered (a certificate is configured and `ssl != no`).
     pub fn tls_available(&self) -> bool {
         self.client_tls != ClientTlsMode::No

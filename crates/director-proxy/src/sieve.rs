@@ -3,31 +3,13 @@
 use director_mailproto::managesieve::{
     SieveBackend, SieveBackendConfig, SieveLogin, SieveLoginConfig, SieveLoginRequest,
 };
-use director_mailproto::routing::routing_user;
 use director_mailproto::ConnInfo;
 
-use crate::session::ProtocolGlue;
-use crate::settings::{ClientTlsMode, Protocol, ProxySettings};
+use crate::session::{LoginTls, ProtocolGlue};
+use crate::settings::{Protocol, ProxySettings};
 
 /// ManageSieve protocol glue.
 pub(crate) struct Sieve;
-
-/// The pre-login machine for a new ManageSieve connection.
-pub(crate) fn login_machine(
-    settings: &ProxySettings,
-    tls_available: bool,
-    tls_active: bool,
-    secured: bool,
-) -> SieveLogin {
-    let cfg = SieveLoginConfig {
-        greeting: settings.login_greeting.clone(),
-        tls_available,
-        disable_plaintext_auth: settings.disable_plaintext_auth
-            || settings.client_tls == ClientTlsMode::Required,
-        ..SieveLoginConfig::default()
-    };
-    SieveLogin::new(cfg, tls_active, secured)
-}
 
 impl ProtocolGlue for Sieve {
     type Login = SieveLogin;
@@ -37,8 +19,14 @@ impl ProtocolGlue for Sieve {
         Protocol::ManageSieve
     }
 
-    fn username(&self, req: &SieveLoginRequest, settings: &ProxySettings) -> Vec<u8> {
-        routing_user(&req.credentials, &settings.master_user_separator)
+    fn login_machine(&self, settings: &ProxySettings, tls: LoginTls) -> SieveLogin {
+        let cfg = SieveLoginConfig {
+            greeting: settings.login_greeting.clone(),
+            tls_available: tls.available,
+            disable_plaintext_auth: settings.plaintext_auth_disabled(),
+            ..SieveLoginConfig::default()
+        };
+        SieveLogin::new(cfg, tls.active, tls.secured)
     }
 
     fn backend(&self, req: SieveLoginRequest, conn: ConnInfo, starttls: bool) -> SieveBackend {

@@ -1,38 +1,19 @@
 //! Submission glue: [`SubmissionLogin`] / [`SubmissionBackend`] in the generic driver. The
 //! client's address and EHLO name reach the backend through `XCLIENT` when advertised.
 
-use director_mailproto::routing::routing_user;
 use director_mailproto::smtp::{
     SubmissionBackend, SubmissionBackendConfig, SubmissionLogin, SubmissionLoginConfig,
     SubmissionLoginRequest,
 };
 use director_mailproto::ConnInfo;
 
-use crate::session::ProtocolGlue;
-use crate::settings::{ClientTlsMode, Protocol, ProxySettings};
+use crate::session::{LoginTls, ProtocolGlue};
+use crate::settings::{Protocol, ProxySettings};
 
 /// Submission protocol glue.
 pub(crate) struct Submission {
     /// Name sent in EHLO to backends.
     pub hostname: String,
-}
-
-/// The pre-login machine for a new Submission connection.
-pub(crate) fn login_machine(
-    settings: &ProxySettings,
-    tls_available: bool,
-    tls_active: bool,
-    secured: bool,
-) -> SubmissionLogin {
-    let cfg = SubmissionLoginConfig {
-        hostname: settings.hostname.clone(),
-        greeting: settings.login_greeting.clone(),
-        tls_available,
-        disable_plaintext_auth: settings.disable_plaintext_auth
-            || settings.client_tls == ClientTlsMode::Required,
-        ..SubmissionLoginConfig::default()
-    };
-    SubmissionLogin::new(cfg, tls_active, secured)
 }
 
 impl ProtocolGlue for Submission {
@@ -43,8 +24,15 @@ impl ProtocolGlue for Submission {
         Protocol::Submission
     }
 
-    fn username(&self, req: &SubmissionLoginRequest, settings: &ProxySettings) -> Vec<u8> {
-        routing_user(&req.credentials, &settings.master_user_separator)
+    fn login_machine(&self, settings: &ProxySettings, tls: LoginTls) -> SubmissionLogin {
+        let cfg = SubmissionLoginConfig {
+            hostname: settings.hostname.clone(),
+            greeting: settings.login_greeting.clone(),
+            tls_available: tls.available,
+            disable_plaintext_auth: settings.plaintext_auth_disabled(),
+            ..SubmissionLoginConfig::default()
+        };
+        SubmissionLogin::new(cfg, tls.active, tls.secured)
     }
 
     fn backend(

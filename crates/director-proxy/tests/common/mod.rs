@@ -14,7 +14,7 @@ use director_core::{ConfigHost, CoreSettings, Director};
 use director_proxy::{
     BackendFailureHook, CoreRouter, NoBackendHook, Proxy, ProxySettings, SessionRegistry,
 };
-use testkit::{require_dovecot, BackendOptions, DovecotBackend, LoopbackAllocator};
+use testkit::{free_ports, require_dovecot, BackendOptions, DovecotBackend, LoopbackAllocator};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -112,9 +112,8 @@ impl Lab {
         write(&key_file, &key);
 
         let b0 = IpAddr::V4(backend_ips[0]);
-        let bp = distinct_ports(b0, 7);
-        let (bsub, bsieve, bimap, bpop3, blmtp, bimaps, bhap) =
-            (bp[0], bp[1], bp[2], bp[3], bp[4], bp[5], bp[6]);
+        let [bsub, bsieve, bimap, bpop3, blmtp, bimaps, bhap] =
+            free_ports(b0, [None; 7]).expect("free ports");
         let mut backends = Vec::new();
         for ip in &backend_ips {
             let mut o = BackendOptions::new(*ip);
@@ -158,10 +157,8 @@ impl Lab {
         }
 
         let pip = IpAddr::V4(proxy_ip);
-        let ports = distinct_ports(pip, 7);
-        let (imap_port, imaps_port, pop3_port, pop3s_port, lmtp_port, submission_port, sieve_port) = (
-            ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6],
-        );
+        let [imap_port, imaps_port, pop3_port, pop3s_port, lmtp_port, submission_port, sieve_port] =
+            free_ports(pip, [None; 7]).expect("free ports");
         let servers: Vec<String> = backend_ips.iter().map(|i| i.to_string()).collect();
         let mut text = format!(
             "director_mail_servers = {servers}\n\
@@ -284,15 +281,6 @@ impl Lab {
 }
 
 /// `n` distinct free ports on `ip`: all are bound at once (so none repeats), then released.
-pub fn distinct_ports(ip: IpAddr, n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind port 0"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 pub async fn run_python(args: Vec<String>) -> Vec<String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients.py");
     let out = tokio::task::spawn_blocking(move || {
