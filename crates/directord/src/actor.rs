@@ -1,19 +1,25 @@
-//! The director actor: one task owns the core state, like Dovecot's single director process.
+//! The director actor: one task owns the core's timers and its inbox, like Dovecot's single
+//! director process.
 //!
-//! Connection tasks send requests through a bounded channel and await the reply on a
-//! oneshot. The actor never awaits a client or any I/O: it applies the message to the core,
-//! hands effects (kicks, flush scripts) to spawned tasks that report back through the same
-//! channel, and sleeps until the core's next deadline. Replies are encoded to bytes here, so
-//! connection tasks only write them.
+//! The core state sits behind a mutex that only tasks on the director thread take, and never
+//! across an `await`, so it is never contended; it is a mutex only because tokio's tasks must
+//! be `Send`. Admin connections live on that thread and run their requests on the state
+//! directly: an unpipelined `USER-LOOKUP` then costs no task switch, no channel and no timer
+//! re-arm (docs/BENCHMARKS.md §2). Everything else (proxy logins from the multi-threaded
+//! runtime, SIGHUP, finished kicks and flush scripts) goes through the actor's bounded
+//! channel, and the actor sleeps until the core's next deadline. Nobody awaits a client or
+//! any I/O while holding the state: effects (kicks, flush scripts) run in spawned tasks that
+//! report back through the channel. Replies are encoded to bytes here, so connection tasks
+//! only write them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use director_core::kill::{Effect, RequestError, RequestId, Route, Ticket};
 use director_core::lookup::ConfigHost;
 use director_core::RequestOutcome;
 use director_proto::admin::AdminRequest;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::clock::Clock;
 use crate::core_glue::{core_reply, AdminStart, CoreError, CoreState};
@@ -24,15 +30,6 @@ use crate::ring_view::RingView;
 
 /// Messages into the actor.
 pub enum ActorMsg {
-    /// Several pipelined admin requests of one connection, run in order; the encoded
-    /// replies come back together. A request that finishes later (a ticket) holds back the
-    /// ones after it, exactly as if they had been sent one by one.
-    AdminBatch {
-        /// The parsed requests, in arrival order.
-        requests: Vec<AdminRequest>,
-        /// Where the concatenated encoded replies go.
-        reply: oneshot::Sender<Vec<u8>>,
-    },
     /// Replace the configured mail servers (SIGHUP).
     Reload {
         /// The new `director_mail_servers`.
@@ -70,6 +67,22 @@ pub enum ActorMsg {
 #[derive(Clone)]
 pub struct DirectorHandle {
     tx: mpsc::Sender<ActorMsg>,
+    shared: Arc<Shared>,
+}
+
+/// The state and what tells the actor that its next deadline moved.
+struct Shared {
+    state: Mutex<State>,
+    /// Notified when a request run outside the actor made the core's next deadline earlier.
+    deadline_moved: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the state is a bug, but the state itself stays consistent
+        // between requests: keep serving rather than poisoning every later request.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl DirectorHandle {
@@ -79,14 +92,32 @@ impl DirectorHandle {
         self.admin_batch(vec![request]).await
     }
 
-    /// Runs pipelined admin requests in order with one round trip to the actor; `None` when
-    /// the actor has stopped.
+    /// Runs pipelined admin requests in order; `None` when the actor has stopped. Requests
+    /// that finish at once are answered here without waking the actor; one that has to wait
+    /// (a move's kick, a flush) parks the rest of the batch until the core answers it.
+    /// Called on the director thread (see the module comment).
     pub async fn admin_batch(&self, requests: Vec<AdminRequest>) -> Option<Vec<u8>> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(ActorMsg::AdminBatch { requests, reply })
-            .await
-            .ok()?;
+        let held = HeldBatch {
+            out: Vec::with_capacity(requests.len() * 48),
+            rest: requests.into(),
+        };
+        let rx = {
+            let mut state = self.shared.lock();
+            if state.stopped {
+                return None;
+            }
+            let before = state.core.next_deadline();
+            let now = state.clock.now();
+            let outcome = state.continue_batch(held, None, now);
+            state.run_effects();
+            if earlier(state.core.next_deadline(), before) {
+                self.shared.deadline_moved.notify_one();
+            }
+            match outcome {
+                BatchOutcome::Done(out) => return Some(out),
+                BatchOutcome::Parked(rx) => rx,
+            }
+        };
         rx.await.ok()
     }
 
@@ -126,32 +157,49 @@ pub struct ActorConfig {
     pub clock: Clock,
 }
 
-/// The rest of an admin batch waiting for one of its requests to finish.
+/// An admin batch being run: the replies so far and the requests still to run.
 struct HeldBatch {
     out: Vec<u8>,
     rest: std::collections::VecDeque<AdminRequest>,
-    reply: oneshot::Sender<Vec<u8>>,
 }
 
-struct Actor {
+/// What became of a batch: all answered, or parked behind a request that has to wait.
+enum BatchOutcome {
+    Done(Vec<u8>),
+    Parked(oneshot::Receiver<Vec<u8>>),
+}
+
+/// True when `after` is a deadline the actor would not have been sleeping towards.
+fn earlier(after: Option<u64>, before: Option<u64>) -> bool {
+    match (after, before) {
+        (Some(a), Some(b)) => a < b,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// The director's state, shared by the actor and the admin connections.
+struct State {
     core: CoreState,
     ring: RingView,
     killer: Arc<dyn SessionKiller>,
     clock: Clock,
     /// Batches held back by an unfinished request, keyed by that request's ticket.
-    batches: HashMap<Ticket, HeldBatch>,
+    batches: HashMap<Ticket, (HeldBatch, oneshot::Sender<Vec<u8>>)>,
     logins: HashMap<RequestId, oneshot::Sender<Result<Route, RequestError>>>,
     tx: mpsc::WeakSender<ActorMsg>,
     /// After a timeout fired at second `s`, the next one fires no earlier than `s + 1`: the
     /// core works in whole seconds, and this rules out a busy loop on a deadline that is
     /// still "now".
     not_before: u64,
+    /// Set when the actor ends; later admin requests get `None`, as through the channel.
+    stopped: bool,
 }
 
 /// Starts the actor task; it ends when every [`DirectorHandle`] is dropped.
 pub fn spawn(config: ActorConfig) -> (DirectorHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(ACTOR_QUEUE_CAPACITY);
-    let actor = Actor {
+    let state = State {
         core: config.core,
         ring: config.ring,
         killer: config.killer,
@@ -160,45 +208,59 @@ pub fn spawn(config: ActorConfig) -> (DirectorHandle, tokio::task::JoinHandle<()
         logins: HashMap::new(),
         tx: tx.downgrade(),
         not_before: 0,
+        stopped: false,
     };
-    let task = tokio::spawn(actor.run(rx));
-    (DirectorHandle { tx }, task)
+    let shared = Arc::new(Shared {
+        state: Mutex::new(state),
+        deadline_moved: Notify::new(),
+    });
+    let task = tokio::spawn(run(Arc::clone(&shared), rx));
+    (DirectorHandle { tx, shared }, task)
 }
 
-impl Actor {
-    async fn run(mut self, mut rx: mpsc::Receiver<ActorMsg>) {
-        loop {
-            let deadline = self.core.next_deadline().map(|d| {
-                self.clock
-                    .instant_at(std::time::Duration::from_secs(d.max(self.not_before)))
-            });
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(msg) => self.handle(msg),
-                    None => break,
-                },
-                _ = sleep_until_opt(deadline) => {
-                    let now = self.clock.now();
-                    self.not_before = now.as_secs() + 1;
-                    self.core.on_timeout(now);
+/// The actor: serves the channel and the core's timers until every handle is gone.
+async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<ActorMsg>) {
+    loop {
+        let deadline = {
+            let state = shared.lock();
+            state.core.next_deadline().map(|d| {
+                state
+                    .clock
+                    .instant_at(std::time::Duration::from_secs(d.max(state.not_before)))
+            })
+        };
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(msg) => {
+                    let mut state = shared.lock();
+                    state.handle(msg);
+                    state.run_effects();
                 }
+                None => break,
+            },
+            _ = sleep_until_opt(deadline) => {
+                let mut state = shared.lock();
+                let now = state.clock.now();
+                state.not_before = now.as_secs() + 1;
+                state.core.on_timeout(now);
+                state.run_effects();
             }
-            self.run_effects();
+            // Re-read the deadline.
+            _ = shared.deadline_moved.notified() => {}
         }
-        tracing::debug!("director actor stopped");
     }
+    let mut state = shared.lock();
+    state.stopped = true;
+    // Parked batches and logins get `None`, as if the channel had closed under them.
+    state.batches.clear();
+    state.logins.clear();
+    tracing::debug!("director actor stopped");
+}
 
+impl State {
     fn handle(&mut self, msg: ActorMsg) {
         let now = self.clock.now();
         match msg {
-            ActorMsg::AdminBatch { requests, reply } => {
-                let held = HeldBatch {
-                    out: Vec::with_capacity(requests.len() * 48),
-                    rest: requests.into(),
-                    reply,
-                };
-                self.continue_batch(held, now);
-            }
             ActorMsg::Reload { hosts, reply } => {
                 let _ = reply.send(self.core.reload_hosts(hosts, now));
             }
@@ -236,27 +298,51 @@ impl Actor {
     }
 
     /// Runs a batch's requests until one has to wait; then parks the rest on its ticket.
-    fn continue_batch(&mut self, mut held: HeldBatch, now: std::time::Duration) {
+    /// With `reply`, the finished batch goes there; without, it is returned, or a new
+    /// receiver is when the batch had to park.
+    fn continue_batch(
+        &mut self,
+        mut held: HeldBatch,
+        reply: Option<oneshot::Sender<Vec<u8>>>,
+        now: std::time::Duration,
+    ) -> BatchOutcome {
         while let Some(request) = held.rest.pop_front() {
             match self.start_admin(request, now) {
                 AdminStart::Done(r) => r.encode_into(&mut held.out),
                 AdminStart::Pending(ticket) => {
-                    self.batches.insert(ticket, held);
-                    return;
+                    let (tx, rx) = match reply {
+                        Some(tx) => (tx, None),
+                        None => {
+                            let (tx, rx) = oneshot::channel();
+                            (tx, Some(rx))
+                        }
+                    };
+                    self.batches.insert(ticket, (held, tx));
+                    return match rx {
+                        Some(rx) => BatchOutcome::Parked(rx),
+                        // The caller already holds the receiver.
+                        None => BatchOutcome::Done(Vec::new()),
+                    };
                 }
             }
         }
-        let _ = held.reply.send(held.out);
+        match reply {
+            Some(tx) => {
+                let _ = tx.send(held.out);
+                BatchOutcome::Done(Vec::new())
+            }
+            None => BatchOutcome::Done(held.out),
+        }
     }
 
     fn run_effects(&mut self) {
         while let Some(effect) = self.core.poll_effect() {
             match effect {
                 Effect::AdminReply { ticket, reply } => {
-                    if let Some(mut held) = self.batches.remove(&ticket) {
+                    if let Some((mut held, tx)) = self.batches.remove(&ticket) {
                         core_reply(reply).encode_into(&mut held.out);
                         let now = self.clock.now();
-                        self.continue_batch(held, now);
+                        self.continue_batch(held, Some(tx), now);
                     } else {
                         tracing::warn!(ticket = ticket.0, "reply for an unknown admin request");
                     }
