@@ -352,21 +352,7 @@ pub(crate) async fn connect_backend(
 ) -> Result<Stream, BackendErr> {
     let s = &shared.settings;
     let addr = SocketAddr::new(route.ip, s.backend_port(protocol));
-    let tcp = match tokio::time::timeout(s.limits.connect_timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            return Err(BackendErr::new(
-                BackendFailureKind::Connect,
-                format!("connect({addr}): {e}"),
-            ))
-        }
-        Err(_) => {
-            return Err(BackendErr::new(
-                BackendFailureKind::Connect,
-                format!("connect({addr}): timed out"),
-            ))
-        }
-    };
+    let tcp = connect_tcp(addr, s.limits.connect_timeout, s.limits.max_reconnects).await?;
     let _ = tcp.set_nodelay(true);
     let mut stream = Stream::Plain(tcp);
     if s.proxy_protocol {
@@ -402,6 +388,39 @@ pub(crate) async fn connect_backend(
         }
     }
     Ok(stream)
+}
+
+/// Pause before reconnecting to a backend that refused or failed a connect (Dovecot's login
+/// proxy waits one second too).
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// TCP connect with up to `max_reconnects` retries, all within `timeout`.
+async fn connect_tcp(
+    addr: SocketAddr,
+    timeout: Duration,
+    max_reconnects: u32,
+) -> Result<TcpStream, BackendErr> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut attempt = 0u32;
+    loop {
+        let detail = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(t)) => return Ok(t),
+            Ok(Err(e)) => format!("connect({addr}): {e}"),
+            Err(_) => format!("connect({addr}): timed out"),
+        };
+        let retry_at = tokio::time::Instant::now() + RECONNECT_DELAY;
+        if attempt >= max_reconnects || retry_at >= deadline {
+            let detail = if attempt > 0 {
+                format!("{detail} (after {attempt} reconnects)")
+            } else {
+                detail
+            };
+            return Err(BackendErr::new(BackendFailureKind::Connect, detail));
+        }
+        attempt += 1;
+        tracing::debug!(backend = %addr, attempt, error = %detail, "backend connect failed, reconnecting");
+        tokio::time::sleep_until(retry_at).await;
+    }
 }
 
 /// Logs a backend failure and tells the hook.

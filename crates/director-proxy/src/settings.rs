@@ -183,9 +183,13 @@ pub struct ProxyLimits {
     /// (`director_proxy_login_timeout`, default 60 s like Dovecot's login processes'
     /// "no auth attempts" timeout). Slowloris clients end here.
     pub login_timeout: Duration,
-    /// Connect + login-replay timeout towards a backend (`director_proxy_connect_timeout`,
-    /// default 30 s, Dovecot's `proxy_timeout` passdb field default).
+    /// Connect + login-replay timeout towards a backend (Dovecot's `login_proxy_timeout`,
+    /// default 30 s). Reconnect attempts share it.
     pub connect_timeout: Duration,
+    /// How often a refused or failed backend TCP connect is retried, one second apart, while
+    /// `connect_timeout` allows (Dovecot's `login_proxy_max_reconnects`, default 3): a
+    /// backend restarting under the proxy costs the client a short wait, not an error.
+    pub max_reconnects: u32,
     /// Longest pre-login command line for POP3/SMTP/LMTP (`director_proxy_max_line_length`,
     /// default 4 KiB: Dovecot's login input buffer). IMAP uses the mailproto parser's limit.
     pub max_line: usize,
@@ -211,6 +215,7 @@ impl Default for ProxyLimits {
         Self {
             login_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(30),
+            max_reconnects: 3,
             max_line: DEFAULT_MAX_LINE,
             max_lmtp_message: 50 * 1024 * 1024,
             max_connections: 10_000,
@@ -462,7 +467,14 @@ impl ProxySettings {
         }
         let limits = ProxyLimits {
             login_timeout: time("director_proxy_login_timeout")?,
-            connect_timeout: time("director_proxy_connect_timeout")?,
+            connect_timeout: parse_time_secs(get("login_proxy_timeout").unwrap_or("30 secs"))
+                .map(|s| Duration::from_secs(u64::from(s)))
+                .map_err(|m| err("login_proxy_timeout", m))?,
+            max_reconnects: get("login_proxy_max_reconnects")
+                .unwrap_or("3")
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| err("login_proxy_max_reconnects", "Invalid number"))?,
             max_line,
             max_lmtp_message: parse_size_bytes(&ours("director_lmtp_max_message_size"))
                 .map_err(|m| err("director_lmtp_max_message_size", m))?,
@@ -560,6 +572,23 @@ mod tests {
         assert_eq!(s.backend_port(Protocol::Pop3), 110);
         assert!(s.disable_plaintext_auth);
         assert_eq!(s.limits.max_line, 4096);
+    }
+
+    #[test]
+    fn login_proxy_settings_use_dovecots_names_and_defaults() {
+        let parse = |text: &str| Config::parse_str(text, "t.conf").unwrap();
+        let s = ProxySettings::from_config(&parse("")).unwrap();
+        assert_eq!(s.limits.connect_timeout, Duration::from_secs(30));
+        assert_eq!(s.limits.max_reconnects, 3);
+        let s = ProxySettings::from_config(&parse(
+            "login_proxy_timeout = 5 secs\nlogin_proxy_max_reconnects = 0\n",
+        ))
+        .unwrap();
+        assert_eq!(s.limits.connect_timeout, Duration::from_secs(5));
+        assert_eq!(s.limits.max_reconnects, 0);
+        let e =
+            ProxySettings::from_config(&parse("login_proxy_max_reconnects = many\n")).unwrap_err();
+        assert!(e.to_string().contains("login_proxy_max_reconnects"), "{e}");
     }
 
     #[test]

@@ -161,6 +161,56 @@ async fn host_down_sends_new_users_elsewhere_and_backend_failure_is_temporary() 
     c.send("x LOGOUT\r\n").await;
 }
 
+/// `login_proxy_max_reconnects`: a backend that refuses connections while it restarts costs
+/// the client a wait, not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_restarting_during_a_login_is_reconnected_to() {
+    init_tracing();
+    let mut lab = Lab::start(LabOptions {
+        // Generous, so that a slow Dovecot start still falls within the retries.
+        proxy_extra: vec![
+            "login_proxy_max_reconnects = 20".into(),
+            "login_proxy_timeout = 30 s".into(),
+        ],
+        ..LabOptions::default()
+    })
+    .await;
+    let addr = lab.addr(lab.imap_port);
+    let user = "patient@example.com";
+    let home = lab.expected_backend(user);
+    let idx = lab
+        .backends
+        .iter()
+        .position(|b| IpAddr::V4(b.ip()) == home)
+        .unwrap();
+    let IpAddr::V4(ip) = home else { unreachable!() };
+    let mut opts = testkit::BackendOptions::new(ip);
+    opts.imap_port = Some(lab.backends[idx].imap_addr().port());
+    opts.pop3_port = Some(lab.backends[idx].pop3_addr().port());
+    opts.lmtp_port = Some(lab.backends[idx].lmtp_addr().port());
+    lab.backends[idx].stop().unwrap();
+
+    let login = tokio::spawn(async move { raw_imap_login(addr, user, "pass").await });
+    // Let the first connect attempts be refused, then bring the backend back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!login.is_finished(), "the login waits for the backend");
+    let restarted = tokio::task::spawn_blocking(move || testkit::DovecotBackend::start_with(opts))
+        .await
+        .unwrap()
+        .expect("backend restarts on the same address and port");
+    let (mut c, got) = tokio::time::timeout(Duration::from_secs(60), login)
+        .await
+        .expect("login finishes once the backend is back")
+        .unwrap();
+    assert_eq!(
+        got,
+        home.to_string(),
+        "the login reached the user's own backend"
+    );
+    c.send("z LOGOUT\r\n").await;
+    lab.backends[idx] = restarted;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_sessions_keep_the_assignment_alive() {
     init_tracing();

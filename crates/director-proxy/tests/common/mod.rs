@@ -174,7 +174,7 @@ impl Lab {
              director_backend_port_lmtp = {blmtp}\n\
              director_backend_port_submission = {bsub}\n\
              director_backend_port_sieve = {bsieve}\n\
-             director_proxy_connect_timeout = 10 s\n\
+             login_proxy_timeout = 10 s\n\
              auth_failure_delay = 0\n\
              service imap-login {{\n inet_listener imap {{\n address = {pip}\n port = {imap_port}\n }}\n\
              \x20inet_listener imaps {{\n address = {pip}\n port = {imaps_port}\n ssl = yes\n }}\n}}\n\
