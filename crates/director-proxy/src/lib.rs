@@ -15,7 +15,8 @@
 //! * [`SessionRegistry`] — live sessions; `kick_user`, `kick_alt`, `kick_user_hash` return
 //!   how many sessions were stopped (the daemon then reports `kick_finished`).
 //! * [`BackendFailureHook`] — told about failed backends (future automatic host-down).
-//! * [`Proxy::start`] / [`Proxy::shutdown`] — bind, serve, drain on SIGTERM.
+//! * [`Proxy::start`] / [`Proxy::reload`] / [`Proxy::shutdown`] — bind, serve, take new
+//!   settings on SIGHUP, drain on SIGTERM.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -35,7 +36,7 @@ mod submission;
 pub mod tls;
 
 pub use core_router::CoreRouter;
-pub use proxy::{Proxy, ProxyError};
+pub use proxy::{Proxy, ProxyError, ReloadSummary};
 pub use registry::{KillReason, SessionGuard, SessionInfo, SessionRegistry};
 pub use router::{
     BackendFailureHook, BackendFailureKind, BoxFuture, NoBackendHook, Route, RouteError,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -76,13 +76,37 @@ impl Drop for PerIpGuard {
     }
 }
 
+/// The settings and TLS material new connections start with; SIGHUP swaps them. A session
+/// keeps the snapshot it started with, so a reload never changes a login half-way.
+struct Current(RwLock<Arc<Shared>>);
+
+impl Current {
+    fn get(&self) -> Arc<Shared> {
+        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn set(&self, shared: Arc<Shared>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = shared;
+    }
+}
+
+/// What a reload changed, for the log line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Settings that only take effect after a restart (listeners, the connection limit);
+    /// they keep their running values.
+    pub need_restart: Vec<&'static str>,
+}
+
 /// The proxy, before and while running.
 pub struct Proxy {
-    shared: Arc<Shared>,
+    current: Arc<Current>,
     shutdown_tx: watch::Sender<bool>,
     tasks: JoinSet<()>,
     bound: Vec<(ListenerSpec, SocketAddr)>,
     connections: Arc<Semaphore>,
+    /// The size of `connections`, fixed at start.
+    max_connections: usize,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -102,15 +126,7 @@ impl Proxy {
         registry: Arc<SessionRegistry>,
         hook: Arc<dyn BackendFailureHook>,
     ) -> Result<Proxy, ProxyError> {
-        let acceptor: Option<TlsAcceptor> = match (&settings.ssl_cert_pem, &settings.ssl_key_pem) {
-            (Some(c), Some(k)) if settings.tls_available() => Some(server_acceptor(c, k)?),
-            _ => None,
-        };
-        let connector: Option<TlsConnector> = match (&settings.backend_ca_pem, settings.backend_tls)
-        {
-            (Some(ca), mode) if mode != BackendTlsMode::None => Some(backend_connector(ca)?),
-            _ => None,
-        };
+        let (acceptor, connector) = tls_material(&settings)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let max_conns = settings.limits.max_connections;
         let shared = Arc::new(Shared {
@@ -122,15 +138,16 @@ impl Proxy {
             connector,
             shutdown: shutdown_rx,
         });
+        let specs = shared.settings.listeners.clone();
         let mut proxy = Proxy {
-            shared,
+            current: Arc::new(Current(RwLock::new(shared))),
             shutdown_tx,
             tasks: JoinSet::new(),
             bound: Vec::new(),
             connections: Arc::new(Semaphore::new(max_conns)),
+            max_connections: max_conns,
         };
         let per_ip = Arc::new(PerIp::default());
-        let specs = proxy.shared.settings.listeners.clone();
         for spec in specs {
             let listener = bind(spec.addr).map_err(|source| ProxyError::Bind {
                 addr: spec.addr,
@@ -143,15 +160,45 @@ impl Proxy {
             tracing::info!(protocol = spec.protocol.name(), listener = %spec.name, addr = %local, tls = spec.implicit_tls, "listening");
             proxy.bound.push((spec.clone(), local));
             proxy.tasks.spawn(accept_loop(
-                Arc::clone(&proxy.shared),
+                Arc::clone(&proxy.current),
                 listener,
                 spec,
                 Arc::clone(&proxy.connections),
                 Arc::clone(&per_ip),
             ));
         }
-        proxy.tasks.spawn(refresher(Arc::clone(&proxy.shared)));
+        proxy.tasks.spawn(refresher(Arc::clone(&proxy.current)));
         Ok(proxy)
+    }
+
+    /// SIGHUP: new connections use `settings` (TLS certificates and keys, CA file, limits
+    /// other than the total, timeouts, trusted networks, greeting, backend ports and TLS...);
+    /// open sessions keep what they started with. On an error (unreadable certificate, say)
+    /// nothing changes. Listeners and `director_proxy_max_connections` keep their running
+    /// values until a restart; the summary names them when they differ.
+    pub fn reload(&self, settings: ProxySettings) -> Result<ReloadSummary, ProxyError> {
+        let (acceptor, connector) = tls_material(&settings)?;
+        let old = self.current.get();
+        let mut summary = ReloadSummary::default();
+        if settings.listeners != old.settings.listeners {
+            summary.need_restart.push("listeners");
+        }
+        let mut settings = settings;
+        if settings.limits.max_connections != self.max_connections {
+            summary.need_restart.push("director_proxy_max_connections");
+            settings.limits.max_connections = self.max_connections;
+        }
+        settings.listeners.clone_from(&old.settings.listeners);
+        self.current.set(Arc::new(Shared {
+            settings: Arc::new(settings),
+            router: Arc::clone(&old.router),
+            registry: Arc::clone(&old.registry),
+            hook: Arc::clone(&old.hook),
+            acceptor,
+            connector,
+            shutdown: old.shutdown.clone(),
+        }));
+        Ok(summary)
     }
 
     /// The bound listeners with their actual addresses.
@@ -168,19 +215,20 @@ impl Proxy {
     }
 
     /// The session registry.
-    pub fn registry(&self) -> &Arc<SessionRegistry> {
-        &self.shared.registry
+    pub fn registry(&self) -> Arc<SessionRegistry> {
+        Arc::clone(&self.current.get().registry)
     }
 
     /// Client connections currently open (pre-login and proxied).
     pub fn open_connections(&self) -> usize {
-        self.shared.settings.limits.max_connections - self.connections.available_permits()
+        self.max_connections - self.connections.available_permits()
     }
 
     /// SIGTERM: stop accepting, close connections still logging in, let proxied sessions
     /// run for up to `drain` (default: `director_proxy_drain_time`), then close the rest.
     pub async fn shutdown(mut self, drain: Option<Duration>) {
-        let drain = drain.unwrap_or(self.shared.settings.limits.drain_time);
+        let shared = self.current.get();
+        let drain = drain.unwrap_or(shared.settings.limits.drain_time);
         let _ = self.shutdown_tx.send(true);
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
@@ -188,7 +236,7 @@ impl Proxy {
         while self.open_connections() > 0 && Instant::now() < deadline {
             tokio::time::sleep(DRAIN_POLL).await;
         }
-        let left = self.shared.registry.kill_all();
+        let left = shared.registry.kill_all();
         if left > 0 {
             tracing::info!(
                 sessions = left,
@@ -228,12 +276,30 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Refreshes every user with an open session each `director_user_expire / 2` (§3.4).
-async fn refresher(shared: Arc<Shared>) {
-    let half = Duration::from_secs(u64::from(shared.settings.user_expire_secs.max(2) / 2));
+/// The client-side acceptor and the backend-side connector `settings` ask for.
+fn tls_material(
+    settings: &ProxySettings,
+) -> Result<(Option<TlsAcceptor>, Option<TlsConnector>), TlsSetupError> {
+    let acceptor = match (&settings.ssl_cert_pem, &settings.ssl_key_pem) {
+        (Some(c), Some(k)) if settings.tls_available() => Some(server_acceptor(c, k)?),
+        _ => None,
+    };
+    let connector = match (&settings.backend_ca_pem, settings.backend_tls) {
+        (Some(ca), mode) if mode != BackendTlsMode::None => Some(backend_connector(ca)?),
+        _ => None,
+    };
+    Ok((acceptor, connector))
+}
+
+/// Refreshes every user with an open session each `director_user_expire / 2` (§3.4); the
+/// period is fixed at start.
+async fn refresher(current: Arc<Current>) {
+    let expire = current.get().settings.user_expire_secs;
+    let half = Duration::from_secs(u64::from(expire.max(2) / 2));
     let mut tick = tokio::time::interval_at(Instant::now() + half, half);
     loop {
         tick.tick().await;
+        let shared = current.get();
         let users = shared.registry.active_users();
         tracing::debug!(users = users.len(), "refreshing users with open sessions");
         for u in users {
@@ -243,7 +309,7 @@ async fn refresher(shared: Arc<Shared>) {
 }
 
 async fn accept_loop(
-    shared: Arc<Shared>,
+    current: Arc<Current>,
     listener: TcpListener,
     spec: ListenerSpec,
     connections: Arc<Semaphore>,
@@ -259,6 +325,7 @@ async fn accept_loop(
                 continue;
             }
         };
+        let shared = current.get();
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
             tracing::warn!(client = %peer, "connection limit reached");
             reject(tcp, spec.protocol, b"Too many connections");
@@ -271,7 +338,6 @@ async fn accept_loop(
             reject(tcp, spec.protocol, b"Too many connections from your IP");
             continue;
         };
-        let shared = Arc::clone(&shared);
         let spec = spec.clone();
         tokio::spawn(async move {
             handle(shared, tcp, peer, spec, permit, ip_guard).await;

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{init_tracing, Lab, LabOptions};
 
 fn users(prefix: &str, n: usize) -> Vec<String> {
@@ -135,4 +137,111 @@ async fn imap_implicit_tls_and_starttls() {
             "mode {mode}"
         );
     }
+}
+
+/// A TLS client trusting `ca_pems`; returns the stream and the certificate the server sent.
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    ca_pems: &[String],
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    Vec<u8>,
+) {
+    use tokio_rustls::rustls::{self, pki_types::ServerName, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    for pem in ca_pems {
+        for c in rustls_pemfile::certs(&mut pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::IpAddress(addr.ip().into());
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let cert = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    (tls, cert)
+}
+
+async fn tls_command(
+    s: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    cmd: &str,
+    tag: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if !cmd.is_empty() {
+        s.write_all(cmd.as_bytes()).await.unwrap();
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got
+        .split(|b| *b == b'\n')
+        .any(|l: &[u8]| l.starts_with(tag.as_bytes()))
+    {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("reply in time")
+            .unwrap();
+        assert!(n > 0, "closed while waiting for {tag:?}: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Certificate rotation: after a reload, new connections get the new certificate while an
+/// open session keeps working; a reload with a broken key changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_rotates_the_certificate_for_new_connections_only() {
+    init_tracing();
+    let lab = Lab::start(LabOptions::default()).await;
+    let addr = lab.addr(lab.imaps_port);
+    let ca1 = std::fs::read_to_string(&lab.ca_file).unwrap();
+    let (ca2, ca2_pem) = common::make_ca();
+    let cas = [ca1, ca2_pem];
+
+    let (mut old, old_cert) = tls_connect(addr, &cas).await;
+    tls_command(&mut old, "", "* OK").await;
+    let r = tls_command(&mut old, "a LOGIN rotate@example.com pass\r\n", "a ").await;
+    assert!(r.contains("a OK"), "{r}");
+
+    let conf = lab.dir.path().join("proxy.conf");
+    let reload = || {
+        let config = director_config::Config::load(&conf).unwrap();
+        lab.proxy
+            .reload(director_proxy::ProxySettings::from_config(&config).unwrap())
+    };
+    let (cert, key) = common::make_leaf(&ca2, &[lab.proxy_ip.to_string()]);
+    std::fs::write(lab.dir.path().join("proxy-cert.pem"), cert).unwrap();
+    std::fs::write(lab.dir.path().join("proxy-key.pem"), key).unwrap();
+    let summary = reload().expect("reload with the new certificate");
+    assert!(summary.need_restart.is_empty(), "{summary:?}");
+
+    let (mut new, new_cert) = tls_connect(addr, &cas).await;
+    assert_ne!(
+        new_cert, old_cert,
+        "a new connection gets the new certificate"
+    );
+    tls_command(&mut new, "", "* OK").await;
+    let r = tls_command(&mut new, "a LOGIN rotate2@example.com pass\r\n", "a ").await;
+    assert!(r.contains("a OK"), "{r}");
+    let r = tls_command(&mut old, "b NOOP\r\n", "b ").await;
+    assert!(r.contains("b OK"), "the open session is untouched: {r}");
+
+    // A key that does not parse: the reload fails and the running certificate stays.
+    std::fs::write(lab.dir.path().join("proxy-key.pem"), "not a key\n").unwrap();
+    let e = reload().expect_err("a broken key is refused");
+    assert!(e.to_string().contains("ssl_key"), "{e}");
+    let (_s, cert) = tls_connect(addr, &cas).await;
+    assert_eq!(
+        cert, new_cert,
+        "still the certificate of the last good reload"
+    );
 }

@@ -124,7 +124,7 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         "directord started"
     );
 
-    signals.wait(&director, &reloader).await;
+    signals.wait(&director, proxy.as_ref(), &reloader).await;
 
     tracing::info!("shutting down");
     if let Some(proxy) = proxy {
@@ -216,10 +216,15 @@ impl Signals {
     }
 
     /// Serves SIGHUP reloads until SIGTERM or SIGINT arrives.
-    async fn wait(mut self, director: &DirectorHandle, reloader: &Reloader) {
+    async fn wait(
+        mut self,
+        director: &DirectorHandle,
+        proxy: Option<&director_proxy::Proxy>,
+        reloader: &Reloader,
+    ) {
         loop {
             tokio::select! {
-                _ = self.hup.recv() => reload(director, reloader).await,
+                _ = self.hup.recv() => reload(director, proxy, reloader).await,
                 _ = self.term.recv() => { tracing::info!("SIGTERM received"); return; }
                 _ = self.int.recv() => { tracing::info!("SIGINT received"); return; }
             }
@@ -227,7 +232,11 @@ impl Signals {
     }
 }
 
-async fn reload(director: &DirectorHandle, reloader: &Reloader) {
+async fn reload(
+    director: &DirectorHandle,
+    proxy: Option<&director_proxy::Proxy>,
+    reloader: &Reloader,
+) {
     tracing::info!("SIGHUP received, reloading configuration");
     let settings = match reloader() {
         Ok(s) => s,
@@ -236,6 +245,29 @@ async fn reload(director: &DirectorHandle, reloader: &Reloader) {
             return;
         }
     };
+    // The proxy first: new certificates matter most to an operator who sends SIGHUP.
+    match (proxy, settings.proxy.clone()) {
+        (Some(proxy), Some(new)) => match proxy.reload(new) {
+            Ok(summary) if summary.need_restart.is_empty() => {
+                tracing::info!("mail proxy settings reloaded")
+            }
+            Ok(summary) => tracing::warn!(
+                unchanged = ?summary.need_restart,
+                "mail proxy settings reloaded; these changes need a restart"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                "mail proxy reload failed, keeping the old proxy settings"
+            ),
+        },
+        (Some(_), None) => tracing::warn!(
+            "the new configuration has no mail proxy listeners; removing them needs a restart"
+        ),
+        (None, Some(_)) => tracing::warn!(
+            "the new configuration adds mail proxy listeners; adding them needs a restart"
+        ),
+        (None, None) => {}
+    }
     let hosts = settings.config_hosts();
     let count = hosts.len();
     match director.reload(hosts).await {

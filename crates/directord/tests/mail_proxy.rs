@@ -272,3 +272,52 @@ fn sigterm_stops_accepting_and_drains_open_sessions() {
     let st = s.daemon.wait_exit();
     assert!(st.success(), "{st:?}");
 }
+
+/// The first line a new IMAP connection gets.
+fn imap_greeting(addr: SocketAddr) -> String {
+    let s = TcpStream::connect_timeout(&addr, WAIT).expect("connect to the proxy");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut l = String::new();
+    BufReader::new(s).read_line(&mut l).expect("greeting");
+    l.trim_end().to_string()
+}
+
+#[test]
+fn sighup_gives_new_connections_the_new_proxy_settings() {
+    let s = setup();
+    assert!(
+        imap_greeting(s.imap).ends_with("Dovecot ready."),
+        "default greeting"
+    );
+    let (mut c, _) = Imap::login(s.imap, "steady@example.com");
+    let original = std::fs::read_to_string(&s.daemon.config).expect("config");
+    std::fs::write(
+        &s.daemon.config,
+        format!("{original}login_greeting = Reloaded proxy ready.\n"),
+    )
+    .expect("write config");
+    s.daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    s.daemon.wait_log("mail proxy settings reloaded");
+    assert!(
+        imap_greeting(s.imap).ends_with("Reloaded proxy ready."),
+        "new connections see the reloaded greeting"
+    );
+    let r = c.cmd("n", "NOOP");
+    assert!(r.last().expect("reply").starts_with("n OK"), "{r:?}");
+
+    // A config the proxy cannot use (an implicit-TLS listener without a certificate) is
+    // refused as a whole, and the proxy keeps its settings.
+    std::fs::write(
+        &s.daemon.config,
+        format!(
+            "{original}login_greeting = Never shown.\nssl = yes\n\
+             service imap-login {{\n inet_listener imaps {{\n port = 1993\n ssl = yes\n }}\n}}\n"
+        ),
+    )
+    .expect("write config");
+    s.daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    s.daemon
+        .wait_log("reload failed, keeping the old configuration");
+    assert!(imap_greeting(s.imap).ends_with("Reloaded proxy ready."));
+    c.cmd("z", "LOGOUT");
+}
