@@ -1,16 +1,17 @@
 //! The director actor: one task owns the core's timers and its inbox, like Dovecot's single
 //! director process.
 //!
-//! The core state sits behind a mutex that only tasks on the director thread take, and never
-//! across an `await`, so it is never contended; it is a mutex only because tokio's tasks must
-//! be `Send`. Admin connections live on that thread and run their requests on the state
-//! directly: an unpipelined `USER-LOOKUP` then costs no task switch, no channel and no timer
-//! re-arm (docs/BENCHMARKS.md §2). Everything else (proxy logins from the multi-threaded
-//! runtime, SIGHUP, finished kicks and flush scripts) goes through the actor's bounded
-//! channel, and the actor sleeps until the core's next deadline. Nobody awaits a client or
-//! any I/O while holding the state: effects (kicks, flush scripts) run in spawned tasks that
-//! report back through the channel. Replies are encoded to bytes here, so connection tasks
-//! only write them.
+//! The core state sits behind a mutex that is never held across an `await`. Admin
+//! connections live on the director thread and run their requests on the state directly: an
+//! unpipelined `USER-LOOKUP` then costs no task switch, no channel and no timer re-arm
+//! (docs/BENCHMARKS.md §2). Proxy logins come from the multi-threaded runtime and take the
+//! state only if it is free (`try_lock`), so the common login is decided on the worker without
+//! waking the director thread, and a worker never blocks behind a long `USER-LIST`; a busy
+//! state sends the login through the actor's bounded channel instead. The channel also
+//! carries SIGHUP, session refreshes and finished kicks and flush scripts, and the actor
+//! sleeps until the core's next deadline, woken early when a request made it earlier.
+//! Effects (kicks, flush scripts) run in spawned tasks that report back through the channel.
+//! Replies are encoded to bytes here, so connection tasks only write them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -70,6 +71,16 @@ pub struct DirectorHandle {
     shared: Arc<Shared>,
 }
 
+/// What [`DirectorHandle::try_login_here`] managed.
+enum FastLogin {
+    /// The core took the request; the answer comes on this receiver (at once unless queued).
+    Answered(oneshot::Receiver<Result<Route, RequestError>>),
+    /// The state is in use: go through the actor.
+    Busy,
+    /// The actor has stopped.
+    Stopped,
+}
+
 /// The state and what tells the actor that its next deadline moved.
 struct Shared {
     state: Mutex<State>,
@@ -121,14 +132,45 @@ impl DirectorHandle {
         rx.await.ok()
     }
 
-    /// Routes a proxy login; `None` when the actor has stopped.
+    /// Routes a proxy login; `None` when the actor has stopped. Called from the proxy's
+    /// worker threads: when the state is free (nearly always), the core decides right here,
+    /// without waking the director thread; when it is busy (a long `USER-LIST`, say), the
+    /// login goes through the actor's channel rather than blocking a worker.
     pub async fn login(&self, username: Vec<u8>) -> Option<Result<Route, RequestError>> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(ActorMsg::Login { username, reply })
-            .await
-            .ok()?;
+        let rx = match self.try_login_here(&username) {
+            FastLogin::Answered(rx) => rx,
+            FastLogin::Stopped => return None,
+            FastLogin::Busy => {
+                let (reply, rx) = oneshot::channel();
+                self.tx
+                    .send(ActorMsg::Login { username, reply })
+                    .await
+                    .ok()?;
+                rx
+            }
+        };
         rx.await.ok()
+    }
+
+    /// The login fast path; synchronous, so the guard is never held across an `await`.
+    fn try_login_here(&self, username: &[u8]) -> FastLogin {
+        let mut state = match self.shared.state.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return FastLogin::Busy,
+        };
+        if state.stopped {
+            return FastLogin::Stopped;
+        }
+        let before = state.core.next_deadline();
+        let now = state.clock.now();
+        let (tx, rx) = oneshot::channel();
+        state.answer_login(username, tx, now);
+        state.run_effects();
+        if earlier(state.core.next_deadline(), before) {
+            self.shared.deadline_moved.notify_one();
+        }
+        FastLogin::Answered(rx)
     }
 
     /// Refreshes a user with open sessions. Never waits: a full queue drops the refresh
@@ -264,25 +306,35 @@ impl State {
             ActorMsg::Reload { hosts, reply } => {
                 let _ = reply.send(self.core.reload_hosts(hosts, now));
             }
-            ActorMsg::Login { username, reply } => match self.core.request(&username, now) {
-                RequestOutcome::Ready(route) => {
-                    let _ = reply.send(Ok(route));
-                }
-                RequestOutcome::Failed(e) => {
-                    let _ = reply.send(Err(e));
-                }
-                RequestOutcome::Queued(id, reason) => {
-                    tracing::debug!(
-                        request = id.0,
-                        reason = reason.as_str(),
-                        "login request queued"
-                    );
-                    self.logins.insert(id, reply);
-                }
-            },
+            ActorMsg::Login { username, reply } => self.answer_login(&username, reply, now),
             ActorMsg::Refresh { username } => self.core.refresh_user(&username, now),
             ActorMsg::KickDone { ticket } => self.core.kick_done(ticket, now),
             ActorMsg::FlushDone { ticket, success } => self.core.flush_done(ticket, success, now),
+        }
+    }
+
+    /// Answers a login now, or keeps `reply` until the core finishes the queued request.
+    fn answer_login(
+        &mut self,
+        username: &[u8],
+        reply: oneshot::Sender<Result<Route, RequestError>>,
+        now: std::time::Duration,
+    ) {
+        match self.core.request(username, now) {
+            RequestOutcome::Ready(route) => {
+                let _ = reply.send(Ok(route));
+            }
+            RequestOutcome::Failed(e) => {
+                let _ = reply.send(Err(e));
+            }
+            RequestOutcome::Queued(id, reason) => {
+                tracing::debug!(
+                    request = id.0,
+                    reason = reason.as_str(),
+                    "login request queued"
+                );
+                self.logins.insert(id, reply);
+            }
         }
     }
 
@@ -485,6 +537,25 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(d.admin(user_move("127.0.1.1")).await.unwrap(), b"OK\n");
+    }
+
+    /// Both login paths give the core's answer: on the worker when the state is free, and
+    /// through the actor when it is busy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn logins_are_routed_whether_the_state_is_free_or_busy() {
+        let d = start(2);
+        let fast = d.login(b"user9".to_vec()).await.unwrap().unwrap();
+        let held = d.shared.lock();
+        assert!(matches!(d.try_login_here(b"user9"), FastLogin::Busy));
+        let slow = tokio::spawn({
+            let d = d.clone();
+            async move { d.login(b"user9".to_vec()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!slow.is_finished(), "waits for the state");
+        drop(held);
+        let slow = slow.await.unwrap().unwrap().unwrap();
+        assert_eq!(slow.ip, fast.ip, "same user, same backend");
     }
 
     #[tokio::test(start_paused = true)]
