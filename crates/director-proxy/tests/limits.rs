@@ -102,6 +102,67 @@ async fn connection_floods_hit_the_per_ip_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_floods_hit_the_total_limit_on_every_listener() {
+    init_tracing();
+    // The per-IP limit stays at its default (100): only the total limit can refuse here.
+    let lab = Lab::start(LabOptions {
+        proxy_extra: vec!["director_proxy_max_connections = 4".into()],
+        ..LabOptions::default()
+    })
+    .await;
+    let imap = lab.addr(lab.imap_port);
+    let pop3 = lab.addr(lab.pop3_port);
+    // One proxied session and three connections still before login, spread over two
+    // listeners: the limit counts client connections of the whole proxy.
+    let (mut s, _) = raw_imap_login(imap, "total@example.com", "pass").await;
+    let mut held = Vec::new();
+    for addr in [imap, pop3, pop3] {
+        let mut c = Raw::connect(addr).await;
+        let greeting = c.line().await.unwrap();
+        assert!(
+            greeting.starts_with("* OK") || greeting.starts_with("+OK"),
+            "{greeting}"
+        );
+        held.push(c);
+    }
+    // The fifth connection is refused on every listener with the protocol's own "later".
+    let mut over = Raw::connect(imap).await;
+    assert_eq!(over.line().await.unwrap(), "* BYE Too many connections");
+    assert!(over.closed().await);
+    let mut over = Raw::connect(pop3).await;
+    assert_eq!(
+        over.line().await.unwrap(),
+        "-ERR [SYS/TEMP] Too many connections"
+    );
+    assert!(over.closed().await);
+    let mut over = Raw::connect(lab.addr(lab.lmtp_port)).await;
+    assert_eq!(over.line().await.unwrap(), "421 4.7.0 Too many connections");
+    assert!(over.closed().await);
+    // The proxied session is untouched by the flood.
+    noop_ok(&mut s).await;
+
+    // Room again once the held connections are gone. The proxy frees a slot when it sees
+    // the close, so poll (bounded) instead of assuming how fast that is.
+    drop(held);
+    let mut admitted = None;
+    for _ in 0..200 {
+        let mut c = Raw::connect(imap).await;
+        let greeting = c.line().await.unwrap_or_default();
+        if greeting.starts_with("* OK") {
+            admitted = Some(c);
+            break;
+        }
+        assert_eq!(greeting, "* BYE Too many connections");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = admitted.expect("a slot is free again after the held connections closed");
+    c.send("a LOGIN total2@example.com pass\r\n").await;
+    let r = c.until("a ").await;
+    assert!(r.last().unwrap().starts_with("a OK"), "{r:?}");
+    noop_ok(&mut s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_login_is_refused_before_tls() {
     init_tracing();
     let lab = Lab::start(LabOptions {

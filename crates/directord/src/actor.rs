@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use director_core::kill::{Effect, RequestError, RequestId, Route, Ticket};
 use director_core::lookup::ConfigHost;
 use director_core::RequestOutcome;
-use director_proto::admin::AdminRequest;
+use director_proto::admin::{AdminReply, AdminRequest};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::clock::Clock;
@@ -345,7 +345,43 @@ impl State {
             AdminRequest::DirectorRemove { ip, port } => {
                 AdminStart::Done(self.ring.remove(ip, port))
             }
+            // `remove` and `flush -F` drop the host's users without kicking in the core (as
+            // Dovecot's director does), but this daemon is the whole proxy tier: sessions
+            // still proxied to such a host are closed, or the users' next logins (hashed
+            // elsewhere) would split them over two backends. Closed before the `OK`, so
+            // doveadm returns after the kick.
+            AdminRequest::HostRemove { ip } => {
+                let start = self.core.admin(AdminRequest::HostRemove { ip }, now);
+                self.kick_backends_if_ok(&start, &[ip]);
+                start
+            }
+            AdminRequest::HostFlush { ip } => {
+                let ips = match ip {
+                    Some(ip) => vec![ip],
+                    None => self.host_ips(now),
+                };
+                let start = self.core.admin(AdminRequest::HostFlush { ip }, now);
+                self.kick_backends_if_ok(&start, &ips);
+                start
+            }
             other => self.core.admin(other, now),
+        }
+    }
+
+    /// Every host's IP (for `flush -F` of all hosts).
+    fn host_ips(&mut self, now: std::time::Duration) -> Vec<std::net::IpAddr> {
+        match self.core.admin(AdminRequest::HostList, now) {
+            AdminStart::Done(AdminReply::HostList(hosts)) => hosts.iter().map(|h| h.ip).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Closes the sessions proxied to `ips` once the core answered `OK`.
+    fn kick_backends_if_ok(&self, start: &AdminStart, ips: &[std::net::IpAddr]) {
+        if matches!(start, AdminStart::Done(r) if *r == AdminReply::OK) {
+            for ip in ips {
+                self.killer.kick_backend(*ip);
+            }
         }
     }
 
@@ -542,6 +578,8 @@ mod tests {
     /// Both login paths give the core's answer: on the worker when the state is free, and
     /// through the actor when it is busy.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // Holding the state across the sleep is the point: it makes the state busy.
+    #[allow(clippy::await_holding_lock)]
     async fn logins_are_routed_whether_the_state_is_free_or_busy() {
         let d = start(2);
         let fast = d.login(b"user9".to_vec()).await.unwrap().unwrap();

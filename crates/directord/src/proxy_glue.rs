@@ -73,4 +73,10 @@ impl SessionKiller for RegistryKiller {
         tracing::info!(%field, %value, kicked = n, "KICK-ALT");
         Box::pin(std::future::ready(n))
     }
+
+    fn kick_backend(&self, ip: IpAddr) -> usize {
+        let n = self.registry.kick_backend(ip);
+        tracing::info!(host = %ip, kicked = n, "kicked the sessions of a removed or flushed host");
+        n
+    }
 }

@@ -23,6 +23,13 @@ pub trait SessionKiller: Send + Sync + 'static {
     fn kick_user(&self, user: Vec<u8>) -> KickFuture;
     /// Drop every session whose passdb `field` equals `value` (admin `USER-KICK-ALT`).
     fn kick_user_alt(&self, field: String, value: String) -> KickFuture;
+    /// Drop every session proxied to backend `ip` (after `HOST-REMOVE` or `HOST-FLUSH`: the
+    /// host's users were dropped, so their next logins may go elsewhere; a session left on
+    /// that host would serve the same user from two backends at once). Returns how many were
+    /// told to stop. Without local sessions there is nothing to do.
+    fn kick_backend(&self, _ip: IpAddr) -> usize {
+        0
+    }
 }
 
 /// The killer used while the daemon has no proxy: nothing to kick, done at once.
