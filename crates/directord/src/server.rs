@@ -147,12 +147,6 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     Ok(())
 }
 
-/// How many task polls the director thread runs between looks at the reactor. Much lower
-/// than tokio's default (61) so that a connection spinning for its next request
-/// (`admin::connection::SPIN_POLLS`) sees it within a microsecond or so; unpipelined
-/// `USER-LOOKUP` went from 1.86x to a median of 2.01x Dovecot (docs/BENCHMARKS.md §2).
-const EVENT_INTERVAL: u32 = 2;
-
 /// The thread that owns the director actor and the admin connections.
 struct CoreThread {
     handle: tokio::runtime::Handle,
@@ -164,7 +158,6 @@ impl CoreThread {
     fn start() -> anyhow::Result<CoreThread> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .event_interval(EVENT_INTERVAL)
             .build()
             .context("start the director runtime")?;
         let handle = runtime.handle().clone();

@@ -12,6 +12,8 @@
 
 use director_proto::admin::{check_client_handshake, parse_request, SERVER_GREETING};
 use director_proto::line::{LineBuffer, ADMIN_MAX_LINE_LEN};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::actor::DirectorHandle;
@@ -33,7 +35,11 @@ enum Next {
     Closed,
 }
 
-async fn next_line<R: AsyncRead + Unpin>(rd: &mut R, lb: &mut LineBuffer, peer: &PeerName) -> Next {
+async fn next_line<R: AsyncRead + AsFd + Unpin>(
+    rd: &mut R,
+    lb: &mut LineBuffer,
+    peer: &PeerName,
+) -> Next {
     loop {
         match lb.next_line() {
             Ok(Some(line)) => return Next::Line(line),
@@ -44,7 +50,8 @@ async fn next_line<R: AsyncRead + Unpin>(rd: &mut R, lb: &mut LineBuffer, peer: 
                 return Next::Closed;
             }
         }
-        let got = match spin_read(rd, lb.spare_mut()).await {
+        let fd = rd.as_fd().as_raw_fd();
+        let got = match spin_read(fd, lb.spare_mut()).await {
             Some(r) => r,
             None => rd.read(lb.spare_mut()).await,
         };
@@ -59,44 +66,54 @@ async fn next_line<R: AsyncRead + Unpin>(rd: &mut R, lb: &mut LineBuffer, peer: 
     }
 }
 
-/// How many times a connection that just got a reply looks for its next request before it
-/// sleeps in the reactor (about 20-50 µs). A client that sends one request at a time
-/// answers within that window, and catching it here saves the kernel wake-up that
-/// dominates an unpipelined round trip (docs/BENCHMARKS.md §2). Idle connections don't spin:
-/// the window ends and they park as usual.
-const SPIN_POLLS: u32 = 256;
+/// How long a connection that just got a reply keeps looking for its next request before it
+/// sleeps in the reactor. A client that sends one request at a time answers within that
+/// window, and catching it here saves the kernel wake-up that dominates an unpipelined round
+/// trip (docs/BENCHMARKS.md §2). Idle connections don't spin: the window ends and they park
+/// as usual.
+const SPIN_TIME: std::time::Duration = std::time::Duration::from_micros(100);
 
-/// Looks for input without sleeping: yields to the scheduler (which polls the reactor every
-/// few dozen yields) and tries the read, for at most [`SPIN_POLLS`] rounds.
-async fn spin_read<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    buf: &mut [u8],
-) -> Option<std::io::Result<usize>> {
-    use std::future::Future;
-    use std::task::{Context, Poll, Waker};
-    for _ in 0..SPIN_POLLS {
-        tokio::task::yield_now().await;
-        let mut read = std::pin::pin!(rd.read(&mut *buf));
-        let mut cx = Context::from_waker(Waker::noop());
-        if let Poll::Ready(r) = read.as_mut().poll(&mut cx) {
-            return Some(r);
+/// Non-blocking reads between two yields to the other tasks of the director thread.
+const SPIN_READS_PER_YIELD: u32 = 4;
+
+/// Looks for input without sleeping, for at most [`SPIN_TIME`]: non-blocking `recv` on the
+/// socket itself (tokio's own read would wait for the reactor to report readiness, a poll
+/// later), yielding to the other tasks every few tries. Reading behind tokio's back is safe:
+/// its epoll registration is edge-triggered and its cached readiness is only a hint, so the
+/// next tokio read that finds nothing clears it and waits for the next edge, which new data
+/// always makes.
+async fn spin_read(fd: RawFd, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{recv, MsgFlags};
+    let start = std::time::Instant::now();
+    loop {
+        for _ in 0..SPIN_READS_PER_YIELD {
+            match recv(fd, buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => return Some(Ok(n)),
+                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(e) => return Some(Err(e.into())),
+            }
         }
+        if start.elapsed() >= SPIN_TIME {
+            return None;
+        }
+        tokio::task::yield_now().await;
     }
-    None
 }
 
 /// Serves one admin client until it disconnects or misbehaves.
 pub async fn serve<S>(stream: S, peer: PeerName, ctx: ConnectionContext)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + AsFd + Unpin,
 {
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    if wr.write_all(SERVER_GREETING).await.is_err() {
+    // One command at a time: reads and writes never overlap, so no split is needed.
+    let mut stream = stream;
+    if stream.write_all(SERVER_GREETING).await.is_err() {
         return;
     }
     let mut lb = LineBuffer::new(ADMIN_MAX_LINE_LEN);
 
-    let Next::Line(first) = next_line(&mut rd, &mut lb, &peer).await else {
+    let Next::Line(first) = next_line(&mut stream, &mut lb, &peer).await else {
         return;
     };
     if let Err(e) = check_client_handshake(&first) {
@@ -109,7 +126,7 @@ where
     // "an unfinished command holds back the next" rule are kept by the actor.
     let mut batch = Vec::new();
     loop {
-        let Next::Line(line) = next_line(&mut rd, &mut lb, &peer).await else {
+        let Next::Line(line) = next_line(&mut stream, &mut lb, &peer).await else {
             return;
         };
         let mut failure = None;
@@ -140,7 +157,7 @@ where
                 tracing::debug!(peer = %peer, "director is shutting down, closing");
                 return;
             };
-            if let Err(e) = wr.write_all(&replies).await {
+            if let Err(e) = stream.write_all(&replies).await {
                 tracing::debug!(peer = %peer, requests = count, error = %e, "admin write failed");
                 return;
             }

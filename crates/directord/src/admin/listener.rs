@@ -172,7 +172,12 @@ pub fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ListenerError> {
 /// A listener the accept loop can drive: UNIX or TCP.
 pub trait AdminAcceptor: Send + 'static {
     /// The accepted stream type.
-    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    type Stream: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + std::os::fd::AsFd
+        + Unpin
+        + Send
+        + 'static;
     /// Accepts one client; returns the stream and a printable peer name for logs.
     fn accept(
         &self,
