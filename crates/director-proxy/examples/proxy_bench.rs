@@ -12,7 +12,7 @@
 //! directord` into the same target dir, a no-op when up to date):
 //!
 //! ```text
-//! cargo run --release -p director-proxy --example proxy_bench -- [--secs 5] [--rounds 3] [--users 2000]
+//! cargo run --release -p director-proxy --example proxy_bench -- [--secs 5] [--rounds 3] [--users 2000] [--conc 1,4,16,64]
 //! ```
 //!
 //! (`DIRECTORD_BIN=/path/to/directord` uses that binary instead and skips the build; a bare
@@ -648,6 +648,8 @@ struct Args {
     secs: u64,
     rounds: usize,
     users: usize,
+    /// Concurrencies to measure (`--conc 64` or `--conc 1,64`); default all four.
+    conc: Vec<usize>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -655,6 +657,7 @@ fn parse_args() -> anyhow::Result<Args> {
         secs: DEFAULT_SECS,
         rounds: DEFAULT_ROUNDS,
         users: DEFAULT_USERS,
+        conc: CONCURRENCIES.to_vec(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -667,9 +670,20 @@ fn parse_args() -> anyhow::Result<Args> {
             "--secs" => a.secs = val("--secs")?,
             "--rounds" => a.rounds = val("--rounds")? as usize,
             "--users" => a.users = val("--users")? as usize,
+            "--conc" => {
+                a.conc = it
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|c| c.trim().parse::<usize>().ok().filter(|c| *c > 0))
+                    .collect::<Option<Vec<_>>>()
+                    .context("--conc needs positive numbers, e.g. 64 or 1,64")?;
+            }
             other => match other.parse() {
                 Ok(n) => a.secs = n,
-                Err(_) => bail!("usage: proxy_bench [--secs N] [--rounds N] [--users N]"),
+                Err(_) => bail!(
+                    "usage: proxy_bench [--secs N] [--rounds N] [--users N] [--conc N[,N...]]"
+                ),
             },
         }
     }
@@ -813,7 +827,7 @@ async fn main() -> anyhow::Result<()> {
     let mut results: HashMap<(usize, PathKind), Vec<Point>> = HashMap::new();
     let mut per_round: Vec<(usize, usize, PathKind, Point)> = Vec::new();
     let mut cpu: HashMap<PathKind, PathCpu> = HashMap::new();
-    for conc in CONCURRENCIES {
+    for &conc in &args.conc {
         for round in 0..args.rounds {
             for k in 0..paths.len() {
                 let (kind, target) = &paths[(k + round) % paths.len()];
@@ -890,7 +904,7 @@ async fn main() -> anyhow::Result<()> {
          | direct p99 ms | directord p99 | dovecot p99 |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for conc in CONCURRENCIES {
+    for &conc in &args.conc {
         let r = |k| med(conc, k, |p| p.rate);
         let p50 = |k| med(conc, k, |p| p.p50);
         let p99 = |k| med(conc, k, |p| p.p99);
