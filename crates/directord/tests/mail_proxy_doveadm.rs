@@ -26,13 +26,14 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, WAIT};
+use common::imap::Imap;
+use common::Daemon;
 use testkit::{
     free_ports, require_backend_services, BackendOptions, DovecotBackend, LoopbackAllocator,
     BACKEND_PASSWORD, INSTALL_HINT,
@@ -678,87 +679,6 @@ fn every_protocol_lands_on_the_backend_doveadm_names() {
     lab.assert_no_user_on_two_backends("after routing");
 }
 
-/// A raw IMAP client for sessions held open across admin commands.
-struct Imap {
-    r: BufReader<TcpStream>,
-}
-
-impl Imap {
-    fn line(&mut self) -> Option<String> {
-        let mut l = String::new();
-        match self.r.read_line(&mut l) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(l.trim_end().to_string()),
-        }
-    }
-
-    /// Sends a tagged command and returns every line up to the tagged reply.
-    fn cmd(&mut self, tag: &str, cmd: &str) -> Vec<String> {
-        self.r
-            .get_mut()
-            .write_all(format!("{tag} {cmd}\r\n").as_bytes())
-            .unwrap();
-        let mut out = Vec::new();
-        loop {
-            let l = self
-                .line()
-                .unwrap_or_else(|| panic!("EOF after {cmd}: {out:?}"));
-            let done = l.starts_with(&format!("{tag} "));
-            out.push(l);
-            if done {
-                return out;
-            }
-        }
-    }
-
-    /// Logs in through the proxy; returns the session and the backend that served it (`ID`).
-    fn login(addr: SocketAddr, user: &str) -> (Imap, IpAddr) {
-        let s = TcpStream::connect_timeout(&addr, WAIT).expect("connect to the proxy");
-        // Longer than a login held back by a move (kick delay) or the core's 30 s request
-        // timeout; a hang guard only.
-        s.set_read_timeout(Some(Duration::from_secs(45))).unwrap();
-        let mut c = Imap {
-            r: BufReader::new(s),
-        };
-        let greeting = c.line().expect("greeting");
-        assert!(greeting.starts_with("* OK"), "{greeting}");
-        let r = c.cmd("a", &format!("LOGIN {user} {BACKEND_PASSWORD}"));
-        assert!(r.last().unwrap().starts_with("a OK"), "{user}: {r:?}");
-        let r = c.cmd("b", "ID NIL");
-        let ip = r
-            .iter()
-            .find(|l| l.starts_with("* ID"))
-            .and_then(|l| l.split('"').find_map(|w| w.parse::<IpAddr>().ok()))
-            .unwrap_or_else(|| panic!("no backend-ip in {r:?}"));
-        (c, ip)
-    }
-
-    fn noop_ok(&mut self) -> bool {
-        let r = self.cmd("n", "NOOP");
-        r.last().is_some_and(|l| l.starts_with("n OK"))
-    }
-
-    /// True when the proxy closed the session (a BYE may come first). A read timeout is
-    /// not a close: the session is still open then.
-    fn closed(&mut self) -> bool {
-        for _ in 0..100 {
-            let mut l = String::new();
-            match self.r.read_line(&mut l) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-                Err(e) => panic!("session still open ({e})"),
-            }
-        }
-        false
-    }
-
-    fn logout(mut self) {
-        self.cmd("z", "LOGOUT");
-    }
-}
-
-/// Opens `n` IMAP sessions of `user` and checks where they landed.
 fn open(lab: &Lab, user: &str, n: usize, want: IpAddr) -> Vec<Imap> {
     let before = lab.imap_logins(want, user);
     let had = lab.sessions_of(want, user);

@@ -10,6 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
+
+pub mod imap;
 use nix::unistd::Pid;
 
 /// Bound on every wait in these tests (not a timing assertion: only a hang guard).
