@@ -4,7 +4,7 @@
 use std::net::{IpAddr, ToSocketAddrs};
 
 use director_core::lookup::ConfigHost;
-use director_proto::value::{format_ip, parse_ip, parse_port};
+use director_proto::value::{format_ip, parse_ip, HostPortError};
 
 /// Most hosts one `director_mail_servers` value may expand to (a guard
 /// against absurd ranges; Dovecot limits a range to 256 / 65536 addresses).
@@ -131,27 +131,12 @@ pub fn parse_mail_servers(value: &str, resolver: &dyn Resolver) -> Result<Vec<Ma
     Ok(out)
 }
 
-/// Splits `host[:port]` / `[v6]:port` / bare IPv6.
+/// Splits `host[:port]` / `[v6]:port` / bare IPv6, with this setting's error messages.
 fn split_host_port(item: &str) -> Result<(&str, Option<u16>), String> {
-    let bad_port = || format!("Invalid port in director_servers: {item}");
-    if let Some(rest) = item.strip_prefix('[') {
-        let Some((host, after)) = rest.split_once(']') else {
-            return Err(format!("Invalid director_servers entry: {item}"));
-        };
-        return match after.strip_prefix(':') {
-            Some(p) => Ok((host, Some(parse_port(p.as_bytes()).ok_or_else(bad_port)?))),
-            None if after.is_empty() => Ok((host, None)),
-            None => Err(format!("Invalid director_servers entry: {item}")),
-        };
-    }
-    if item.matches(':').count() > 1 {
-        // A bare IPv6 address: no port.
-        return Ok((item, None));
-    }
-    match item.split_once(':') {
-        Some((h, p)) => Ok((h, Some(parse_port(p.as_bytes()).ok_or_else(bad_port)?))),
-        None => Ok((item, None)),
-    }
+    director_proto::value::split_host_port(item).map_err(|e| match e {
+        HostPortError::BadPort => format!("Invalid port in director_servers: {item}"),
+        HostPortError::Malformed => format!("Invalid director_servers entry: {item}"),
+    })
 }
 
 /// Parses `director_servers`: space-separated `host[:port]`; a host name

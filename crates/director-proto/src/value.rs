@@ -33,6 +33,34 @@ pub fn parse_port(s: &[u8]) -> Option<u16> {
     }
 }
 
+/// Why [`split_host_port`] refused its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPortError {
+    /// `[` without `]`, or something other than `:port` after `]`.
+    Malformed,
+    /// The port is not in 1..=65535 ([`parse_port`]).
+    BadPort,
+}
+
+/// Splits `host[:port]` the way Dovecot's `net_str2hostport` does: `[v6]:port`, `[v6]`,
+/// `host:port` (exactly one colon), or a bare host or bare IPv6 address (no port).
+pub fn split_host_port(spec: &str) -> Result<(&str, Option<u16>), HostPortError> {
+    let port = |p: &str| parse_port(p.as_bytes()).ok_or(HostPortError::BadPort);
+    if let Some(rest) = spec.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or(HostPortError::Malformed)?;
+        return match after.strip_prefix(':') {
+            Some(p) => Ok((host, Some(port(p)?))),
+            None if after.is_empty() => Ok((host, None)),
+            None => Err(HostPortError::Malformed),
+        };
+    }
+    match spec.split_once(':') {
+        Some((h, p)) if !p.contains(':') => Ok((h, Some(port(p)?))),
+        // No colon, or a bare IPv6 address.
+        _ => Ok((spec, None)),
+    }
+}
+
 /// The address helpers live in the core (the lowest layer) so that every crate parses,
 /// prints and orders addresses the same way:
 /// * [`parse_ip`] — `net_addr2ip`: IPv6 (with optional brackets) if the text has `:`,
@@ -80,6 +108,20 @@ pub fn write_uint(out: &mut Vec<u8>, mut v: u64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_port_forms() {
+        use super::{split_host_port, HostPortError};
+        assert_eq!(split_host_port("127.0.0.1:10"), Ok(("127.0.0.1", Some(10))));
+        assert_eq!(split_host_port("127.0.0.1"), Ok(("127.0.0.1", None)));
+        assert_eq!(split_host_port("[::1]:10"), Ok(("::1", Some(10))));
+        assert_eq!(split_host_port("[::1]"), Ok(("::1", None)));
+        assert_eq!(split_host_port("::1"), Ok(("::1", None)));
+        assert_eq!(split_host_port("host:0"), Err(HostPortError::BadPort));
+        assert_eq!(split_host_port("host:x"), Err(HostPortError::BadPort));
+        assert_eq!(split_host_port("[::1"), Err(HostPortError::Malformed));
+        assert_eq!(split_host_port("[::1]x"), Err(HostPortError::Malformed));
+    }
+
     use super::*;
     use proptest::prelude::*;
     use std::cmp::Ordering;

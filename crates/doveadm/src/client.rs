@@ -65,31 +65,11 @@ pub enum ReadError {
     Io(std::io::Error),
 }
 
-/// Splits `host:port` the way Dovecot's `net_str2hostport` does:
-/// `[v6]:port`, `host:port` (exactly one colon), or a bare host (port 0).
-/// `None` when a port is present but invalid.
+/// `host:port` (`[v6]:port`, or a bare host: port 0); `None` when a port is present but
+/// invalid.
 fn split_host_port(spec: &str) -> Option<(String, u16)> {
-    if let Some(rest) = spec.strip_prefix('[') {
-        let end = rest.find(']')?;
-        let host = &rest[..end];
-        let after = &rest[end + 1..];
-        return match after.strip_prefix(':') {
-            Some(p) => Some((host.to_owned(), parse_port(p)?)),
-            None if after.is_empty() => Some((host.to_owned(), 0)),
-            None => None,
-        };
-    }
-    match spec.matches(':').count() {
-        1 => {
-            let (h, p) = spec.split_once(':')?;
-            Some((h.to_owned(), parse_port(p)?))
-        }
-        _ => Some((spec.to_owned(), 0)),
-    }
-}
-
-fn parse_port(p: &str) -> Option<u16> {
-    director_proto::value::parse_port(p.as_bytes())
+    let (host, port) = director_proto::value::split_host_port(spec).ok()?;
+    Some((host.to_owned(), port.unwrap_or(0)))
 }
 
 /// `ip:port` as doveadm prints it in connect errors (IPv6 without brackets).
