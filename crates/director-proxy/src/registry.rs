@@ -46,6 +46,8 @@ pub struct SessionInfo {
 struct Entry {
     info: SessionInfo,
     kill: watch::Sender<Option<KillReason>>,
+    /// `Inner::backend_kicks` when the session registered.
+    registered_at_kick: u64,
 }
 
 #[derive(Default)]
@@ -54,6 +56,12 @@ struct Inner {
     sessions: HashMap<u64, Entry>,
     by_user: HashMap<Vec<u8>, HashSet<u64>>,
     by_hash: HashMap<u32, HashSet<u64>>,
+    /// How many [`SessionRegistry::kick_backend`] calls there have been.
+    backend_kicks: u64,
+    /// Per backend, the value of `backend_kicks` at its latest kick. A session routed there
+    /// before that kick but not yet attached to it ([`SessionGuard::set_backend`]) was
+    /// missed by the kick and stops when it attaches. One entry per kicked backend.
+    last_backend_kick: HashMap<IpAddr, u64>,
 }
 
 impl Inner {
@@ -100,11 +108,19 @@ impl SessionGuard {
         self.id
     }
 
-    /// Records the backend the session was routed to (for `except_ip` and host kills).
+    /// Records the backend the session was routed to (for `except_ip` and host kills). If
+    /// that backend was kicked after this session registered (a `remove` between the route
+    /// decision and this call), the session is told to stop now instead. A login routed to
+    /// the same host again after a `flush -F` of it stops too: the client reconnects, which
+    /// is the safe side of a race that is a few microseconds wide.
     pub fn set_backend(&self, ip: IpAddr) {
         let mut inner = self.registry.lock();
+        let kicked_at = inner.last_backend_kick.get(&ip).copied();
         if let Some(e) = inner.sessions.get_mut(&self.id) {
             e.info.backend = Some(ip);
+            if kicked_at.is_some_and(|k| k > e.registered_at_kick) {
+                e.kill.send_replace(Some(KillReason::Kicked));
+            }
         }
     }
 
@@ -182,6 +198,7 @@ impl SessionRegistry {
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
+        let registered_at_kick = inner.backend_kicks;
         inner.sessions.insert(
             id,
             Entry {
@@ -194,6 +211,7 @@ impl SessionRegistry {
                     client,
                 },
                 kill: tx,
+                registered_at_kick,
             },
         );
         inner
@@ -259,9 +277,13 @@ impl SessionRegistry {
         inner.kill_ids(ids, KillReason::Moved)
     }
 
-    /// Stops every session proxied to `ip` (for a future automatic host-down).
+    /// Stops every session proxied to `ip` (`remove` and `flush -F` of that host), and
+    /// every session already routed there that attaches later.
     pub fn kick_backend(&self, ip: IpAddr) -> usize {
         let mut inner = self.lock();
+        inner.backend_kicks += 1;
+        let seq = inner.backend_kicks;
+        inner.last_backend_kick.insert(ip, seq);
         let ids: Vec<u64> = inner
             .sessions
             .values()
@@ -327,6 +349,36 @@ mod tests {
 
     fn addr() -> SocketAddr {
         "127.0.0.1:5000".parse().unwrap()
+    }
+
+    /// A `remove` that lands between a login's route decision and its `set_backend` still
+    /// stops that login; logins that registered after the kick are not affected.
+    #[test]
+    fn a_backend_kick_catches_sessions_that_attach_later() {
+        let r = SessionRegistry::new(HashFormat::default());
+        let host: IpAddr = "127.0.1.1".parse().unwrap();
+        let other: IpAddr = "127.0.1.2".parse().unwrap();
+        let attached = r.register(b"alice", Protocol::Imap, addr());
+        attached.set_backend(host);
+        let in_flight = r.register(b"bob", Protocol::Imap, addr());
+        let elsewhere = r.register(b"carol", Protocol::Imap, addr());
+        assert_eq!(
+            r.kick_backend(host),
+            1,
+            "only the attached session is counted"
+        );
+        assert_eq!(attached.killed(), Some(KillReason::Kicked));
+        in_flight.set_backend(host);
+        assert_eq!(in_flight.killed(), Some(KillReason::Kicked));
+        elsewhere.set_backend(other);
+        assert_eq!(elsewhere.killed(), None);
+        let later = r.register(b"dave", Protocol::Imap, addr());
+        later.set_backend(host);
+        assert_eq!(
+            later.killed(),
+            None,
+            "registered after the kick: a new route"
+        );
     }
 
     #[test]
