@@ -94,6 +94,19 @@ impl Shared {
         // between requests: keep serving rather than poisoning every later request.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Runs `f` on `state` at the current time, then the effects it caused, and wakes the
+    /// actor if the core's next deadline moved earlier than the one it sleeps towards.
+    fn run<R>(&self, state: &mut State, f: impl FnOnce(&mut State, std::time::Duration) -> R) -> R {
+        let before = state.core.next_deadline();
+        let now = state.clock.now();
+        let r = f(state, now);
+        state.run_effects();
+        if earlier(state.core.next_deadline(), before) {
+            self.deadline_moved.notify_one();
+        }
+        r
+    }
 }
 
 impl DirectorHandle {
@@ -117,13 +130,9 @@ impl DirectorHandle {
             if state.stopped {
                 return None;
             }
-            let before = state.core.next_deadline();
-            let now = state.clock.now();
-            let outcome = state.continue_batch(held, None, now);
-            state.run_effects();
-            if earlier(state.core.next_deadline(), before) {
-                self.shared.deadline_moved.notify_one();
-            }
+            let outcome = self
+                .shared
+                .run(&mut state, |st, now| st.continue_batch(held, None, now));
             match outcome {
                 BatchOutcome::Done(out) => return Some(out),
                 BatchOutcome::Parked(rx) => rx,
@@ -162,14 +171,9 @@ impl DirectorHandle {
         if state.stopped {
             return FastLogin::Stopped;
         }
-        let before = state.core.next_deadline();
-        let now = state.clock.now();
         let (tx, rx) = oneshot::channel();
-        state.answer_login(username, tx, now);
-        state.run_effects();
-        if earlier(state.core.next_deadline(), before) {
-            self.shared.deadline_moved.notify_one();
-        }
+        self.shared
+            .run(&mut state, |st, now| st.answer_login(username, tx, now));
         FastLogin::Answered(rx)
     }
 
