@@ -44,7 +44,8 @@ pub use defaults::{
 };
 pub use error::{ConfigError, Location};
 pub use listeners::{
-    socket_type_for, Listener, ListenerTransport, SocketType, DEFAULT_LISTENER_MODE,
+    parse_listen_address, socket_type_for, Listener, ListenerTransport, SocketType,
+    DEFAULT_LISTENER_MODE,
 };
 pub use parser::{
     UnresolvedVariable, MAX_FILE_SIZE, MAX_INCLUDED_FILES, MAX_INCLUDE_DEPTH, MAX_LINE_LEN,

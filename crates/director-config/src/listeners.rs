@@ -13,12 +13,29 @@
 //! A TCP admin listener therefore exists only when configured, e.g.
 //! `inet_listener director-doveadm { port = ... }`.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::error::{ConfigError, Location};
 use crate::settings::parse_bool;
 use crate::tree::Section;
+
+/// One word of a `listen` / `inet_listener { address }` value, as Dovecot reads it: `*` is
+/// every IPv4 address, `::` (or `[::]`) every IPv6 address, anything else an IP address,
+/// brackets allowed. `None` for anything else (Dovecot would resolve a host name here; we
+/// never send a name lookup off the machine at start).
+pub fn parse_listen_address(word: &str) -> Option<IpAddr> {
+    match word {
+        "*" => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        "::" | "[::]" => Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        other => other
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok(),
+    }
+}
 
 /// What protocol a director listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -278,6 +295,17 @@ pub fn service_listeners(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        assert_eq!(parse_listen_address("*"), ip("0.0.0.0"));
+        assert_eq!(parse_listen_address("::"), ip("::"));
+        assert_eq!(parse_listen_address("[::]"), ip("::"));
+        assert_eq!(parse_listen_address("127.0.0.5"), ip("127.0.0.5"));
+        assert_eq!(parse_listen_address("[::1]"), ip("::1"));
+        assert_eq!(parse_listen_address("mail.example.com"), None);
+    }
 
     #[test]
     fn socket_types() {

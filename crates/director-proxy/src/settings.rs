@@ -8,7 +8,7 @@
 //! so those become `director_*` settings of ours (see [`PROXY_SETTING_KEYS`]).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use director_config::units::{parse_size_bytes, parse_time_secs};
@@ -371,7 +371,7 @@ impl ProxySettings {
                     }
                     let addresses = l.get("address").unwrap_or(listen);
                     for a in addresses.split([' ', ',']).filter(|a| !a.is_empty()) {
-                        let ip = parse_listen_address(a)
+                        let ip = director_config::parse_listen_address(a)
                             .ok_or_else(|| err("address", format!("Invalid address: {a}")))?;
                         listeners.push(ListenerSpec {
                             protocol: proto,
@@ -536,14 +536,6 @@ impl ProxySettings {
         self.client_tls != ClientTlsMode::No
             && self.ssl_cert_pem.is_some()
             && self.ssl_key_pem.is_some()
-    }
-}
-
-fn parse_listen_address(a: &str) -> Option<IpAddr> {
-    match a {
-        "*" => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        "::" | "[::]" => Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
-        other => other.trim_matches(['[', ']']).parse().ok(),
     }
 }
 

@@ -5,10 +5,12 @@
 //! director settings; here we only map its result to what the daemon binds and what the core
 //! is built from.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use anyhow::{anyhow, Context};
-use director_config::{Config, DirectorSettings, ListenerTransport, SocketType};
+use director_config::{
+    parse_listen_address, Config, DirectorSettings, ListenerTransport, SocketType,
+};
 use director_core::hash::HashFormat;
 use director_core::vhost_ring::HashingMode;
 use director_core::CoreSettings;
@@ -72,18 +74,6 @@ pub fn load(cli: &Cli) -> anyhow::Result<Loaded> {
     })
 }
 
-fn parse_listen_address(word: &str) -> anyhow::Result<IpAddr> {
-    Ok(match word {
-        "*" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        "::" | "[::]" => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        w => w
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .map_err(|_| anyhow!("listener address {w:?} is not an IP address"))?,
-    })
-}
-
 /// Maps the validated director settings to the daemon's.
 pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSettings> {
     let mut admin_sockets = Vec::new();
@@ -106,8 +96,9 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
             } => {
                 for a in addresses {
                     admin_tcp.push(SocketAddr::new(
-                        parse_listen_address(a)
-                            .with_context(|| format!("admin listener {}", l.name))?,
+                        parse_listen_address(a).with_context(|| {
+                            format!("admin listener {}: {a:?} is not an IP address", l.name)
+                        })?,
                         *port,
                     ));
                 }
@@ -130,7 +121,7 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
             }) => {
                 let ip = addresses
                     .iter()
-                    .filter_map(|a| parse_listen_address(a).ok())
+                    .filter_map(|a| parse_listen_address(a))
                     .find(|ip| !ip.is_unspecified())
                     .or_else(|| ds.ring_listen_ips().into_iter().next())
                     .unwrap_or(STANDALONE_SELF.0);
