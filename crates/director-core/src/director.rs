@@ -662,21 +662,33 @@ impl Director {
     }
 
     fn drop_users_of(&mut self, id: HostId, now: u64) {
+        self.forget_users_of(id);
+        self.after_users_dropped(now);
+    }
+
+    /// Drops the users of host `id` and their kills, without starting anything.
+    fn forget_users_of(&mut self, id: HostId) {
         for u in self.users.remove_host(id) {
             self.kills.remove(&(u.tag, u.hash));
         }
         self.shrink_kills();
+    }
+
+    /// Waiting logins may be routed now, and the dropped kills free move slots a
+    /// HOST-RESET-USERS job may be waiting for.
+    fn after_users_dropped(&mut self, now: u64) {
         self.retry_pending(now);
-        // Dropped kills free move slots a HOST-RESET-USERS job may be waiting for.
         self.run_reset_jobs(now);
     }
 
     /// `HOST-REMOVE ip`: delete the host and drop its users (no kicking).
     pub fn host_remove(&mut self, ip: IpAddr, now: u64) -> Result<(), HostError> {
         let id = self.hosts.lookup(&ip).ok_or(HostError::NotFound)?;
-        self.drop_users_of(id, now);
+        self.forget_users_of(id);
+        // The host leaves the ring before anything is routed or moved again: a resumed
+        // HOST-RESET-USERS job must not move a user onto the host being removed.
         self.hosts.remove(id);
-        self.retry_pending(now);
+        self.after_users_dropped(now);
         Ok(())
     }
 

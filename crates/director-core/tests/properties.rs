@@ -449,3 +449,29 @@ fn reset_job_finishes_when_a_flush_drops_its_moves() {
     assert_eq!(d.counters().reset_jobs, 0);
     assert_eq!(d.counters().moves_in_progress, 0);
 }
+
+/// Regression (found by the property above): `HOST-REMOVE` frees the move slots of the host's
+/// users, and a waiting `HOST-RESET-USERS` job then resumes; it must not move a user onto the
+/// host being removed (that user would point at a host that no longer exists).
+#[test]
+fn reset_job_never_moves_users_onto_a_removed_host() {
+    let mut d = Director::new(CoreSettings {
+        user_expire_secs: 60,
+        config_hosts: (0..3).map(|i| ConfigHost::new(host_ip(i))).collect(),
+        max_parallel_kicks: 2,
+        ..CoreSettings::default()
+    })
+    .expect("director");
+    d.set_ring_status(RingStatus::STANDALONE, 0);
+    let now = 1_000u64;
+    d.host_set(host_ip(4), None, None, now).expect("add");
+    let _ = d.request(b"u158", "", now);
+    let _ = d.request(b"u231", "", now);
+    let _ = d.user_move(&UserKey::Hash(1), host_ip(0), now);
+    d.host_down(host_ip(4), now).expect("down");
+    let _ = d.reset_users(None, Some(2), now);
+    d.host_remove(host_ip(2), now).expect("remove");
+    let on_hosts: u32 = d.host_list().iter().map(|h| h.user_count).sum();
+    assert_eq!(on_hosts as usize, d.counters().users);
+    assert!(d.user_list(None, now).iter().all(|u| u.ip != host_ip(2)));
+}
