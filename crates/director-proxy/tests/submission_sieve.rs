@@ -10,15 +10,7 @@ use common::{init_tracing, Lab, LabOptions, Raw};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submission_and_managesieve_logins_reach_the_users_backend() {
     init_tracing();
-    for (bin, pkg) in [
-        ("/usr/lib/dovecot/submission", "dovecot-submissiond"),
-        ("/usr/lib/dovecot/managesieve", "dovecot-managesieved"),
-    ] {
-        assert!(
-            std::path::Path::new(bin).exists(),
-            "{bin} missing: install it with `apt-get install -y {pkg}`"
-        );
-    }
+    testkit::require_submission_and_sieve();
     let lab = Lab::start(LabOptions {
         backend_submission_sieve: true,
         ..LabOptions::default()

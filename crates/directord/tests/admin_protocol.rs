@@ -11,37 +11,8 @@ mod common;
 
 use std::io::Write;
 
-use common::{Daemon, HS};
+use common::{mask_timestamps as mask, Daemon, HS, LAB_CONFIG};
 use serde_json::Value;
-
-const LAB_CONFIG: &str = "\
-director_servers = 127.0.77.11:19090
-director_mail_servers = 127.0.1.1 127.0.1.2 127.0.1.3
-service director {
-  inet_listener {
-    address = 127.0.77.11
-    port = 19090
-  }
-}
-";
-
-fn mask(s: &str) -> String {
-    s.split('\n')
-        .map(|line| {
-            line.split('\t')
-                .map(|f| {
-                    if f.len() == 10 && f.bytes().all(|b| b.is_ascii_digit()) {
-                        "T"
-                    } else {
-                        f
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("\t")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 #[test]
 fn replay_doveadm_conversations_like_dovecot() {

@@ -35,8 +35,7 @@ use std::time::{Duration, Instant};
 use common::imap::Imap;
 use common::Daemon;
 use testkit::{
-    free_ports, require_backend_services, BackendOptions, DovecotBackend, LoopbackAllocator,
-    BACKEND_PASSWORD, INSTALL_HINT,
+    free_ports, BackendOptions, DovecotBackend, LoopbackAllocator, BACKEND_PASSWORD, INSTALL_HINT,
 };
 
 /// Users in the routing test (issue 3 §5).
@@ -53,28 +52,9 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long one batch of Python logins may take at most (hang guard).
 const PYTHON_WAIT: Duration = Duration::from_secs(300);
 
-/// The extra Dovecot packages this test needs beyond testkit's backend services.
-const EXTRA_SERVICES: [(&str, &str); 2] = [
-    ("/usr/lib/dovecot/submission", "dovecot-submissiond"),
-    ("/usr/lib/dovecot/managesieve", "dovecot-managesieved"),
-];
-
 fn require_tools() {
-    require_backend_services();
-    for (bin, pkg) in EXTRA_SERVICES {
-        assert!(
-            Path::new(bin).is_file(),
-            "{bin} missing: install it with `apt-get install -y {pkg}`"
-        );
-    }
-    let python = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        python,
-        "python3 not found: install it with `apt-get install -y python3`"
-    );
+    testkit::require_submission_and_sieve();
+    testkit::require_python3();
 }
 
 /// Backend and proxy listener ports, one per protocol (the same on every backend).

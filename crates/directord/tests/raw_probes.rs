@@ -15,22 +15,8 @@ mod common;
 
 use std::io::Write;
 
-use common::{Daemon, HS};
+use common::{mask_timestamps as mask, Daemon, HS, LAB_CONFIG};
 use serde_json::Value;
-
-/// The lab's config, as far as the admin side sees it: a one-director "ring" whose ring
-/// listener is 127.0.77.11:19090 (not bound by us: the ring is a later feature, but it names
-/// "self" in DIRECTOR-LIST exactly as in the lab).
-const LAB_CONFIG: &str = "\
-director_servers = 127.0.77.11:19090
-director_mail_servers = 127.0.1.1 127.0.1.2 127.0.1.3
-service director {
-  inet_listener {
-    address = 127.0.77.11
-    port = 19090
-  }
-}
-";
 
 /// The state the lab director had when the probes ran (from the doveadm runs before them).
 const SETUP: &[&str] = &[
@@ -46,25 +32,6 @@ const SETUP: &[&str] = &[
 
 const SENTINEL: &str = "DIRECTOR-LIST\n";
 const SENTINEL_REPLY: &str = "127.0.77.11\t19090\tself\t0\tring synced\t0\n\n";
-
-/// Replaces every 10-digit field (Unix timestamps) with `T`.
-fn mask(s: &str) -> String {
-    s.split('\n')
-        .map(|line| {
-            line.split('\t')
-                .map(|f| {
-                    if f.len() == 10 && f.bytes().all(|b| b.is_ascii_digit()) {
-                        "T"
-                    } else {
-                        f
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("\t")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 fn sent_bytes(label: &str, sent: &[Value]) -> Vec<Vec<u8>> {
     let big = |tail: Vec<u8>| {

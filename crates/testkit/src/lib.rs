@@ -48,4 +48,7 @@ pub use director::{DirectorOptions, DovecotDirector, RING_SYNC_TIMEOUT};
 pub use director_proxy::{DirectorProxyOptions, DovecotDirectorProxy, PROXY_READY_TIMEOUT};
 pub use error::KitError;
 pub use loopback::{free_port, free_ports, LoopbackAllocator};
-pub use tools::{require_backend_services, require_dovecot, run_doveadm_real, INSTALL_HINT};
+pub use tools::{
+    require_backend_services, require_dovecot, require_python3, require_submission_and_sieve,
+    run_doveadm_real, INSTALL_HINT,
+};

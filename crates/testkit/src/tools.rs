@@ -30,6 +30,39 @@ pub fn require_dovecot() {
     }
 }
 
+/// The Submission and ManageSieve services, with the Debian package of each.
+const SUBMISSION_AND_SIEVE: [(&str, &str); 2] = [
+    ("submission", "dovecot-submissiond"),
+    ("managesieve", "dovecot-managesieved"),
+];
+
+/// Panics with an install hint unless the backend services ([`require_backend_services`])
+/// and Dovecot's Submission and ManageSieve services are installed.
+pub fn require_submission_and_sieve() {
+    require_backend_services();
+    for (service, package) in SUBMISSION_AND_SIEVE {
+        let path = Path::new(DOVECOT_LIBEXEC).join(service);
+        if !path.is_file() {
+            panic!(
+                "{} missing: install it with `apt-get install -y {package}`",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Panics with an install hint unless `python3` runs (tests drive Python's imaplib,
+/// poplib and smtplib as real clients).
+pub fn require_python3() {
+    let ok = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        panic!("python3 not found: install it with `apt-get install -y python3`");
+    }
+}
+
 /// Dovecot's service binaries a backend needs (from dovecot-imapd, -pop3d and -lmtpd).
 const BACKEND_SERVICES: &[&str] = &["imap", "imap-login", "pop3", "pop3-login", "lmtp"];
 /// Where Debian installs them.

@@ -19,6 +19,40 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 pub const HS: &[u8] = b"VERSION\tdirector-doveadm\t1\t0\n";
 
+/// The lab director's config as far as the admin side sees it: a one-director "ring" whose
+/// ring listener is 127.0.77.11:19090 (not bound by us: the ring is a later feature, but it
+/// names "self" in DIRECTOR-LIST exactly as in the lab's recordings).
+pub const LAB_CONFIG: &str = "\
+director_servers = 127.0.77.11:19090
+director_mail_servers = 127.0.1.1 127.0.1.2 127.0.1.3
+service director {
+  inet_listener {
+    address = 127.0.77.11
+    port = 19090
+  }
+}
+";
+
+/// Replaces every 10-digit field (Unix timestamps) with `T`, so replies recorded from
+/// Dovecot compare with ours.
+pub fn mask_timestamps(s: &str) -> String {
+    s.split('\n')
+        .map(|line| {
+            line.split('\t')
+                .map(|f| {
+                    if f.len() == 10 && f.bytes().all(|b| b.is_ascii_digit()) {
+                        "T"
+                    } else {
+                        f
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\t")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A running directord.
 pub struct Daemon {
     child: Option<Child>,
