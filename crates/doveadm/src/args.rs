@@ -206,28 +206,13 @@ pub fn parse_command(prog: &str, params: &[Param], argv: &[Vec<u8>]) -> Result<P
                 j += 1;
                 let Some(param) = params.iter().find(|p| p.short == Some(c) && !p.positional)
                 else {
-                    return Err(ParseError(format!(
-                        "{prog}: invalid option -- '{}'",
-                        char::from(c)
-                    )));
+                    return Err(invalid_short(prog, c));
                 };
                 if param.kind == ParamKind::Bool {
                     parsed.values.insert(param.long, Value::Bool);
                     continue;
                 }
-                let value = if j < arg.len() {
-                    let v = arg[j..].to_vec();
-                    j = arg.len();
-                    v
-                } else if let Some(v) = argv.get(i) {
-                    i += 1;
-                    v.clone()
-                } else {
-                    return Err(ParseError(format!(
-                        "{prog}: option requires an argument -- '{}'",
-                        char::from(c)
-                    )));
-                };
+                let value = short_value(prog, c, arg, &mut j, argv, &mut i)?;
                 store(&mut parsed, param, value);
             }
             continue;
@@ -255,6 +240,38 @@ pub fn parse_command(prog: &str, params: &[Param], argv: &[Vec<u8>]) -> Result<P
         )));
     }
     Ok(parsed)
+}
+
+/// glibc's text for an unknown short option letter.
+fn invalid_short(prog: &str, c: u8) -> ParseError {
+    ParseError(format!("{prog}: invalid option -- '{}'", char::from(c)))
+}
+
+/// getopt's rule for the argument of short option `c`, found at
+/// `arg[*j - 1]`: the rest of the word (`-aPATH`), else the whole next word
+/// `argv[*i]` (`-a PATH`). Moves `*j` to the end of `arg` or `*i` past the
+/// word taken; glibc's error text when neither exists.
+fn short_value(
+    prog: &str,
+    c: u8,
+    arg: &[u8],
+    j: &mut usize,
+    argv: &[Vec<u8>],
+    i: &mut usize,
+) -> Result<Vec<u8>, ParseError> {
+    if *j < arg.len() {
+        let v = arg[*j..].to_vec();
+        *j = arg.len();
+        return Ok(v);
+    }
+    let Some(v) = argv.get(*i) else {
+        return Err(ParseError(format!(
+            "{prog}: option requires an argument -- '{}'",
+            char::from(c)
+        )));
+    };
+    *i += 1;
+    Ok(v.clone())
 }
 
 fn store(parsed: &mut Parsed, param: &Param, value: Vec<u8>) {
@@ -345,19 +362,7 @@ pub fn parse_global(argv: &[Vec<u8>]) -> Result<(Global, usize), ParseError> {
                 b'D' => g.debug = true,
                 b'v' => g.verbose = true,
                 b'f' | b'c' | b'o' | b'i' | b'b' | b'O' => {
-                    let value = if j < arg.len() {
-                        let v = arg[j..].to_vec();
-                        j = arg.len();
-                        v
-                    } else if let Some(v) = argv.get(i) {
-                        i += 1;
-                        v.clone()
-                    } else {
-                        return Err(ParseError(format!(
-                            "doveadm: option requires an argument -- '{}'",
-                            char::from(c)
-                        )));
-                    };
+                    let value = short_value("doveadm", c, arg, &mut j, argv, &mut i)?;
                     match c {
                         b'f' => g.formatter = Some(value),
                         b'c' => g.config = Some(value),
@@ -366,12 +371,7 @@ pub fn parse_global(argv: &[Vec<u8>]) -> Result<(Global, usize), ParseError> {
                         _ => {}
                     }
                 }
-                _ => {
-                    return Err(ParseError(format!(
-                        "doveadm: invalid option -- '{}'",
-                        char::from(c)
-                    )));
-                }
+                _ => return Err(invalid_short("doveadm", c)),
             }
         }
     }
