@@ -41,8 +41,9 @@ fn run(ctx: &mut Ctx, ui: &mut Ui) -> i32 {
         if let Err(code) = conn.send_line(req.as_bytes(), ui) {
             return code;
         }
-        let Some(reply) = super::read_reply(&mut conn, ui) else {
-            return exit::TEMPFAIL;
+        let reply = match conn.reply(ui) {
+            Ok(l) => l,
+            Err(code) => return code,
         };
         if reply.as_slice() == b"OK" {
             ui.info("flushed");

@@ -184,11 +184,6 @@ pub fn resolve_host(host: &[u8], ui: &mut Ui) -> Option<Vec<IpAddr>> {
     }
 }
 
-/// Reads a single-line reply or reports the disconnect.
-pub fn read_reply(conn: &mut Connection, ui: &mut Ui) -> Option<Vec<u8>> {
-    conn.reply(ui).ok()
-}
-
 /// Runs doveadm with `argv` (program name excluded); output goes to `ui`.
 pub fn main(argv: &[Vec<u8>], ui: &mut Ui) -> i32 {
     let (global, mut i) = match args::parse_global(argv) {

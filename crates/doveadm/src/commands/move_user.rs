@@ -60,8 +60,9 @@ fn run(ctx: &mut Ctx, ui: &mut Ui) -> i32 {
     if let Err(code) = conn.send_line(format!("USER-MOVE\t{hash}\t{ip}").as_bytes(), ui) {
         return code;
     }
-    let Some(reply) = super::read_reply(&mut conn, ui) else {
-        return exit::TEMPFAIL;
+    let reply = match conn.reply(ui) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
     match reply.as_slice() {
         b"OK" => ui.info(format!("User hash {hash} moved to {ip}")),

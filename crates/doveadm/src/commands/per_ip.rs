@@ -64,8 +64,9 @@ pub fn send_per_ip(
         return code;
     }
     for ip in &ips {
-        let Some(reply) = super::read_reply(conn, ui) else {
-            return exit::TEMPFAIL;
+        let reply = match conn.reply(ui) {
+            Ok(l) => l,
+            Err(code) => return code,
         };
         let (failure, on_exit) = match reply.as_slice() {
             b"OK" => {

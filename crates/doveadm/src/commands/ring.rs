@@ -83,8 +83,9 @@ fn ip_port_command(ctx: &mut Ctx, ui: &mut Ui, command: &str) -> i32 {
     if let Err(code) = conn.send_line(req.as_bytes(), ui) {
         return code;
     }
-    let Some(reply) = super::read_reply(&mut conn, ui) else {
-        return exit::TEMPFAIL;
+    let reply = match conn.reply(ui) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
     match reply.as_slice() {
         b"OK" => {}

@@ -52,8 +52,9 @@ fn run(ctx: &mut Ctx, ui: &mut Ui) -> i32 {
         if let Err(code) = conn.send_line(&req, ui) {
             return code;
         }
-        let Some(line) = super::read_reply(&mut conn, ui) else {
-            return exit::TEMPFAIL;
+        let line = match conn.reply(ui) {
+            Ok(l) => l,
+            Err(code) => return code,
         };
         return print_user(ctx, ui, &line);
     }
