@@ -11,6 +11,9 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
+mod support;
+use support::texts;
+
 const V: &str = "VERSION\tdirector-doveadm\t1\t0\n";
 
 /// One server action.
@@ -71,11 +74,7 @@ fn case(args: &[&str], steps: Vec<Step>, want_out: &str, want_err: &str, want_rc
         .env("TZ", "UTC")
         .output()
         .expect("run our doveadm");
-    let got = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.code().unwrap_or(-1),
-    );
+    let got = texts(out);
     let d = dir.path().display().to_string();
     let want = (
         want_out.replace("{S}", &s),

@@ -3,19 +3,12 @@
 //! (`tests/data/*.json` from the lab, and texts re-checked by hand against
 //! the installed doveadm).
 
-use std::path::Path;
 use std::process::Command;
 
 use doveadm::format::{self, Formatter, Header, Output};
-use serde_json::Value;
 
-fn data(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+mod support;
+use support::{data, texts};
 
 /// Column titles of the recorded pairs, with the header flags doveadm uses.
 fn header_for(title: &str, expand: bool) -> Header {
@@ -176,11 +169,7 @@ fn ours(args: &[&str]) -> (String, String, i32) {
         .args(args)
         .output()
         .expect("run our doveadm");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.code().unwrap_or(-1),
-    )
+    texts(out)
 }
 
 /// A config whose base_dir has no sockets (nothing here needs one).

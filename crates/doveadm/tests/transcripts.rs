@@ -14,7 +14,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use serde_json::Value;
+mod support;
+use support::{data, texts};
 
 const LAB_SPY_SOCK: &str = "/tmp/lab-admin/spy.sock";
 const LAB_SPY_TCP: &str = "127.0.77.11:19191";
@@ -46,14 +47,6 @@ const SKIP: &[(&str, &str)] = &[
         "needs the auth-userdb socket; covered by tests/vs_real.rs",
     ),
 ];
-
-fn data(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 enum Listener {
     Unix(UnixListener),
@@ -116,11 +109,7 @@ fn ours(args: &[String], dir: &Path) -> (String, String, i32) {
         .current_dir(dir)
         .output()
         .expect("run our doveadm");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.code().unwrap_or(-1),
-    )
+    texts(out)
 }
 
 #[test]

@@ -19,6 +19,9 @@ use std::thread;
 
 use testkit::{require_dovecot, DirectorOptions, DovecotAuth, DovecotDirector, LoopbackAllocator};
 
+mod support;
+use support::texts;
+
 const MAIL_SERVERS: &str = "127.0.1.1 127.0.1.2 127.0.1.3";
 /// A TZ rule glibc and chrono both understand without tzdata, so local-time
 /// rendering is exercised with a non-UTC offset.
@@ -36,11 +39,7 @@ fn run(bin: &str, conf: &Path, args: &[String]) -> Run {
         .unwrap_or_else(|e| {
             panic!("running {bin}: {e}; install it with `apt-get install -y dovecot-core`")
         });
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.code().unwrap_or(-1),
-    )
+    texts(out)
 }
 
 const REAL: &str = "doveadm";
