@@ -5,7 +5,8 @@
 //! * [`request`]: [`AdminRequest`], [`parse_request`] (server) and
 //!   [`encode_request`] (client).
 //! * [`session`]: [`AdminServerSession`] / [`AdminClientSession`], the
-//!   sans-I/O connection state machines.
+//!   sans-I/O connection state machines (the daemon serves its admin
+//!   connections with the server side; doveadm drives the pieces itself).
 //! * [`reply`]: [`AdminReply`] encoders (server) and [`ReplyReader`] (client).
 //!
 //! Framing is [`crate::line::LineBuffer`] with

@@ -1,7 +1,14 @@
 //! Sans-I/O admin connection state machines: the server side (handshake,
 //! then one request per line) and the client side (check the greeting, then
-//! read one reply), so both the daemon and the CLI drive the protocol with
-//! nothing but byte buffers.
+//! read one strictly parsed reply), driven with nothing but byte buffers.
+//!
+//! The daemon serves every admin connection with [`AdminServerSession`]
+//! (`directord::admin::connection`), so the fuzz targets
+//! (`fuzz/fuzz_targets/admin_*.rs`) and the recorded-probe tests exercise
+//! the code that runs. doveadm drives the pieces itself: it sends several
+//! requests on one connection and, like the real doveadm, skips malformed
+//! reply lines instead of failing on them, which [`AdminClientSession`]
+//! (one strictly parsed reply) does not do.
 
 use thiserror::Error;
 
@@ -115,12 +122,12 @@ pub enum ClientError {
 /// are short, DIRECTOR-LIST lines stay well under this.
 pub const CLIENT_MAX_LINE_LEN: usize = 64 * 1024;
 
-/// Client side of one admin connection (one request, like doveadm).
+/// Client side of one admin connection, for one request.
 ///
 /// Write [`super::CLIENT_HANDSHAKE`] and [`super::encode_request`] of the
-/// request right away (doveadm does not wait for the greeting before
-/// sending), then feed received bytes until [`poll_reply`](Self::poll_reply)
-/// returns the reply.
+/// request (this type does not need the greeting to arrive first; the real
+/// doveadm waits for it before sending its request), then feed received
+/// bytes until [`poll_reply`](Self::poll_reply) returns the reply.
 #[derive(Debug, Clone)]
 pub struct AdminClientSession {
     lines: LineBuffer,

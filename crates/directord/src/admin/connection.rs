@@ -1,25 +1,26 @@
 //! One admin client: greeting, handshake, then one command at a time.
 //!
+//! The protocol side is director-proto's [`AdminServerSession`] (handshake, 1023-byte lines,
+//! request parsing, which closes are logged): this file only moves bytes and runs requests.
 //! Like Dovecot, a connection runs its commands strictly in order and does not read the next
 //! line while a command is unfinished, so pipelined requests are answered in order and a
 //! client that never reads its replies stalls only itself (its task blocks in `write`, it
-//! holds at most one [`LineBuffer`] of input and one reply). Any protocol error closes the
+//! holds at most one line buffer of input and one reply). Any protocol error closes the
 //! connection without a reply; the reason is logged at error level with Dovecot's wording,
 //! except overlong lines, which Dovecot drops silently (we log them at debug only).
 //!
 //! There is no idle timeout: Dovecot's admin connections have none either, and the
 //! connection cap ([`crate::limits::MAX_ADMIN_CONNECTIONS`]) bounds what idle clients cost.
 
-use director_proto::admin::{check_client_handshake, parse_request, SERVER_GREETING};
-use director_proto::line::{LineBuffer, ADMIN_MAX_LINE_LEN};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
+use director_proto::admin::{AdminServerSession, SERVER_GREETING};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::actor::DirectorHandle;
 use crate::admin::listener::PeerName;
 
-/// Most pipelined requests sent to the actor in one message; bounds one reply buffer.
+/// Most pipelined requests run as one batch; bounds one reply buffer.
 const MAX_BATCH: usize = 256;
 
 /// What every connection task needs; cheap to clone.
@@ -27,43 +28,6 @@ const MAX_BATCH: usize = 256;
 pub struct ConnectionContext {
     /// The director actor.
     pub director: DirectorHandle,
-}
-
-/// Why a connection ended early; only used for logging.
-enum Next {
-    Line(Vec<u8>),
-    Closed,
-}
-
-async fn next_line<R: AsyncRead + AsFd + Unpin>(
-    rd: &mut R,
-    lb: &mut LineBuffer,
-    peer: &PeerName,
-) -> Next {
-    loop {
-        match lb.next_line() {
-            Ok(Some(line)) => return Next::Line(line),
-            Ok(None) => {}
-            Err(e) => {
-                // Dovecot logs nothing here; keep it out of the error log too.
-                tracing::debug!(peer = %peer, error = %e, "admin input line too long, closing");
-                return Next::Closed;
-            }
-        }
-        let fd = rd.as_fd().as_raw_fd();
-        let got = match spin_read(fd, lb.spare_mut()).await {
-            Some(r) => r,
-            None => rd.read(lb.spare_mut()).await,
-        };
-        match got {
-            Ok(0) => return Next::Closed,
-            Ok(n) => lb.commit(n),
-            Err(e) => {
-                tracing::debug!(peer = %peer, error = %e, "admin read failed");
-                return Next::Closed;
-            }
-        }
-    }
 }
 
 /// How long a connection that just got a reply keeps looking for its next request before it
@@ -111,45 +75,24 @@ where
     if stream.write_all(SERVER_GREETING).await.is_err() {
         return;
     }
-    let mut lb = LineBuffer::new(ADMIN_MAX_LINE_LEN);
-
-    let Next::Line(first) = next_line(&mut stream, &mut lb, &peer).await else {
-        return;
-    };
-    if let Err(e) = check_client_handshake(&first) {
-        tracing::error!(peer = %peer, "{e}");
-        return;
-    }
-
-    // Pipelined requests: every complete line already buffered joins one batch, which the
-    // actor answers in one round trip and we write with one syscall. Order and the
-    // "an unfinished command holds back the next" rule are kept by the actor.
+    let mut session = AdminServerSession::new();
     let mut batch = Vec::new();
     loop {
-        let Next::Line(line) = next_line(&mut stream, &mut lb, &peer).await else {
-            return;
-        };
-        let mut failure = None;
-        let mut line = Some(line);
-        while let Some(l) = line.take() {
-            match parse_request(&l) {
-                Ok(r) => batch.push(r),
+        // Pipelined requests: every complete request already buffered joins one batch,
+        // answered with one write. Order, and "an unfinished command holds back the next",
+        // are kept by `admin_batch`.
+        let mut close = None;
+        while batch.len() < MAX_BATCH {
+            match session.next_request() {
+                Ok(Some(request)) => batch.push(request),
+                Ok(None) => break,
                 Err(e) => {
-                    failure = Some(e.to_string());
+                    close = Some(e);
                     break;
                 }
             }
-            if batch.len() >= MAX_BATCH {
-                break;
-            }
-            match lb.next_line() {
-                Ok(next) => line = next,
-                Err(e) => {
-                    tracing::debug!(peer = %peer, error = %e, "admin input line too long, closing");
-                    failure = Some(String::new());
-                }
-            }
         }
+        let full = batch.len() >= MAX_BATCH;
         if !batch.is_empty() {
             let requests = std::mem::take(&mut batch);
             let count = requests.len();
@@ -162,12 +105,31 @@ where
                 return;
             }
         }
-        if let Some(reason) = failure {
+        if let Some(reason) = close {
             // Dovecot closes without a reply; an overlong line is not even logged.
-            if !reason.is_empty() {
+            if reason.dovecot_logs() {
                 tracing::error!(peer = %peer, "{reason}");
+            } else {
+                tracing::debug!(peer = %peer, error = %reason, "admin input line too long, closing");
             }
             return;
+        }
+        if full {
+            // More requests may be buffered already: run them before reading.
+            continue;
+        }
+        let fd = stream.as_fd().as_raw_fd();
+        let got = match spin_read(fd, session.spare_mut()).await {
+            Some(r) => r,
+            None => stream.read(session.spare_mut()).await,
+        };
+        match got {
+            Ok(0) => return,
+            Ok(n) => session.commit(n),
+            Err(e) => {
+                tracing::debug!(peer = %peer, error = %e, "admin read failed");
+                return;
+            }
         }
     }
 }
