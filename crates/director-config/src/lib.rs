@@ -44,7 +44,7 @@ pub use defaults::{
 };
 pub use error::{ConfigError, Location};
 pub use listeners::{
-    parse_listen_address, socket_type_for, Listener, ListenerTransport, SocketType,
+    inet_listeners, parse_listen_address, socket_type_for, Listener, ListenerTransport, SocketType,
     DEFAULT_LISTENER_MODE,
 };
 pub use parser::{

@@ -160,7 +160,8 @@ struct Draft {
     user: String,
     group: String,
     address: String,
-    port: u16,
+    /// `None` until a block sets it: then the service's default applies.
+    port: Option<u16>,
     ssl: bool,
     haproxy: bool,
     location: Option<Location>,
@@ -175,7 +176,7 @@ impl Draft {
             user: String::new(),
             group: String::new(),
             address: String::new(),
-            port: 0,
+            port: None,
             ssl: false,
             haproxy: false,
             location: None,
@@ -199,7 +200,7 @@ impl Draft {
                 "port" => {
                     let v = director_proto::value::parse_uint(s.value.as_bytes())
                         .ok_or_else(|| bad("port"))?;
-                    self.port = u16::try_from(v).map_err(|_| bad("port"))?;
+                    self.port = Some(u16::try_from(v).map_err(|_| bad("port"))?);
                 }
                 "ssl" => self.ssl = parse_bool(&s.value).map_err(|_| bad("boolean"))?,
                 "haproxy" => self.haproxy = parse_bool(&s.value).map_err(|_| bad("boolean"))?,
@@ -209,7 +210,7 @@ impl Draft {
         Ok(())
     }
 
-    fn build(self, base_dir: &Path, listen: &str) -> Listener {
+    fn build(self, base_dir: &Path, listen: &str, default_port: u16) -> Listener {
         let socket_type = socket_type_for(&self.kind, &self.name);
         let path = if self.name.is_empty() {
             PathBuf::new()
@@ -229,7 +230,7 @@ impl Draft {
                 } else {
                     &self.address
                 }),
-                port: self.port,
+                port: self.port.unwrap_or(default_port),
                 ssl: self.ssl,
                 haproxy: self.haproxy,
             },
@@ -252,24 +253,18 @@ impl Draft {
 /// Mode Dovecot gives a new unix/fifo listener when the config sets none.
 pub const DEFAULT_LISTENER_MODE: u32 = 0o600;
 
-/// The listeners of `service director`: Dovecot's defaults merged with
-/// every `service director { ... }` block of `config`.
-pub fn service_listeners(
-    config: &Config,
-    base_dir: &Path,
-    listen: &str,
-) -> Result<Vec<Listener>, ConfigError> {
-    let mut drafts = vec![
-        Draft::new("fifo_listener", "login/proxy-notify", 0),
-        Draft::new("unix_listener", "director-admin", 0o600),
-        Draft::new("unix_listener", "login/director", 0),
-    ];
-    for service in config.root().sections_named("service", Some("director")) {
-        for sec in service.sections() {
-            if !matches!(
-                sec.kind.as_str(),
-                "unix_listener" | "fifo_listener" | "inet_listener"
-            ) {
+/// Merges every `service SERVICE { KIND NAME { ... } }` block of `root` whose kind is in
+/// `kinds` into `drafts`, in order: a block with the kind and name of an existing draft
+/// changes it (repeated blocks merge, as in `doveconf`), any other adds one.
+fn merge_blocks(
+    root: &Section,
+    service: &str,
+    kinds: &[&str],
+    drafts: &mut Vec<Draft>,
+) -> Result<(), ConfigError> {
+    for block in root.sections_named("service", Some(service)) {
+        for sec in block.sections() {
+            if !kinds.contains(&sec.kind.as_str()) {
                 continue;
             }
             let name = sec.name.clone().unwrap_or_default();
@@ -286,15 +281,99 @@ pub fn service_listeners(
             drafts[idx].apply(sec)?;
         }
     }
+    Ok(())
+}
+
+/// The listeners of `service director`: Dovecot's defaults merged with
+/// every `service director { ... }` block of `config`.
+pub fn service_listeners(
+    config: &Config,
+    base_dir: &Path,
+    listen: &str,
+) -> Result<Vec<Listener>, ConfigError> {
+    let mut drafts = vec![
+        Draft::new("fifo_listener", "login/proxy-notify", 0),
+        Draft::new("unix_listener", "director-admin", 0o600),
+        Draft::new("unix_listener", "login/director", 0),
+    ];
+    merge_blocks(
+        config.root(),
+        "director",
+        &["unix_listener", "fifo_listener", "inet_listener"],
+        &mut drafts,
+    )?;
     Ok(drafts
         .into_iter()
-        .map(|d| d.build(base_dir, listen))
+        .map(|d| d.build(base_dir, listen, 0))
+        .collect())
+}
+
+/// The `inet_listener` blocks of `service SERVICE` (e.g. `imap-login`), merged by name; a
+/// listener whose blocks set no `port` gets `default_port(name)` (Dovecot's own defaults,
+/// such as 143 for `imap`). Addresses default to `listen`. Only listeners the config names
+/// are returned; a `port = 0` one is returned with port 0 (disabled).
+pub fn inet_listeners(
+    root: &Section,
+    service: &str,
+    listen: &str,
+    default_port: impl Fn(&str) -> u16,
+) -> Result<Vec<Listener>, ConfigError> {
+    let mut drafts = Vec::new();
+    merge_blocks(root, service, &["inet_listener"], &mut drafts)?;
+    Ok(drafts
+        .into_iter()
+        .map(|d| {
+            let port = default_port(&d.name);
+            d.build(Path::new(""), listen, port)
+        })
         .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inet_listeners_of_a_login_service() {
+        let cfg = Config::parse_str(
+            "service imap-login {\n inet_listener imap {\n address = 127.0.0.5\n }\n\
+             inet_listener imaps {\n port = 0\n }\n}\n\
+             service imap-login {\n inet_listener imap {\n port = 1143\n }\n\
+             inet_listener other {\n ssl = yes\n }\n}\n",
+            "t.conf",
+        )
+        .unwrap();
+        let default = |name: &str| if name == "imaps" { 993 } else { 143 };
+        let got = inet_listeners(cfg.root(), "imap-login", "*, ::", default).unwrap();
+        let inet: Vec<(&str, Vec<String>, u16, bool)> = got
+            .iter()
+            .map(|l| match &l.transport {
+                ListenerTransport::Inet {
+                    addresses,
+                    port,
+                    ssl,
+                    ..
+                } => (l.name.as_str(), addresses.clone(), *port, *ssl),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            inet,
+            vec![
+                ("imap", vec!["127.0.0.5".to_string()], 1143, false),
+                ("imaps", vec!["*".to_string(), "::".to_string()], 0, false),
+                ("other", vec!["*".to_string(), "::".to_string()], 143, true),
+            ],
+            "repeated blocks merge by name; an unset port takes the default"
+        );
+        let bad = Config::parse_str(
+            "service pop3-login {\n inet_listener pop3 {\n port = x\n }\n}\n",
+            "t.conf",
+        )
+        .unwrap();
+        let e = inet_listeners(bad.root(), "pop3-login", "*", |_| 110).unwrap_err();
+        assert!(e.to_string().contains("Invalid port"), "{e}");
+    }
 
     #[test]
     fn listen_addresses() {

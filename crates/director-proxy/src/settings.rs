@@ -348,38 +348,39 @@ impl ProxySettings {
                     continue;
                 }
             }
-            for service in root.sections_named("service", Some(proto.service())) {
-                for l in service.sections_named("inet_listener", None) {
-                    let name = l.name.clone().unwrap_or_default();
-                    let port = match l.get("port") {
-                        Some(p) => p
-                            .trim()
-                            .parse::<u16>()
-                            .map_err(|_| err("port", format!("Invalid port: {p}")))?,
-                        None => proto.listener_default_port(&name),
-                    };
-                    if port == 0 {
-                        continue;
-                    }
-                    let implicit_tls =
-                        parse_bool(l.get("ssl").unwrap_or("no")).map_err(|m| err("ssl", m))?;
-                    if implicit_tls && client_tls == ClientTlsMode::No {
-                        return Err(err(
-                            "ssl",
-                            format!("listener {name} has ssl=yes, but ssl=no"),
-                        ));
-                    }
-                    let addresses = l.get("address").unwrap_or(listen);
-                    for a in addresses.split([' ', ',']).filter(|a| !a.is_empty()) {
-                        let ip = director_config::parse_listen_address(a)
-                            .ok_or_else(|| err("address", format!("Invalid address: {a}")))?;
-                        listeners.push(ListenerSpec {
-                            protocol: proto,
-                            name: name.clone(),
-                            addr: SocketAddr::new(ip, port),
-                            implicit_tls,
-                        });
-                    }
+            let blocks = director_config::inet_listeners(root, proto.service(), listen, |name| {
+                proto.listener_default_port(name)
+            })
+            .map_err(|e| err("inet_listener", e.to_string()))?;
+            for l in blocks {
+                let director_config::ListenerTransport::Inet {
+                    addresses,
+                    port,
+                    ssl: implicit_tls,
+                    ..
+                } = l.transport
+                else {
+                    continue;
+                };
+                if port == 0 {
+                    continue;
+                }
+                let name = l.name;
+                if implicit_tls && client_tls == ClientTlsMode::No {
+                    return Err(err(
+                        "ssl",
+                        format!("listener {name} has ssl=yes, but ssl=no"),
+                    ));
+                }
+                for a in &addresses {
+                    let ip = director_config::parse_listen_address(a)
+                        .ok_or_else(|| err("address", format!("Invalid address: {a}")))?;
+                    listeners.push(ListenerSpec {
+                        protocol: proto,
+                        name: name.clone(),
+                        addr: SocketAddr::new(ip, port),
+                        implicit_tls,
+                    });
                 }
             }
         }
