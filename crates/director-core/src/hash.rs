@@ -150,7 +150,7 @@ pub fn user_hash(username: &[u8], format: &HashFormat) -> Result<u32, HashError>
 }
 
 /// How an admin command names a user: a hash, or a name to hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum UserKey {
     /// The field was a decimal `u32`, taken as the hash itself.
     Hash(u32),

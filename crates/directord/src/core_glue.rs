@@ -14,7 +14,7 @@ use director_core::{
     AdminOutcome, CoreSettings, Director, HostError, RequestOutcome, UserMoveError,
 };
 use director_proto::admin::{
-    AdminReply, AdminRequest, HostListEntry, UserListEntry, UserLookupReply, UserRef,
+    AdminReply, AdminRequest, HostListEntry, UserListEntry, UserLookupReply,
 };
 
 /// The core's answer to an admin request.
@@ -146,17 +146,11 @@ impl CoreState {
                     })
                     .collect(),
             ),
-            AdminRequest::UserMove { user, ip } => {
-                let key = match user {
-                    UserRef::Hash(h) => director_core::hash::UserKey::Hash(h),
-                    UserRef::Name(n) => director_core::hash::UserKey::Name(n),
-                };
-                match d.user_move(&key, ip, now) {
-                    Ok(()) => AdminReply::OK,
-                    Err(UserMoveError::NotFound) => AdminReply::NOT_FOUND,
-                    Err(UserMoveError::TryAgain) => AdminReply::TRY_AGAIN,
-                }
-            }
+            AdminRequest::UserMove { user, ip } => match d.user_move(&user, ip, now) {
+                Ok(()) => AdminReply::OK,
+                Err(UserMoveError::NotFound) => AdminReply::NOT_FOUND,
+                Err(UserMoveError::TryAgain) => AdminReply::TRY_AGAIN,
+            },
             AdminRequest::UserKick { user, nowait } => {
                 return outcome(d.user_kick(&user, nowait, now))
             }

@@ -32,18 +32,13 @@ pub const MAX_VHOST_COUNT: u32 = director_core::host::VHOST_MAX;
 /// The vhost count a host gets when none is given (the core's default).
 pub const DEFAULT_VHOST_COUNT: u32 = director_core::host::VHOST_DEFAULT;
 
-/// Who a USER-MOVE is about: a decimal u32 is taken as the user hash,
-/// anything else is a username the director hashes itself with
-/// `director_username_hash` (observed: `abc`, `12abc` and `4294967296` are
-/// all accepted and hashed as names).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum UserRef {
-    /// The user hash. Note: hash 0 crashes Dovecot 2.3.19; the daemon must
-    /// handle it gracefully.
-    Hash(u32),
-    /// A username to hash (raw bytes, not necessarily UTF-8).
-    Name(Vec<u8>),
-}
+/// Who a USER-MOVE is about: the core's [`UserKey`](director_core::hash::UserKey),
+/// parsed by its [`parse_user_key`](director_core::hash::parse_user_key) as for every
+/// other command: a decimal u32 is taken as the user hash, anything else is a username the
+/// director hashes itself with `director_username_hash` (observed: `abc`, `12abc` and
+/// `4294967296` are all accepted and hashed as names). Hash 0 crashes Dovecot 2.3.19; the
+/// daemon must handle it gracefully.
+pub use director_core::hash::UserKey as UserRef;
 
 /// One admin command with its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -414,10 +409,7 @@ pub fn parse_request(line: &[u8]) -> Result<AdminRequest, AdminParseError> {
                 return Err(invalid(USER_MOVE));
             };
             let ip = parse_ip(ip).ok_or(invalid(USER_MOVE))?;
-            let user = match parse_uint(user) {
-                Some(hash) => UserRef::Hash(hash),
-                None => UserRef::Name(user.to_vec()),
-            };
+            let user = director_core::hash::parse_user_key(user);
             AdminRequest::UserMove { user, ip }
         }
         n if n == USER_KICK.as_bytes() => {
