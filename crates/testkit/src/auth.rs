@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::instance::Instance;
@@ -92,28 +92,9 @@ impl DovecotAuth {
     pub fn auth_userdb_socket_path(&self) -> PathBuf {
         self.instance.base_dir().join("auth-userdb")
     }
-    /// The generated config file (outside `base_dir`).
-    pub fn config_path(&self) -> PathBuf {
-        self.instance.config_path()
-    }
-    /// The instance's `base_dir`.
-    pub fn base_dir(&self) -> PathBuf {
-        self.instance.base_dir()
-    }
-    /// The instance's temp dir.
-    pub fn root_dir(&self) -> &Path {
-        self.instance.root()
-    }
-    /// The whole Dovecot log so far.
-    pub fn log(&self) -> String {
-        self.instance.log()
-    }
+    crate::instance::instance_accessors!();
     /// Runs the real `doveadm -c CONF ARGS...` against this instance; `(stdout, stderr, code)`.
     pub fn doveadm(&self, args: &[&str]) -> (String, String, i32) {
         run_doveadm_real(&self.config_path(), args)
-    }
-    /// Stops the master by PID. Drop does the same.
-    pub fn stop(&mut self) -> Result<(), KitError> {
-        self.instance.stop()
     }
 }

@@ -8,7 +8,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::unistd::{Group, User};
@@ -193,26 +193,7 @@ impl DovecotBackend {
     pub fn mail_dir(&self) -> PathBuf {
         self.instance.root().join("mail")
     }
-    /// The generated config file (outside `base_dir`).
-    pub fn config_path(&self) -> PathBuf {
-        self.instance.config_path()
-    }
-    /// The instance's `base_dir`.
-    pub fn base_dir(&self) -> PathBuf {
-        self.instance.base_dir()
-    }
-    /// The instance's temp dir.
-    pub fn root_dir(&self) -> &Path {
-        self.instance.root()
-    }
-    /// The whole Dovecot log so far.
-    pub fn log(&self) -> String {
-        self.instance.log()
-    }
-    /// Stops the master by PID. Drop does the same.
-    pub fn stop(&mut self) -> Result<(), KitError> {
-        self.instance.stop()
-    }
+    crate::instance::instance_accessors!();
 }
 
 fn probe_greeting(addr: SocketAddr) -> Result<String, KitError> {

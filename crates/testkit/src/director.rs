@@ -6,7 +6,7 @@
 //! so `start` connects to the admin listener until `DIRECTOR-LIST` says `ring synced`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -197,26 +197,7 @@ impl DovecotDirector {
     pub fn ip(&self) -> Ipv4Addr {
         self.ip
     }
-    /// The generated config file (outside `base_dir`).
-    pub fn config_path(&self) -> PathBuf {
-        self.instance.config_path()
-    }
-    /// The instance's `base_dir`.
-    pub fn base_dir(&self) -> PathBuf {
-        self.instance.base_dir()
-    }
-    /// The instance's temp dir (config, log, base_dir, state_dir live below it).
-    pub fn root_dir(&self) -> &Path {
-        self.instance.root()
-    }
-    /// The master PID from `master.pid` (`None` after [`stop`](Self::stop)).
-    pub fn master_pid(&self) -> Option<i32> {
-        self.instance.master_pid()
-    }
-    /// The whole Dovecot log so far.
-    pub fn log(&self) -> String {
-        self.instance.log()
-    }
+    crate::instance::instance_accessors!();
     /// A fresh admin client over TCP.
     pub fn admin_client(&self) -> Result<AdminClient, KitError> {
         AdminClient::connect_tcp(self.admin_tcp_addr())
@@ -231,9 +212,5 @@ impl DovecotDirector {
             .args(args)
             .output()
             .map_err(|e| KitError::io("running doveadm", e))
-    }
-    /// Stops the master by PID (SIGTERM, bounded wait, SIGKILL). Drop does the same.
-    pub fn stop(&mut self) -> Result<(), KitError> {
-        self.instance.stop()
     }
 }

@@ -14,7 +14,6 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::instance::Instance;
@@ -200,34 +199,10 @@ impl DovecotDirectorProxy {
     pub fn admin_client(&self) -> Result<AdminClient, KitError> {
         AdminClient::connect_tcp(self.admin_tcp_addr())
     }
-    /// The master PID from `master.pid` (`None` after [`stop`](Self::stop)). Its children
-    /// (`director`, `imap-login`, `auth`, …) are what a benchmark charges the proxy with.
-    pub fn master_pid(&self) -> Option<i32> {
-        self.instance.master_pid()
-    }
-    /// The generated config file (outside `base_dir`).
-    pub fn config_path(&self) -> PathBuf {
-        self.instance.config_path()
-    }
-    /// The instance's `base_dir`.
-    pub fn base_dir(&self) -> PathBuf {
-        self.instance.base_dir()
-    }
-    /// The instance's temp dir.
-    pub fn root_dir(&self) -> &Path {
-        self.instance.root()
-    }
-    /// The whole Dovecot log so far.
-    pub fn log(&self) -> String {
-        self.instance.log()
-    }
+    crate::instance::instance_accessors!();
     /// The generated config text (for reports).
     pub fn config_text(&self) -> String {
         fs::read_to_string(self.config_path()).unwrap_or_default()
-    }
-    /// Stops the master by PID (SIGTERM, bounded wait, SIGKILL). Drop does the same.
-    pub fn stop(&mut self) -> Result<(), KitError> {
-        self.instance.stop()
     }
 }
 

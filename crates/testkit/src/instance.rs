@@ -267,3 +267,36 @@ fn wait_gone(pid: i32, limit: Duration) -> bool {
     }
     !is_dovecot_process(pid)
 }
+
+/// The accessors every launcher (backend, director, auth, director proxy) offers, forwarded
+/// to its `instance: Instance` field: one definition instead of a copy per launcher.
+macro_rules! instance_accessors {
+    () => {
+        /// The generated config file (outside `base_dir`).
+        pub fn config_path(&self) -> std::path::PathBuf {
+            self.instance.config_path()
+        }
+        /// The instance's `base_dir`.
+        pub fn base_dir(&self) -> std::path::PathBuf {
+            self.instance.base_dir()
+        }
+        /// The instance's temp dir (config, log, base_dir and state_dir live below it).
+        pub fn root_dir(&self) -> &std::path::Path {
+            self.instance.root()
+        }
+        /// The master PID from `master.pid` (`None` after [`stop`](Self::stop)); its
+        /// children are the instance's service processes.
+        pub fn master_pid(&self) -> Option<i32> {
+            self.instance.master_pid()
+        }
+        /// The whole Dovecot log so far.
+        pub fn log(&self) -> String {
+            self.instance.log()
+        }
+        /// Stops the master by PID (SIGTERM, bounded wait, SIGKILL). Drop does the same.
+        pub fn stop(&mut self) -> Result<(), crate::error::KitError> {
+            self.instance.stop()
+        }
+    };
+}
+pub(crate) use instance_accessors;
