@@ -165,38 +165,21 @@ async fn deliver_one(
                     Err(_) => "timed out".to_string(),
                     _ => "backend closed the connection".to_string(),
                 };
-                report_backend_failure(
-                    shared,
-                    &first_user,
-                    route,
-                    &BackendErr::new(BackendFailureKind::Protocol, detail),
-                );
-                return done_replies(session.failed());
+                return protocol_failure(shared, &first_user, route, detail, &mut session);
             }
         };
         for action in session.feed(&buf[..n]) {
             match action {
                 LmtpBackendAction::Send(b) => {
                     if let Err(e) = backend.write_all(&b).await {
-                        report_backend_failure(
-                            shared,
-                            &first_user,
-                            route,
-                            &BackendErr::new(BackendFailureKind::Protocol, e.to_string()),
-                        );
-                        return done_replies(session.failed());
+                        let detail = e.to_string();
+                        return protocol_failure(shared, &first_user, route, detail, &mut session);
                     }
                 }
                 LmtpBackendAction::SendBody => {
                     // Only streaming sessions ask for this; ours carry the whole body.
-                    let detail = "unexpected streaming body request";
-                    report_backend_failure(
-                        shared,
-                        &first_user,
-                        route,
-                        &BackendErr::new(BackendFailureKind::Protocol, detail),
-                    );
-                    return done_replies(session.failed());
+                    let detail = "unexpected streaming body request".to_string();
+                    return protocol_failure(shared, &first_user, route, detail, &mut session);
                 }
                 LmtpBackendAction::Done(replies) => {
                     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
@@ -209,6 +192,24 @@ async fn deliver_one(
             }
         }
     }
+}
+
+/// The backend broke the LMTP conversation: report it, and every recipient of this backend
+/// gets the session's temporary failure.
+fn protocol_failure(
+    shared: &Shared,
+    user: &[u8],
+    route: &Route,
+    detail: String,
+    session: &mut LmtpBackendSession,
+) -> Vec<Vec<u8>> {
+    report_backend_failure(
+        shared,
+        user,
+        route,
+        &BackendErr::new(BackendFailureKind::Protocol, detail),
+    );
+    done_replies(session.failed())
 }
 
 fn done_replies(actions: Vec<LmtpBackendAction>) -> Vec<Vec<u8>> {
