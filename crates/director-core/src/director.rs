@@ -666,12 +666,16 @@ impl Director {
         self.after_users_dropped(now);
     }
 
-    /// Drops the users of host `id` and their kills, without starting anything.
+    /// Drops the users of host `id` and their kills, without starting anything, and asks
+    /// for the host's proxied connections to be closed ([`Effect::KickBackend`]).
     fn forget_users_of(&mut self, id: HostId) {
         for u in self.users.remove_host(id) {
             self.kills.remove(&(u.tag, u.hash));
         }
         self.shrink_kills();
+        if let Some(ip) = self.host_ip(id) {
+            self.effects.push_back(Effect::KickBackend { ip });
+        }
     }
 
     /// Waiting logins may be routed now, and the dropped kills free move slots a

@@ -208,6 +208,15 @@ pub enum Effect {
         /// Value to match.
         value: String,
     },
+    /// Kill every local proxied connection to backend `ip`: its users were dropped without a
+    /// move (`HOST-REMOVE`, `HOST-FLUSH`), so their next logins may hash elsewhere while an
+    /// old session still serves them there. Dovecot's director leaves those connections to
+    /// the login processes; a director that is the whole proxy tier must close them.
+    /// Nothing to report back.
+    KickBackend {
+        /// The backend.
+        ip: IpAddr,
+    },
     /// Run `director_flush_socket` (already `%i`/`%h`-expanded) with these arguments.
     /// Report with `flush_script_finished(ticket, success)`.
     RunFlushScript {

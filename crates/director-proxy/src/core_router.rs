@@ -130,6 +130,10 @@ impl CoreRouter {
                     tracing::info!(%field, %value, kicked = n, "kick-alt");
                     st.director.kick_finished(ticket, now);
                 }
+                Effect::KickBackend { ip } => {
+                    let n = self.registry.kick_backend(ip);
+                    tracing::info!(host = %ip, kicked = n, "kick-backend");
+                }
                 Effect::RunFlushScript { ticket, .. } => {
                     // No flush script support here: report failure, the core then waits
                     // the kick delay as Dovecot does after a failed script.

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use director_core::kill::{Effect, RequestError, RequestId, Route, Ticket};
 use director_core::lookup::ConfigHost;
 use director_core::RequestOutcome;
-use director_proto::admin::{AdminReply, AdminRequest};
+use director_proto::admin::AdminRequest;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::clock::Clock;
@@ -349,43 +349,7 @@ impl State {
             AdminRequest::DirectorRemove { ip, port } => {
                 AdminStart::Done(self.ring.remove(ip, port))
             }
-            // `remove` and `flush -F` drop the host's users without kicking in the core (as
-            // Dovecot's director does), but this daemon is the whole proxy tier: sessions
-            // still proxied to such a host are closed, or the users' next logins (hashed
-            // elsewhere) would split them over two backends. Closed before the `OK`, so
-            // doveadm returns after the kick.
-            AdminRequest::HostRemove { ip } => {
-                let start = self.core.admin(AdminRequest::HostRemove { ip }, now);
-                self.kick_backends_if_ok(&start, &[ip]);
-                start
-            }
-            AdminRequest::HostFlush { ip } => {
-                let ips = match ip {
-                    Some(ip) => vec![ip],
-                    None => self.host_ips(now),
-                };
-                let start = self.core.admin(AdminRequest::HostFlush { ip }, now);
-                self.kick_backends_if_ok(&start, &ips);
-                start
-            }
             other => self.core.admin(other, now),
-        }
-    }
-
-    /// Every host's IP (for `flush -F` of all hosts).
-    fn host_ips(&mut self, now: std::time::Duration) -> Vec<std::net::IpAddr> {
-        match self.core.admin(AdminRequest::HostList, now) {
-            AdminStart::Done(AdminReply::HostList(hosts)) => hosts.iter().map(|h| h.ip).collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// Closes the sessions proxied to `ips` once the core answered `OK`.
-    fn kick_backends_if_ok(&self, start: &AdminStart, ips: &[std::net::IpAddr]) {
-        if matches!(start, AdminStart::Done(r) if *r == AdminReply::OK) {
-            for ip in ips {
-                self.killer.kick_backend(*ip);
-            }
         }
     }
 
@@ -459,6 +423,11 @@ impl State {
                 } => {
                     let fut = self.killer.kick_user_alt(field, value);
                     self.finish_kick(ticket, fut);
+                }
+                Effect::KickBackend { ip } => {
+                    // Synchronous: the sessions are told to stop before any reply that
+                    // follows this effect is written, so doveadm returns after the kick.
+                    self.killer.kick_backend(ip);
                 }
                 Effect::RunFlushScript {
                     ticket,

@@ -466,6 +466,27 @@ fn remove_and_flush_drop_users_and_removed_list() {
     assert_eq!(d.counters().users, 0);
 }
 
+/// Users dropped without a move leave their proxied sessions to be closed by the daemon.
+#[test]
+fn remove_and_flush_ask_to_close_the_hosts_sessions() {
+    let mut d = director(&["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+    let kicked = |d: &mut Director| -> Vec<IpAddr> {
+        drain(d)
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::KickBackend { ip } => Some(ip),
+                _ => None,
+            })
+            .collect()
+    };
+    d.host_remove(ip("10.0.0.2"), T0).expect("remove");
+    assert_eq!(kicked(&mut d), [ip("10.0.0.2")]);
+    d.host_flush(Some(ip("10.0.0.1")), T0).expect("flush");
+    assert_eq!(kicked(&mut d), [ip("10.0.0.1")]);
+    d.host_flush(None, T0).expect("flush all");
+    assert_eq!(kicked(&mut d), [ip("10.0.0.1"), ip("10.0.0.3")]);
+}
+
 #[test]
 fn proxy_notify_refreshes() {
     let mut d = director(&["10.0.0.1"]);
