@@ -71,6 +71,26 @@ pub enum BackendAction {
     Failed(BackendFailure),
 }
 
+impl BackendAction {
+    /// The end of a replay with a verdict: the backend's final reply (wire
+    /// bytes) is relayed to the client, then the login is done
+    /// ([`BackendAction::LoggedIn`]) or rejected ([`BackendFailure::AuthRejected`]).
+    pub(crate) fn verdict(reply: Vec<u8>, accepted: bool) -> [Self; 2] {
+        let end = if accepted {
+            Self::LoggedIn
+        } else {
+            Self::Failed(BackendFailure::AuthRejected)
+        };
+        [Self::SendClient(reply), end]
+    }
+
+    /// The end of a replay that went wrong (logged with the protocol's name).
+    pub(crate) fn protocol_error(protocol: &'static str, why: &str) -> Self {
+        tracing::debug!(protocol, reason = why, "backend login failed");
+        Self::Failed(BackendFailure::Protocol(why.into()))
+    }
+}
+
 /// How a backend login replay ended without success.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendFailure {

@@ -22,6 +22,9 @@ pub struct LineTooLong {
 pub struct LineBuffer {
     buf: Vec<u8>,
     max: usize,
+    /// Bytes up to the next LF are dropped on arrival (the tail of an
+    /// over-long line, see [`LineBuffer::skip_rest_of_line`]).
+    skipping: bool,
 }
 
 impl LineBuffer {
@@ -30,6 +33,7 @@ impl LineBuffer {
         Self {
             buf: Vec::new(),
             max,
+            skipping: false,
         }
     }
 
@@ -38,9 +42,24 @@ impl LineBuffer {
         self.max = max;
     }
 
-    /// Appends received bytes.
+    /// Appends received bytes (minus the tail of a line being skipped).
     pub fn feed(&mut self, data: &[u8]) {
+        let mut data = data;
+        if self.skipping {
+            let Some(p) = data.iter().position(|&b| b == b'\n') else {
+                return;
+            };
+            self.skipping = false;
+            data = &data[p + 1..];
+        }
         self.buf.extend_from_slice(data);
+    }
+
+    /// Drops the rest of the current line as it arrives, through its LF.
+    /// For protocols that answer an over-long line and go on (SMTP, LMTP:
+    /// `500 5.5.2 Line too long`) after [`LineTooLong::complete`] was false.
+    pub fn skip_rest_of_line(&mut self) {
+        self.skipping = true;
     }
 
     /// The next complete line without its CRLF/LF, `Ok(None)` if none is
@@ -82,6 +101,7 @@ impl LineBuffer {
     /// command must not be interpreted as if it came over TLS).
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.skipping = false;
     }
 
     /// Bytes currently buffered.
@@ -93,6 +113,11 @@ impl LineBuffer {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
+}
+
+/// `line` with CRLF appended (a line to relay or send).
+pub(crate) fn with_crlf(line: &[u8]) -> Vec<u8> {
+    [line, b"\r\n"].concat()
 }
 
 /// Splits a line at the first space: `(word, rest)`; `rest` excludes the space.
@@ -141,5 +166,17 @@ mod tests {
             })
         );
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn skips_the_rest_of_a_long_line() {
+        let mut b = LineBuffer::new(3);
+        b.feed(b"abcdef");
+        assert!(b.next_line().is_err());
+        b.skip_rest_of_line();
+        b.feed(b"gh");
+        assert!(b.is_empty());
+        b.feed(b"ij\r\nok\r\n");
+        assert_eq!(b.next_line(), Ok(Some(b"ok".to_vec())));
     }
 }

@@ -143,7 +143,6 @@ pub struct LmtpServer<B> {
     cfg: LmtpServerConfig,
     state: State,
     buf: LineBuffer,
-    skipping: bool,
     helo: Option<Vec<u8>>,
     mail_from: Option<Vec<u8>>,
     recipients: Vec<Recipient<B>>,
@@ -174,7 +173,6 @@ impl<B: Clone> LmtpServer<B> {
             cfg,
             state: State::Commands,
             buf: LineBuffer::new(MAX_LINE),
-            skipping: false,
             helo: None,
             mail_from: None,
             recipients: Vec::new(),
@@ -225,16 +223,6 @@ impl<B: Clone> LmtpServer<B> {
     pub fn feed(&mut self, data: &[u8]) -> Vec<LmtpAction<B>> {
         if matches!(self.state, State::Closed) {
             return Vec::new();
-        }
-        let mut data = data;
-        if self.skipping {
-            match data.iter().position(|&b| b == b'\n') {
-                Some(p) => {
-                    self.skipping = false;
-                    data = &data[p + 1..];
-                }
-                None => return Vec::new(),
-            }
         }
         if !self.wants_input()
             && self.buf.len().saturating_add(data.len()) > crate::action::MAX_PENDING_INPUT
@@ -318,7 +306,7 @@ impl<B: Clone> LmtpServer<B> {
                         Err(e) => {
                             out.push(reply("500 5.5.2 Line too long"));
                             if !e.complete {
-                                self.skipping = true;
+                                self.buf.skip_rest_of_line();
                                 break;
                             }
                         }

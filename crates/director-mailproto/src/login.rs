@@ -1,13 +1,21 @@
-//! What the untagged pre-login machines ([`crate::pop3::Pop3Login`],
-//! [`crate::smtp::SubmissionLogin`], [`crate::managesieve::SieveLogin`])
-//! share: their states, when they read input, and how driver-reported
-//! failures and SASL errors map onto the protocol's reply texts. Only the
-//! texts differ between the protocols, so they are data ([`Replies`]) and the
-//! decisions live here once. (IMAP's machine carries a tag in its states and
-//! keeps its own.)
+//! The pre-login machine the untagged protocols share ([`crate::pop3::Pop3Login`],
+//! [`crate::smtp::SubmissionLogin`], [`crate::managesieve::SieveLogin`]).
+//!
+//! They differ only in their reply texts and in how a command looks on the
+//! wire; the driver-facing events (input, back-pressure, TLS, login outcome,
+//! idle timeout), the SASL exchange and STARTTLS behave the same. So this
+//! module holds one machine, [`PreLogin`], with the states and the decisions,
+//! and each protocol supplies its texts as data ([`Replies`]) and its command
+//! handling through [`Protocol`] (and [`LineProtocol`] when commands are
+//! lines). IMAP's machine carries a tag in its states and keeps its own.
 
-use crate::action::{LoginFailure, MAX_PENDING_INPUT};
-use crate::sasl::{SaslError, SaslExchange, SaslStep};
+use std::borrow::Cow;
+use std::fmt::Debug;
+
+use crate::action::{Action, LoginFailure, MAX_PENDING_INPUT};
+use crate::line::{LineBuffer, LineTooLong};
+use crate::sasl::{SaslError, SaslExchange, SaslMech, SaslStep, MAX_AUTH_RESPONSE};
+use crate::session::Credentials;
 
 /// Where a pre-login machine is.
 #[derive(Debug)]
@@ -28,24 +36,19 @@ pub(crate) enum State {
 
 impl State {
     /// Client bytes are dropped in these states (nothing to parse them for).
-    pub(crate) fn ignores_input(&self) -> bool {
+    fn ignores_input(&self) -> bool {
         matches!(self, Self::Closed | Self::TlsHandshake | Self::Proxying)
     }
 
     /// False while the machine waits for its driver or is done.
-    pub(crate) fn wants_input(&self) -> bool {
+    fn wants_input(&self) -> bool {
         !matches!(
             self,
             Self::LoginPending | Self::TlsHandshake | Self::Proxying | Self::Closed
         )
     }
 
-    /// The pre-login idle timeout no longer applies.
-    pub(crate) fn past_login(&self) -> bool {
-        matches!(self, Self::Closed | Self::Proxying)
-    }
-
-    /// Buffered lines are parsed in these states.
+    /// Buffered input is parsed in these states.
     pub(crate) fn parses(&self) -> bool {
         matches!(self, Self::Commands | Self::Sasl(_))
     }
@@ -54,56 +57,362 @@ impl State {
     pub(crate) fn is_sasl(&self) -> bool {
         matches!(self, Self::Sasl(_))
     }
-
-    /// `incoming` more bytes on top of `buffered` would exceed
-    /// [`MAX_PENDING_INPUT`] while the machine is not reading (the driver
-    /// ignored `wants_input`): the machine must close.
-    pub(crate) fn pending_overflow(&self, buffered: usize, incoming: usize) -> bool {
-        !self.wants_input() && buffered.saturating_add(incoming) > MAX_PENDING_INPUT
-    }
 }
 
-/// A protocol's reply texts (without CRLF) for the outcomes decided here.
-pub(crate) struct Replies {
+/// A protocol's reply texts (without CRLF) for the outcomes decided here,
+/// all recorded from the Dovecot login processes.
+pub struct Replies {
     /// [`LoginFailure::Temporary`].
     pub temporary: &'static str,
-    /// [`LoginFailure::AuthFailed`] and malformed SASL messages.
+    /// [`LoginFailure::AuthFailed`], malformed SASL messages, bad credentials.
     pub auth_failed: &'static str,
     /// The client answered a challenge with `*`.
     pub aborted: &'static str,
     /// A SASL response was not base64.
     pub invalid_base64: &'static str,
+    /// A SASL initial response was not base64.
+    pub invalid_initial_base64: &'static str,
+    /// The SASL mechanism is not one we offer.
+    pub unsupported_mechanism: &'static str,
+    /// AUTH on an insecure connection with `disable_plaintext_auth`.
+    pub plaintext_disabled: &'static str,
+    /// More than [`MAX_PENDING_INPUT`] bytes arrived while the machine was not
+    /// reading, or a command line was too long (closes).
+    pub input_full: &'static str,
+    /// STARTTLS on a TLS connection.
+    pub tls_active: &'static str,
+    /// STARTTLS without a certificate configured.
+    pub tls_unavailable: &'static str,
+    /// STARTTLS accepted: the handshake starts after this reply.
+    pub tls_begin: &'static str,
 }
 
-impl Replies {
-    /// The reply for a failure the driver reports (`None`: the backend's
-    /// reply was already relayed).
-    pub(crate) fn login_failed(&self, why: &LoginFailure) -> Option<&'static str> {
-        match why {
+/// What makes [`PreLogin`] a POP3, Submission or ManageSieve machine.
+pub trait Protocol: Sized + Debug {
+    /// What [`Action::Login`] carries.
+    type Req;
+    /// How client bytes are held until parsed.
+    type Buf: InputBuffer + Debug;
+    /// The protocol's texts.
+    const REPLIES: Replies;
+    /// The listener can start TLS (`tls_available` of the config).
+    fn tls_available(&self) -> bool;
+    /// Dovecot `disable_plaintext_auth` (of the config).
+    fn disable_plaintext_auth(&self) -> bool;
+    /// The reply before an idle client is disconnected.
+    fn idle_reply(&self) -> Cow<'static, str>;
+    /// A SASL challenge line (without CRLF) for the base64 text `c`.
+    fn challenge(c: &str) -> String;
+    /// The login request for `creds`, or `None` to answer
+    /// [`Replies::auth_failed`] instead.
+    fn request(m: &PreLogin<Self>, creds: Credentials) -> Option<Self::Req>;
+    /// Parses what is buffered while the state allows it.
+    fn process(m: &mut PreLogin<Self>) -> Vec<Action<Self::Req>>;
+    /// Protocol-specific reaction to a finished TLS handshake (the machine
+    /// is already secured and reading commands).
+    fn tls_established(_m: &mut PreLogin<Self>) -> Vec<Action<Self::Req>> {
+        Vec::new()
+    }
+}
+
+/// A protocol whose commands and SASL responses are single lines
+/// (POP3, Submission): [`PreLogin::process_lines`] frames them.
+pub trait LineProtocol: Protocol<Buf = LineBuffer> {
+    /// Longest command line.
+    const MAX_LINE: usize;
+    /// Handles one command line.
+    fn command(m: &mut PreLogin<Self>, line: &[u8], out: &mut Vec<Action<Self::Req>>);
+    /// A command line was longer than [`Self::MAX_LINE`]; true to go on
+    /// parsing.
+    fn line_too_long(
+        m: &mut PreLogin<Self>,
+        e: LineTooLong,
+        out: &mut Vec<Action<Self::Req>>,
+    ) -> bool;
+}
+
+/// Client bytes a machine holds: framed lines, or the raw bytes the
+/// IMAP-syntax parser reads (ManageSieve).
+pub trait InputBuffer {
+    /// Bytes held.
+    fn len(&self) -> usize;
+    /// Appends received bytes.
+    fn append(&mut self, data: &[u8]);
+    /// Drops everything held.
+    fn clear(&mut self);
+    /// Takes everything held.
+    fn take_all(&mut self) -> Vec<u8>;
+}
+
+impl InputBuffer for LineBuffer {
+    fn len(&self) -> usize {
+        LineBuffer::len(self)
+    }
+    fn append(&mut self, data: &[u8]) {
+        self.feed(data);
+    }
+    fn clear(&mut self) {
+        LineBuffer::clear(self);
+    }
+    fn take_all(&mut self) -> Vec<u8> {
+        self.take_rest()
+    }
+}
+
+impl InputBuffer for Vec<u8> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn append(&mut self, data: &[u8]) {
+        self.extend_from_slice(data);
+    }
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+    fn take_all(&mut self) -> Vec<u8> {
+        std::mem::take(self)
+    }
+}
+
+/// `text` and CRLF, to send.
+pub(crate) fn reply<R>(text: &str) -> Action<R> {
+    Action::Send(format!("{text}\r\n").into_bytes())
+}
+
+/// A pre-login state machine (one per client connection), parameterised by
+/// its protocol.
+///
+/// Events in: `start`, [`feed`](Self::feed), [`tls_established`](Self::tls_established),
+/// [`login_failed`](Self::login_failed), [`login_succeeded`](Self::login_succeeded),
+/// [`idle_timeout`](Self::idle_timeout). Actions out: [`Action`] with the
+/// protocol's login request.
+#[derive(Debug)]
+pub struct PreLogin<P: Protocol> {
+    /// The protocol's settings and per-connection facts.
+    pub(crate) proto: P,
+    pub(crate) state: State,
+    /// TLS is on (implicit TLS, or after STARTTLS).
+    pub(crate) tls_active: bool,
+    /// Plaintext authentication is acceptable (TLS, or a trusted client).
+    pub(crate) secured: bool,
+    pub(crate) buf: P::Buf,
+    /// Unknown or malformed commands so far.
+    pub(crate) bad_commands: u32,
+}
+
+impl<P: Protocol> PreLogin<P> {
+    /// A machine for a new connection (see [`crate::imap::ImapLogin::new`]
+    /// for `tls_active` and `secured`).
+    pub(crate) fn with(proto: P, buf: P::Buf, tls_active: bool, secured: bool) -> Self {
+        Self {
+            proto,
+            state: State::Commands,
+            tls_active,
+            secured: secured || tls_active,
+            buf,
+            bad_commands: 0,
+        }
+    }
+
+    /// Plaintext mechanisms may be offered and used.
+    pub(crate) fn plaintext_allowed(&self) -> bool {
+        self.secured || !self.proto.disable_plaintext_auth()
+    }
+
+    /// STARTTLS can be offered (available and not on yet).
+    pub(crate) fn starttls_offered(&self) -> bool {
+        self.proto.tls_available() && !self.tls_active
+    }
+
+    /// The client stayed silent for [`crate::action::LOGIN_IDLE_TIMEOUT`]
+    /// before logging in: the protocol's "Disconnected for inactivity."
+    /// reply (recorded), then close. Nothing once logged in or closed.
+    pub fn idle_timeout(&mut self) -> Vec<Action<P::Req>> {
+        let mut out = Vec::new();
+        if !matches!(self.state, State::Closed | State::Proxying) {
+            let text = self.proto.idle_reply();
+            self.close(&mut out, &text);
+        }
+        out
+    }
+
+    /// False while the machine waits for the driver (login in progress):
+    /// stop reading from the client until it turns true again.
+    pub fn wants_input(&self) -> bool {
+        self.state.wants_input()
+    }
+
+    /// Client bytes arrived. Ignored once closed, during a TLS handshake and
+    /// after `login_succeeded` (the driver splices from then on). Past
+    /// [`MAX_PENDING_INPUT`] buffered while not reading, the machine closes.
+    pub fn feed(&mut self, data: &[u8]) -> Vec<Action<P::Req>> {
+        if self.state.ignores_input() {
+            return Vec::new();
+        }
+        if !self.state.wants_input()
+            && self.buf.len().saturating_add(data.len()) > MAX_PENDING_INPUT
+        {
+            let mut out = Vec::new();
+            self.close(&mut out, P::REPLIES.input_full);
+            return out;
+        }
+        self.buf.append(data);
+        P::process(self)
+    }
+
+    /// The TLS handshake the machine asked for finished.
+    pub fn tls_established(&mut self) -> Vec<Action<P::Req>> {
+        if !matches!(self.state, State::TlsHandshake) {
+            return Vec::new();
+        }
+        self.tls_active = true;
+        self.secured = true;
+        self.state = State::Commands;
+        P::tls_established(self)
+    }
+
+    /// The login did not reach the proxying state; the client may try again.
+    pub fn login_failed(&mut self, why: LoginFailure) -> Vec<Action<P::Req>> {
+        if !matches!(self.state, State::LoginPending) {
+            return Vec::new();
+        }
+        self.state = State::Commands;
+        let mut out = Vec::new();
+        let text = match why {
             LoginFailure::Relayed => None,
-            LoginFailure::Temporary => Some(self.temporary),
-            LoginFailure::AuthFailed => Some(self.auth_failed),
+            LoginFailure::Temporary => Some(P::REPLIES.temporary),
+            LoginFailure::AuthFailed => Some(P::REPLIES.auth_failed),
+        };
+        out.extend(text.map(reply));
+        out.extend(P::process(self));
+        out
+    }
+
+    /// The backend accepted the login. Returns the client bytes received after
+    /// the login command, which belong to the backend session.
+    pub fn login_succeeded(&mut self) -> Vec<u8> {
+        self.state = State::Proxying;
+        self.buf.take_all()
+    }
+
+    /// Sends `text`, then closes.
+    pub(crate) fn close(&mut self, out: &mut Vec<Action<P::Req>>, text: &str) {
+        out.push(reply(text));
+        self.close_silently(out);
+    }
+
+    /// Closes without a reply (an over-long SASL response, as Dovecot does).
+    pub(crate) fn close_silently(&mut self, out: &mut Vec<Action<P::Req>>) {
+        out.push(Action::Close);
+        self.state = State::Closed;
+        self.buf.clear();
+    }
+
+    /// STARTTLS: refused when TLS is on or unavailable; else the handshake
+    /// starts and pipelined plaintext is dropped (STARTTLS command injection).
+    pub(crate) fn starttls(&mut self, out: &mut Vec<Action<P::Req>>) {
+        if self.tls_active {
+            out.push(reply(P::REPLIES.tls_active));
+        } else if !self.proto.tls_available() {
+            out.push(reply(P::REPLIES.tls_unavailable));
+        } else {
+            out.push(reply(P::REPLIES.tls_begin));
+            out.push(Action::StartTls);
+            self.buf.clear();
+            self.state = State::TlsHandshake;
+        }
+    }
+
+    /// AUTH/AUTHENTICATE with mechanism name `mech` and initial response `ir`.
+    pub(crate) fn authenticate(
+        &mut self,
+        mech: &[u8],
+        ir: Option<&[u8]>,
+        out: &mut Vec<Action<P::Req>>,
+    ) {
+        let Some(mech) = SaslMech::parse(mech) else {
+            out.push(reply(P::REPLIES.unsupported_mechanism));
+            return;
+        };
+        if !self.plaintext_allowed() {
+            out.push(reply(P::REPLIES.plaintext_disabled));
+            return;
+        }
+        match SaslExchange::start(mech, ir) {
+            Ok((ex, step)) => self.sasl_step(ex, step, out),
+            Err(SaslError::InvalidBase64) => out.push(reply(P::REPLIES.invalid_initial_base64)),
+            Err(_) => out.push(reply(P::REPLIES.auth_failed)),
+        }
+    }
+
+    /// The client gave `creds`: ask the driver to log in (or refuse them).
+    pub(crate) fn request_login(&mut self, creds: Credentials, out: &mut Vec<Action<P::Req>>) {
+        match P::request(self, creds) {
+            Some(req) => {
+                out.push(Action::Login(req));
+                self.state = State::LoginPending;
+            }
+            None => out.push(reply(P::REPLIES.auth_failed)),
+        }
+    }
+
+    fn sasl_step(&mut self, ex: SaslExchange, step: SaslStep, out: &mut Vec<Action<P::Req>>) {
+        match step {
+            SaslStep::Challenge(c) => {
+                out.push(reply(&P::challenge(c)));
+                self.state = State::Sasl(ex);
+            }
+            SaslStep::Done(creds) => self.request_login(creds, out),
+        }
+    }
+
+    /// Feeds one SASL response to `ex` and answers errors with the
+    /// protocol's texts.
+    pub(crate) fn sasl_response(
+        &mut self,
+        mut ex: SaslExchange,
+        data: &[u8],
+        out: &mut Vec<Action<P::Req>>,
+    ) {
+        match ex.respond(data) {
+            Ok(step) => self.sasl_step(ex, step, out),
+            Err(SaslError::Aborted) => out.push(reply(P::REPLIES.aborted)),
+            Err(SaslError::InvalidBase64) => out.push(reply(P::REPLIES.invalid_base64)),
+            Err(SaslError::TooLong) => self.close_silently(out),
+            Err(SaslError::Malformed) => out.push(reply(P::REPLIES.auth_failed)),
         }
     }
 }
 
-/// What to do with the outcome of a SASL response.
-pub(crate) enum SaslOutcome {
-    /// Go on with the exchange (a challenge or the credentials).
-    Step(SaslExchange, SaslStep),
-    /// Send this reply and return to reading commands.
-    Reply(&'static str),
-    /// Close without a reply (the response was too large, as Dovecot does).
-    Close,
-}
-
-/// Feeds one response to `ex` and maps errors onto `replies`.
-pub(crate) fn sasl_respond(replies: &Replies, mut ex: SaslExchange, data: &[u8]) -> SaslOutcome {
-    match ex.respond(data) {
-        Ok(step) => SaslOutcome::Step(ex, step),
-        Err(SaslError::Aborted) => SaslOutcome::Reply(replies.aborted),
-        Err(SaslError::InvalidBase64) => SaslOutcome::Reply(replies.invalid_base64),
-        Err(SaslError::TooLong) => SaslOutcome::Close,
-        Err(SaslError::Malformed) => SaslOutcome::Reply(replies.auth_failed),
+impl<P: LineProtocol> PreLogin<P> {
+    /// The parse loop of line protocols: commands up to
+    /// [`LineProtocol::MAX_LINE`], SASL responses up to [`MAX_AUTH_RESPONSE`]
+    /// (longer ones close silently).
+    pub(crate) fn process_lines(&mut self) -> Vec<Action<P::Req>> {
+        let mut out = Vec::new();
+        while self.state.parses() {
+            let sasl = self.state.is_sasl();
+            self.buf
+                .set_max(if sasl { MAX_AUTH_RESPONSE } else { P::MAX_LINE });
+            let line = match self.buf.next_line() {
+                Ok(Some(l)) => l,
+                Ok(None) => break,
+                Err(_) if sasl => {
+                    self.close_silently(&mut out);
+                    break;
+                }
+                Err(e) => {
+                    if P::line_too_long(self, e, &mut out) {
+                        continue;
+                    }
+                    break;
+                }
+            };
+            match std::mem::replace(&mut self.state, State::Commands) {
+                State::Sasl(ex) => self.sasl_response(ex, &line, &mut out),
+                _ => P::command(self, &line, &mut out),
+            }
+        }
+        out
     }
 }

@@ -7,12 +7,14 @@
 //! `XCLIENT ADDR=… PORT=… SESSION=… TTL=4`, waits for `OK "Updated"`, then
 //! `AUTHENTICATE "PLAIN" "<base64 user\0user\0pass>"` and relays the answer.
 
-use crate::action::{Action, BackendAction, BackendFailure, LoginFailure};
+use std::borrow::Cow;
+
+use crate::action::{Action, BackendAction};
 use crate::imap::parse::{parse_single_arg, parse_untagged, Arg, Command, FatalError, Parsed};
-use crate::line::LineBuffer;
-use crate::login::{sasl_respond, Replies, SaslOutcome, State};
+use crate::line::{with_crlf, LineBuffer};
+use crate::login::{reply, PreLogin, Protocol, Replies, State};
 use crate::pop3::xclient_line;
-use crate::sasl::{self, SaslError, SaslExchange, SaslMech, SaslStep, MAX_AUTH_RESPONSE};
+use crate::sasl::{self, SaslExchange, MAX_AUTH_RESPONSE};
 use crate::session::{ConnInfo, Credentials};
 
 /// Bad commands after which the connection is closed (the third gets only
@@ -59,59 +61,87 @@ pub struct SieveLoginRequest {
     pub credentials: Credentials,
 }
 
-/// ManageSieve's texts for the shared pre-login outcomes (recorded).
-const REPLIES: Replies = Replies {
-    temporary: "NO (TRYLATER) \"Account is temporarily unavailable.\"",
-    auth_failed: "NO \"Authentication failed.\"",
-    aborted: "NO \"Authentication aborted by client.\"",
-    invalid_base64: "NO \"Invalid base64 in response\"",
-};
+/// The ManageSieve part of [`SieveLogin`]: its settings.
+#[derive(Debug)]
+pub struct Sieve {
+    cfg: SieveLoginConfig,
+}
 
 type Out = Vec<Action<SieveLoginRequest>>;
-
-fn reply(text: &str) -> Action<SieveLoginRequest> {
-    Action::Send(format!("{text}\r\n").into_bytes())
-}
 
 /// The pre-login ManageSieve state machine.
 ///
 /// Events in: `start`, `feed`, `tls_established`, `login_failed`,
-/// `login_succeeded`. Actions out: [`Action`] with [`SieveLoginRequest`].
-#[derive(Debug)]
-pub struct SieveLogin {
-    cfg: SieveLoginConfig,
-    tls_active: bool,
-    secured: bool,
-    state: State,
-    buf: Vec<u8>,
-    bad_commands: u32,
+/// `login_succeeded`, `idle_timeout`. Actions out: [`Action`] with
+/// [`SieveLoginRequest`].
+pub type SieveLogin = PreLogin<Sieve>;
+
+impl Protocol for Sieve {
+    type Req = SieveLoginRequest;
+    /// Commands may carry literals: the IMAP-syntax parser reads raw bytes.
+    type Buf = Vec<u8>;
+    /// ManageSieve's texts (recorded).
+    const REPLIES: Replies = Replies {
+        temporary: "NO (TRYLATER) \"Account is temporarily unavailable.\"",
+        auth_failed: "NO \"Authentication failed.\"",
+        aborted: "NO \"Authentication aborted by client.\"",
+        invalid_base64: "NO \"Invalid base64 in response\"",
+        invalid_initial_base64: "NO \"Invalid base64 data in initial response\"",
+        unsupported_mechanism: "NO \"Unsupported authentication mechanism.\"",
+        plaintext_disabled: "NO \"Plaintext authentication disabled.\"",
+        input_full: "BYE \"Input buffer full, aborting\"",
+        tls_active: "NO \"TLS is already active.\"",
+        tls_unavailable: "NO \"TLS support isn't enabled.\"",
+        tls_begin: "OK \"Begin TLS negotiation now.\"",
+    };
+
+    fn tls_available(&self) -> bool {
+        self.cfg.tls_available
+    }
+
+    fn disable_plaintext_auth(&self) -> bool {
+        self.cfg.disable_plaintext_auth
+    }
+
+    fn idle_reply(&self) -> Cow<'static, str> {
+        Cow::Borrowed("BYE \"Disconnected for inactivity.\"")
+    }
+
+    fn challenge(c: &str) -> String {
+        format!("\"{c}\"")
+    }
+
+    fn request(_: &SieveLogin, credentials: Credentials) -> Option<SieveLoginRequest> {
+        Some(SieveLoginRequest { credentials })
+    }
+
+    fn process(m: &mut SieveLogin) -> Out {
+        m.process()
+    }
+
+    /// RFC 5804 requires the capabilities again.
+    fn tls_established(m: &mut SieveLogin) -> Out {
+        vec![Action::Send(
+            format!("{}OK \"TLS negotiation successful.\"\r\n", m.capability()).into_bytes(),
+        )]
+    }
 }
 
 impl SieveLogin {
     /// A machine for a new connection (see [`crate::imap::ImapLogin::new`]).
     pub fn new(cfg: SieveLoginConfig, tls_active: bool, secured: bool) -> Self {
-        Self {
-            cfg,
-            tls_active,
-            secured: secured || tls_active,
-            state: State::Commands,
-            buf: Vec::new(),
-            bad_commands: 0,
-        }
-    }
-
-    fn plaintext_allowed(&self) -> bool {
-        self.secured || !self.cfg.disable_plaintext_auth
+        PreLogin::with(Sieve { cfg }, Vec::new(), tls_active, secured)
     }
 
     /// The capability lines for the current state.
     pub fn capability(&self) -> String {
+        let cfg = &self.proto.cfg;
         let mut s = format!(
             "\"IMPLEMENTATION\" \"{}\"\r\n\"SIEVE\" \"{}\"\r\n",
-            self.cfg.implementation, self.cfg.sieve
+            cfg.implementation, cfg.sieve
         );
-        if !self.cfg.notify.is_empty() {
-            s.push_str(&format!("\"NOTIFY\" \"{}\"\r\n", self.cfg.notify));
+        if !cfg.notify.is_empty() {
+            s.push_str(&format!("\"NOTIFY\" \"{}\"\r\n", cfg.notify));
         }
         let mechs = if self.plaintext_allowed() {
             sasl::MECHANISMS
@@ -119,7 +149,7 @@ impl SieveLogin {
             ""
         };
         s.push_str(&format!("\"SASL\" \"{mechs}\"\r\n"));
-        if self.cfg.tls_available && !self.tls_active {
+        if self.starttls_offered() {
             s.push_str("\"STARTTLS\"\r\n");
         }
         s.push_str("\"VERSION\" \"1.0\"\r\n");
@@ -129,84 +159,13 @@ impl SieveLogin {
     /// The greeting: capabilities, then `OK "<greeting>"`.
     pub fn start(&mut self) -> Out {
         vec![Action::Send(
-            format!("{}OK \"{}\"\r\n", self.capability(), self.cfg.greeting).into_bytes(),
-        )]
-    }
-
-    /// The client stayed silent for [`crate::action::LOGIN_IDLE_TIMEOUT`]
-    /// before logging in: `BYE "Disconnected for inactivity."` (recorded), then close.
-    pub fn idle_timeout(&mut self) -> Out {
-        let mut out = Vec::new();
-        if self.state.past_login() {
-            return out;
-        }
-        self.close(&mut out, "BYE \"Disconnected for inactivity.\"");
-        out
-    }
-
-    /// False while the machine waits for the driver (login in progress):
-    /// stop reading from the client until it turns true again.
-    pub fn wants_input(&self) -> bool {
-        self.state.wants_input()
-    }
-
-    /// Client bytes arrived. Ignored once closed, during a TLS handshake and
-    /// after `login_succeeded` (the driver splices from then on).
-    pub fn feed(&mut self, data: &[u8]) -> Out {
-        if self.state.ignores_input() {
-            return Vec::new();
-        }
-        if self.state.pending_overflow(self.buf.len(), data.len()) {
-            let mut out = Vec::new();
-            self.close(&mut out, "BYE \"Input buffer full, aborting\"");
-            return out;
-        }
-        self.buf.extend_from_slice(data);
-        self.process()
-    }
-
-    /// The TLS handshake finished: RFC 5804 requires the capabilities again.
-    pub fn tls_established(&mut self) -> Out {
-        if !matches!(self.state, State::TlsHandshake) {
-            return Vec::new();
-        }
-        self.tls_active = true;
-        self.secured = true;
-        self.state = State::Commands;
-        vec![Action::Send(
             format!(
-                "{}OK \"TLS negotiation successful.\"\r\n",
-                self.capability()
+                "{}OK \"{}\"\r\n",
+                self.capability(),
+                self.proto.cfg.greeting
             )
             .into_bytes(),
         )]
-    }
-
-    /// The login failed; the client may try again.
-    pub fn login_failed(&mut self, why: LoginFailure) -> Out {
-        if !matches!(self.state, State::LoginPending) {
-            return Vec::new();
-        }
-        self.state = State::Commands;
-        let mut out = Vec::new();
-        if let Some(text) = REPLIES.login_failed(&why) {
-            out.push(reply(text));
-        }
-        out.extend(self.process());
-        out
-    }
-
-    /// The backend accepted; returns client bytes that followed the login.
-    pub fn login_succeeded(&mut self) -> Vec<u8> {
-        self.state = State::Proxying;
-        std::mem::take(&mut self.buf)
-    }
-
-    fn close(&mut self, out: &mut Out, text: &str) {
-        out.push(reply(text));
-        out.push(Action::Close);
-        self.state = State::Closed;
-        self.buf.clear();
     }
 
     fn process(&mut self) -> Out {
@@ -223,27 +182,23 @@ impl SieveLogin {
             match parsed {
                 Parsed::Incomplete { .. } => {
                     if self.state.is_sasl() && self.buf.len() > MAX_AUTH_RESPONSE + 4 {
-                        self.state = State::Closed;
-                        self.buf.clear();
-                        out.push(Action::Close);
+                        self.close_silently(&mut out);
                     }
                     break;
                 }
                 Parsed::Fatal(FatalError::LineTooLong)
                 | Parsed::Fatal(FatalError::LiteralTooLarge) => {
                     if self.state.is_sasl() {
-                        self.state = State::Closed;
-                        self.buf.clear();
-                        out.push(Action::Close);
+                        self.close_silently(&mut out);
                     } else {
-                        self.close(&mut out, "BYE \"Input buffer full, aborting\"");
+                        self.close(&mut out, Sieve::REPLIES.input_full);
                     }
                     break;
                 }
                 Parsed::Error { consumed, .. } => {
                     self.buf.drain(..consumed);
                     if let State::Sasl(_) = std::mem::replace(&mut self.state, State::Commands) {
-                        out.push(reply(REPLIES.invalid_base64));
+                        out.push(reply(Sieve::REPLIES.invalid_base64));
                         continue;
                     }
                     self.bad(&mut out);
@@ -251,7 +206,7 @@ impl SieveLogin {
                 Parsed::Complete { cmd, consumed } => {
                     self.buf.drain(..consumed);
                     match std::mem::replace(&mut self.state, State::Commands) {
-                        State::Sasl(ex) => self.sasl_response(ex, &cmd, &mut out),
+                        State::Sasl(ex) => self.sasl_arg(ex, &cmd, &mut out),
                         _ => self.command(cmd, &mut out),
                     }
                 }
@@ -284,74 +239,25 @@ impl SieveLogin {
                 _ => out.push(reply("OK \"NOOP Completed\"")),
             },
             b"LOGOUT" => self.close(out, "OK \"Logout completed.\""),
-            b"STARTTLS" => {
-                if self.tls_active {
-                    out.push(reply("NO \"TLS is already active.\""));
-                } else if !self.cfg.tls_available {
-                    out.push(reply("NO \"TLS support isn't enabled.\""));
-                } else {
-                    out.push(reply("OK \"Begin TLS negotiation now.\""));
-                    out.push(Action::StartTls);
-                    self.buf.clear();
-                    self.state = State::TlsHandshake;
+            b"STARTTLS" => self.starttls(out),
+            b"AUTHENTICATE" => {
+                let strings: Vec<Option<&[u8]>> =
+                    cmd.args.iter().map(|a| a.as_nstring().flatten()).collect();
+                match strings.as_slice() {
+                    [Some(mech)] => self.authenticate(mech, None, out),
+                    [Some(mech), Some(ir)] => self.authenticate(mech, Some(ir), out),
+                    _ => self.bad(out),
                 }
             }
-            b"AUTHENTICATE" => self.authenticate(&cmd, out),
             _ => self.bad(out),
         }
     }
 
-    fn authenticate(&mut self, cmd: &Command, out: &mut Out) {
-        let strings: Vec<Option<&[u8]>> =
-            cmd.args.iter().map(|a| a.as_nstring().flatten()).collect();
-        let (mech, ir) = match strings.as_slice() {
-            [Some(m)] => (*m, None),
-            [Some(m), Some(ir)] => (*m, Some(*ir)),
-            _ => return self.bad(out),
-        };
-        let Some(mech) = SaslMech::parse(mech) else {
-            out.push(reply("NO \"Unsupported authentication mechanism.\""));
-            return;
-        };
-        if !self.plaintext_allowed() {
-            out.push(reply("NO \"Plaintext authentication disabled.\""));
-            return;
-        }
-        match SaslExchange::start(mech, ir) {
-            Ok((ex, step)) => self.step(ex, step, out),
-            Err(SaslError::InvalidBase64) => {
-                out.push(reply("NO \"Invalid base64 data in initial response\""))
-            }
-            Err(_) => out.push(reply(REPLIES.auth_failed)),
-        }
-    }
-
-    fn step(&mut self, ex: SaslExchange, step: SaslStep, out: &mut Out) {
-        match step {
-            SaslStep::Challenge(c) => {
-                out.push(reply(&format!("\"{c}\"")));
-                self.state = State::Sasl(ex);
-            }
-            SaslStep::Done(creds) => {
-                out.push(Action::Login(SieveLoginRequest { credentials: creds }));
-                self.state = State::LoginPending;
-            }
-        }
-    }
-
     /// A SASL response is one quoted string or literal on its own line.
-    fn sasl_response(&mut self, ex: SaslExchange, cmd: &Command, out: &mut Out) {
-        let Some(Some(data)) = cmd.args.first().and_then(Arg::as_nstring) else {
-            out.push(reply(REPLIES.invalid_base64));
-            return;
-        };
-        match sasl_respond(&REPLIES, ex, data) {
-            SaslOutcome::Step(ex, step) => self.step(ex, step, out),
-            SaslOutcome::Reply(text) => out.push(reply(text)),
-            SaslOutcome::Close => {
-                self.state = State::Closed;
-                out.push(Action::Close);
-            }
+    fn sasl_arg(&mut self, ex: SaslExchange, cmd: &Command, out: &mut Out) {
+        match cmd.args.first().and_then(Arg::as_nstring) {
+            Some(Some(data)) => self.sasl_response(ex, data, out),
+            _ => out.push(reply(Sieve::REPLIES.invalid_base64)),
         }
     }
 }
@@ -454,19 +360,12 @@ impl SieveBackend {
     }
 
     fn fail(&mut self, out: &mut Vec<BackendAction>, why: &str) {
-        tracing::debug!(reason = why, "managesieve backend login failed");
         self.state = BState::Done;
-        out.push(BackendAction::Failed(BackendFailure::Protocol(why.into())));
+        out.push(BackendAction::protocol_error("managesieve", why));
     }
 
     fn authenticate(&mut self, out: &mut Vec<BackendAction>) {
-        let c = &self.creds;
-        let authzid = if c.authzid.is_empty() {
-            &c.authcid
-        } else {
-            &c.authzid
-        };
-        let b64 = sasl::encode_plain(authzid, &c.authcid, &c.password);
+        let b64 = sasl::encode_plain_as_user(&self.creds);
         self.state = BState::Auth;
         out.push(BackendAction::SendBackend(
             format!("AUTHENTICATE \"PLAIN\" \"{b64}\"\r\n").into_bytes(),
@@ -512,25 +411,15 @@ impl SieveBackend {
                 None => {}
                 Some(_) => self.fail(out, "backend refused XCLIENT"),
             },
-            BState::Auth => {
-                let mut r = l.to_vec();
-                r.extend_from_slice(b"\r\n");
-                match st {
-                    Some("OK") => {
-                        self.state = BState::Done;
-                        out.push(BackendAction::SendClient(r));
-                        out.push(BackendAction::LoggedIn);
-                    }
-                    Some("NO") => {
-                        self.state = BState::Done;
-                        out.push(BackendAction::SendClient(r));
-                        out.push(BackendAction::Failed(BackendFailure::AuthRejected));
-                    }
-                    // A continuation (`"…"`) would mean the backend ignored our
-                    // initial response.
-                    _ => self.fail(out, "unexpected reply to AUTHENTICATE"),
+            BState::Auth => match st {
+                Some(st @ ("OK" | "NO")) => {
+                    self.state = BState::Done;
+                    out.extend(BackendAction::verdict(with_crlf(l), st == "OK"));
                 }
-            }
+                // A continuation (`"…"`) would mean the backend ignored our
+                // initial response.
+                _ => self.fail(out, "unexpected reply to AUTHENTICATE"),
+            },
             BState::TlsHandshake | BState::Done => {}
         }
     }

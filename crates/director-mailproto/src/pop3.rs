@@ -7,10 +7,12 @@
 //! `PASS <password>` and relays the backend's answer. It uses USER/PASS even
 //! when the client logged in with `AUTH PLAIN`.
 
-use crate::action::{Action, BackendAction, BackendFailure, LoginFailure};
-use crate::line::{split_word, LineBuffer};
-use crate::login::{sasl_respond, Replies, SaslOutcome, State};
-use crate::sasl::{self, SaslError, SaslExchange, SaslMech, SaslStep, MAX_AUTH_RESPONSE};
+use std::borrow::Cow;
+
+use crate::action::{Action, BackendAction};
+use crate::line::{split_word, with_crlf, LineBuffer, LineTooLong};
+use crate::login::{reply, LineProtocol, PreLogin, Protocol, Replies};
+use crate::sasl;
 use crate::session::{ConnInfo, Credentials, Mechanism};
 
 /// Longest command line (Dovecot's 1 KiB login input buffer; past it
@@ -64,67 +66,106 @@ pub struct Pop3LoginRequest {
     pub credentials: Credentials,
 }
 
-/// POP3's texts for the shared pre-login outcomes (recorded).
-const REPLIES: Replies = Replies {
-    temporary: "-ERR [SYS/TEMP] Account is temporarily unavailable.",
-    auth_failed: "-ERR [AUTH] Authentication failed.",
-    aborted: "-ERR Authentication aborted by client.",
-    invalid_base64: "-ERR [AUTH] Invalid base64 in response",
-};
+/// The POP3 part of [`Pop3Login`]: its settings and the `USER` name given.
+#[derive(Debug)]
+pub struct Pop3 {
+    cfg: Pop3LoginConfig,
+    user: Option<Vec<u8>>,
+}
 
 type Out = Vec<Action<Pop3LoginRequest>>;
 
 /// The pre-login POP3 state machine.
 ///
 /// Events in: `start`, `feed`, `tls_established`, `login_failed`,
-/// `login_succeeded`. Actions out: [`Action`] with [`Pop3LoginRequest`].
-#[derive(Debug)]
-pub struct Pop3Login {
-    cfg: Pop3LoginConfig,
-    tls_active: bool,
-    secured: bool,
-    state: State,
-    buf: LineBuffer,
-    user: Option<Vec<u8>>,
-    bad_commands: u32,
+/// `login_succeeded`, `idle_timeout`. Actions out: [`Action`] with
+/// [`Pop3LoginRequest`].
+pub type Pop3Login = PreLogin<Pop3>;
+
+const PLAINTEXT_DISALLOWED: &str =
+    "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.";
+
+impl Protocol for Pop3 {
+    type Req = Pop3LoginRequest;
+    type Buf = LineBuffer;
+    /// POP3's texts (recorded).
+    const REPLIES: Replies = Replies {
+        temporary: "-ERR [SYS/TEMP] Account is temporarily unavailable.",
+        auth_failed: "-ERR [AUTH] Authentication failed.",
+        aborted: "-ERR Authentication aborted by client.",
+        invalid_base64: "-ERR [AUTH] Invalid base64 in response",
+        invalid_initial_base64: "-ERR [AUTH] Invalid base64 data in initial response",
+        unsupported_mechanism: "-ERR [AUTH] Unsupported authentication mechanism.",
+        plaintext_disabled: "-ERR [AUTH] Plaintext authentication disabled.",
+        input_full: "-ERR Input buffer full, aborting",
+        tls_active: "-ERR TLS is already active.",
+        tls_unavailable: "-ERR TLS support isn't enabled.",
+        tls_begin: "+OK Begin TLS negotiation now.",
+    };
+
+    fn tls_available(&self) -> bool {
+        self.cfg.tls_available
+    }
+
+    fn disable_plaintext_auth(&self) -> bool {
+        self.cfg.disable_plaintext_auth
+    }
+
+    fn idle_reply(&self) -> Cow<'static, str> {
+        Cow::Borrowed("-ERR Disconnected for inactivity.")
+    }
+
+    fn challenge(c: &str) -> String {
+        format!("+ {c}")
+    }
+
+    /// Empty or NUL-containing names and passwords fail here, before any
+    /// backend is involved.
+    fn request(_: &Pop3Login, credentials: Credentials) -> Option<Pop3LoginRequest> {
+        sasl::check_fields(&credentials).ok()?;
+        Some(Pop3LoginRequest { credentials })
+    }
+
+    fn process(m: &mut Pop3Login) -> Out {
+        m.process_lines()
+    }
 }
 
-fn reply(text: &str) -> Action<Pop3LoginRequest> {
-    Action::Send(format!("{text}\r\n").into_bytes())
+impl LineProtocol for Pop3 {
+    const MAX_LINE: usize = MAX_LINE;
+
+    fn command(m: &mut Pop3Login, line: &[u8], out: &mut Out) {
+        m.command(line, out);
+    }
+
+    /// pop3-login gives up on an over-long line.
+    fn line_too_long(m: &mut Pop3Login, _: LineTooLong, out: &mut Out) -> bool {
+        m.close(out, Self::REPLIES.input_full);
+        false
+    }
 }
 
 impl Pop3Login {
     /// A machine for a new connection (see [`crate::imap::ImapLogin::new`] for
     /// `tls_active` and `secured`).
     pub fn new(cfg: Pop3LoginConfig, tls_active: bool, secured: bool) -> Self {
-        Self {
-            cfg,
-            tls_active,
-            secured: secured || tls_active,
-            state: State::Commands,
-            buf: LineBuffer::new(MAX_LINE),
-            user: None,
-            bad_commands: 0,
-        }
-    }
-
-    fn plaintext_allowed(&self) -> bool {
-        self.secured || !self.cfg.disable_plaintext_auth
+        let proto = Pop3 { cfg, user: None };
+        PreLogin::with(proto, LineBuffer::new(MAX_LINE), tls_active, secured)
     }
 
     /// The greeting.
     pub fn start(&mut self) -> Out {
-        vec![reply(&format!("+OK {}", self.cfg.greeting))]
+        vec![reply(&format!("+OK {}", self.proto.cfg.greeting))]
     }
 
     /// The `CAPA` reply for the current state.
     pub fn capa(&self) -> String {
         let mut s = String::from("+OK\r\n");
-        for c in &self.cfg.capa {
+        for c in &self.proto.cfg.capa {
             s.push_str(c);
             s.push_str("\r\n");
         }
-        if self.cfg.tls_available && !self.tls_active {
+        if self.starttls_offered() {
             s.push_str("STLS\r\n");
         }
         if self.plaintext_allowed() {
@@ -138,138 +179,27 @@ impl Pop3Login {
         s
     }
 
-    /// The client stayed silent for [`crate::action::LOGIN_IDLE_TIMEOUT`]
-    /// before logging in: `-ERR Disconnected for inactivity.` (recorded), then close.
-    pub fn idle_timeout(&mut self) -> Out {
-        let mut out = Vec::new();
-        if self.state.past_login() {
-            return out;
-        }
-        self.close(&mut out, "-ERR Disconnected for inactivity.");
-        out
-    }
-
-    /// False while the machine waits for the driver (login in progress):
-    /// stop reading from the client until it turns true again.
-    pub fn wants_input(&self) -> bool {
-        self.state.wants_input()
-    }
-
-    /// Client bytes arrived. Ignored once closed, during a TLS handshake and
-    /// after `login_succeeded` (the driver splices from then on).
-    pub fn feed(&mut self, data: &[u8]) -> Out {
-        if self.state.ignores_input() {
-            return Vec::new();
-        }
-        if self.state.pending_overflow(self.buf.len(), data.len()) {
-            let mut out = Vec::new();
-            self.close(&mut out, "-ERR Input buffer full, aborting");
-            return out;
-        }
-        self.buf.feed(data);
-        self.process()
-    }
-
-    /// The TLS handshake finished.
-    pub fn tls_established(&mut self) -> Out {
-        if let State::TlsHandshake = self.state {
-            self.tls_active = true;
-            self.secured = true;
-            self.state = State::Commands;
-        }
-        Vec::new()
-    }
-
-    /// The login failed; the client may try again.
-    pub fn login_failed(&mut self, why: LoginFailure) -> Out {
-        if !matches!(self.state, State::LoginPending) {
-            return Vec::new();
-        }
-        self.state = State::Commands;
-        let mut out = Vec::new();
-        if let Some(text) = REPLIES.login_failed(&why) {
-            out.push(reply(text));
-        }
-        out.extend(self.process());
-        out
-    }
-
-    /// The backend accepted; returns client bytes that followed the login.
-    pub fn login_succeeded(&mut self) -> Vec<u8> {
-        self.state = State::Proxying;
-        self.buf.take_rest()
-    }
-
-    fn close(&mut self, out: &mut Out, text: &str) {
-        out.push(reply(text));
-        out.push(Action::Close);
-        self.state = State::Closed;
-        self.buf.clear();
-    }
-
-    fn process(&mut self) -> Out {
-        let mut out = Vec::new();
-        while self.state.parses() {
-            let max = if self.state.is_sasl() {
-                MAX_AUTH_RESPONSE
-            } else {
-                MAX_LINE
-            };
-            self.buf.set_max(max);
-            let line = match self.buf.next_line() {
-                Ok(Some(l)) => l,
-                Ok(None) => break,
-                Err(_) => {
-                    if self.state.is_sasl() {
-                        self.state = State::Closed;
-                        self.buf.clear();
-                        out.push(Action::Close);
-                    } else {
-                        self.close(&mut out, "-ERR Input buffer full, aborting");
-                    }
-                    break;
-                }
-            };
-            match std::mem::replace(&mut self.state, State::Commands) {
-                State::Sasl(ex) => self.sasl_response(ex, &line, &mut out),
-                _ => self.command(&line, &mut out),
-            }
-        }
-        out
-    }
-
     fn command(&mut self, line: &[u8], out: &mut Out) {
         let (cmd, arg) = split_word(line);
         let cmd = cmd.to_ascii_uppercase();
         match cmd.as_slice() {
             b"CAPA" => out.push(Action::Send(self.capa().into_bytes())),
             b"QUIT" => self.close(out, "+OK Logging out"),
-            b"STLS" => {
-                if self.tls_active {
-                    out.push(reply("-ERR TLS is already active."));
-                } else if !self.cfg.tls_available {
-                    out.push(reply("-ERR TLS support isn't enabled."));
-                } else {
-                    out.push(reply("+OK Begin TLS negotiation now."));
-                    out.push(Action::StartTls);
-                    self.buf.clear();
-                    self.state = State::TlsHandshake;
-                }
-            }
+            b"STLS" => self.starttls(out),
             b"USER" => {
                 if !self.plaintext_allowed() {
-                    out.push(reply("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections."));
+                    out.push(reply(PLAINTEXT_DISALLOWED));
                 } else {
-                    self.user = Some(arg.to_vec());
+                    self.proto.user = Some(arg.to_vec());
                     out.push(reply("+OK"));
                 }
             }
             b"PASS" => {
                 if !self.plaintext_allowed() {
-                    out.push(reply("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections."));
+                    out.push(reply(PLAINTEXT_DISALLOWED));
                     return;
                 }
-                let Some(user) = self.user.take() else {
+                let Some(user) = self.proto.user.take() else {
                     out.push(reply("-ERR No username given."));
                     return;
                 };
@@ -279,7 +209,7 @@ impl Pop3Login {
                     password: arg.to_vec(),
                     mechanism: Mechanism::Login,
                 };
-                self.request(creds, out);
+                self.request_login(creds, out);
             }
             b"AUTH" => self.auth(arg, out),
             _ => {
@@ -290,15 +220,6 @@ impl Pop3Login {
                 }
             }
         }
-    }
-
-    fn request(&mut self, creds: Credentials, out: &mut Out) {
-        if sasl::check_fields(&creds).is_err() {
-            out.push(reply(REPLIES.auth_failed));
-            return;
-        }
-        out.push(Action::Login(Pop3LoginRequest { credentials: creds }));
-        self.state = State::LoginPending;
     }
 
     fn auth(&mut self, arg: &[u8], out: &mut Out) {
@@ -312,43 +233,8 @@ impl Pop3Login {
             out.push(reply(list));
             return;
         }
-        let Some(mech) = SaslMech::parse(mech) else {
-            out.push(reply("-ERR [AUTH] Unsupported authentication mechanism."));
-            return;
-        };
-        if !self.plaintext_allowed() {
-            out.push(reply("-ERR [AUTH] Plaintext authentication disabled."));
-            return;
-        }
         let ir = if ir.is_empty() { None } else { Some(ir) };
-        match SaslExchange::start(mech, ir) {
-            Ok((ex, step)) => self.step(ex, step, out),
-            Err(SaslError::InvalidBase64) => {
-                out.push(reply("-ERR [AUTH] Invalid base64 data in initial response"))
-            }
-            Err(_) => out.push(reply(REPLIES.auth_failed)),
-        }
-    }
-
-    fn step(&mut self, ex: SaslExchange, step: SaslStep, out: &mut Out) {
-        match step {
-            SaslStep::Challenge(c) => {
-                out.push(reply(&format!("+ {c}")));
-                self.state = State::Sasl(ex);
-            }
-            SaslStep::Done(creds) => self.request(creds, out),
-        }
-    }
-
-    fn sasl_response(&mut self, ex: SaslExchange, line: &[u8], out: &mut Out) {
-        match sasl_respond(&REPLIES, ex, line) {
-            SaslOutcome::Step(ex, step) => self.step(ex, step, out),
-            SaslOutcome::Reply(text) => out.push(reply(text)),
-            SaslOutcome::Close => {
-                self.state = State::Closed;
-                out.push(Action::Close);
-            }
-        }
+        self.authenticate(mech, ir, out);
     }
 }
 
@@ -477,9 +363,8 @@ impl Pop3Backend {
     }
 
     fn fail(&mut self, out: &mut Vec<BackendAction>, why: &str) {
-        tracing::debug!(reason = why, "pop3 backend login failed");
         self.state = BState::Done;
-        out.push(BackendAction::Failed(BackendFailure::Protocol(why.into())));
+        out.push(BackendAction::protocol_error("pop3", why));
     }
 
     fn send_login(&mut self, out: &mut Vec<BackendAction>) {
@@ -551,18 +436,12 @@ impl Pop3Backend {
                     out.push(BackendAction::SendBackend(pass));
                     self.state = BState::Final;
                 } else {
-                    self.relay_failure(l, out);
+                    self.relay_verdict(l, false, out);
                 }
             }
             BState::Final => {
-                if ok {
-                    let mut r = l.to_vec();
-                    r.extend_from_slice(b"\r\n");
-                    self.state = BState::Done;
-                    out.push(BackendAction::SendClient(r));
-                    out.push(BackendAction::LoggedIn);
-                } else if l.starts_with(b"-ERR") {
-                    self.relay_failure(l, out);
+                if ok || l.starts_with(b"-ERR") {
+                    self.relay_verdict(l, ok, out);
                 } else {
                     // SASL continuation (`+ `): AUTH PLAIN always has an IR.
                     self.fail(out, "unexpected reply to AUTH PLAIN");
@@ -572,12 +451,9 @@ impl Pop3Backend {
         }
     }
 
-    fn relay_failure(&mut self, l: &[u8], out: &mut Vec<BackendAction>) {
-        let mut r = l.to_vec();
-        r.extend_from_slice(b"\r\n");
+    fn relay_verdict(&mut self, l: &[u8], accepted: bool, out: &mut Vec<BackendAction>) {
         self.state = BState::Done;
-        out.push(BackendAction::SendClient(r));
-        out.push(BackendAction::Failed(BackendFailure::AuthRejected));
+        out.extend(BackendAction::verdict(with_crlf(l), accepted));
     }
 }
 

@@ -137,6 +137,18 @@ pub fn encode_plain(authzid: &[u8], authcid: &[u8], password: &[u8]) -> String {
     STANDARD.encode(msg)
 }
 
+/// [`encode_plain`] of `c` with the authorization identity defaulting to the
+/// login name, as Dovecot's submission and ManageSieve proxies send it
+/// (`user\0user\0pass`).
+pub fn encode_plain_as_user(c: &Credentials) -> String {
+    let authzid = if c.authzid.is_empty() {
+        &c.authcid
+    } else {
+        &c.authzid
+    };
+    encode_plain(authzid, &c.authcid, &c.password)
+}
+
 /// Base64 encoding (for LOGIN replay and tests).
 pub fn encode(data: &[u8]) -> String {
     STANDARD.encode(data)

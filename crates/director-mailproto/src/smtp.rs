@@ -9,10 +9,12 @@
 //! (`220 …`), then `EHLO` again and `AUTH PLAIN <user\0user\0pass>`; the
 //! backend's `235`/`535` line is relayed to the client.
 
-use crate::action::{Action, BackendAction, BackendFailure, LoginFailure};
-use crate::line::{split_word, LineBuffer};
-use crate::login::{sasl_respond, Replies, SaslOutcome, State};
-use crate::sasl::{self, SaslError, SaslExchange, SaslMech, SaslStep, MAX_AUTH_RESPONSE};
+use std::borrow::Cow;
+
+use crate::action::{Action, BackendAction};
+use crate::line::{split_word, LineBuffer, LineTooLong};
+use crate::login::{reply, LineProtocol, PreLogin, Protocol, Replies};
+use crate::sasl;
 use crate::session::{ConnInfo, Credentials};
 
 /// Longest command line. submission-login answered a 1107-byte `EHLO` with
@@ -71,73 +73,121 @@ pub struct SubmissionLoginRequest {
     pub helo: Option<Vec<u8>>,
 }
 
-/// Submission's texts for the shared pre-login outcomes (recorded).
-const REPLIES: Replies = Replies {
-    temporary: "454 4.7.0 Account is temporarily unavailable.",
-    auth_failed: "535 5.7.8 Authentication failed.",
-    aborted: "501 5.5.2 Authentication aborted by client.",
-    invalid_base64: "535 5.7.8 Invalid base64 in response",
-};
+/// The Submission part of [`SubmissionLogin`]: its settings and the
+/// client's EHLO/HELO name.
+#[derive(Debug)]
+pub struct Submission {
+    cfg: SubmissionLoginConfig,
+    helo: Option<Vec<u8>>,
+}
 
 type Out = Vec<Action<SubmissionLoginRequest>>;
-
-fn reply(text: &str) -> Action<SubmissionLoginRequest> {
-    Action::Send(format!("{text}\r\n").into_bytes())
-}
 
 /// The pre-login Submission state machine.
 ///
 /// Events in: `start`, `feed`, `tls_established`, `login_failed`,
-/// `login_succeeded`. Actions out: [`Action`] with [`SubmissionLoginRequest`].
-#[derive(Debug)]
-pub struct SubmissionLogin {
-    cfg: SubmissionLoginConfig,
-    tls_active: bool,
-    secured: bool,
-    state: State,
-    buf: LineBuffer,
-    skipping: bool,
-    helo: Option<Vec<u8>>,
-    bad_commands: u32,
+/// `login_succeeded`, `idle_timeout`. Actions out: [`Action`] with
+/// [`SubmissionLoginRequest`].
+pub type SubmissionLogin = PreLogin<Submission>;
+
+impl Protocol for Submission {
+    type Req = SubmissionLoginRequest;
+    type Buf = LineBuffer;
+    /// Submission's texts (recorded).
+    const REPLIES: Replies = Replies {
+        temporary: "454 4.7.0 Account is temporarily unavailable.",
+        auth_failed: "535 5.7.8 Authentication failed.",
+        aborted: "501 5.5.2 Authentication aborted by client.",
+        invalid_base64: "535 5.7.8 Invalid base64 in response",
+        invalid_initial_base64: "501 5.5.2 Invalid base64 data in initial response",
+        unsupported_mechanism: "504 5.5.4 Unsupported authentication mechanism.",
+        plaintext_disabled: "523 5.7.10 Plaintext authentication disabled.",
+        input_full: "421 4.7.0 Input buffer full, aborting",
+        tls_active: "502 5.5.1 TLS is already active.",
+        tls_unavailable: "502 5.5.1 TLS support is not enabled.",
+        tls_begin: "220 2.0.0 Begin TLS negotiation now.",
+    };
+
+    fn tls_available(&self) -> bool {
+        self.cfg.tls_available
+    }
+
+    fn disable_plaintext_auth(&self) -> bool {
+        self.cfg.disable_plaintext_auth
+    }
+
+    /// `421 4.4.2 <hostname> Disconnected for inactivity.` (recorded).
+    fn idle_reply(&self) -> Cow<'static, str> {
+        Cow::Owned(format!(
+            "421 4.4.2 {} Disconnected for inactivity.",
+            self.cfg.hostname
+        ))
+    }
+
+    fn challenge(c: &str) -> String {
+        format!("334 {c}")
+    }
+
+    fn request(m: &SubmissionLogin, credentials: Credentials) -> Option<SubmissionLoginRequest> {
+        Some(SubmissionLoginRequest {
+            credentials,
+            helo: m.proto.helo.clone(),
+        })
+    }
+
+    fn process(m: &mut SubmissionLogin) -> Out {
+        m.process_lines()
+    }
+
+    /// The client must EHLO again.
+    fn tls_established(m: &mut SubmissionLogin) -> Out {
+        m.proto.helo = None;
+        Vec::new()
+    }
+}
+
+impl LineProtocol for Submission {
+    const MAX_LINE: usize = MAX_LINE;
+
+    fn command(m: &mut SubmissionLogin, line: &[u8], out: &mut Out) {
+        m.command(line, out);
+    }
+
+    /// Drop the over-long line (the rest of it, when it is still arriving)
+    /// and go on, as submission-login does.
+    fn line_too_long(m: &mut SubmissionLogin, e: LineTooLong, out: &mut Out) -> bool {
+        out.push(reply("500 5.5.2 Line too long"));
+        if !e.complete {
+            m.buf.skip_rest_of_line();
+        }
+        e.complete
+    }
 }
 
 impl SubmissionLogin {
     /// A machine for a new connection (see [`crate::imap::ImapLogin::new`]).
     pub fn new(cfg: SubmissionLoginConfig, tls_active: bool, secured: bool) -> Self {
-        Self {
-            cfg,
-            tls_active,
-            secured: secured || tls_active,
-            state: State::Commands,
-            buf: LineBuffer::new(MAX_LINE),
-            skipping: false,
-            helo: None,
-            bad_commands: 0,
-        }
-    }
-
-    fn plaintext_allowed(&self) -> bool {
-        self.secured || !self.cfg.disable_plaintext_auth
+        let proto = Submission { cfg, helo: None };
+        PreLogin::with(proto, LineBuffer::new(MAX_LINE), tls_active, secured)
     }
 
     /// The greeting: `220 <hostname> <greeting>`.
     pub fn start(&mut self) -> Out {
-        vec![reply(&format!(
-            "220 {} {}",
-            self.cfg.hostname, self.cfg.greeting
-        ))]
+        let cfg = &self.proto.cfg;
+        vec![reply(&format!("220 {} {}", cfg.hostname, cfg.greeting))]
     }
 
     /// The multi-line EHLO reply for the current state.
     pub fn ehlo_reply(&self) -> String {
-        let mut lines = vec![self.cfg.hostname.clone(), "8BITMIME".into()];
+        let cfg = &self.proto.cfg;
+        let mut lines = vec![cfg.hostname.clone(), "8BITMIME".into()];
         if self.plaintext_allowed() {
             lines.push(format!("AUTH {}", sasl::MECHANISMS));
         } else {
             lines.push("AUTH ".into());
         }
-        lines.extend(self.cfg.extensions.iter().cloned());
-        if self.cfg.tls_available && !self.tls_active {
+        lines.extend(cfg.extensions.iter().cloned());
+        if self.starttls_offered() {
             lines.push("STARTTLS".into());
         }
         lines.push("PIPELINING".into());
@@ -149,213 +199,44 @@ impl SubmissionLogin {
             .collect()
     }
 
-    /// The client stayed silent for [`crate::action::LOGIN_IDLE_TIMEOUT`]
-    /// before logging in: `421 4.4.2 <hostname> Disconnected for inactivity.` (recorded), then close.
-    pub fn idle_timeout(&mut self) -> Out {
-        let mut out = Vec::new();
-        if self.state.past_login() {
-            return out;
-        }
-        let msg = format!(
-            "421 4.4.2 {} Disconnected for inactivity.",
-            self.cfg.hostname
-        );
-        self.close(&mut out, &msg);
-        out
-    }
-
-    /// False while the machine waits for the driver (login in progress):
-    /// stop reading from the client until it turns true again.
-    pub fn wants_input(&self) -> bool {
-        self.state.wants_input()
-    }
-
-    /// Client bytes arrived. Ignored once closed, during a TLS handshake and
-    /// after `login_succeeded` (the driver splices from then on).
-    pub fn feed(&mut self, data: &[u8]) -> Out {
-        if self.state.ignores_input() {
-            return Vec::new();
-        }
-        let mut data = data;
-        if self.skipping {
-            match data.iter().position(|&b| b == b'\n') {
-                Some(p) => {
-                    self.skipping = false;
-                    data = &data[p + 1..];
-                }
-                None => return Vec::new(),
-            }
-        }
-        if self.state.pending_overflow(self.buf.len(), data.len()) {
-            let mut out = Vec::new();
-            self.close(&mut out, "421 4.7.0 Input buffer full, aborting");
-            return out;
-        }
-        self.buf.feed(data);
-        self.process()
-    }
-
-    /// The TLS handshake finished (the client must EHLO again).
-    pub fn tls_established(&mut self) -> Out {
-        if let State::TlsHandshake = self.state {
-            self.tls_active = true;
-            self.secured = true;
-            self.helo = None;
-            self.state = State::Commands;
-        }
-        Vec::new()
-    }
-
-    /// The login failed; the client may try again.
-    pub fn login_failed(&mut self, why: LoginFailure) -> Out {
-        if !matches!(self.state, State::LoginPending) {
-            return Vec::new();
-        }
-        self.state = State::Commands;
-        let mut out = Vec::new();
-        if let Some(text) = REPLIES.login_failed(&why) {
-            out.push(reply(text));
-        }
-        out.extend(self.process());
-        out
-    }
-
-    /// The backend accepted; returns client bytes that followed the login.
-    pub fn login_succeeded(&mut self) -> Vec<u8> {
-        self.state = State::Proxying;
-        self.buf.take_rest()
-    }
-
-    fn close(&mut self, out: &mut Out, text: &str) {
-        out.push(reply(text));
-        out.push(Action::Close);
-        self.state = State::Closed;
-        self.buf.clear();
-    }
-
-    fn process(&mut self) -> Out {
-        let mut out = Vec::new();
-        while self.state.parses() {
-            let sasl = self.state.is_sasl();
-            self.buf
-                .set_max(if sasl { MAX_AUTH_RESPONSE } else { MAX_LINE });
-            let line = match self.buf.next_line() {
-                Ok(Some(l)) => l,
-                Ok(None) => break,
-                Err(_) if sasl => {
-                    self.state = State::Closed;
-                    self.buf.clear();
-                    out.push(Action::Close);
-                    break;
-                }
-                Err(e) => {
-                    // Drop the over-long line (the rest of it, when it is
-                    // still arriving) and go on, as submission-login does.
-                    out.push(reply("500 5.5.2 Line too long"));
-                    if !e.complete {
-                        self.skipping = true;
-                        break;
-                    }
-                    continue;
-                }
-            };
-            match std::mem::replace(&mut self.state, State::Commands) {
-                State::Sasl(ex) => self.sasl_response(ex, &line, &mut out),
-                _ => self.command(&line, &mut out),
-            }
-        }
-        out
-    }
-
     fn command(&mut self, line: &[u8], out: &mut Out) {
         let (cmd, arg) = split_word(line);
         match cmd.to_ascii_uppercase().as_slice() {
             b"EHLO" | b"HELO" if arg.is_empty() => out.push(reply("501 Missing hostname")),
             b"EHLO" => {
-                self.helo = Some(arg.to_vec());
+                self.proto.helo = Some(arg.to_vec());
                 out.push(Action::Send(self.ehlo_reply().into_bytes()));
             }
             b"HELO" => {
-                self.helo = Some(arg.to_vec());
-                out.push(reply(&format!("250 {}", self.cfg.hostname)));
+                self.proto.helo = Some(arg.to_vec());
+                out.push(reply(&format!("250 {}", self.proto.cfg.hostname)));
             }
             b"NOOP" | b"RSET" => out.push(reply("250 2.0.0 OK")),
             b"QUIT" => self.close(out, "221 2.0.0 Bye"),
-            b"STARTTLS" => {
-                if self.tls_active {
-                    out.push(reply("502 5.5.1 TLS is already active."));
-                } else if !self.cfg.tls_available {
-                    out.push(reply("502 5.5.1 TLS support is not enabled."));
+            b"STARTTLS" => self.starttls(out),
+            b"AUTH" => {
+                let (mech, ir) = split_word(arg);
+                if mech.is_empty() {
+                    out.push(reply("501 5.5.4 Missing SASL mechanism parameter"));
                 } else {
-                    out.push(reply("220 2.0.0 Begin TLS negotiation now."));
-                    out.push(Action::StartTls);
-                    self.buf.clear();
-                    self.state = State::TlsHandshake;
+                    let ir = if ir.is_empty() { None } else { Some(ir) };
+                    self.authenticate(mech, ir, out);
                 }
             }
-            b"AUTH" => self.auth(arg, out),
             b"MAIL" | b"RCPT" | b"DATA" | b"BDAT" | b"VRFY" | b"BURL" => {
                 out.push(reply("530 5.7.0 Authentication required."))
             }
             _ => {
                 self.bad_commands += 1;
                 if self.bad_commands > MAX_BAD_COMMANDS {
-                    let msg = format!("421 4.7.0 {} Too many invalid commands.", self.cfg.hostname);
+                    let msg = format!(
+                        "421 4.7.0 {} Too many invalid commands.",
+                        self.proto.cfg.hostname
+                    );
                     self.close(out, &msg);
                 } else {
                     out.push(reply("500 5.5.1 Unknown command"));
                 }
-            }
-        }
-    }
-
-    fn auth(&mut self, arg: &[u8], out: &mut Out) {
-        let (mech, ir) = split_word(arg);
-        if mech.is_empty() {
-            out.push(reply("501 5.5.4 Missing SASL mechanism parameter"));
-            return;
-        }
-        let Some(mech) = SaslMech::parse(mech) else {
-            out.push(reply("504 5.5.4 Unsupported authentication mechanism."));
-            return;
-        };
-        if !self.plaintext_allowed() {
-            out.push(reply("523 5.7.10 Plaintext authentication disabled."));
-            return;
-        }
-        let ir = if ir.is_empty() { None } else { Some(ir) };
-        match SaslExchange::start(mech, ir) {
-            Ok((ex, step)) => self.step(ex, step, out),
-            Err(SaslError::InvalidBase64) => {
-                out.push(reply("501 5.5.2 Invalid base64 data in initial response"))
-            }
-            Err(_) => out.push(reply(REPLIES.auth_failed)),
-        }
-    }
-
-    fn step(&mut self, ex: SaslExchange, step: SaslStep, out: &mut Out) {
-        match step {
-            SaslStep::Challenge(c) => {
-                out.push(reply(&format!("334 {c}")));
-                self.state = State::Sasl(ex);
-            }
-            SaslStep::Done(creds) => {
-                out.push(Action::Login(SubmissionLoginRequest {
-                    credentials: creds,
-                    helo: self.helo.clone(),
-                }));
-                self.state = State::LoginPending;
-            }
-        }
-    }
-
-    fn sasl_response(&mut self, ex: SaslExchange, line: &[u8], out: &mut Out) {
-        match sasl_respond(&REPLIES, ex, line) {
-            SaslOutcome::Step(ex, step) => self.step(ex, step, out),
-            SaslOutcome::Reply(text) => out.push(reply(text)),
-            SaslOutcome::Close => {
-                self.state = State::Closed;
-                out.push(Action::Close);
             }
         }
     }
@@ -599,9 +480,8 @@ impl SubmissionBackend {
     }
 
     fn fail(&mut self, out: &mut Vec<BackendAction>, why: &str) {
-        tracing::debug!(reason = why, "submission backend login failed");
         self.state = BState::Done;
-        out.push(BackendAction::Failed(BackendFailure::Protocol(why.into())));
+        out.push(BackendAction::protocol_error("submission", why));
     }
 
     fn on_reply(&mut self, r: Reply, out: &mut Vec<BackendAction>) {
@@ -635,13 +515,7 @@ impl SubmissionBackend {
                     ));
                     return;
                 }
-                let c = &self.req.credentials;
-                let authzid = if c.authzid.is_empty() {
-                    &c.authcid
-                } else {
-                    &c.authzid
-                };
-                let b64 = sasl::encode_plain(authzid, &c.authcid, &c.password);
+                let b64 = sasl::encode_plain_as_user(&self.req.credentials);
                 self.state = BState::Auth;
                 out.push(BackendAction::SendBackend(
                     format!("AUTH PLAIN {b64}\r\n").into_bytes(),
@@ -656,12 +530,8 @@ impl SubmissionBackend {
             }
             BState::Auth => {
                 self.state = BState::Done;
-                if r.code == 235 {
-                    out.push(BackendAction::SendClient(r.to_bytes()));
-                    out.push(BackendAction::LoggedIn);
-                } else if (400..600).contains(&r.code) {
-                    out.push(BackendAction::SendClient(r.to_bytes()));
-                    out.push(BackendAction::Failed(BackendFailure::AuthRejected));
+                if r.code == 235 || (400..600).contains(&r.code) {
+                    out.extend(BackendAction::verdict(r.to_bytes(), r.code == 235));
                 } else {
                     self.fail(out, "unexpected reply to AUTH");
                 }

@@ -12,8 +12,8 @@
 
 use super::login::ImapLoginRequest;
 use super::parse::quote;
-use crate::action::{BackendAction, BackendFailure};
-use crate::line::LineBuffer;
+use crate::action::BackendAction;
+use crate::line::{with_crlf, LineBuffer};
 use crate::sasl::encode_plain;
 use crate::session::ConnInfo;
 
@@ -212,11 +212,8 @@ impl ImapBackend {
     }
 
     fn fail(&mut self, out: &mut Vec<BackendAction>, why: &str) {
-        tracing::debug!(reason = why, "imap backend login failed");
         self.state = State::Done;
-        out.push(BackendAction::Failed(BackendFailure::Protocol(
-            why.to_string(),
-        )));
+        out.push(BackendAction::protocol_error("imap", why));
     }
 
     fn send_login(&mut self, out: &mut Vec<BackendAction>) {
@@ -310,9 +307,7 @@ impl ImapBackend {
                 }
                 return;
             }
-            let mut fwd = l.to_vec();
-            fwd.extend_from_slice(b"\r\n");
-            out.push(BackendAction::SendClient(fwd));
+            out.push(BackendAction::SendClient(with_crlf(l)));
             return;
         }
         let (tag, rest) = crate::line::split_word(l);
@@ -321,18 +316,11 @@ impl ImapBackend {
             b"C" => self.pending_cap = false,
             b"L" => {
                 let (status, _) = crate::line::split_word(rest);
-                let mut reply = self.req.tag.clone();
-                reply.push(b' ');
-                reply.extend_from_slice(rest);
-                reply.extend_from_slice(b"\r\n");
-                if status.eq_ignore_ascii_case(b"OK") {
+                let ok = status.eq_ignore_ascii_case(b"OK");
+                if ok || status.eq_ignore_ascii_case(b"NO") {
+                    let reply = [&self.req.tag, &b" "[..], rest, b"\r\n"].concat();
                     self.state = State::Done;
-                    out.push(BackendAction::SendClient(reply));
-                    out.push(BackendAction::LoggedIn);
-                } else if status.eq_ignore_ascii_case(b"NO") {
-                    self.state = State::Done;
-                    out.push(BackendAction::SendClient(reply));
-                    out.push(BackendAction::Failed(BackendFailure::AuthRejected));
+                    out.extend(BackendAction::verdict(reply, ok));
                 } else {
                     self.fail(out, "backend answered the login with BAD");
                 }
