@@ -119,17 +119,25 @@ where
     }
 }
 
-/// Sends each step to the real front and to our proxy; the client must see
-/// the same bytes. `prefix_only` steps only require Dovecot's reply to start
-/// with ours (for replies followed by asynchronous extra lines).
+/// Sends each step to the real front and to our proxy (`login`, and
+/// `make_backend` for the replay to the lab's backend); the client must see
+/// the same bytes.
 fn compare<L: LoginSide, B: BackendSide, F: Fn(L::Req) -> B>(
-    front: &Dovecot,
+    lab: &Lab,
     port: u16,
-    mut ours: OurProxy<L, B, F>,
+    login: L,
+    make_backend: F,
     steps: &[&[u8]],
 ) where
     L::Req: Clone,
 {
+    let front = &lab.front;
+    let mut ours = OurProxy {
+        login,
+        make_backend,
+        backend_addr: lab.back.addr(port),
+        spliced: None,
+    };
     let mut real = Conn::connect(front.addr(port));
     let g = ours.greeting();
     let rg = real.read_until(|b| b.len() >= g.len() && b.ends_with(b"\n"));
@@ -191,6 +199,16 @@ fn timings_are_masked() {
     );
 }
 
+/// Our backend machine forwarded the client's address (IMAP ID, XCLIENT):
+/// the backend logged it.
+fn assert_backend_saw_client(lab: &Lab) {
+    assert!(
+        lab.back.log().contains("rip=192.0.2.7"),
+        "{}",
+        lab.back.log()
+    );
+}
+
 struct Lab {
     back: Dovecot,
     front: Dovecot,
@@ -234,16 +252,11 @@ fn imap_end_to_end_matches_dovecot() {
         ..ImapLoginConfig::default()
     };
     let mk = |req| ImapBackend::new(ImapBackendConfig::default(), conn_info(143), req);
-    let ours = OurProxy {
-        login: ImapLogin::new(cfg.clone(), false, false),
-        make_backend: mk,
-        backend_addr: lab.back.addr(143),
-        spliced: None,
-    };
     compare(
-        &lab.front,
+        &lab,
         143,
-        ours,
+        ImapLogin::new(cfg.clone(), false, false),
+        mk,
         &[
             b"a CAPABILITY\r\n",
             b"b NOOP\r\n",
@@ -261,28 +274,18 @@ fn imap_end_to_end_matches_dovecot() {
             b"l LOGOUT\r\n",
         ],
     );
-    let mk = |req| ImapBackend::new(ImapBackendConfig::default(), conn_info(143), req);
-    let ours = OurProxy {
-        login: ImapLogin::new(cfg, false, false),
-        make_backend: mk,
-        backend_addr: lab.back.addr(143),
-        spliced: None,
-    };
     compare(
-        &lab.front,
+        &lab,
         143,
-        ours,
+        ImapLogin::new(cfg, false, false),
+        mk,
         &[
             b"a AUTHENTICATE PLAIN AHVzZXIxAHBhc3M=\r\n",
             b"b LOGOUT\r\n",
         ],
     );
     // Our ID forwarding reached the backend: it logged the client's address.
-    assert!(
-        lab.back.log().contains("rip=192.0.2.7"),
-        "{}",
-        lab.back.log()
-    );
+    assert_backend_saw_client(&lab);
 }
 
 #[test]
@@ -300,16 +303,11 @@ fn pop3_end_to_end_matches_dovecot() {
             req.credentials,
         )
     };
-    let ours = OurProxy {
-        login: Pop3Login::new(cfg.clone(), false, false),
-        make_backend: mk,
-        backend_addr: lab.back.addr(110),
-        spliced: None,
-    };
     compare(
-        &lab.front,
+        &lab,
         110,
-        ours,
+        Pop3Login::new(cfg.clone(), false, false),
+        mk,
         &[
             b"CAPA\r\n",
             b"NOOP\r\n",
@@ -325,11 +323,7 @@ fn pop3_end_to_end_matches_dovecot() {
             b"QUIT\r\n",
         ],
     );
-    assert!(
-        lab.back.log().contains("rip=192.0.2.7"),
-        "{}",
-        lab.back.log()
-    );
+    assert_backend_saw_client(&lab);
 }
 
 #[test]
@@ -351,16 +345,11 @@ fn submission_end_to_end_matches_dovecot() {
             req,
         )
     };
-    let ours = OurProxy {
-        login: SubmissionLogin::new(cfg, false, false),
-        make_backend: mk,
-        backend_addr: lab.back.addr(587),
-        spliced: None,
-    };
     compare(
-        &lab.front,
+        &lab,
         587,
-        ours,
+        SubmissionLogin::new(cfg, false, false),
+        mk,
         &[
             b"EHLO client.example\r\n",
             b"NOOP\r\n",
@@ -379,11 +368,7 @@ fn submission_end_to_end_matches_dovecot() {
             b"QUIT\r\n",
         ],
     );
-    assert!(
-        lab.back.log().contains("rip=192.0.2.7"),
-        "{}",
-        lab.back.log()
-    );
+    assert_backend_saw_client(&lab);
 }
 
 #[test]
@@ -402,16 +387,11 @@ fn managesieve_end_to_end_matches_dovecot() {
             req.credentials,
         )
     };
-    let ours = OurProxy {
-        login: SieveLogin::new(cfg, false, false),
-        make_backend: mk,
-        backend_addr: lab.back.addr(4190),
-        spliced: None,
-    };
     compare(
-        &lab.front,
+        &lab,
         4190,
-        ours,
+        SieveLogin::new(cfg, false, false),
+        mk,
         &[
             b"CAPABILITY\r\n",
             b"NOOP\r\n",
@@ -425,11 +405,7 @@ fn managesieve_end_to_end_matches_dovecot() {
             b"LOGOUT\r\n",
         ],
     );
-    assert!(
-        lab.back.log().contains("rip=192.0.2.7"),
-        "{}",
-        lab.back.log()
-    );
+    assert_backend_saw_client(&lab);
 }
 
 #[test]

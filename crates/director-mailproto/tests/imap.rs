@@ -2,6 +2,8 @@
 //! loopback, see tests/data/oracle/) replayed through our machines.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is the failure report.
 
+mod common;
+use common::{assert_idle_timeout, drive_backend, drive_login};
 use director_mailproto::imap::{
     BackendLoginMethod, ImapBackend, ImapBackendConfig, ImapLogin, ImapLoginConfig,
     ImapLoginRequest,
@@ -469,9 +471,7 @@ fn forward_client_id_option() {
 #[test]
 fn idle_timeout_recorded() {
     let mut m = ImapLogin::new(cfg(), false, false);
-    let acts = m.idle_timeout();
-    assert_eq!(sent(&acts), b"* BYE Disconnected for inactivity.\r\n");
-    assert_eq!(acts.last(), Some(&Action::Close));
+    assert_idle_timeout(&mut m, "* BYE Disconnected for inactivity.\r\n");
 }
 
 proptest! {
@@ -479,14 +479,7 @@ proptest! {
     fn login_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..8),
                           plaintext in any::<bool>(), fail in any::<bool>()) {
         let mut m = ImapLogin::new(ImapLoginConfig { disable_plaintext_auth: plaintext, tls_available: true, ..ImapLoginConfig::default() }, false, false);
-        m.start();
-        for c in chunks {
-            let acts = m.feed(&c);
-            if acts.iter().any(|a| matches!(a, Action::StartTls)) { m.tls_established(); }
-            if acts.iter().any(|a| matches!(a, Action::Login(_))) {
-                if fail { m.login_failed(LoginFailure::Temporary); } else { m.login_succeeded(); }
-            }
-        }
+        drive_login(&mut m, &chunks, fail.then_some(LoginFailure::Temporary));
     }
 
     #[test]
@@ -501,7 +494,7 @@ proptest! {
     #[test]
     fn backend_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..8)) {
         let mut b = ImapBackend::new(ImapBackendConfig { starttls: true, ..ImapBackendConfig::default() }, conn(), request(b"a", b"u", b"p", true));
-        for c in chunks { b.feed(&c); b.tls_established(); }
+        drive_backend(&mut b, &chunks);
     }
 }
 

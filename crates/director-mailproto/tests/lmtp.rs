@@ -35,47 +35,46 @@ fn deliver_of(acts: &[LmtpAction<u8>]) -> Option<Transaction<u8>> {
     })
 }
 
+/// Feeds each client chunk and checks the exact text answered.
+fn transcript(s: &mut LmtpServer<u8>, steps: &[(&[u8], &str)]) {
+    for (input, want) in steps {
+        assert_eq!(
+            sent_l(&s.feed(input)),
+            *want,
+            "after {:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
 #[test]
 fn server_transcript_recorded() {
     let mut s = server();
     assert_eq!(sent_l(&s.start()), "220 f.lab.invalid mp-f ready.\r\n");
-    assert_eq!(
-        sent_l(&s.feed(b"HELO c\r\n")),
-        "500 5.5.1 Unknown command\r\n"
-    );
-    assert_eq!(sent_l(&s.feed(b"LHLO\r\n")), "501 Missing hostname\r\n");
-    assert_eq!(
-        sent_l(&s.feed(b"MAIL FROM:a@b\r\n")),
-        "501 5.5.4 Invalid FROM: Missing '<' at beginning of path\r\n"
-    );
-    assert_eq!(
-        sent_l(&s.feed(b"MAIL TO:<a>\r\n")),
-        "501 5.5.4 Invalid parameters\r\n"
-    );
-    assert_eq!(
-        sent_l(&s.feed(b"RCPT TO:<u>\r\n")),
-        "503 5.5.0 MAIL needed first\r\n"
-    );
-    assert_eq!(
-        sent_l(&s.feed(b"LHLO c\r\n")),
-        "250-f.lab.invalid\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 PIPELINING\r\n"
-    );
-    assert_eq!(
-        sent_l(&s.feed(b"DATA\r\n")),
-        "503 5.5.0 MAIL needed first\r\n"
-    );
-    assert_eq!(sent_l(&s.feed(b"MAIL FROM:<s@x>\r\n")), "250 2.1.0 OK\r\n");
-    assert_eq!(
-        sent_l(&s.feed(b"MAIL FROM:<s@x>\r\n")),
-        "503 5.5.0 MAIL already given\r\n"
-    );
-    assert_eq!(
-        sent_l(&s.feed(b"DATA\r\n")),
-        "503 5.5.0 No valid recipients\r\n"
-    );
-    assert_eq!(
-        sent_l(&s.feed(b"RCPT TO:bad\r\n")),
-        "501 5.5.4 Invalid TO: Missing '<' at beginning of path\r\n"
+    transcript(
+        &mut s,
+        &[
+            (b"HELO c\r\n", "500 5.5.1 Unknown command\r\n"),
+            (b"LHLO\r\n", "501 Missing hostname\r\n"),
+            (
+                b"MAIL FROM:a@b\r\n",
+                "501 5.5.4 Invalid FROM: Missing '<' at beginning of path\r\n",
+            ),
+            (b"MAIL TO:<a>\r\n", "501 5.5.4 Invalid parameters\r\n"),
+            (b"RCPT TO:<u>\r\n", "503 5.5.0 MAIL needed first\r\n"),
+            (
+                b"LHLO c\r\n",
+                "250-f.lab.invalid\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 PIPELINING\r\n",
+            ),
+            (b"DATA\r\n", "503 5.5.0 MAIL needed first\r\n"),
+            (b"MAIL FROM:<s@x>\r\n", "250 2.1.0 OK\r\n"),
+            (b"MAIL FROM:<s@x>\r\n", "503 5.5.0 MAIL already given\r\n"),
+            (b"DATA\r\n", "503 5.5.0 No valid recipients\r\n"),
+            (
+                b"RCPT TO:bad\r\n",
+                "501 5.5.4 Invalid TO: Missing '<' at beginning of path\r\n",
+            ),
+        ],
     );
     // Pipelined RCPTs: the second waits until the first is resolved.
     let acts =
@@ -341,7 +340,7 @@ proptest! {
         s.recipient_resolved(Some(0));
         s.feed(b"DATA\r\n");
         let acts = s.feed(&dot_stuff(body.as_bytes()));
-        let tx = acts.iter().find_map(|a| match a { LmtpAction::Deliver(t) => Some(t.clone()), _ => None }).expect("deliver");
+        let tx = deliver_of(&acts).expect("deliver");
         prop_assert_eq!(tx.data, body.into_bytes());
     }
 

@@ -235,26 +235,19 @@ fn backend_starttls() {
 #[test]
 fn idle_timeout_recorded() {
     let mut m = SieveLogin::new(cfg(), false, false);
-    let acts = m.idle_timeout();
-    assert_eq!(sent(&acts), "BYE \"Disconnected for inactivity.\"\r\n");
-    assert_eq!(acts.last(), Some(&Action::Close));
+    assert_idle_timeout(&mut m, "BYE \"Disconnected for inactivity.\"\r\n");
 }
 
 proptest! {
     #[test]
     fn login_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8), plain in any::<bool>()) {
         let mut m = SieveLogin::new(SieveLoginConfig { disable_plaintext_auth: plain, tls_available: true, ..SieveLoginConfig::default() }, false, false);
-        m.start();
-        for c in chunks {
-            let acts = m.feed(&c);
-            if acts.iter().any(|a| matches!(a, Action::StartTls)) { m.tls_established(); }
-            if acts.iter().any(|a| matches!(a, Action::Login(_))) { m.login_failed(LoginFailure::Relayed); }
-        }
+        drive_login(&mut m, &chunks, Some(LoginFailure::Relayed));
     }
 
     #[test]
     fn backend_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8)) {
         let mut b = SieveBackend::new(SieveBackendConfig { starttls: true, send_xclient: true }, conn(1, 4190, "s"), creds("u", "p"));
-        for c in chunks { b.feed(&c); b.tls_established(); }
+        drive_backend(&mut b, &chunks);
     }
 }

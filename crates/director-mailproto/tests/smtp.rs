@@ -285,29 +285,22 @@ fn xtext_encoding() {
 #[test]
 fn idle_timeout_recorded() {
     let mut m = SubmissionLogin::new(cfg(), false, false);
-    let acts = m.idle_timeout();
-    assert_eq!(
-        sent(&acts),
-        "421 4.4.2 f.lab.invalid Disconnected for inactivity.\r\n"
+    assert_idle_timeout(
+        &mut m,
+        "421 4.4.2 f.lab.invalid Disconnected for inactivity.\r\n",
     );
-    assert_eq!(acts.last(), Some(&Action::Close));
 }
 
 proptest! {
     #[test]
     fn login_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8), plain in any::<bool>()) {
         let mut m = SubmissionLogin::new(SubmissionLoginConfig { disable_plaintext_auth: plain, tls_available: true, ..SubmissionLoginConfig::default() }, false, false);
-        m.start();
-        for c in chunks {
-            let acts = m.feed(&c);
-            if acts.iter().any(|a| matches!(a, Action::StartTls)) { m.tls_established(); }
-            if acts.iter().any(|a| matches!(a, Action::Login(_))) { m.login_failed(LoginFailure::Temporary); }
-        }
+        drive_login(&mut m, &chunks, Some(LoginFailure::Temporary));
     }
 
     #[test]
     fn backend_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8)) {
         let mut b = SubmissionBackend::new(SubmissionBackendConfig { starttls: true, ..SubmissionBackendConfig::default() }, conn(1, 587, "s"), req(None, "p"));
-        for c in chunks { b.feed(&c); b.tls_established(); }
+        drive_backend(&mut b, &chunks);
     }
 }

@@ -54,12 +54,15 @@ pub trait LoginSide {
     fn feed(&mut self, b: &[u8]) -> Vec<Action<Self::Req>>;
     fn failed(&mut self, f: LoginFailure) -> Vec<Action<Self::Req>>;
     fn succeeded(&mut self) -> Vec<u8>;
+    fn tls_established(&mut self) -> Vec<Action<Self::Req>>;
+    fn idle_timeout(&mut self) -> Vec<Action<Self::Req>>;
 }
 
 /// Unifies the four backend machines.
 pub trait BackendSide {
     fn feed(&mut self, b: &[u8]) -> Vec<BackendAction>;
     fn take_remaining(&mut self) -> Vec<u8>;
+    fn tls_established(&mut self) -> Vec<BackendAction>;
 }
 
 macro_rules! sides {
@@ -78,6 +81,12 @@ macro_rules! sides {
             fn succeeded(&mut self) -> Vec<u8> {
                 <$login>::login_succeeded(self)
             }
+            fn tls_established(&mut self) -> Vec<Action<$req>> {
+                <$login>::tls_established(self)
+            }
+            fn idle_timeout(&mut self) -> Vec<Action<$req>> {
+                <$login>::idle_timeout(self)
+            }
         }
         impl BackendSide for $backend {
             fn feed(&mut self, b: &[u8]) -> Vec<BackendAction> {
@@ -85,6 +94,9 @@ macro_rules! sides {
             }
             fn take_remaining(&mut self) -> Vec<u8> {
                 <$backend>::take_remaining(self)
+            }
+            fn tls_established(&mut self) -> Vec<BackendAction> {
+                <$backend>::tls_established(self)
             }
         }
     };
@@ -120,4 +132,42 @@ pub fn run<M: LoginSide>(m: &mut M, steps: &[(&str, &str)]) -> Vec<Action<M::Req
         assert_eq!(sent(&last), *w, "after {i:?}");
     }
     last
+}
+
+/// The idle timeout before login answers exactly `text`, then closes.
+pub fn assert_idle_timeout<M: LoginSide>(m: &mut M, text: &str) {
+    let acts = m.idle_timeout();
+    assert_eq!(sent(&acts), text);
+    assert!(matches!(acts.last(), Some(Action::Close)), "closes last");
+}
+
+/// Feeds `chunks` the way a driver would: a StartTls is answered with
+/// `tls_established`, a Login with `login` (`None`: `login_succeeded`).
+/// For the never-panics properties.
+pub fn drive_login<M: LoginSide>(m: &mut M, chunks: &[Vec<u8>], login: Option<LoginFailure>) {
+    m.start();
+    for c in chunks {
+        let acts = LoginSide::feed(m, c);
+        if acts.iter().any(|a| matches!(a, Action::StartTls)) {
+            LoginSide::tls_established(m);
+        }
+        if acts.iter().any(|a| matches!(a, Action::Login(_))) {
+            match &login {
+                Some(f) => {
+                    m.failed(f.clone());
+                }
+                None => {
+                    m.succeeded();
+                }
+            }
+        }
+    }
+}
+
+/// Feeds `chunks` to a backend replay, reporting a TLS handshake after each.
+pub fn drive_backend<B: BackendSide>(b: &mut B, chunks: &[Vec<u8>]) {
+    for c in chunks {
+        BackendSide::feed(b, c);
+        BackendSide::tls_established(b);
+    }
 }
