@@ -201,6 +201,13 @@ pub struct PreLogin<P: Protocol> {
 }
 
 impl<P: Protocol> PreLogin<P> {
+    /// Whether `reply`, sent by this machine, refuses the client's credentials (the
+    /// protocol's "authentication failed" reply): a driver delays it by
+    /// `auth_failure_delay`, as Dovecot's login processes do.
+    pub fn is_auth_failure(reply: &[u8]) -> bool {
+        reply.starts_with(P::REPLIES.auth_failed.as_bytes())
+    }
+
     /// A machine for a new connection (see [`crate::imap::ImapLogin::new`]
     /// for `tls_active` and `secured`).
     pub(crate) fn with(proto: P, buf: P::Buf, tls_active: bool, secured: bool) -> Self {

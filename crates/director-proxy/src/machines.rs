@@ -30,6 +30,9 @@ macro_rules! machines {
             fn credentials(req: &$req) -> &Credentials {
                 &req.credentials
             }
+            fn is_auth_failure(reply: &[u8]) -> bool {
+                <$login>::is_auth_failure(reply)
+            }
         }
 
         impl BackendMachine for $backend {

@@ -155,6 +155,9 @@ pub(crate) trait LoginMachine: Send {
     fn login_succeeded(&mut self) -> Vec<u8>;
     /// The credentials a login request carries (the routing user name comes from them).
     fn credentials(req: &Self::Req) -> &Credentials;
+    /// Whether a reply of this machine refuses the credentials (delayed by
+    /// `auth_failure_delay`).
+    fn is_auth_failure(reply: &[u8]) -> bool;
 }
 
 /// A backend-side login replay machine.
@@ -218,7 +221,7 @@ pub(crate) async fn run_login<G: ProtocolGlue>(
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::Send(bytes) => {
-                    if is_auth_failure(&bytes) {
+                    if G::Login::is_auth_failure(&bytes) {
                         tokio::time::sleep(shared.settings.limits.auth_failure_delay).await;
                     }
                     if client.write(&bytes).await.is_err() {
@@ -265,19 +268,6 @@ pub(crate) async fn run_login<G: ProtocolGlue>(
             }
         }
     }
-}
-
-/// Replies the proxy itself sends for a failed authentication (delayed by
-/// `auth_failure_delay`, as Dovecot's login processes do).
-fn is_auth_failure(bytes: &[u8]) -> bool {
-    const MARKERS: [&[u8]; 3] = [
-        b"[AUTHENTICATIONFAILED]",
-        b"[AUTH] Authentication failed",
-        b"535 5.7.8",
-    ];
-    MARKERS
-        .iter()
-        .any(|m| bytes.windows(m.len()).any(|w| w == *m))
 }
 
 pub(crate) fn timeout_message(p: Protocol) -> &'static [u8] {

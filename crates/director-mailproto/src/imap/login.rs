@@ -110,6 +110,16 @@ fn line(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 impl ImapLogin {
+    /// Whether `reply`, sent by this machine, refuses the client's credentials
+    /// (`TAG NO [AUTHENTICATIONFAILED] ...`): a driver delays it by `auth_failure_delay`, as
+    /// Dovecot's login processes do.
+    pub fn is_auth_failure(reply: &[u8]) -> bool {
+        reply
+            .iter()
+            .position(|b| *b == b' ')
+            .is_some_and(|sp| reply[sp + 1..].starts_with(b"NO [AUTHENTICATIONFAILED]"))
+    }
+
     /// A machine for a new connection. `tls_active`: the connection is already
     /// TLS (imaps). `secured`: plaintext auth is fine even without TLS (Dovecot
     /// treats a connection whose remote IP equals the local IP as secured, and
