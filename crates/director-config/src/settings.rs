@@ -52,6 +52,7 @@ pub const DIRECTOR_KEYS: &[&str] = &[
     "director_proxy_max_connections",
     "director_proxy_max_connections_per_ip",
     "director_proxy_drain_time",
+    "director_proxy_workers",
 ];
 
 /// Other top-level keys the director reads.
@@ -106,6 +107,7 @@ pub const PROXY_DEFAULTS: &[(&str, &str)] = &[
     ("director_proxy_max_connections", "10000"),
     ("director_proxy_max_connections_per_ip", "100"),
     ("director_proxy_drain_time", "30 secs"),
+    ("director_proxy_workers", "0"),
 ];
 
 /// Whether `key` is a `director_*` setting we accept (Dovecot's or ours).

@@ -34,6 +34,7 @@ mod sieve;
 pub mod stream;
 mod submission;
 pub mod tls;
+mod workers;
 
 pub use core_router::CoreRouter;
 pub use proxy::{Proxy, ProxyError, ReloadSummary};

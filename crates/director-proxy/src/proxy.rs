@@ -18,6 +18,7 @@ use crate::session::{self, Client, LoginTls, Shared};
 use crate::settings::{BackendTlsMode, ListenerSpec, Protocol, ProxySettings};
 use crate::stream::Stream;
 use crate::tls::{backend_connector, server_acceptor, TlsSetupError};
+use crate::workers::{worker_count, WorkerError, Workers};
 
 /// How often the shutdown drain checks whether sessions are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
@@ -28,6 +29,9 @@ pub enum ProxyError {
     /// TLS material is unusable.
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
+    /// A worker thread could not be started.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
     /// A listener could not be bound.
     #[error("bind {addr}: {source}")]
     Bind {
@@ -107,6 +111,8 @@ pub struct Proxy {
     connections: Arc<Semaphore>,
     /// The size of `connections`, fixed at start.
     max_connections: usize,
+    /// The threads that accept and serve client connections.
+    workers: Option<Workers>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -139,6 +145,7 @@ impl Proxy {
             shutdown: shutdown_rx,
         });
         let specs = shared.settings.listeners.clone();
+        let workers = Workers::start(worker_count(shared.settings.workers))?;
         let mut proxy = Proxy {
             current: Arc::new(Current(RwLock::new(shared))),
             shutdown_tx,
@@ -146,27 +153,41 @@ impl Proxy {
             bound: Vec::new(),
             connections: Arc::new(Semaphore::new(max_conns)),
             max_connections: max_conns,
+            workers: None,
         };
         let per_ip = Arc::new(PerIp::default());
         for spec in specs {
-            let listener = bind(spec.addr).map_err(|source| ProxyError::Bind {
+            let bind_err = |source| ProxyError::Bind {
                 addr: spec.addr,
                 source,
-            })?;
-            let local = listener.local_addr().map_err(|source| ProxyError::Bind {
-                addr: spec.addr,
-                source,
-            })?;
+            };
+            let (local, sockets) = bind_group(spec.addr, workers.len()).map_err(bind_err)?;
             tracing::info!(protocol = spec.protocol.name(), listener = %spec.name, addr = %local, tls = spec.implicit_tls, "listening");
             proxy.bound.push((spec.clone(), local));
-            proxy.tasks.spawn(accept_loop(
-                Arc::clone(&proxy.current),
-                listener,
-                spec,
-                Arc::clone(&proxy.connections),
-                Arc::clone(&per_ip),
-            ));
+            // Sessions take their local address from here (port 0 resolved).
+            let served = ListenerSpec {
+                addr: local,
+                ..spec.clone()
+            };
+            for (socket, worker) in sockets.into_iter().zip(workers.handles()) {
+                // Registered with the worker's own reactor: its connections stay there.
+                let listener = {
+                    let _in_worker = worker.enter();
+                    TcpListener::from_std(socket).map_err(bind_err)?
+                };
+                proxy.tasks.spawn_on(
+                    accept_loop(
+                        Arc::clone(&proxy.current),
+                        listener,
+                        served.clone(),
+                        Arc::clone(&proxy.connections),
+                        Arc::clone(&per_ip),
+                    ),
+                    worker,
+                );
+            }
         }
+        proxy.workers = Some(workers);
         proxy.tasks.spawn(refresher(Arc::clone(&proxy.current)));
         Ok(proxy)
     }
@@ -248,6 +269,10 @@ impl Proxy {
         while self.open_connections() > 0 && Instant::now() < deadline {
             tokio::time::sleep(DRAIN_POLL).await;
         }
+        if let Some(mut workers) = self.workers.take() {
+            // Joining blocks; the threads exit as soon as they see the stop.
+            let _ = tokio::task::spawn_blocking(move || workers.stop(true)).await;
+        }
     }
 }
 
@@ -261,19 +286,53 @@ impl Drop for Proxy {
 /// Accept backlog of each listener.
 const LISTEN_BACKLOG: i32 = 1024;
 
-/// Binds like Dovecot: `SO_REUSEADDR`, and IPv6 sockets are IPv6-only, so the default
-/// `listen = *, ::` binds `0.0.0.0:port` and `[::]:port` side by side.
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let domain = socket2::Domain::for_address(addr);
-    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
+/// Binds `addr` once per worker and returns the bound address (port 0 resolved) and the
+/// listening sockets.
+///
+/// Like Dovecot: `SO_REUSEADDR`, and IPv6 sockets are IPv6-only, so the default `listen =
+/// *, ::` binds `0.0.0.0:port` and `[::]:port` side by side. Several workers share the
+/// port with `SO_REUSEPORT`; because that would also let a second `directord` bind the
+/// same port and silently take half the connections, the port is first bound once without
+/// it, so a port in use is still an error.
+fn bind_group(
+    addr: SocketAddr,
+    workers: usize,
+) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    let open = |addr: SocketAddr, reuse_port: bool| -> std::io::Result<socket2::Socket> {
+        let domain = socket2::Domain::for_address(addr);
+        let socket =
+            socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        // Accepted sockets inherit it: one setsockopt per listener, not per connection.
+        socket.set_tcp_nodelay(true)?;
+        socket.bind(&addr.into())?;
+        Ok(socket)
+    };
+    let listen = |socket: socket2::Socket| -> std::io::Result<std::net::TcpListener> {
+        socket.listen(LISTEN_BACKLOG)?;
+        socket.set_nonblocking(true)?;
+        Ok(socket.into())
+    };
+    if workers <= 1 {
+        let socket = listen(open(addr, false)?)?;
+        return Ok((socket.local_addr()?, vec![socket]));
     }
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    socket.set_nonblocking(true)?;
-    TcpListener::from_std(socket.into())
+    let probe = open(addr, false)?;
+    let bound = probe
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("bound address is not an IP address"))?;
+    drop(probe);
+    let sockets = (0..workers)
+        .map(|_| listen(open(bound, true)?))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok((bound, sockets))
 }
 
 /// The client-side acceptor and the backend-side connector `settings` ask for.
@@ -365,8 +424,13 @@ async fn handle(
     _permit: OwnedSemaphorePermit,
     _ip_guard: PerIpGuard,
 ) {
-    let _ = tcp.set_nodelay(true);
-    let local = tcp.local_addr().unwrap_or(spec.addr);
+    // TCP_NODELAY comes from the listener. A listener on a specific address knows the
+    // local address; only a wildcard one has to ask.
+    let local = if spec.addr.ip().is_unspecified() {
+        tcp.local_addr().unwrap_or(spec.addr)
+    } else {
+        spec.addr
+    };
     let s = &shared.settings;
     let mut client = Client {
         stream: Stream::Plain(tcp),
@@ -402,5 +466,61 @@ async fn handle(
             session::run_login(shared, client, crate::sieve::Sieve, tls).await;
         }
         Protocol::Lmtp => crate::lmtp::run(Arc::clone(&shared), client).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+    use std::time::Duration;
+
+    use super::bind_group;
+
+    fn any_port() -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+    }
+
+    #[test]
+    fn every_worker_gets_a_socket_on_one_port_and_each_accepts() {
+        let (bound, sockets) = bind_group(any_port(), 3).unwrap();
+        assert_ne!(bound.port(), 0);
+        assert_eq!(sockets.len(), 3);
+        for s in &sockets {
+            assert_eq!(s.local_addr().unwrap(), bound);
+        }
+        // The kernel spreads connections over the sockets; each one accepts what it gets.
+        let clients: Vec<TcpStream> = (0..30)
+            .map(|_| TcpStream::connect(bound).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut accepted = 0;
+        for s in &sockets {
+            while let Ok((mut c, _)) = s.accept() {
+                c.write_all(b"x").unwrap();
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, clients.len());
+        for mut c in clients {
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_port_in_use_is_an_error_even_with_several_workers() {
+        // Another directord with several workers on the same port must not silently share it.
+        let (bound, _sockets) = bind_group(any_port(), 2).unwrap();
+        for workers in [1, 2, 4] {
+            let e = bind_group(bound, workers).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::AddrInUse, "{workers} workers: {e}");
+        }
+        // A port some other program listens on, likewise.
+        let other = std::net::TcpListener::bind(any_port()).unwrap();
+        let e = bind_group(other.local_addr().unwrap(), 2).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AddrInUse);
     }
 }

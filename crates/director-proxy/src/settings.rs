@@ -233,6 +233,9 @@ pub const MIN_MAX_LINE: usize = 512;
 /// Largest accepted `director_proxy_max_line_length`.
 pub const MAX_MAX_LINE: usize = 1024 * 1024;
 
+/// Largest accepted `director_proxy_workers` (each is a thread).
+pub const MAX_WORKERS: usize = 1024;
+
 /// Our own `director_*` settings of the proxy and their defaults; the config crate owns the
 /// list so that `directord -c` accepts them.
 pub use director_config::PROXY_DEFAULTS as PROXY_SETTING_KEYS;
@@ -276,6 +279,9 @@ pub struct ProxySettings {
     pub login_greeting: String,
     /// Limits.
     pub limits: ProxyLimits,
+    /// `director_proxy_workers`: proxy worker threads, each with its own listening sockets
+    /// and sessions; 0 (the default) is one per CPU. Fixed at start.
+    pub workers: usize,
 }
 
 /// A setting had a bad value.
@@ -466,6 +472,13 @@ impl ProxySettings {
                 format!("must be between {MIN_MAX_LINE} and {MAX_MAX_LINE}"),
             ));
         }
+        let workers = count("director_proxy_workers")?;
+        if workers > MAX_WORKERS {
+            return Err(err(
+                "director_proxy_workers",
+                format!("must be between 0 (one per CPU) and {MAX_WORKERS}"),
+            ));
+        }
         let limits = ProxyLimits {
             login_timeout: time("director_proxy_login_timeout")?,
             connect_timeout: parse_time_secs(get("login_proxy_timeout").unwrap_or("30 secs"))
@@ -506,6 +519,7 @@ impl ProxySettings {
                 .unwrap_or("Dovecot ready.")
                 .to_string(),
             limits,
+            workers,
         })
     }
 
@@ -582,6 +596,20 @@ mod tests {
         let e =
             ProxySettings::from_config(&parse("login_proxy_max_reconnects = many\n")).unwrap_err();
         assert!(e.to_string().contains("login_proxy_max_reconnects"), "{e}");
+    }
+
+    #[test]
+    fn proxy_workers_default_to_one_per_cpu_and_are_bounded() {
+        let parse = |text: &str| Config::parse_str(text, "t.conf").unwrap();
+        assert_eq!(ProxySettings::from_config(&parse("")).unwrap().workers, 0);
+        let s = ProxySettings::from_config(&parse("director_proxy_workers = 3\n")).unwrap();
+        assert_eq!(s.workers, 3);
+        for bad in ["100000", "-1", "two"] {
+            let e =
+                ProxySettings::from_config(&parse(&format!("director_proxy_workers = {bad}\n")))
+                    .unwrap_err();
+            assert_eq!(e.key, "director_proxy_workers", "{bad}: {e}");
+        }
     }
 
     #[test]

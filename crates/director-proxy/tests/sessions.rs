@@ -40,6 +40,55 @@ async fn kick_closes_the_users_sessions_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_share_routing_sessions_and_kicks() {
+    init_tracing();
+    let lab = Lab::start(LabOptions {
+        proxy_extra: vec!["director_proxy_workers = 4".into()],
+        ..LabOptions::default()
+    })
+    .await;
+    let addr = lab.addr(lab.imap_port);
+    // Two sessions for each of 12 users at once: the kernel spreads the connections over
+    // the workers, and a user's sessions usually end up on different ones.
+    let mut logins = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        logins.spawn(async move {
+            let user = format!("w{}@example.com", i % 12);
+            let (c, ip) = raw_imap_login(addr, &user, "pass").await;
+            (user, c, ip)
+        });
+    }
+    let mut sessions = Vec::new();
+    while let Some(r) = logins.join_next().await {
+        let (user, c, ip) = r.unwrap();
+        assert_eq!(ip, lab.expected_backend(&user).to_string(), "{user}");
+        sessions.push((user, c));
+    }
+    let registry = lab.proxy.registry();
+    for i in 0..12 {
+        assert_eq!(
+            registry.count_user(format!("w{i}@example.com").as_bytes()),
+            2
+        );
+    }
+    // A kick reaches the user's sessions whichever worker holds them.
+    let out = lab
+        .router
+        .with_director(|d, now| d.user_kick(b"w3@example.com", false, now));
+    assert_eq!(out, AdminOutcome::Done(AdminReply::Ok));
+    for (user, c) in &mut sessions {
+        if user == "w3@example.com" {
+            assert!(c.closed().await, "kicked session closed");
+        } else {
+            c.send("n NOOP\r\n").await;
+            let r = c.until("n ").await;
+            assert!(r.last().unwrap().starts_with("n OK"), "{user}: {r:?}");
+        }
+    }
+    assert_eq!(registry.count_user(b"w3@example.com"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn move_kills_old_sessions_and_new_logins_go_to_the_new_host() {
     init_tracing();
     let lab = Lab::start(LabOptions::default()).await;

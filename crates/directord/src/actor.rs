@@ -4,7 +4,7 @@
 //! The core state sits behind a mutex that is never held across an `await`. Admin
 //! connections live on the director thread and run their requests on the state directly: an
 //! unpipelined `USER-LOOKUP` then costs no task switch, no channel and no timer re-arm
-//! (docs/BENCHMARKS.md §2). Proxy logins come from the multi-threaded runtime and take the
+//! (docs/BENCHMARKS.md §2). Proxy logins come from the proxy's worker threads and take the
 //! state only if it is free (`try_lock`), so the common login is decided on the worker without
 //! waking the director thread, and a worker never blocks behind a long `USER-LIST`; a busy
 //! state sends the login through the actor's bounded channel instead. The channel also

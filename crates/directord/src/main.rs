@@ -94,7 +94,9 @@ fn run(cli: Cli, loaded: config_load::Loaded) -> anyhow::Result<()> {
         Ok(n) => tracing::debug!(nofile = n, "raised RLIMIT_NOFILE"),
         Err(e) => tracing::warn!(error = %e, "could not raise RLIMIT_NOFILE"),
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // Signals, SIGHUP reloads and the shutdown run here; the director state and the admin
+    // sockets have a thread of their own, and the mail proxy its worker threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("start the tokio runtime")?;

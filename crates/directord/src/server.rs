@@ -28,8 +28,8 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     let signals = Signals::install()?;
     // The director state and the admin sockets run on one thread of their own, like
     // Dovecot's single director process: admin requests and the actor then never cross
-    // threads (a wake-up between threads costs more than a USER-LOOKUP), while the mail
-    // proxy keeps the multi-threaded runtime for TLS and splicing.
+    // threads (a wake-up between threads costs more than a USER-LOOKUP). The mail proxy
+    // runs on worker threads of its own (`director_proxy_workers`).
     let core_thread = CoreThread::start()?;
     let core_context = core_thread.handle.enter();
     let clock = Clock::new();
@@ -87,7 +87,7 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         )));
     }
     drop(ctx);
-    // Everything below (the proxy) belongs to the multi-threaded runtime.
+    // The proxy starts its own worker threads; the rest stays on the main thread.
     drop(core_context);
 
     let proxy = match (settings.proxy.clone(), registry) {
