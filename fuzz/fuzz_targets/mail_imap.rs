@@ -23,19 +23,26 @@ fuzz_target!(|data: &[u8]| {
             false,
             false
         ),
-        ImapBackend::new(
-            ImapBackendConfig {
-                starttls: ctl & 2 != 0,
-                forward_client_id: true,
-                ..ImapBackendConfig::default()
-            },
-            conn(),
-            ImapLoginRequest {
-                tag: b"a".to_vec(),
-                credentials: creds(),
-                client_id: Vec::new(),
-                capability_requested: ctl & 4 != 0
+        {
+            let mut b = ImapBackend::new(
+                ImapBackendConfig {
+                    starttls: ctl & 2 != 0,
+                    forward_client_id: true,
+                    ..ImapBackendConfig::default()
+                },
+                conn(),
+                ImapLoginRequest {
+                    tag: b"a".to_vec(),
+                    credentials: creds(),
+                    client_id: Vec::new(),
+                    capability_requested: ctl & 4 != 0,
+                },
+            );
+            // The login pipelined ahead of the greeting, as the proxy does.
+            if ctl & 8 != 0 {
+                let _ = b.start();
             }
-        )
+            b
+        }
     );
 });

@@ -365,6 +365,72 @@ fn backend_replay_with_capability() {
 }
 
 #[test]
+fn backend_login_is_pipelined_ahead_of_the_greeting() {
+    let mut b = ImapBackend::new(
+        ImapBackendConfig::default(),
+        conn(),
+        request(b"a", b"user1", b"pass", false),
+    );
+    // The same bytes the greeting would have released, sent at once.
+    assert_eq!(
+        b.start(),
+        vec![BackendAction::SendBackend(
+            b"I ID (\"x-session-id\" \"b2gTyVxhOL9/AAAB\" \"x-originating-ip\" \"127.0.0.1\" \"x-originating-port\" \"48952\" \"x-connected-ip\" \"127.0.77.1\" \"x-connected-port\" \"143\" \"x-proxy-ttl\" \"4\")\r\nL LOGIN \"user1\" \"pass\"\r\n".to_vec()
+        )]
+    );
+    // Greeting, ID reply and login verdict in one read, as Dovecot sends them.
+    let mut input = B_GREETING.to_vec();
+    input.extend_from_slice(b"* ID NIL\r\nI OK ID completed.\r\nL OK Logged in\r\n");
+    assert_eq!(
+        b.feed(&input),
+        vec![
+            BackendAction::SendClient(b"a OK Logged in\r\n".to_vec()),
+            BackendAction::LoggedIn
+        ]
+    );
+
+    // A backend that refuses the connection still fails the login.
+    let mut b = ImapBackend::new(
+        ImapBackendConfig::default(),
+        conn(),
+        request(b"a", b"u", b"p", false),
+    );
+    assert_eq!(b.start().len(), 1);
+    assert!(matches!(
+        b.feed(b"* BYE Too many connections\r\n").as_slice(),
+        [BackendAction::Failed(BackendFailure::Protocol(_))]
+    ));
+}
+
+#[test]
+fn backend_waits_for_the_greeting_when_the_login_depends_on_it() {
+    let starttls = ImapBackendConfig {
+        starttls: true,
+        ..ImapBackendConfig::default()
+    };
+    let sasl = ImapBackendConfig {
+        login_method: BackendLoginMethod::AuthenticatePlain,
+        ..ImapBackendConfig::default()
+    };
+    let mut master = request(b"a", b"user1", b"pass", false);
+    master.credentials.authzid = b"master".to_vec();
+    for (cfg, req) in [
+        (starttls, request(b"a", b"user1", b"pass", false)),
+        (sasl, request(b"a", b"user1", b"pass", false)),
+        (ImapBackendConfig::default(), master),
+        // Not quotable: AUTHENTICATE, with SASL-IR only if the greeting offers it.
+        (
+            ImapBackendConfig::default(),
+            request(b"a", b"user1", "pässword".as_bytes(), false),
+        ),
+    ] {
+        let mut b = ImapBackend::new(cfg, conn(), req);
+        assert!(b.start().is_empty());
+        assert!(!b.feed(B_GREETING).is_empty());
+    }
+}
+
+#[test]
 fn backend_rejects_and_errors() {
     let mut b = ImapBackend::new(
         ImapBackendConfig::default(),
@@ -492,8 +558,15 @@ proptest! {
     }
 
     #[test]
-    fn backend_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..8)) {
-        let mut b = ImapBackend::new(ImapBackendConfig { starttls: true, ..ImapBackendConfig::default() }, conn(), request(b"a", b"u", b"p", true));
+    fn backend_never_panics(
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..8),
+        pipelined in any::<bool>(),
+    ) {
+        let cfg = ImapBackendConfig { starttls: !pipelined, ..ImapBackendConfig::default() };
+        let mut b = ImapBackend::new(cfg, conn(), request(b"a", b"u", b"p", true));
+        if pipelined {
+            prop_assert_eq!(b.start().len(), 1);
+        }
         drive_backend(&mut b, &chunks);
     }
 }

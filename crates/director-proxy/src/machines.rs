@@ -9,7 +9,7 @@ use director_mailproto::{Action, BackendAction, Credentials, LoginFailure};
 use crate::session::{BackendMachine, LoginMachine};
 
 macro_rules! machines {
-    ($login:ty, $req:ty, $backend:ty) => {
+    ($login:ty, $req:ty, $backend:ty $(, $start:ident)?) => {
         impl LoginMachine for $login {
             type Req = $req;
             fn start(&mut self) -> Vec<Action<$req>> {
@@ -36,6 +36,11 @@ macro_rules! machines {
         }
 
         impl BackendMachine for $backend {
+            $(
+                fn start(&mut self) -> Vec<BackendAction> {
+                    <$backend>::$start(self)
+                }
+            )?
             fn feed(&mut self, data: &[u8]) -> Vec<BackendAction> {
                 <$backend>::feed(self, data)
             }
@@ -49,7 +54,8 @@ macro_rules! machines {
     };
 }
 
-machines!(ImapLogin, ImapLoginRequest, ImapBackend);
+// IMAP may pipeline its login ahead of the backend's greeting.
+machines!(ImapLogin, ImapLoginRequest, ImapBackend, start);
 machines!(Pop3Login, Pop3LoginRequest, Pop3Backend);
 machines!(SubmissionLogin, SubmissionLoginRequest, SubmissionBackend);
 machines!(SieveLogin, SieveLoginRequest, SieveBackend);
