@@ -12,10 +12,11 @@
 //! directord` into the same target dir, a no-op when up to date):
 //!
 //! ```text
-//! cargo run --release -p director-proxy --example proxy_bench -- [--secs 5] [--rounds 3] [--users 2000] [--conc 1,4,16,64]
+//! cargo run --release -p director-proxy --example proxy_bench -- [--secs 5] [--rounds 3] [--users 2000] [--conc 1,4,16,64] [--no-dovecot] [--split-cpus]
 //! ```
 //!
-//! (`DIRECTORD_BIN=/path/to/directord` uses that binary instead and skips the build; a bare
+//! (`DIRECTORD_EXTRA_CONFIG='director_proxy_workers = 1'` appends settings to `directord`'s
+//! config; `DIRECTORD_BIN=/path/to/directord` uses that binary instead and skips the build; a bare
 //! number as first argument is taken as `--secs`.) Needs Dovecot: `apt-get install -y
 //! dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd`.
 //!
@@ -44,6 +45,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use nix::sched::{sched_setaffinity, CpuSet};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use testkit::{
@@ -79,6 +81,69 @@ const DIRECTORD_READY: Duration = Duration::from_secs(20);
 const DIRECTORD_STOP: Duration = Duration::from_secs(5);
 /// `directord`'s drain time on SIGTERM (no sessions are open by then).
 const DIRECTORD_DRAIN: &str = "1s";
+
+// ---------------------------------------------------------------------------------------------
+// CPU split
+
+/// `--split-cpus`: the lower half of the CPUs for the client and the proxies, the upper
+/// half for the backends, like a proxy tier on machines of its own.
+struct CpuSplit {
+    front: CpuSet,
+    back: CpuSet,
+    desc: String,
+}
+
+impl CpuSplit {
+    fn new() -> anyhow::Result<CpuSplit> {
+        let n = std::thread::available_parallelism()?.get();
+        if n < 2 {
+            bail!("--split-cpus needs at least 2 CPUs, this machine has {n}");
+        }
+        let (mut front, mut back) = (CpuSet::new(), CpuSet::new());
+        for c in 0..n / 2 {
+            front.set(c)?;
+        }
+        for c in n / 2..n {
+            back.set(c)?;
+        }
+        Ok(CpuSplit {
+            front,
+            back,
+            desc: format!(
+                "backends on CPUs {}-{}, client and proxies on CPUs 0-{}",
+                n / 2,
+                n - 1,
+                n / 2 - 1
+            ),
+        })
+    }
+}
+
+/// Sets the CPU mask of every thread of `pid`.
+fn pin_threads(pid: i32, cpus: &CpuSet) -> anyhow::Result<()> {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+        if let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+            // A thread that exited meanwhile is fine.
+            let _ = sched_setaffinity(Pid::from_raw(tid), cpus);
+        }
+    }
+    Ok(())
+}
+
+/// Sets the CPU mask of `root` and its live children (Dovecot's services are children of
+/// its master).
+fn pin_tree(root: i32, cpus: &CpuSet) -> anyhow::Result<()> {
+    pin_threads(root, cpus)?;
+    for e in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if proc_stat(pid).is_some_and(|(_, ppid, _, _)| ppid == root) {
+            pin_threads(pid, cpus)?;
+        }
+    }
+    Ok(())
+}
 
 // ---------------------------------------------------------------------------------------------
 // Paths
@@ -650,6 +715,11 @@ struct Args {
     users: usize,
     /// Concurrencies to measure (`--conc 64` or `--conc 1,64`); default all four.
     conc: Vec<usize>,
+    /// `--no-dovecot`: leave out the Dovecot director path (quicker experiments).
+    no_dovecot: bool,
+    /// `--split-cpus`: backends on the upper half of the CPUs, everything else (client,
+    /// `directord`, the Dovecot director) on the lower half.
+    split_cpus: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -658,6 +728,8 @@ fn parse_args() -> anyhow::Result<Args> {
         rounds: DEFAULT_ROUNDS,
         users: DEFAULT_USERS,
         conc: CONCURRENCIES.to_vec(),
+        no_dovecot: false,
+        split_cpus: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -669,6 +741,8 @@ fn parse_args() -> anyhow::Result<Args> {
         match arg.as_str() {
             "--secs" => a.secs = val("--secs")?,
             "--rounds" => a.rounds = val("--rounds")? as usize,
+            "--no-dovecot" => a.no_dovecot = true,
+            "--split-cpus" => a.split_cpus = true,
             "--users" => a.users = val("--users")? as usize,
             "--conc" => {
                 a.conc = it
@@ -682,7 +756,7 @@ fn parse_args() -> anyhow::Result<Args> {
             other => match other.parse() {
                 Ok(n) => a.secs = n,
                 Err(_) => bail!(
-                    "usage: proxy_bench [--secs N] [--rounds N] [--users N] [--conc N[,N...]]"
+                    "usage: proxy_bench [--secs N] [--rounds N] [--users N] [--conc N[,N...]] [--no-dovecot] [--split-cpus]"
                 ),
             },
         }
@@ -701,6 +775,15 @@ async fn main() -> anyhow::Result<()> {
     require_dovecot();
     let directord_bin = directord_binary()?;
     let dur = Duration::from_secs(args.secs);
+    let split = if args.split_cpus {
+        Some(CpuSplit::new()?)
+    } else {
+        None
+    };
+    if let Some(s) = &split {
+        // Inherited by every process started below; backends are moved afterwards.
+        pin_threads(std::process::id() as i32, &s.front)?;
+    }
 
     let mut alloc = LoopbackAllocator::new();
     let dip = alloc.next_ip(); // directord
@@ -717,7 +800,15 @@ async fn main() -> anyhow::Result<()> {
         o.extra_config.push("auth_cache_size = 1M".into());
         o.extra_config
             .push("service imap-login {\n service_count = 0\n process_min_avail = 2\n}".into());
-        backends.push(DovecotBackend::start_with(o)?);
+        let backend = DovecotBackend::start_with(o)?;
+        if let Some(s) = &split {
+            let master = std::fs::read_to_string(backend.base_dir().join("master.pid"))?
+                .trim()
+                .parse::<i32>()?;
+            // The master and what it runs now; later children inherit the master's mask.
+            pin_tree(master, &s.back)?;
+        }
+        backends.push(backend);
     }
     let mail_servers = ips
         .iter()
@@ -734,7 +825,9 @@ async fn main() -> anyhow::Result<()> {
          ssl = no\n\
          director_proxy_max_connections_per_ip = 10000\n\
          director_proxy_drain_time = {DIRECTORD_DRAIN}\n\
-         service imap-login {{\n inet_listener imap {{\n address = {dip}\n port = {dport}\n }}\n}}\n"
+         service imap-login {{\n inet_listener imap {{\n address = {dip}\n port = {dport}\n }}\n}}\n\
+         {extra}\n",
+        extra = std::env::var("DIRECTORD_EXTRA_CONFIG").unwrap_or_default(),
     );
     let mut directord = Directord::start(
         &directord_bin,
@@ -757,11 +850,13 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // The real Dovecot director proxy, or why not.
-    let dovecot = match DovecotDirectorProxy::start(
-        DirectorProxyOptions::new(mail_servers.clone(), bimap).with_ip(vip),
-    ) {
-        Ok(d) => Ok(d),
-        Err(e) => Err(format!("{e}")),
+    let dovecot = if args.no_dovecot {
+        Err("skipped (--no-dovecot)".to_string())
+    } else {
+        DovecotDirectorProxy::start(
+            DirectorProxyOptions::new(mail_servers.clone(), bimap).with_ip(vip),
+        )
+        .map_err(|e| format!("{e}"))
     };
 
     // Where each user lives: directord's USER-LOOKUP; the Dovecot director must agree.
@@ -895,6 +990,10 @@ async fn main() -> anyhow::Result<()> {
         ),
         Err(e) => println!("**dovecot-director: NOT MEASURED**, it did not start here: {e}\n"),
     }
+    match &split {
+        Some(s) => println!("CPUs split (`--split-cpus`): {}.\n", s.desc),
+        None => println!("CPUs shared: backends, proxies and client all run on every CPU.\n"),
+    }
     let dv = PathKind::Dovecot;
     let has_dv = dovecot.is_ok();
     println!("## Login rate and latency (medians)\n");
@@ -925,6 +1024,80 @@ async fn main() -> anyhow::Result<()> {
             num(p99(d), 2),
             num(p99(o), 2),
             num(ifdv(p99(dv)), 2),
+        );
+    }
+    // The machine's speed drifts (a shared VM); paths measured in the same round ran back to
+    // back, so per-round ratios cancel most of the drift that ratios of medians keep.
+    println!(
+        "\n## Per-round ratios (the paths of one round ran back to back)\n\n\
+         Median over rounds of each round's ratio to direct (min–max), and the pooled ratio \
+         (all logins of all rounds).\n"
+    );
+    println!(
+        "| c | directord/direct rate | pooled | directord/direct p99 | dovecot/direct rate | pooled | dovecot/direct p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for &conc in &args.conc {
+        let ratios = |kind: PathKind, f: fn(&Point) -> f64| -> Vec<f64> {
+            let of = |k: PathKind| -> Vec<f64> {
+                let mut v: Vec<(usize, f64)> = per_round
+                    .iter()
+                    .filter(|(c, _, pk, _)| *c == conc && *pk == k)
+                    .map(|(_, r, _, p)| (*r, f(p)))
+                    .collect();
+                v.sort_by_key(|(r, _)| *r);
+                v.into_iter().map(|(_, x)| x).collect()
+            };
+            of(kind)
+                .iter()
+                .zip(of(PathKind::Direct))
+                .map(|(x, d)| x / d)
+                .collect()
+        };
+        let pooled = |kind: PathKind| -> f64 {
+            let total = |k: PathKind| -> f64 {
+                per_round
+                    .iter()
+                    .filter(|(c, _, pk, _)| *c == conc && *pk == k)
+                    .map(|(_, _, _, p)| p.logins as f64)
+                    .sum()
+            };
+            total(kind) / total(PathKind::Direct)
+        };
+        let cell = |v: Vec<f64>| -> String {
+            if v.is_empty() {
+                return "–".into();
+            }
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!(
+                "{:.1} % ({:.1}–{:.1})",
+                median(&v) * 100.0,
+                lo * 100.0,
+                hi * 100.0
+            )
+        };
+        let (o, dv) = (PathKind::Directord, PathKind::Dovecot);
+        println!(
+            "| {conc} | {} | {:.1} % | {} | {} | {} | {} |",
+            cell(ratios(o, |p| p.rate)),
+            pooled(o) * 100.0,
+            cell(ratios(o, |p| p.p99)),
+            if has_dv {
+                cell(ratios(dv, |p| p.rate))
+            } else {
+                "–".into()
+            },
+            if has_dv {
+                format!("{:.1} %", pooled(dv) * 100.0)
+            } else {
+                "–".into()
+            },
+            if has_dv {
+                cell(ratios(dv, |p| p.p99))
+            } else {
+                "–".into()
+            },
         );
     }
     println!("\n### Every round\n");
