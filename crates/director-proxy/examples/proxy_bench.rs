@@ -23,7 +23,9 @@
 //! Method. The client is this process (tokio, raw IMAP, `--users` users over the backends).
 //! At each concurrency (1, 4, 16, 64) it runs `--rounds` rounds; a round measures every path
 //! for `--secs` seconds, and the order of the paths rotates from round to round so that they
-//! share the machine's state. Reported: medians over rounds, plus every round's values.
+//! share the machine's state. At concurrency 1 the paths are interleaved login by login
+//! instead, so their latencies are taken at the same moments (and no CPU is charged). Reported:
+//! medians over rounds, each round's ratios to direct, plus every round's values.
 //! Before the points, every user logs in once direct (mailboxes exist) and each proxy gets a
 //! short warm-up. Where each user lives comes from `directord`'s admin `USER-LOOKUP` (hashed
 //! host); the Dovecot director's `USER-LOOKUP` is compared against it, so all three paths hit
@@ -312,6 +314,8 @@ async fn lmtp_deliver(addr: SocketAddr, rcpt: &str, body: &[u8]) -> anyhow::Resu
 
 #[derive(Clone, Debug, Default)]
 struct Point {
+    /// Every login's latency, ms (for percentiles pooled over rounds).
+    lat: Vec<f64>,
     logins: usize,
     rate: f64,
     p50: f64,
@@ -374,7 +378,58 @@ async fn run_point(conc: usize, dur: Duration, users: usize, target: Target) -> 
     point.rate = lat.len() as f64 / elapsed;
     point.p50 = pct(0.5);
     point.p99 = pct(0.99);
+    point.lat = lat;
     point
+}
+
+/// Concurrency 1, all paths interleaved login by login (the first path of each turn
+/// rotates), for `dur`: every path sees the same moment of a machine whose speed drifts, so
+/// latencies compare directly. The rate is 1 / mean latency.
+async fn run_interleaved(dur: Duration, users: usize, targets: &[Target]) -> Vec<Point> {
+    let deadline = Instant::now() + dur;
+    let n = targets.len();
+    let mut lat: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut points = vec![Point::default(); n];
+    let mut turn = 0usize;
+    while Instant::now() < deadline {
+        let u = turn % users;
+        let user = user_name(u);
+        for k in 0..n {
+            let i = (k + turn) % n;
+            let t = Instant::now();
+            let r = tokio::time::timeout(OP_TIMEOUT, login_logout(targets[i].addr(u), &user)).await;
+            match r {
+                Ok(Ok(())) => lat[i].push(t.elapsed().as_secs_f64() * 1000.0),
+                Ok(Err(e)) => {
+                    points[i].errors += 1;
+                    points[i]
+                        .first_error
+                        .get_or_insert_with(|| format!("{user}: {e:#}"));
+                }
+                Err(_) => {
+                    points[i].errors += 1;
+                    points[i]
+                        .first_error
+                        .get_or_insert_with(|| format!("{user}: timed out"));
+                }
+            }
+        }
+        turn += 1;
+    }
+    for (p, mut l) in points.iter_mut().zip(lat) {
+        l.sort_by(f64::total_cmp);
+        let pct = |q: f64| {
+            l.get(((l.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        p.logins = l.len();
+        p.rate = 1000.0 * l.len() as f64 / l.iter().sum::<f64>();
+        p.p50 = pct(0.5);
+        p.p99 = pct(0.99);
+        p.lat = l;
+    }
+    points
 }
 
 /// Logs every user in once (creates the mailboxes), bounded.
@@ -924,6 +979,16 @@ async fn main() -> anyhow::Result<()> {
     let mut cpu: HashMap<PathKind, PathCpu> = HashMap::new();
     for &conc in &args.conc {
         for round in 0..args.rounds {
+            if conc == 1 {
+                eprintln!("proxy_bench: c=1 round {} (paths interleaved)", round + 1);
+                let targets: Vec<Target> = paths.iter().map(|(_, t)| t.clone()).collect();
+                let points = run_interleaved(dur, args.users, &targets).await;
+                for ((kind, _), p) in paths.iter().zip(points) {
+                    results.entry((conc, *kind)).or_default().push(p.clone());
+                    per_round.push((conc, round + 1, *kind, p));
+                }
+                continue;
+            }
             for k in 0..paths.len() {
                 let (kind, target) = &paths[(k + round) % paths.len()];
                 eprintln!("proxy_bench: c={conc} round {} {}", round + 1, kind.name());
@@ -1037,6 +1102,7 @@ async fn main() -> anyhow::Result<()> {
         "| c | directord/direct rate | pooled | directord/direct p99 | dovecot/direct rate | pooled | dovecot/direct p99 |"
     );
     println!("|---|---|---|---|---|---|---|");
+    let mut pooled_lat = String::new();
     for &conc in &args.conc {
         let ratios = |kind: PathKind, f: fn(&Point) -> f64| -> Vec<f64> {
             let of = |k: PathKind| -> Vec<f64> {
@@ -1078,6 +1144,50 @@ async fn main() -> anyhow::Result<()> {
             )
         };
         let (o, dv) = (PathKind::Directord, PathKind::Dovecot);
+        let pooled_pct = |kind: PathKind, q: f64| -> f64 {
+            let mut all: Vec<f64> = per_round
+                .iter()
+                .filter(|(c, _, pk, _)| *c == conc && *pk == kind)
+                .flat_map(|(_, _, _, p)| p.lat.iter().copied())
+                .collect();
+            all.sort_by(f64::total_cmp);
+            all.get(((all.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        let d = PathKind::Direct;
+        pooled_lat.push_str(&format!(
+            "| {conc} | {} / {} / {} | {} | {} | {} / {} / {} |\n",
+            num(pooled_pct(d, 0.5), 2),
+            num(pooled_pct(o, 0.5), 2),
+            num(
+                if has_dv {
+                    pooled_pct(dv, 0.5)
+                } else {
+                    f64::NAN
+                },
+                2
+            ),
+            num(pooled_pct(o, 0.5) - pooled_pct(d, 0.5), 2),
+            num(
+                if has_dv {
+                    pooled_pct(dv, 0.5) - pooled_pct(d, 0.5)
+                } else {
+                    f64::NAN
+                },
+                2
+            ),
+            num(pooled_pct(d, 0.99), 2),
+            num(pooled_pct(o, 0.99), 2),
+            num(
+                if has_dv {
+                    pooled_pct(dv, 0.99)
+                } else {
+                    f64::NAN
+                },
+                2
+            ),
+        ));
         println!(
             "| {conc} | {} | {:.1} % | {} | {} | {} | {} |",
             cell(ratios(o, |p| p.rate)),
@@ -1100,6 +1210,11 @@ async fn main() -> anyhow::Result<()> {
             },
         );
     }
+    println!(
+        "\nLatency percentiles pooled over all rounds (ms):\n\n\
+         | c | p50 direct / directord / dovecot | added p50 directord | added p50 dovecot \
+         | p99 direct / directord / dovecot |\n|---|---|---|---|---|\n{pooled_lat}"
+    );
     println!("\n### Every round\n");
     println!("| c | round | path | logins | logins/s | p50 ms | p99 ms | errors |");
     println!("|---|---|---|---|---|---|---|---|");
