@@ -324,6 +324,51 @@ struct Point {
     first_error: Option<String>,
 }
 
+impl Point {
+    /// One timed login of user `u` through `target`: its latency, or an error.
+    async fn login(&mut self, target: &Target, u: usize) {
+        let user = user_name(u);
+        let t = Instant::now();
+        match tokio::time::timeout(OP_TIMEOUT, login_logout(target.addr(u), &user)).await {
+            Ok(Ok(())) => self.lat.push(t.elapsed().as_secs_f64() * 1000.0),
+            Ok(Err(e)) => self.error(format!("{user}: {e:#}")),
+            Err(_) => self.error(format!("{user}: timed out")),
+        }
+    }
+
+    fn error(&mut self, what: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(what);
+    }
+
+    /// Adds another worker's logins and errors.
+    fn merge(&mut self, other: Point) {
+        self.lat.extend(other.lat);
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+
+    /// Sorts the latencies and sets the count, percentiles and `rate`.
+    fn finish(mut self, rate: impl FnOnce(&[f64]) -> f64) -> Point {
+        self.lat.sort_by(f64::total_cmp);
+        self.logins = self.lat.len();
+        self.rate = rate(&self.lat);
+        self.p50 = percentile(&self.lat, 0.5);
+        self.p99 = percentile(&self.lat, 0.99);
+        self
+    }
+}
+
+/// The `q` quantile of sorted values (NaN when empty).
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
 /// `conc` workers log users in and out against `target` for `dur`; worker `w` takes users
 /// `w, w+conc, …` so every path sees the same user sequence.
 async fn run_point(conc: usize, dur: Duration, users: usize, target: Target) -> Point {
@@ -333,53 +378,21 @@ async fn run_point(conc: usize, dur: Duration, users: usize, target: Target) -> 
     for w in 0..conc {
         let target = target.clone();
         tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut errors = 0;
-            let mut first_error = None;
+            let mut p = Point::default();
             let mut i = w;
             while Instant::now() < deadline {
-                let u = i % users;
+                p.login(&target, i % users).await;
                 i += conc;
-                let user = user_name(u);
-                let t = Instant::now();
-                match tokio::time::timeout(OP_TIMEOUT, login_logout(target.addr(u), &user)).await {
-                    Ok(Ok(())) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
-                    Ok(Err(e)) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| format!("{user}: {e:#}"));
-                    }
-                    Err(_) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| format!("{user}: timed out"));
-                    }
-                }
             }
-            (lat, errors, first_error)
+            p
         }));
     }
-    let mut lat = Vec::new();
     let mut point = Point::default();
     for t in tasks {
-        let (l, e, f) = t.await.expect("worker panicked");
-        lat.extend(l);
-        point.errors += e;
-        if point.first_error.is_none() {
-            point.first_error = f;
-        }
+        point.merge(t.await.expect("worker panicked"));
     }
     let elapsed = start.elapsed().as_secs_f64();
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
-    point.logins = lat.len();
-    point.rate = lat.len() as f64 / elapsed;
-    point.p50 = pct(0.5);
-    point.p99 = pct(0.99);
-    point.lat = lat;
-    point
+    point.finish(|lat| lat.len() as f64 / elapsed)
 }
 
 /// Concurrency 1, all paths interleaved login by login (the first path of each turn
@@ -388,48 +401,19 @@ async fn run_point(conc: usize, dur: Duration, users: usize, target: Target) -> 
 async fn run_interleaved(dur: Duration, users: usize, targets: &[Target]) -> Vec<Point> {
     let deadline = Instant::now() + dur;
     let n = targets.len();
-    let mut lat: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut points = vec![Point::default(); n];
     let mut turn = 0usize;
     while Instant::now() < deadline {
-        let u = turn % users;
-        let user = user_name(u);
         for k in 0..n {
             let i = (k + turn) % n;
-            let t = Instant::now();
-            let r = tokio::time::timeout(OP_TIMEOUT, login_logout(targets[i].addr(u), &user)).await;
-            match r {
-                Ok(Ok(())) => lat[i].push(t.elapsed().as_secs_f64() * 1000.0),
-                Ok(Err(e)) => {
-                    points[i].errors += 1;
-                    points[i]
-                        .first_error
-                        .get_or_insert_with(|| format!("{user}: {e:#}"));
-                }
-                Err(_) => {
-                    points[i].errors += 1;
-                    points[i]
-                        .first_error
-                        .get_or_insert_with(|| format!("{user}: timed out"));
-                }
-            }
+            points[i].login(&targets[i], turn % users).await;
         }
         turn += 1;
     }
-    for (p, mut l) in points.iter_mut().zip(lat) {
-        l.sort_by(f64::total_cmp);
-        let pct = |q: f64| {
-            l.get(((l.len() as f64 - 1.0) * q).round() as usize)
-                .copied()
-                .unwrap_or(f64::NAN)
-        };
-        p.logins = l.len();
-        p.rate = 1000.0 * l.len() as f64 / l.iter().sum::<f64>();
-        p.p50 = pct(0.5);
-        p.p99 = pct(0.99);
-        p.lat = l;
-    }
     points
+        .into_iter()
+        .map(|p| p.finish(|lat| 1000.0 * lat.len() as f64 / lat.iter().sum::<f64>()))
+        .collect()
 }
 
 /// Logs every user in once (creates the mailboxes), bounded.
@@ -1151,9 +1135,7 @@ async fn main() -> anyhow::Result<()> {
                 .flat_map(|(_, _, _, p)| p.lat.iter().copied())
                 .collect();
             all.sort_by(f64::total_cmp);
-            all.get(((all.len() as f64 - 1.0) * q).round() as usize)
-                .copied()
-                .unwrap_or(f64::NAN)
+            percentile(&all, q)
         };
         let d = PathKind::Direct;
         pooled_lat.push_str(&format!(
