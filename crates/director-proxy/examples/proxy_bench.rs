@@ -1112,7 +1112,11 @@ async fn main() -> anyhow::Result<()> {
                     .map(|(_, _, _, p)| p.logins as f64)
                     .sum()
             };
-            total(kind) / total(PathKind::Direct)
+            // NaN for a path that was not measured.
+            match total(kind) {
+                0.0 => f64::NAN,
+                t => t / total(PathKind::Direct),
+            }
         };
         let cell = |v: Vec<f64>| -> String {
             if v.is_empty() {
@@ -1142,54 +1146,21 @@ async fn main() -> anyhow::Result<()> {
             "| {conc} | {} / {} / {} | {} | {} | {} / {} / {} |\n",
             num(pooled_pct(d, 0.5), 2),
             num(pooled_pct(o, 0.5), 2),
-            num(
-                if has_dv {
-                    pooled_pct(dv, 0.5)
-                } else {
-                    f64::NAN
-                },
-                2
-            ),
+            num(pooled_pct(dv, 0.5), 2),
             num(pooled_pct(o, 0.5) - pooled_pct(d, 0.5), 2),
-            num(
-                if has_dv {
-                    pooled_pct(dv, 0.5) - pooled_pct(d, 0.5)
-                } else {
-                    f64::NAN
-                },
-                2
-            ),
+            num(pooled_pct(dv, 0.5) - pooled_pct(d, 0.5), 2),
             num(pooled_pct(d, 0.99), 2),
             num(pooled_pct(o, 0.99), 2),
-            num(
-                if has_dv {
-                    pooled_pct(dv, 0.99)
-                } else {
-                    f64::NAN
-                },
-                2
-            ),
+            num(pooled_pct(dv, 0.99), 2),
         ));
         println!(
-            "| {conc} | {} | {:.1} % | {} | {} | {} | {} |",
+            "| {conc} | {} | {} | {} | {} | {} | {} |",
             cell(ratios(o, |p| p.rate)),
-            pooled(o) * 100.0,
+            pct(pooled(o), 1.0),
             cell(ratios(o, |p| p.p99)),
-            if has_dv {
-                cell(ratios(dv, |p| p.rate))
-            } else {
-                "–".into()
-            },
-            if has_dv {
-                format!("{:.1} %", pooled(dv) * 100.0)
-            } else {
-                "–".into()
-            },
-            if has_dv {
-                cell(ratios(dv, |p| p.p99))
-            } else {
-                "–".into()
-            },
+            cell(ratios(dv, |p| p.rate)),
+            pct(pooled(dv), 1.0),
+            cell(ratios(dv, |p| p.p99)),
         );
     }
     println!(
