@@ -195,8 +195,9 @@ impl Proxy {
     /// SIGHUP: new connections use `settings` (TLS certificates and keys, CA file, limits
     /// other than the total, timeouts, trusted networks, greeting, backend ports and TLS...);
     /// open sessions keep what they started with. On an error (unreadable certificate, say)
-    /// nothing changes. Listeners and `director_proxy_max_connections` keep their running
-    /// values until a restart; the summary names them when they differ.
+    /// nothing changes. Listeners, `director_proxy_max_connections` and
+    /// `director_proxy_workers` keep their running values until a restart; the summary names
+    /// them when they differ.
     pub fn reload(&self, settings: ProxySettings) -> Result<ReloadSummary, ProxyError> {
         let (acceptor, connector) = tls_material(&settings)?;
         let old = self.current.get();
@@ -208,6 +209,10 @@ impl Proxy {
         if settings.limits.max_connections != self.max_connections {
             summary.need_restart.push("director_proxy_max_connections");
             settings.limits.max_connections = self.max_connections;
+        }
+        if settings.workers != old.settings.workers {
+            summary.need_restart.push("director_proxy_workers");
+            settings.workers = old.settings.workers;
         }
         settings.listeners.clone_from(&old.settings.listeners);
         self.current.set(Arc::new(Shared {

@@ -244,4 +244,16 @@ async fn reload_rotates_the_certificate_for_new_connections_only() {
         cert, new_cert,
         "still the certificate of the last good reload"
     );
+
+    // The worker count is fixed at start: a reload names it and keeps serving.
+    let (cert, key) = common::make_leaf(&ca2, &[lab.proxy_ip.to_string()]);
+    std::fs::write(lab.dir.path().join("proxy-cert.pem"), cert).unwrap();
+    std::fs::write(lab.dir.path().join("proxy-key.pem"), key).unwrap();
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("director_proxy_workers = 7\n");
+    std::fs::write(&conf, text).unwrap();
+    let summary = reload().expect("reload");
+    assert_eq!(summary.need_restart, ["director_proxy_workers"]);
+    let (mut s, _) = tls_connect(addr, &cas).await;
+    tls_command(&mut s, "", "* OK").await;
 }
