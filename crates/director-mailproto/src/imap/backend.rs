@@ -146,12 +146,7 @@ impl ImapBackend {
     /// Dovecot's own proxy.
     pub fn start(&mut self) -> Vec<BackendAction> {
         let mut out = Vec::new();
-        let c = &self.req.credentials;
-        let plain_login = self.cfg.login_method == BackendLoginMethod::Login
-            && c.authzid.is_empty()
-            && quote(&c.authcid).is_some()
-            && quote(&c.password).is_some();
-        if self.state == State::Greeting && !self.cfg.starttls && plain_login {
+        if self.state == State::Greeting && !self.cfg.starttls && self.login_command().is_some() {
             self.greeting_pending = true;
             self.send_login(&mut out);
         }
@@ -266,17 +261,10 @@ impl ImapBackend {
             batch.extend_from_slice(b"C CAPABILITY\r\n");
             self.pending_cap = true;
         }
-        let c = &self.req.credentials;
-        let quoted = (quote(&c.authcid), quote(&c.password));
-        match (self.cfg.login_method, quoted) {
-            (BackendLoginMethod::Login, (Some(u), Some(p))) if c.authzid.is_empty() => {
-                batch.extend_from_slice(b"L LOGIN ");
-                batch.extend_from_slice(&u);
-                batch.push(b' ');
-                batch.extend_from_slice(&p);
-                batch.extend_from_slice(b"\r\n");
-            }
-            _ => {
+        match self.login_command() {
+            Some(login) => batch.extend_from_slice(&login),
+            None => {
+                let c = &self.req.credentials;
                 let b64 = encode_plain(&c.authzid, &c.authcid, &c.password).into_bytes();
                 if has_cap(&self.caps, b"SASL-IR") && !self.after_tls {
                     batch.extend_from_slice(b"L AUTHENTICATE PLAIN ");
@@ -290,6 +278,17 @@ impl ImapBackend {
         }
         self.state = State::LoginReplies;
         out.push(BackendAction::SendBackend(batch));
+    }
+
+    /// `L LOGIN "user" "pass"` when the login goes that way: the `Login` method, no master
+    /// user, and both values quotable. Otherwise the login is `AUTHENTICATE PLAIN`.
+    fn login_command(&self) -> Option<Vec<u8>> {
+        let c = &self.req.credentials;
+        if self.cfg.login_method != BackendLoginMethod::Login || !c.authzid.is_empty() {
+            return None;
+        }
+        let (u, p) = (quote(&c.authcid)?, quote(&c.password)?);
+        Some([&b"L LOGIN "[..], &u, b" ", &p, b"\r\n"].concat())
     }
 
     fn handle_line(&mut self, l: &[u8], out: &mut Vec<BackendAction>) {
