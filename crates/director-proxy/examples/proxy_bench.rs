@@ -51,7 +51,7 @@ use nix::sched::{sched_setaffinity, CpuSet};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use testkit::{
-    free_port, require_dovecot, AdminClient, BackendOptions, DirectorProxyOptions, DovecotBackend,
+    free_port, require_dovecot, AdminClient, DirectorProxyOptions, DovecotBackend,
     DovecotDirectorProxy, LoopbackAllocator, BACKEND_PASSWORD,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -828,26 +828,20 @@ async fn main() -> anyhow::Result<()> {
     let dip = alloc.next_ip(); // directord
     let vip = alloc.next_ip(); // Dovecot director proxy
     let ips: Vec<Ipv4Addr> = (0..3).map(|_| alloc.next_ip()).collect();
-    let b0 = IpAddr::V4(ips[0]);
-    let (bimap, bpop3, blmtp) = (free_port(b0)?, free_port(b0)?, free_port(b0)?);
-    let mut backends = Vec::new();
-    for ip in &ips {
-        let mut o = BackendOptions::new(*ip);
-        o.imap_port = Some(bimap);
-        o.pop3_port = Some(bpop3);
-        o.lmtp_port = Some(blmtp);
+    let backends = DovecotBackend::start_group(&ips, [None; 3], |o| {
         o.extra_config.push("auth_cache_size = 1M".into());
         o.extra_config
             .push("service imap-login {\n service_count = 0\n process_min_avail = 2\n}".into());
-        let backend = DovecotBackend::start_with(o)?;
-        if let Some(s) = &split {
-            let master = std::fs::read_to_string(backend.base_dir().join("master.pid"))?
-                .trim()
-                .parse::<i32>()?;
+    })?;
+    let (bimap, blmtp) = (
+        backends[0].imap_addr().port(),
+        backends[0].lmtp_addr().port(),
+    );
+    if let Some(s) = &split {
+        for b in &backends {
             // The master and what it runs now; later children inherit the master's mask.
-            pin_tree(master, &s.back)?;
+            pin_tree(b.master_pid().context("backend master PID")?, &s.back)?;
         }
-        backends.push(backend);
     }
     let mail_servers = ips
         .iter()
@@ -929,14 +923,9 @@ async fn main() -> anyhow::Result<()> {
     let pids = Pids {
         directord: directord.pid(),
         dovecot: dovecot.as_ref().ok().and_then(|d| d.master_pid()),
-        // DovecotBackend has no master_pid(); its base_dir holds master.pid.
         backends: backends
             .iter()
-            .filter_map(|b| {
-                std::fs::read_to_string(b.base_dir().join("master.pid"))
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-            })
+            .filter_map(DovecotBackend::master_pid)
             .collect(),
     };
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::imap::Imap;
 use common::{Daemon, WAIT};
-use testkit::{free_port, require_dovecot, BackendOptions, DovecotBackend, LoopbackAllocator};
+use testkit::{free_ports, require_dovecot, DovecotBackend, LoopbackAllocator};
 
 struct Setup {
     _backends: Vec<DovecotBackend>,
@@ -29,30 +29,14 @@ fn setup() -> Setup {
     let mut alloc = LoopbackAllocator::new();
     let proxy_ip = alloc.next_ip();
     let ips: Vec<_> = (0..3).map(|_| alloc.next_ip()).collect();
-    // Ports free on the first backend's address; the others are distinct addresses, so the
-    // same ports are free there too unless something else took them (then start fails loudly).
-    let first = IpAddr::V4(ips[0]);
+    let backends = DovecotBackend::start_group(&ips, [None; 3], |_| {}).expect("backends start");
     let (bi, bp, bl) = (
-        free_port(first).expect("port"),
-        free_port(first).expect("port"),
-        free_port(first).expect("port"),
+        backends[0].imap_addr().port(),
+        backends[0].pop3_addr().port(),
+        backends[0].lmtp_addr().port(),
     );
-    let backends: Vec<DovecotBackend> = ips
-        .iter()
-        .map(|ip| {
-            let mut o = BackendOptions::new(*ip);
-            o.imap_port = Some(bi);
-            o.pop3_port = Some(bp);
-            o.lmtp_port = Some(bl);
-            DovecotBackend::start_with(o).expect("backend starts")
-        })
-        .collect();
     let pip = IpAddr::V4(proxy_ip);
-    let (pi, pp, pl) = (
-        free_port(pip).expect("port"),
-        free_port(pip).expect("port"),
-        free_port(pip).expect("port"),
-    );
+    let [pi, pp, pl] = free_ports(pip, [None; 3]).expect("free proxy ports");
     let servers: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
     let extra = format!(
         "director_mail_servers = {}\n\

@@ -34,9 +34,7 @@ use std::time::{Duration, Instant};
 
 use common::imap::Imap;
 use common::Daemon;
-use testkit::{
-    free_ports, BackendOptions, DovecotBackend, LoopbackAllocator, BACKEND_PASSWORD, INSTALL_HINT,
-};
+use testkit::{free_ports, DovecotBackend, LoopbackAllocator, BACKEND_PASSWORD, INSTALL_HINT};
 
 /// Users in the routing test (issue 3 §5).
 const USERS: usize = 200;
@@ -85,26 +83,10 @@ impl Lab {
         let ips: Vec<_> = (0..3).map(|_| alloc.next_ip()).collect();
         let [bi, bp, bl, bsub, bsieve] =
             free_ports(IpAddr::V4(ips[0]), [None; 5]).expect("free backend ports");
-        let backends: Vec<DovecotBackend> = ips
-            .iter()
-            .map(|ip| {
-                let mut o = BackendOptions::new(*ip);
-                o.imap_port = Some(bi);
-                o.pop3_port = Some(bp);
-                o.lmtp_port = Some(bl);
-                o.extra_config.extend([
-                    "protocols = imap pop3 lmtp submission sieve".to_string(),
-                    // Submission needs a relay to start; nothing is ever relayed here.
-                    "submission_relay_host = 127.0.0.1".to_string(),
-                    "submission_relay_port = 9".to_string(),
-                    format!(
-                        "service submission-login {{\n inet_listener submission {{\n address = {ip}\n port = {bsub}\n }}\n}}\n\
-                         service managesieve-login {{\n inet_listener sieve {{\n address = {ip}\n port = {bsieve}\n }}\n}}"
-                    ),
-                ]);
-                DovecotBackend::start_with(o).expect("backend starts")
-            })
-            .collect();
+        let backends = DovecotBackend::start_group(&ips, [Some(bi), Some(bp), Some(bl)], |o| {
+            o.with_submission_and_sieve(bsub, bsieve)
+        })
+        .expect("backends start");
         let pip = IpAddr::V4(proxy_ip);
         let [pi, pp, pl, psub, psieve] = free_ports(pip, [None; 5]).expect("free proxy ports");
         let servers: Vec<String> = ips.iter().map(|i| i.to_string()).collect();

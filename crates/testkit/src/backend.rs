@@ -60,6 +60,21 @@ impl BackendOptions {
             extra_config: Vec::new(),
         }
     }
+
+    /// Also serves Submission and ManageSieve on `ip` at these ports (Submission needs a
+    /// relay to start; nothing is ever relayed).
+    pub fn with_submission_and_sieve(&mut self, submission_port: u16, sieve_port: u16) {
+        let ip = self.ip;
+        self.extra_config.extend([
+            "protocols = imap pop3 lmtp submission sieve".to_string(),
+            "submission_relay_host = 127.0.0.1".to_string(),
+            "submission_relay_port = 9".to_string(),
+            format!(
+                "service submission-login {{\n inet_listener submission {{\n address = {ip}\n port = {submission_port}\n }}\n}}\n\
+                 service managesieve-login {{\n inet_listener sieve {{\n address = {ip}\n port = {sieve_port}\n }}\n}}"
+            ),
+        ]);
+    }
 }
 
 /// A running real backend, stopped by PID on [`stop`](Self::stop) or drop.
@@ -77,6 +92,30 @@ impl DovecotBackend {
     /// Starts a backend on `ip` with free ports and [`BACKEND_PASSWORD`].
     pub fn start(ip: Ipv4Addr) -> Result<Self, KitError> {
         Self::start_with(BackendOptions::new(ip))
+    }
+
+    /// Starts one backend per address of `ips`, all on the same IMAP, POP3 and LMTP ports (a
+    /// director proxies to one port per protocol on every host): `ports` as given, or free
+    /// on the first address (the others are distinct addresses, so the ports are free there
+    /// too unless something else took them; then the start fails loudly). `configure`
+    /// adjusts each backend's options before it starts.
+    pub fn start_group(
+        ips: &[Ipv4Addr],
+        ports: [Option<u16>; 3],
+        mut configure: impl FnMut(&mut BackendOptions),
+    ) -> Result<Vec<DovecotBackend>, KitError> {
+        let Some(first) = ips.first() else {
+            return Ok(Vec::new());
+        };
+        let [imap, pop3, lmtp] = free_ports(IpAddr::V4(*first), ports)?;
+        ips.iter()
+            .map(|ip| {
+                let mut o = BackendOptions::new(*ip);
+                (o.imap_port, o.pop3_port, o.lmtp_port) = (Some(imap), Some(pop3), Some(lmtp));
+                configure(&mut o);
+                DovecotBackend::start_with(o)
+            })
+            .collect()
     }
 
     /// Starts a backend as described by `opts` and waits for its IMAP greeting.

@@ -128,16 +128,7 @@ impl DovecotDirector {
         if let Some(hash) = &opts.username_hash {
             config.push_str(&format!("director_username_hash = {hash}\n"));
         }
-        config.push_str(&format!(
-            "service director {{\n\
-             \x20 unix_listener login/director {{\n    mode = 0666\n  }}\n\
-             \x20 fifo_listener login/proxy-notify {{\n    mode = 0600\n    user = $default_login_user\n  }}\n\
-             \x20 unix_listener director-userdb {{\n    mode = 0600\n  }}\n\
-             \x20 unix_listener director-admin {{\n    mode = 0600\n  }}\n\
-             \x20 inet_listener director {{\n    address = {ip}\n    port = {ring_port}\n  }}\n\
-             \x20 inet_listener director-doveadm {{\n    address = {ip}\n    port = {admin_port}\n  }}\n\
-             }}\n"
-        ));
+        config.push_str(&director_service(ip, ring_port, admin_port, ""));
         for line in &opts.extra_config {
             config.push_str(line);
             config.push('\n');
@@ -160,25 +151,7 @@ impl DovecotDirector {
     }
 
     fn wait_admin(&self, want_synced: bool, timeout: Duration) -> Result<(), KitError> {
-        let what = if want_synced {
-            "no `ring synced`"
-        } else {
-            "no admin answer"
-        };
-        self.instance.wait_until(
-            what,
-            timeout,
-            PROBE_INTERVAL,
-            || match AdminClient::connect_tcp(self.admin_tcp_addr())
-                .and_then(|mut c| c.command("DIRECTOR-LIST"))
-            {
-                Ok(lines) if !want_synced || lines.iter().any(|l| l.contains("ring synced")) => {
-                    Ok(())
-                }
-                Ok(lines) => Err(format!("DIRECTOR-LIST = {lines:?}")),
-                Err(e) => Err(e.to_string()),
-            },
-        )
+        wait_director_list(&self.instance, self.admin_tcp_addr(), want_synced, timeout)
     }
 
     /// The UNIX admin socket, `base_dir/director-admin` (what `doveadm director -a` takes).
@@ -213,4 +186,50 @@ impl DovecotDirector {
             .output()
             .map_err(|e| KitError::io("running doveadm", e))
     }
+}
+
+/// The `service director` block of a director instance: the login-side sockets, the ring
+/// listener, the TCP admin listener, and `extra` lines inside the block.
+pub(crate) fn director_service(
+    ip: Ipv4Addr,
+    ring_port: u16,
+    admin_port: u16,
+    extra: &str,
+) -> String {
+    format!(
+        "service director {{\n\
+         \x20 unix_listener login/director {{\n    mode = 0666\n  }}\n\
+         \x20 fifo_listener login/proxy-notify {{\n    mode = 0600\n    user = $default_login_user\n  }}\n\
+         \x20 unix_listener director-userdb {{\n    mode = 0600\n  }}\n\
+         \x20 unix_listener director-admin {{\n    mode = 0600\n  }}\n\
+         \x20 inet_listener director {{\n    address = {ip}\n    port = {ring_port}\n  }}\n\
+         \x20 inet_listener director-doveadm {{\n    address = {ip}\n    port = {admin_port}\n  }}\n\
+         {extra}\
+         }}\n"
+    )
+}
+
+/// Waits (bounded by `timeout`) until the director at `admin` answers `DIRECTOR-LIST`, and
+/// with `want_synced` until that answer shows `ring synced`.
+pub(crate) fn wait_director_list(
+    instance: &Instance,
+    admin: SocketAddr,
+    want_synced: bool,
+    timeout: Duration,
+) -> Result<(), KitError> {
+    let what = if want_synced {
+        "no `ring synced`"
+    } else {
+        "no admin answer"
+    };
+    instance.wait_until(
+        what,
+        timeout,
+        PROBE_INTERVAL,
+        || match AdminClient::connect_tcp(admin).and_then(|mut c| c.command("DIRECTOR-LIST")) {
+            Ok(lines) if !want_synced || lines.iter().any(|l| l.contains("ring synced")) => Ok(()),
+            Ok(lines) => Err(format!("DIRECTOR-LIST = {lines:?}")),
+            Err(e) => Err(e.to_string()),
+        },
+    )
 }

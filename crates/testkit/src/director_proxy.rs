@@ -16,6 +16,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::director::{director_service, wait_director_list};
 use crate::instance::Instance;
 use crate::loopback::free_ports;
 use crate::{AdminClient, KitError, LoopbackAllocator, BACKEND_PASSWORD, RING_SYNC_TIMEOUT};
@@ -121,17 +122,14 @@ impl DovecotDirectorProxy {
         if let Some(hash) = &opts.username_hash {
             config.push_str(&format!("director_username_hash = {hash}\n"));
         }
+        config.push_str(&director_service(
+            ip,
+            ring_port,
+            admin_port,
+            "  process_min_avail = 1\n",
+        ));
         config.push_str(&format!(
-            "service director {{\n\
-             \x20 unix_listener login/director {{\n    mode = 0666\n  }}\n\
-             \x20 fifo_listener login/proxy-notify {{\n    mode = 0600\n    user = $default_login_user\n  }}\n\
-             \x20 unix_listener director-userdb {{\n    mode = 0600\n  }}\n\
-             \x20 unix_listener director-admin {{\n    mode = 0600\n  }}\n\
-             \x20 inet_listener director {{\n    address = {ip}\n    port = {ring_port}\n  }}\n\
-             \x20 inet_listener director-doveadm {{\n    address = {ip}\n    port = {admin_port}\n  }}\n\
-             \x20 process_min_avail = 1\n\
-             }}\n\
-             service imap-login {{\n\
+            "service imap-login {{\n\
              \x20 executable = imap-login director\n\
              \x20 inet_listener imap {{\n    address = {ip}\n    port = {imap_port}\n  }}\n\
              \x20 inet_listener imaps {{\n    port = 0\n  }}\n\
@@ -159,18 +157,11 @@ impl DovecotDirectorProxy {
     }
 
     fn wait_ready(&self) -> Result<(), KitError> {
-        self.instance.wait_until(
-            "no `ring synced`",
+        wait_director_list(
+            &self.instance,
+            self.admin_tcp_addr(),
+            true,
             RING_SYNC_TIMEOUT,
-            PROBE_INTERVAL,
-            || match self
-                .admin_client()
-                .and_then(|mut c| c.command("DIRECTOR-LIST"))
-            {
-                Ok(lines) if lines.iter().any(|l| l.contains("ring synced")) => Ok(()),
-                Ok(lines) => Err(format!("DIRECTOR-LIST = {lines:?}")),
-                Err(e) => Err(e.to_string()),
-            },
         )?;
         let what = format!("no proxied login through {}", self.imap_addr());
         self.instance

@@ -14,7 +14,7 @@ use director_core::{ConfigHost, CoreSettings, Director};
 use director_proxy::{
     BackendFailureHook, CoreRouter, NoBackendHook, Proxy, ProxySettings, SessionRegistry,
 };
-use testkit::{free_ports, require_dovecot, BackendOptions, DovecotBackend, LoopbackAllocator};
+use testkit::{free_ports, require_dovecot, DovecotBackend, LoopbackAllocator};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -114,47 +114,39 @@ impl Lab {
         let b0 = IpAddr::V4(backend_ips[0]);
         let [bsub, bsieve, bimap, bpop3, blmtp, bimaps, bhap] =
             free_ports(b0, [None; 7]).expect("free ports");
-        let mut backends = Vec::new();
-        for ip in &backend_ips {
-            let mut o = BackendOptions::new(*ip);
-            o.imap_port = Some(bimap);
-            o.pop3_port = Some(bpop3);
-            o.lmtp_port = Some(blmtp);
-            if opts.backend_tls {
-                let (c, k) = make_leaf(&ca, &[format!("backend-{ip}.test"), ip.to_string()]);
-                let cf = dir.path().join(format!("backend-{ip}-cert.pem"));
-                let kf = dir.path().join(format!("backend-{ip}-key.pem"));
-                write(&cf, &c);
-                write(&kf, &k);
-                o.extra_config.push("ssl = yes".into());
-                o.extra_config.push(format!("ssl_cert = <{}", cf.display()));
-                o.extra_config.push(format!("ssl_key = <{}", kf.display()));
-                o.extra_config.push(format!(
-                    "service imap-login {{\n inet_listener imaps {{\n address = {ip}\n port = {bimaps}\n ssl = yes\n }}\n}}"
-                ));
-            }
-            if opts.backend_submission_sieve {
-                o.extra_config
-                    .push("protocols = imap pop3 lmtp submission sieve".into());
-                o.extra_config
-                    .push("submission_relay_host = 127.0.0.1".into());
-                o.extra_config.push("submission_relay_port = 9".into());
-                o.extra_config.push(format!(
-                    "service submission-login {{\n inet_listener submission {{\n address = {ip}\n port = {bsub}\n }}\n}}\n\
-                     service managesieve-login {{\n inet_listener sieve {{\n address = {ip}\n port = {bsieve}\n }}\n}}"
-                ));
-            }
-            if opts.backend_haproxy {
-                o.extra_config
-                    .push("haproxy_trusted_networks = 127.0.0.0/8".into());
-                // A second IMAP listener that takes the header (the plain one stays for
-                // testkit's readiness probe).
-                o.extra_config.push(format!(
-                    "service imap-login {{\n inet_listener imap_haproxy {{\n address = {ip}\n port = {bhap}\n haproxy = yes\n }}\n}}"
-                ));
-            }
-            backends.push(DovecotBackend::start_with(o).expect("backend starts"));
-        }
+        let backends = DovecotBackend::start_group(
+            &backend_ips,
+            [Some(bimap), Some(bpop3), Some(blmtp)],
+            |o| {
+                let ip = o.ip;
+                if opts.backend_tls {
+                    let (c, k) = make_leaf(&ca, &[format!("backend-{ip}.test"), ip.to_string()]);
+                    let cf = dir.path().join(format!("backend-{ip}-cert.pem"));
+                    let kf = dir.path().join(format!("backend-{ip}-key.pem"));
+                    write(&cf, &c);
+                    write(&kf, &k);
+                    o.extra_config.push("ssl = yes".into());
+                    o.extra_config.push(format!("ssl_cert = <{}", cf.display()));
+                    o.extra_config.push(format!("ssl_key = <{}", kf.display()));
+                    o.extra_config.push(format!(
+                        "service imap-login {{\n inet_listener imaps {{\n address = {ip}\n port = {bimaps}\n ssl = yes\n }}\n}}"
+                    ));
+                }
+                if opts.backend_submission_sieve {
+                    o.with_submission_and_sieve(bsub, bsieve);
+                }
+                if opts.backend_haproxy {
+                    o.extra_config
+                        .push("haproxy_trusted_networks = 127.0.0.0/8".into());
+                    // A second IMAP listener that takes the header (the plain one stays for
+                    // testkit's readiness probe).
+                    o.extra_config.push(format!(
+                        "service imap-login {{\n inet_listener imap_haproxy {{\n address = {ip}\n port = {bhap}\n haproxy = yes\n }}\n}}"
+                    ));
+                }
+            },
+        )
+        .expect("backends start");
 
         let pip = IpAddr::V4(proxy_ip);
         let [imap_port, imaps_port, pop3_port, pop3s_port, lmtp_port, submission_port, sieve_port] =
