@@ -17,11 +17,12 @@ async fn imap_and_pop3_logins_of_200_users_land_on_the_backend_the_core_picks() 
     let lab = Lab::start(LabOptions::default()).await;
     let us = users("imapuser", 200);
     let mut args = vec![
-        "imap".to_string(),
-        lab.proxy_ip.to_string(),
-        lab.imap_port.to_string(),
+        "--tls".to_string(),
         "plain".into(),
         lab.ca_file.display().to_string(),
+        "imap".into(),
+        lab.proxy_ip.to_string(),
+        lab.imap_port.to_string(),
         "pass".into(),
     ];
     args.extend(us.iter().cloned());
@@ -73,11 +74,12 @@ async fn imap_wrong_password_is_relayed() {
     let lab = Lab::start(LabOptions::default()).await;
     let out = lab
         .python(vec![
+            "--tls".to_string(),
+            "plain".into(),
+            lab.ca_file.display().to_string(),
             "imap".into(),
             lab.proxy_ip.to_string(),
             lab.imap_port.to_string(),
-            "plain".into(),
-            lab.ca_file.display().to_string(),
             "wrong".into(),
             "victim@example.com".into(),
         ])
@@ -121,11 +123,12 @@ async fn imap_implicit_tls_and_starttls() {
     for (port, mode) in [(lab.imaps_port, "ssl"), (lab.imap_port, "starttls")] {
         let out = lab
             .python(vec![
+                "--tls".to_string(),
+                mode.into(),
+                lab.ca_file.display().to_string(),
                 "imap".into(),
                 lab.proxy_ip.to_string(),
                 port.to_string(),
-                mode.into(),
-                lab.ca_file.display().to_string(),
                 "pass".into(),
                 "tlsuser@example.com".into(),
             ])

@@ -185,11 +185,12 @@ async fn plaintext_login_is_refused_before_tls() {
     );
     // With STARTTLS the same login works (imaplib).
     let out = run_python(vec![
+        "--tls".to_string(),
+        "starttls".into(),
+        lab.ca_file.display().to_string(),
         "imap".into(),
         lab.proxy_ip.to_string(),
         lab.imap_port.to_string(),
-        "starttls".into(),
-        lab.ca_file.display().to_string(),
         "pass".into(),
         "user@example.com".into(),
     ])

@@ -28,6 +28,8 @@ async fn lmtp_fans_out_and_pop3_reads_from_the_right_backend() {
         lab.proxy_ip.to_string(),
         lab.lmtp_port.to_string(),
         "sender@example.com".into(),
+        // All recipients in one transaction.
+        rcpts.len().to_string(),
     ];
     args.extend(rcpts.iter().cloned());
     let out = lab.python(args).await;
@@ -58,15 +60,16 @@ async fn lmtp_fans_out_and_pop3_reads_from_the_right_backend() {
     // over plain, STLS and implicit TLS.
     for (port, mode) in [
         (lab.pop3_port, "plain"),
-        (lab.pop3_port, "stls"),
+        (lab.pop3_port, "starttls"),
         (lab.pop3s_port, "ssl"),
     ] {
         let mut args = vec![
-            "pop3".to_string(),
-            lab.proxy_ip.to_string(),
-            port.to_string(),
+            "--tls".to_string(),
             mode.into(),
             lab.ca_file.display().to_string(),
+            "pop3".into(),
+            lab.proxy_ip.to_string(),
+            port.to_string(),
             "pass".into(),
         ];
         args.extend(rcpts.iter().cloned());
@@ -94,11 +97,12 @@ async fn pop3_wrong_password_is_relayed() {
     let lab = Lab::start(LabOptions::default()).await;
     let out = lab
         .python(vec![
+            "--tls".to_string(),
+            "plain".into(),
+            lab.ca_file.display().to_string(),
             "pop3".into(),
             lab.proxy_ip.to_string(),
             lab.pop3_port.to_string(),
-            "plain".into(),
-            lab.ca_file.display().to_string(),
             "wrong".into(),
             "popvictim@example.com".into(),
         ])

@@ -25,16 +25,19 @@ async fn submission_and_managesieve_logins_reach_the_users_backend() {
     ] {
         let out = lab
             .python(vec![
+                "--tls".to_string(),
+                mode.into(),
+                lab.ca_file.display().to_string(),
                 "submission".into(),
                 lab.proxy_ip.to_string(),
                 lab.submission_port.to_string(),
-                mode.into(),
-                lab.ca_file.display().to_string(),
                 pass.into(),
                 user.into(),
             ])
             .await;
-        assert!(out[0].starts_with(want), "mode {mode} pass {pass}: {out:?}");
+        // USER<TAB>OK|NO<TAB>detail
+        let status = out[0].split('\t').nth(1).unwrap_or_default();
+        assert!(status.starts_with(want), "mode {mode} pass {pass}: {out:?}");
     }
     let log = lab
         .log_with(ip, "submission-login: Info: Login: user=<submitter")

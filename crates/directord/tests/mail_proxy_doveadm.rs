@@ -27,14 +27,17 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::imap::Imap;
 use common::Daemon;
-use testkit::{free_ports, DovecotBackend, LoopbackAllocator, BACKEND_PASSWORD, INSTALL_HINT};
+use testkit::{
+    free_ports, mail_clients_script, run_mail_clients, DovecotBackend, LoopbackAllocator,
+    BACKEND_PASSWORD, INSTALL_HINT,
+};
 
 /// Users in the routing test (issue 3 §5).
 const USERS: usize = 200;
@@ -314,45 +317,8 @@ impl Lab {
     }
 
     fn python(&self, args: Vec<String>) -> Vec<String> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/mail_clients.py");
-        let child = Command::new("python3")
-            .arg(script)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 runs (install it with `apt-get install -y python3`)");
-        wait_output(child, &args[0])
+        run_mail_clients(&args, PYTHON_WAIT)
     }
-}
-
-/// Collects a child's output with a hang guard (kills it, by its own handle, after
-/// [`PYTHON_WAIT`]).
-fn wait_output(mut child: std::process::Child, what: &str) -> Vec<String> {
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let lines: Vec<String> = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect();
-        let _ = tx.send(lines);
-    });
-    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let lines = match rx.recv_timeout(PYTHON_WAIT) {
-        Ok(l) => l,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mail_clients.py {what} hung");
-        }
-    };
-    let status = child.wait().unwrap();
-    let err = err.join().unwrap_or_default();
-    assert!(status.success(), "mail_clients.py {what} failed: {err}");
-    lines
 }
 
 /// One client batch's outcome: user → (`OK`/`NO`/`ERR` or a reply code, detail).
@@ -540,7 +506,7 @@ fn every_protocol_lands_on_the_backend_doveadm_names() {
     // backends' own session lists agree while they are open.
     let user = "parallel@example.com";
     let (_, want) = lab.status(user);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/mail_clients.py");
+    let script = mail_clients_script();
     let mut child = Command::new("python3")
         .arg(script)
         .args([

@@ -13,6 +13,7 @@
 //! * [`DovecotBackend`] — an IMAP/POP3/LMTP backend that reveals its IP through IMAP `ID`.
 //! * [`AdminClient`] — a minimal raw client for the director admin protocol.
 //! * [`run_doveadm_real`] — run the real `doveadm -c CONF ...`.
+//! * [`run_mail_clients`] — real IMAP/POP3/Submission/ManageSieve/LMTP clients (Python).
 //!
 //! ```no_run
 //! use testkit::{require_dovecot, DirectorOptions, DovecotDirector};
@@ -39,6 +40,7 @@ mod director_proxy;
 mod error;
 mod instance;
 mod loopback;
+mod mail_clients;
 mod tools;
 
 pub use admin::{AdminClient, ADMIN_LINE_MAX, ADMIN_MULTILINE_COMMANDS};
@@ -48,6 +50,7 @@ pub use director::{DirectorOptions, DovecotDirector, RING_SYNC_TIMEOUT};
 pub use director_proxy::{DirectorProxyOptions, DovecotDirectorProxy, PROXY_READY_TIMEOUT};
 pub use error::KitError;
 pub use loopback::{free_port, free_ports, LoopbackAllocator};
+pub use mail_clients::{mail_clients_script, run_mail_clients};
 pub use tools::{
     require_backend_services, require_dovecot, require_python3, require_submission_and_sieve,
     run_doveadm_real, INSTALL_HINT,

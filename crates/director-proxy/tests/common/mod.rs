@@ -5,7 +5,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -266,31 +265,23 @@ impl Lab {
         log
     }
 
-    /// Runs tests/clients.py with `args` (in a blocking thread) and returns its stdout lines.
+    /// Runs testkit's `mail_clients.py` with `args` (in a blocking thread) and returns its
+    /// stdout lines.
     pub async fn python(&self, args: Vec<String>) -> Vec<String> {
         run_python(args).await
     }
 }
 
-/// `n` distinct free ports on `ip`: all are bound at once (so none repeats), then released.
+/// Runs testkit's `mail_clients.py` with `args` (in a blocking thread) and returns its
+/// stdout lines.
 pub async fn run_python(args: Vec<String>) -> Vec<String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients.py");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .args(&args)
-            .output()
-            .expect("python3 runs (install it with `apt-get install -y python3`)")
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "clients.py failed: {stderr}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    tokio::task::spawn_blocking(move || testkit::run_mail_clients(&args, CLIENTS_TIMEOUT))
+        .await
+        .unwrap()
 }
+
+/// Longest a client batch may take.
+const CLIENTS_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A raw line-oriented client (for kicks, bad input and exact replies).
 pub struct Raw {

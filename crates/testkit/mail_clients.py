@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Real mail clients driven by crates/directord/tests/mail_proxy_doveadm.rs.
+"""Real mail clients for the proxy tests (testkit::run_mail_clients, testkit::mail_clients_script).
 
 Python's own imaplib, poplib, smtplib (SMTP for Submission, LMTP for LMTP); ManageSieve has
 no client in the standard library, so it is a small raw client over a socket. Every command
-does many logins in one process (batching keeps the 200-user test reasonably fast) and prints
+does many logins in one process (batching keeps the 200-user tests reasonably fast) and prints
 one tab-separated line per login, flushed at once.
 
-Usage:
+Usage: mail_clients.py [--tls MODE CAFILE] COMMAND ARGS...
+  MODE: plain, ssl (implicit TLS: imap, pop3) or starttls (STARTTLS/STLS: imap, pop3,
+  submission); certificates are verified against CAFILE.
+
   mail_clients.py imap HOST PORT PASSWORD USER...
       USER<TAB>OK<TAB>backend-ip | USER<TAB>NO<TAB>error | USER<TAB>ERR<TAB>error
   mail_clients.py pop3 HOST PORT PASSWORD USER...
@@ -21,16 +24,27 @@ Usage:
   mail_clients.py imap-hold HOST PORT PASSWORD N USER
       N concurrent sessions of USER; prints the backend-ip of each, then "READY", waits for
       a line on stdin, logs every session out and prints "DONE"
+  mail_clients.py imap-parallel HOST PORT PASSWORD N USER
+      the same without waiting: prints only the N backend-ips
 """
 import base64
 import imaplib
 import poplib
 import smtplib
 import socket
+import ssl
 import sys
 import threading
 
 TIMEOUT = 60
+
+# --tls MODE CAFILE (set by main).
+TLS_MODE = "plain"
+TLS_CA = None
+
+
+def tls_context():
+    return ssl.create_default_context(cafile=TLS_CA)
 
 # imaplib has no ID command (RFC 2971); register it so _simple_command accepts it.
 imaplib.Commands.setdefault("ID", ("NONAUTH", "AUTH", "SELECTED"))
@@ -54,10 +68,19 @@ def imap_backend_ip(m):
     return "unknown:" + text
 
 
+def imap_connect(host, port):
+    if TLS_MODE == "ssl":
+        return imaplib.IMAP4_SSL(host, port, ssl_context=tls_context(), timeout=TIMEOUT)
+    m = imaplib.IMAP4(host, port, timeout=TIMEOUT)
+    if TLS_MODE == "starttls":
+        m.starttls(ssl_context=tls_context())
+    return m
+
+
 def cmd_imap(host, port, password, users):
     for user in users:
         try:
-            m = imaplib.IMAP4(host, port, timeout=TIMEOUT)
+            m = imap_connect(host, port)
             try:
                 m.login(user, password)
             except imaplib.IMAP4.error as e:
@@ -74,7 +97,12 @@ def cmd_imap(host, port, password, users):
 def cmd_pop3(host, port, password, users):
     for user in users:
         try:
-            p = poplib.POP3(host, port, timeout=TIMEOUT)
+            if TLS_MODE == "ssl":
+                p = poplib.POP3_SSL(host, port, context=tls_context(), timeout=TIMEOUT)
+            else:
+                p = poplib.POP3(host, port, timeout=TIMEOUT)
+                if TLS_MODE == "starttls":
+                    p.stls(context=tls_context())
             try:
                 p.user(user)
                 p.pass_(password)
@@ -94,6 +122,9 @@ def cmd_submission(host, port, password, users):
         try:
             s = smtplib.SMTP(host, port, timeout=TIMEOUT)
             s.ehlo("client.example")
+            if TLS_MODE == "starttls":
+                s.starttls(context=tls_context())
+                s.ehlo("client.example")
             try:
                 s.login(user, password)
                 out(user, "OK", "-")
@@ -167,9 +198,11 @@ def cmd_lmtp(host, port, sender, batch, rcpts):
             else:
                 out(r, code, msg.decode(errors="replace"))
         if accepted:
+            # A line starting with a dot: DATA must be dot-stuffed on the way through.
             body = (
                 f"From: {sender}\r\nTo: {', '.join(accepted)}\r\n"
                 "Subject: director routing test\r\n\r\nHello through directord.\r\n"
+                ".leading dot line\r\n"
             )
             # LMTP answers DATA with one reply per accepted recipient, in RCPT order.
             code, msg = lmtp.data(body.encode())
@@ -180,7 +213,7 @@ def cmd_lmtp(host, port, sender, batch, rcpts):
         lmtp.quit()
 
 
-def cmd_imap_hold(host, port, password, n, user):
+def cmd_imap_hold(host, port, password, n, user, hold=True):
     sessions = [None] * n
     errors = []
     barrier = threading.Barrier(n)
@@ -188,7 +221,7 @@ def cmd_imap_hold(host, port, password, n, user):
     def login(i):
         try:
             barrier.wait(timeout=TIMEOUT)
-            m = imaplib.IMAP4(host, port, timeout=TIMEOUT)
+            m = imap_connect(host, port)
             m.login(user, password)
             sessions[i] = m
         except Exception as e:  # noqa: BLE001
@@ -204,15 +237,23 @@ def cmd_imap_hold(host, port, password, n, user):
         return
     for m in sessions:
         out(imap_backend_ip(m))
-    out("READY")
-    sys.stdin.readline()
+    if hold:
+        out("READY")
+        sys.stdin.readline()
     for m in sessions:
         m.logout()
-    out("DONE")
+    if hold:
+        out("DONE")
 
 
 def main():
-    cmd, a = sys.argv[1], sys.argv[2:]
+    global TLS_MODE, TLS_CA
+    argv = sys.argv[1:]
+    if argv[:1] == ["--tls"]:
+        TLS_MODE, TLS_CA, argv = argv[1], argv[2], argv[3:]
+        if TLS_MODE not in ("plain", "ssl", "starttls"):
+            sys.exit(f"unknown TLS mode {TLS_MODE}")
+    cmd, a = argv[0], argv[1:]
     if cmd == "imap":
         cmd_imap(a[0], int(a[1]), a[2], a[3:])
     elif cmd == "pop3":
@@ -225,6 +266,8 @@ def main():
         cmd_lmtp(a[0], int(a[1]), a[2], int(a[3]), a[4:])
     elif cmd == "imap-hold":
         cmd_imap_hold(a[0], int(a[1]), a[2], int(a[3]), a[4])
+    elif cmd == "imap-parallel":
+        cmd_imap_hold(a[0], int(a[1]), a[2], int(a[3]), a[4], hold=False)
     else:
         sys.exit(f"unknown command {cmd}")
 
