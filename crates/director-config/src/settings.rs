@@ -47,7 +47,6 @@ pub const DIRECTOR_KEYS: &[&str] = &[
     "director_backend_ssl",
     "director_proxy_protocol",
     "director_proxy_login_timeout",
-    "director_proxy_max_line_length",
     "director_lmtp_max_message_size",
     "director_proxy_max_connections",
     "director_proxy_max_connections_per_ip",
@@ -102,7 +101,6 @@ pub const PROXY_DEFAULTS: &[(&str, &str)] = &[
     ("director_backend_ssl", "no"),
     ("director_proxy_protocol", "no"),
     ("director_proxy_login_timeout", "1 min"),
-    ("director_proxy_max_line_length", "4 k"),
     ("director_lmtp_max_message_size", "50 M"),
     ("director_proxy_max_connections", "10000"),
     ("director_proxy_max_connections_per_ip", "100"),
@@ -246,6 +244,27 @@ pub fn parse_u32_setting(value: &str) -> Result<u32, String> {
 }
 
 impl DirectorSettings {
+    /// What the director core is built from: these settings in the core's own types.
+    pub fn core_settings(&self) -> Result<director_core::CoreSettings, ConfigError> {
+        let username_hash = director_core::HashFormat::parse(&self.username_hash)
+            .map_err(|e| ConfigError::general(format!("director_username_hash: {e}")))?;
+        Ok(director_core::CoreSettings {
+            user_expire_secs: self.user_expire_secs,
+            username_hash,
+            hashing_mode: if self.consistent_hashing {
+                director_core::HashingMode::Consistent
+            } else {
+                director_core::HashingMode::Modulo
+            },
+            kick_delay_secs: self.user_kick_delay_secs,
+            max_parallel_moves: self.max_parallel_moves,
+            max_parallel_kicks: self.max_parallel_kicks,
+            flush_socket: self.flush_socket_uri(),
+            // The mail servers are parsed into the core's own type (`MailServer = ConfigHost`).
+            config_hosts: self.mail_servers.clone(),
+        })
+    }
+
     /// The flush socket to use, if any: a relative `unix:` path names a socket in
     /// `base_dir`, where Dovecot's director runs; other values are kept as written.
     pub fn flush_socket_uri(&self) -> Option<String> {

@@ -413,3 +413,19 @@ fn numbers_like_doveconf() {
         assert_eq!(parse_u32_setting(v), want.map_err(str::to_owned), "{v:?}");
     }
 }
+
+/// A setting that nothing applies is not accepted: the pre-login line limits are Dovecot's
+/// fixed per-protocol values, so `director_proxy_max_line_length` is refused by name.
+#[test]
+fn settings_that_nothing_applies_are_refused_with_their_line() {
+    let c = Config::parse_str(
+        "director_mail_servers = 127.0.1.1\ndirector_proxy_max_line_length = 8k\n",
+        "t.conf",
+    )
+    .unwrap();
+    let e = DirectorSettings::from_config(&c).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "t.conf:2: Unknown setting: director_proxy_max_line_length"
+    );
+}

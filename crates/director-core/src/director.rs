@@ -1,6 +1,6 @@
 //! The director facade: one deterministic state machine the daemon drives.
 //!
-//! The daemon owns one [`Director`] (in a single actor task, like Dovecot's single director
+//! One driver (`director-driver`) owns the [`Director`] (like Dovecot's single director
 //! process), feeds it events with the current Unix time, and after every call drains
 //! [`Effect`]s with [`Director::poll_effect`] and re-arms one timer from
 //! [`Director::next_timeout`], calling [`Director::handle_timeout`] when it fires.
@@ -34,7 +34,7 @@
 //!   — all `Result<(), HostError>`
 //! * [`Director::host_flush`]`(Option<IpAddr>, now) -> Result<(), HostError>`
 //! * [`Director::reset_users`]`(Option<IpAddr>, Option<u32>, now) -> Result<Ticket, HostError>`
-//!   — the `OK` arrives as [`Effect::AdminReply`] with that ticket
+//!   — the `OK` arrives as [`Effect::AdminDone`] with that ticket
 //! * [`Director::user_lookup`]`(&UserKey, tag, now) -> Result<UserLookup, HashError>`
 //! * [`Director::user_list`]`(Option<IpAddr>, now) -> Vec<UserListEntry>`
 //! * [`Director::user_move`]`(&UserKey, ip, now) -> Result<(), UserMoveError>`
@@ -57,12 +57,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
+use crate::effect::{
+    AdminStatus, Effect, KillCtx, KillState, RequestError, RequestId, Route, Ticket, WaitReason,
+};
 use crate::hash::{HashError, HashFormat, UserKey};
 use crate::host::{HostId, HostInfo, HostList, HostListError, TagId, VHOST_DEFAULT, VHOST_MAX};
 use crate::hosts_hash::hosts_hash;
-use crate::kill::{
-    AdminReply, Effect, KillCtx, KillState, RequestError, RequestId, Route, Ticket, WaitReason,
-};
 use crate::lookup::{ConfigHost, InitialConfig, UserLookup};
 use crate::user_directory::{User, UserDirectory};
 use crate::vhost_ring::{HashingMode, RingSet, VhashCache};
@@ -169,8 +169,8 @@ pub enum UserMoveError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminOutcome {
     /// Reply now.
-    Done(AdminReply),
-    /// Reply later with [`Effect::AdminReply`] for this ticket.
+    Done(AdminStatus),
+    /// Reply later with [`Effect::AdminDone`] for this ticket.
     Pending(Ticket),
 }
 
@@ -718,7 +718,7 @@ impl Director {
     /// `HOST-RESET-USERS [ip [max]]`: move every user of the host (or all hosts) whose hashed
     /// host differs to the hashed host, at most `max_parallel` moves in flight (default
     /// `director_max_parallel_moves`); users with no hashed host are kicked and dropped.
-    /// Returns the ticket of the `OK` [`Effect::AdminReply`], sent once every user was
+    /// Returns the ticket of the `OK` [`Effect::AdminDone`], sent once every user was
     /// processed.
     pub fn reset_users(
         &mut self,
@@ -775,9 +775,9 @@ impl Director {
                 }
             }
             if job.users.is_empty() {
-                self.effects.push_back(Effect::AdminReply {
+                self.effects.push_back(Effect::AdminDone {
                     ticket: job.ticket,
-                    reply: AdminReply::Ok,
+                    status: AdminStatus::Ok,
                 });
             } else {
                 // Out of move slots: resume when a move finishes.
@@ -898,10 +898,10 @@ impl Director {
         if self.users_kicking() < self.settings.max_parallel_kicks && self.pending_kicks.is_empty()
         {
             self.do_admin_kick(kind);
-            return AdminOutcome::Done(AdminReply::Ok);
+            return AdminOutcome::Done(AdminStatus::Ok);
         }
         if nowait || self.pending_kicks.len() >= MAX_PENDING_KICKS {
-            return AdminOutcome::Done(AdminReply::TryAgain);
+            return AdminOutcome::Done(AdminStatus::TryAgain);
         }
         let ticket = self.ticket();
         self.pending_kicks.push_back(PendingKick { ticket, kind });
@@ -936,9 +936,9 @@ impl Director {
                 return;
             };
             self.do_admin_kick(p.kind);
-            self.effects.push_back(Effect::AdminReply {
+            self.effects.push_back(Effect::AdminDone {
                 ticket: p.ticket,
-                reply: AdminReply::Ok,
+                status: AdminStatus::Ok,
             });
         }
     }

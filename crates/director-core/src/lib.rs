@@ -1,7 +1,7 @@
 //! director-core: every decision of the director, as pure deterministic code.
 //!
 //! No I/O, no async runtime, no wall clock: time is passed in as Unix seconds. The daemon
-//! drives a [`director::Director`] with events and drains its [`kill::Effect`]s, so every
+//! drives a [`director::Director`] with events and drains its [`effect::Effect`]s, so every
 //! rule of the spec can be unit- and property-tested and simulated without sockets.
 //!
 //! Modules, bottom up:
@@ -11,16 +11,16 @@
 //! * [`hosts_hash`] — the SYNC fingerprint of the host list (§2.6);
 //! * [`user_directory`] — compact user → host assignments with expiry (§3);
 //! * [`lookup`] — Current / Hashed / Initial config answers (§3.5);
-//! * [`kill`] — vocabulary of the move/kill state machine and its effects (§11);
+//! * [`effect`] — vocabulary of the move/kill state machine and its effects (§11);
 //! * [`director`] — the facade tying it together (§4, §6, §8.3, §11).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod director;
+pub mod effect;
 pub mod hash;
 pub mod host;
 pub mod hosts_hash;
-pub mod kill;
 pub mod lookup;
 pub mod user_directory;
 pub mod var_expand;
@@ -30,8 +30,8 @@ pub use director::{
     AdminOutcome, CoreSettings, Counters, Director, HostError, ReloadReport, RequestOutcome,
     RingStatus, SetupError, UserListEntry, UserMoveError,
 };
+pub use effect::{AdminStatus, Effect, RequestError, RequestId, Route, Ticket, WaitReason};
 pub use hash::{parse_user_key, user_hash, HashError, HashFormat, HashFormatError, UserKey};
 pub use host::{HostInfo, VHOST_DEFAULT, VHOST_MAX};
-pub use kill::{AdminReply, Effect, RequestError, RequestId, Route, Ticket, WaitReason};
 pub use lookup::{ConfigHost, UserLookup};
 pub use vhost_ring::HashingMode;

@@ -49,9 +49,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut client: Client) {
                     return;
                 }
                 LmtpAction::Resolve { user, .. } => {
-                    let route = route_user(&shared, &user, Protocol::Lmtp, client.peer)
-                        .await
-                        .ok();
+                    let route = route_user(&shared, &user).await.ok();
                     queue.extend(m.recipient_resolved(route));
                 }
                 LmtpAction::BodyChunk(_) => {}

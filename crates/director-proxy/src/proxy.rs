@@ -1,5 +1,5 @@
 //! [`Proxy`]: binds the listeners, enforces connection limits, spawns one task per client
-//! connection, keeps users with open sessions refreshed, and drains on shutdown.
+//! connection, and drains on shutdown.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -13,7 +13,9 @@ use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::registry::SessionRegistry;
-use crate::router::{BackendFailureHook, Router};
+use director_driver::DirectorHandle;
+
+use crate::router::BackendFailureHook;
 use crate::session::{self, Client, LoginTls, Shared};
 use crate::settings::{BackendTlsMode, ListenerSpec, Protocol, ProxySettings};
 use crate::stream::Stream;
@@ -128,7 +130,7 @@ impl Proxy {
     /// `registry` must be the one the daemon's kick executor uses.
     pub async fn start(
         settings: ProxySettings,
-        router: Arc<dyn Router>,
+        director: DirectorHandle,
         registry: Arc<SessionRegistry>,
         hook: Arc<dyn BackendFailureHook>,
     ) -> Result<Proxy, ProxyError> {
@@ -137,7 +139,7 @@ impl Proxy {
         let max_conns = settings.limits.max_connections;
         let shared = Arc::new(Shared {
             settings: Arc::new(settings),
-            router,
+            director,
             registry,
             hook,
             acceptor,
@@ -188,7 +190,6 @@ impl Proxy {
             }
         }
         proxy.workers = Some(workers);
-        proxy.tasks.spawn(refresher(Arc::clone(&proxy.current)));
         Ok(proxy)
     }
 
@@ -217,7 +218,7 @@ impl Proxy {
         settings.listeners.clone_from(&old.settings.listeners);
         self.current.set(Arc::new(Shared {
             settings: Arc::new(settings),
-            router: Arc::clone(&old.router),
+            director: old.director.clone(),
             registry: Arc::clone(&old.registry),
             hook: Arc::clone(&old.hook),
             acceptor,
@@ -353,23 +354,6 @@ fn tls_material(
         _ => None,
     };
     Ok((acceptor, connector))
-}
-
-/// Refreshes every user with an open session each `director_user_expire / 2` (§3.4); the
-/// period is fixed at start.
-async fn refresher(current: Arc<Current>) {
-    let expire = current.get().settings.user_expire_secs;
-    let half = Duration::from_secs(u64::from(expire.max(2) / 2));
-    let mut tick = tokio::time::interval_at(Instant::now() + half, half);
-    loop {
-        tick.tick().await;
-        let shared = current.get();
-        let users = shared.registry.active_users();
-        tracing::debug!(users = users.len(), "refreshing users with open sessions");
-        for u in users {
-            shared.router.refresh_user(&u);
-        }
-    }
 }
 
 async fn accept_loop(

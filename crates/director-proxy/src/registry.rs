@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use director_core::{user_hash, HashFormat};
+use director_driver::{KickFuture, LocalSessions};
 use tokio::sync::watch;
 
 use crate::settings::Protocol;
@@ -165,6 +166,37 @@ impl Drop for SessionGuard {
     }
 }
 
+/// The driver kicks and refreshes the proxy's sessions through the registry. Kicks take
+/// effect at once (the sessions are signalled and close on their own), so each future is
+/// ready immediately with the number of sessions told to stop.
+impl LocalSessions for SessionRegistry {
+    fn kick_user_hash(&self, user_hash: u32, except_ip: Option<IpAddr>) -> KickFuture {
+        let n = SessionRegistry::kick_user_hash(self, user_hash, except_ip);
+        tracing::info!(user_hash, except = ?except_ip, kicked = n, "KICK-DIRECTOR-HASH");
+        Box::pin(std::future::ready(n))
+    }
+
+    fn kick_user(&self, user: Vec<u8>) -> KickFuture {
+        let n = SessionRegistry::kick_user(self, &user);
+        tracing::info!(user = %String::from_utf8_lossy(&user), kicked = n, "KICK");
+        Box::pin(std::future::ready(n))
+    }
+
+    fn kick_user_alt(&self, field: String, value: String) -> KickFuture {
+        let n = self.kick_alt(&field, &value);
+        tracing::info!(%field, %value, kicked = n, "KICK-ALT");
+        Box::pin(std::future::ready(n))
+    }
+
+    fn kick_backend(&self, ip: IpAddr) -> usize {
+        SessionRegistry::kick_backend(self, ip)
+    }
+
+    fn users_with_sessions(&self) -> Vec<Vec<u8>> {
+        self.active_users()
+    }
+}
+
 impl SessionRegistry {
     /// An empty registry hashing user names with `director_username_hash`.
     pub fn new(hash_format: HashFormat) -> Arc<Self> {
@@ -310,8 +342,8 @@ impl SessionRegistry {
         self.lock().by_user.get(username).map_or(0, HashSet::len)
     }
 
-    /// The user names that have at least one routed session (what the refresher keeps
-    /// alive every `director_user_expire / 2`).
+    /// The user names that have at least one routed session (what the driver keeps alive
+    /// every `director_user_expire / 2`).
     pub fn active_users(&self) -> Vec<Vec<u8>> {
         let inner = self.lock();
         inner

@@ -1,53 +1,27 @@
-//! [`Router`]: how the proxy asks the director which backend serves a user, and the
-//! [`BackendFailureHook`] through which it reports dead backends.
+//! How the proxy asks the director which backend serves a user ([`route_user`], through the
+//! driver's [`DirectorHandle`]), and the [`BackendFailureHook`] through which it reports dead
+//! backends.
 //!
-//! The daemon implements [`Router`] over its actor (the one task owning the core). Logins of a
-//! user being moved wait inside `route` until the core answers (at most its 30 s request
-//! timeout); any error becomes the protocol's temporary failure for the client.
+//! Logins of a user being moved wait inside `route_user` until the core answers (at most its
+//! 30 s request timeout); any error becomes the protocol's temporary failure for the client.
 
-use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::net::IpAddr;
+
+use director_driver::{DirectorHandle, RequestError};
 
 pub use director_core::Route;
-
-use crate::settings::Protocol;
-
-/// A boxed future, so the traits stay object-safe without extra crates.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// One login to route.
-#[derive(Debug, Clone, Copy)]
-pub struct RouteRequest<'a> {
-    /// The routing user name (login name cut at `auth_master_user_separator`).
-    pub username: &'a [u8],
-    /// Protocol of the session.
-    pub protocol: Protocol,
-    /// The client's address.
-    pub client: SocketAddr,
-}
 
 /// Why no backend was given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
     /// The director can't answer now (move in progress and timed out, no hosts, ring not
-    /// synced): temporary failure to the client.
+    /// synced, director stopped): temporary failure to the client.
     #[error("temporary failure: {0}")]
     Temporary(String),
     /// The director refused the request (e.g. the user name cannot be hashed); the client
     /// still gets a temporary failure, but it is logged as an error.
     #[error("routing failed: {0}")]
     Failed(String),
-}
-
-/// The director, as seen by the proxy.
-pub trait Router: Send + Sync + 'static {
-    /// Picks the user's backend (§6), waiting while the core queues the request.
-    fn route<'a>(&'a self, req: RouteRequest<'a>) -> BoxFuture<'a, Result<Route, RouteError>>;
-
-    /// A session of `username` is still open: refresh its assignment (§3.4 proxy-notify).
-    /// Called every `director_user_expire / 2` per user with open sessions.
-    fn refresh_user(&self, username: &[u8]);
 }
 
 /// What went wrong with a backend.
@@ -82,5 +56,16 @@ impl BackendFailureHook for NoBackendHook {
         _kind: BackendFailureKind,
         _detail: &str,
     ) {
+    }
+}
+
+/// Asks the director for `username`'s backend (§6), waiting while the core queues the
+/// request.
+pub async fn route_user(director: &DirectorHandle, username: &[u8]) -> Result<Route, RouteError> {
+    match director.login(username.to_vec()).await {
+        Some(Ok(route)) => Ok(route),
+        Some(Err(RequestError::HashFailed(e))) => Err(RouteError::Failed(e.to_string())),
+        Some(Err(e)) => Err(RouteError::Temporary(e.to_string())),
+        None => Err(RouteError::Temporary("the director has stopped".into())),
     }
 }

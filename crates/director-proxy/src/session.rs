@@ -18,11 +18,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use director_driver::DirectorHandle;
+
 use crate::registry::{KillReason, SessionGuard, SessionRegistry};
 
-use crate::router::{
-    BackendFailureHook, BackendFailureKind, Route, RouteError, RouteRequest, Router,
-};
+use crate::router::{self, BackendFailureHook, BackendFailureKind, Route, RouteError};
 use crate::settings::{BackendTlsMode, Protocol, ProxySettings};
 use crate::stream::Stream;
 use crate::tls::backend_server_name;
@@ -52,7 +52,7 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Everything a connection task needs.
 pub(crate) struct Shared {
     pub settings: Arc<ProxySettings>,
-    pub router: Arc<dyn Router>,
+    pub director: DirectorHandle,
     pub registry: Arc<SessionRegistry>,
     pub hook: Arc<dyn BackendFailureHook>,
     pub acceptor: Option<TlsAcceptor>,
@@ -311,21 +311,9 @@ impl BackendErr {
     }
 }
 
-/// Routes `username` (waiting while the core queues the request).
-pub(crate) async fn route_user(
-    shared: &Shared,
-    username: &[u8],
-    protocol: Protocol,
-    client: SocketAddr,
-) -> Result<Route, RouteError> {
-    let r = shared
-        .router
-        .route(RouteRequest {
-            username,
-            protocol,
-            client,
-        })
-        .await;
+/// Routes `username` (waiting while the core queues the request), logging a refusal.
+pub(crate) async fn route_user(shared: &Shared, username: &[u8]) -> Result<Route, RouteError> {
+    let r = router::route_user(&shared.director, username).await;
     if let Err(e) = &r {
         match e {
             RouteError::Temporary(_) => {
@@ -466,7 +454,7 @@ async fn login<G: ProtocolGlue>(
     let mut bm = glue.backend(req, conn, starttls);
 
     let phase = async {
-        let route = route_user(shared, &username, protocol, client.peer)
+        let route = route_user(shared, &username)
             .await
             .map_err(|_| ReplayErr::Fail(LoginFailure::Temporary))?;
         guard.set_backend(route.ip);

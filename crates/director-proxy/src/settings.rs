@@ -190,9 +190,6 @@ pub struct ProxyLimits {
     /// `connect_timeout` allows (Dovecot's `login_proxy_max_reconnects`, default 3): a
     /// backend restarting under the proxy costs the client a short wait, not an error.
     pub max_reconnects: u32,
-    /// Longest pre-login command line for POP3/SMTP/LMTP (`director_proxy_max_line_length`,
-    /// default 4 KiB: Dovecot's login input buffer). IMAP uses the mailproto parser's limit.
-    pub max_line: usize,
     /// Largest LMTP message the proxy buffers for fan-out (`director_lmtp_max_message_size`,
     /// default 50 MiB).
     pub max_lmtp_message: u64,
@@ -216,7 +213,6 @@ impl Default for ProxyLimits {
             login_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(30),
             max_reconnects: 3,
-            max_line: DEFAULT_MAX_LINE,
             max_lmtp_message: 50 * 1024 * 1024,
             max_connections: 10_000,
             max_connections_per_ip: 100,
@@ -225,13 +221,6 @@ impl Default for ProxyLimits {
         }
     }
 }
-
-/// Default pre-login line limit (Dovecot's login input buffer is 4 KiB).
-pub const DEFAULT_MAX_LINE: usize = 4096;
-/// Smallest accepted `director_proxy_max_line_length` (an `AUTH PLAIN` line must fit).
-pub const MIN_MAX_LINE: usize = 512;
-/// Largest accepted `director_proxy_max_line_length`.
-pub const MAX_MAX_LINE: usize = 1024 * 1024;
 
 /// Largest accepted `director_proxy_workers` (each is a thread).
 pub const MAX_WORKERS: usize = 1024;
@@ -271,8 +260,6 @@ pub struct ProxySettings {
     pub master_user_separator: String,
     /// `director_username_hash`, for the session registry's user hashes.
     pub username_hash: HashFormat,
-    /// `director_user_expire` in seconds: sessions refresh their user every half of it.
-    pub user_expire_secs: u32,
     /// `hostname` (Dovecot: the system host name): used in SMTP/LMTP greetings.
     pub hostname: String,
     /// `login_greeting` (Dovecot default `Dovecot ready.`).
@@ -363,7 +350,7 @@ impl ProxySettings {
                     addresses,
                     port,
                     ssl: implicit_tls,
-                    ..
+                    haproxy,
                 } = l.transport
                 else {
                     continue;
@@ -372,6 +359,17 @@ impl ProxySettings {
                     continue;
                 }
                 let name = l.name;
+                if haproxy {
+                    // Refused rather than ignored: a load balancer's PROXY header would be
+                    // read as the client's first command.
+                    return Err(err(
+                        "haproxy",
+                        format!(
+                            "inet_listener {name}: haproxy = yes is not supported by the \
+                             director's mail proxy (clients must connect to it directly)"
+                        ),
+                    ));
+                }
                 if implicit_tls && client_tls == ClientTlsMode::No {
                     return Err(err(
                         "ssl",
@@ -456,22 +454,6 @@ impl ProxySettings {
         }
         let username_hash = HashFormat::parse(get("director_username_hash").unwrap_or("%Lu"))
             .map_err(|e| err("director_username_hash", e.to_string()))?;
-        let user_expire_secs = parse_time_secs(get("director_user_expire").unwrap_or("15 mins"))
-            .map_err(|m| err("director_user_expire", m))?;
-        let max_line = count("director_proxy_max_line_length").or_else(|_| {
-            parse_size_bytes(&ours("director_proxy_max_line_length"))
-                .map_err(|m| err("director_proxy_max_line_length", m))
-                .and_then(|v| {
-                    usize::try_from(v)
-                        .map_err(|_| err("director_proxy_max_line_length", "too large"))
-                })
-        })?;
-        if !(MIN_MAX_LINE..=MAX_MAX_LINE).contains(&max_line) {
-            return Err(err(
-                "director_proxy_max_line_length",
-                format!("must be between {MIN_MAX_LINE} and {MAX_MAX_LINE}"),
-            ));
-        }
         let workers = count("director_proxy_workers")?;
         if workers > MAX_WORKERS {
             return Err(err(
@@ -489,7 +471,6 @@ impl ProxySettings {
                 .trim()
                 .parse::<u32>()
                 .map_err(|_| err("login_proxy_max_reconnects", "Invalid number"))?,
-            max_line,
             max_lmtp_message: parse_size_bytes(&ours("director_lmtp_max_message_size"))
                 .map_err(|m| err("director_lmtp_max_message_size", m))?,
             max_connections: count("director_proxy_max_connections")?,
@@ -513,7 +494,6 @@ impl ProxySettings {
                 .map_err(|m| err("director_proxy_protocol", m))?,
             master_user_separator,
             username_hash,
-            user_expire_secs,
             hostname: get("hostname").unwrap_or("localhost").to_string(),
             login_greeting: get("login_greeting")
                 .unwrap_or("Dovecot ready.")
@@ -578,7 +558,23 @@ mod tests {
         assert_eq!(s.backend_port(Protocol::Imap), 10143);
         assert_eq!(s.backend_port(Protocol::Pop3), 110);
         assert!(s.disable_plaintext_auth);
-        assert_eq!(s.limits.max_line, 4096);
+    }
+
+    /// A listener option the proxy cannot honour is refused, naming the listener, rather
+    /// than ignored.
+    #[test]
+    fn haproxy_on_a_mail_listener_is_refused() {
+        let cfg = Config::parse_str(
+            "service imap-login {\n inet_listener imap {\n address = 127.0.0.5\n port = 1143\n \
+             haproxy = yes\n }\n}\n",
+            "test.conf",
+        )
+        .unwrap();
+        let e = ProxySettings::from_config(&cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("inet_listener imap: haproxy = yes is not supported"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ async fn imap_and_pop3_logins_of_200_users_land_on_the_backend_the_core_picks() 
     for line in &out {
         let f: Vec<&str> = line.split('\t').collect();
         assert_eq!(f[1], "OK", "{line}");
-        let expected = lab.expected_backend(f[0]);
+        let expected = lab.expected_backend(f[0]).await;
         assert_eq!(
             f[2],
             expected.to_string(),
@@ -55,7 +55,7 @@ async fn imap_and_pop3_logins_of_200_users_land_on_the_backend_the_core_picks() 
     );
     // The client's address was forwarded (ID x-originating-ip): rip is the client, not us.
     let log = lab
-        .log_with(lab.expected_backend(&us[0]), "rip=127.0.0.1")
+        .log_with(lab.expected_backend(&us[0]).await, "rip=127.0.0.1")
         .await;
     assert!(
         log.contains("rip=127.0.0.1"),
@@ -89,7 +89,7 @@ async fn imap_wrong_password_is_relayed() {
         out[0].contains("\tNO\t") && out[0].contains("AUTHENTICATIONFAILED"),
         "{out:?}"
     );
-    let ip = lab.expected_backend("victim@example.com");
+    let ip = lab.expected_backend("victim@example.com").await;
     let log = lab.log_with(ip, "auth failed").await;
     assert!(
         log.contains("auth failed") || log.contains("Disconnected"),
@@ -112,7 +112,7 @@ async fn imap_parallel_sessions_of_one_user_share_a_backend() {
         ])
         .await;
     assert_eq!(out.len(), 8);
-    let expected = lab.expected_backend("busy@example.com").to_string();
+    let expected = lab.expected_backend("busy@example.com").await.to_string();
     assert!(out.iter().all(|l| *l == expected), "{out:?} vs {expected}");
 }
 
@@ -133,7 +133,10 @@ async fn imap_implicit_tls_and_starttls() {
                 "tlsuser@example.com".into(),
             ])
             .await;
-        let expected = lab.expected_backend("tlsuser@example.com").to_string();
+        let expected = lab
+            .expected_backend("tlsuser@example.com")
+            .await
+            .to_string();
         assert_eq!(
             out,
             vec![format!("tlsuser@example.com\tOK\t{expected}")],

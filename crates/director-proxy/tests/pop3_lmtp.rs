@@ -14,7 +14,7 @@ async fn lmtp_fans_out_and_pop3_reads_from_the_right_backend() {
     let mut covered = std::collections::HashSet::new();
     for i in 0..200 {
         let u = format!("rcpt{i}@example.com");
-        let b = lab.expected_backend(&u);
+        let b = lab.expected_backend(&u).await;
         if covered.insert(b) || rcpts.len() < 5 {
             rcpts.push(u);
         }
@@ -45,7 +45,7 @@ async fn lmtp_fans_out_and_pop3_reads_from_the_right_backend() {
     }
     // Each message is in the mailbox on the recipient's backend, and only there.
     for rcpt in &rcpts {
-        let ip = lab.expected_backend(rcpt);
+        let ip = lab.expected_backend(rcpt).await;
         for b in &lab.backends {
             let new = b.mail_dir().join(rcpt.to_lowercase()).join("Maildir/new");
             let n = std::fs::read_dir(&new).map(|d| d.count()).unwrap_or(0);
@@ -80,7 +80,7 @@ async fn lmtp_fans_out_and_pop3_reads_from_the_right_backend() {
         // The backend logged the POP3 login with the client's address (XCLIENT).
         let log = lab
             .log_with(
-                lab.expected_backend(&rcpts[0]),
+                lab.expected_backend(&rcpts[0]).await,
                 "pop3-login: Info: Login: user=<",
             )
             .await;

@@ -9,8 +9,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{init_tracing, raw_imap_login, Lab, LabOptions, Raw};
-use director_core::{AdminOutcome, AdminReply, UserKey};
+use director_proto::admin::AdminRequest;
 use director_proxy::{BackendFailureHook, BackendFailureKind};
+
+fn user_kick(user: &str) -> AdminRequest {
+    AdminRequest::UserKick {
+        user: user.as_bytes().to_vec(),
+        nowait: false,
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kick_closes_the_users_sessions_only() {
@@ -21,10 +28,8 @@ async fn kick_closes_the_users_sessions_only() {
     let (mut k2, _) = raw_imap_login(addr, "kickme@example.com", "pass").await;
     let (mut other, _) = raw_imap_login(addr, "bystander@example.com", "pass").await;
     assert_eq!(lab.proxy.registry().count_user(b"kickme@example.com"), 2);
-    let out = lab
-        .router
-        .with_director(|d, now| d.user_kick(b"kickme@example.com", false, now));
-    assert_eq!(out, AdminOutcome::Done(AdminReply::Ok));
+    let out = lab.admin(user_kick("kickme@example.com")).await;
+    assert_eq!(out, "OK\n");
     assert!(k1.closed().await, "kicked session 1 closed");
     assert!(k2.closed().await, "kicked session 2 closed");
     other.send("n NOOP\r\n").await;
@@ -34,7 +39,7 @@ async fn kick_closes_the_users_sessions_only() {
         "bystander untouched: {r:?}"
     );
     // Kicks don't touch the assignment (§11.4).
-    let ip = lab.expected_backend("kickme@example.com");
+    let ip = lab.expected_backend("kickme@example.com").await;
     let (_again, ip2) = raw_imap_login(addr, "kickme@example.com", "pass").await;
     assert_eq!(ip.to_string(), ip2);
 }
@@ -61,7 +66,7 @@ async fn four_workers_share_routing_sessions_and_kicks() {
     let mut sessions = Vec::new();
     while let Some(r) = logins.join_next().await {
         let (user, c, ip) = r.unwrap();
-        assert_eq!(ip, lab.expected_backend(&user).to_string(), "{user}");
+        assert_eq!(ip, lab.expected_backend(&user).await.to_string(), "{user}");
         sessions.push((user, c));
     }
     let registry = lab.proxy.registry();
@@ -72,10 +77,8 @@ async fn four_workers_share_routing_sessions_and_kicks() {
         );
     }
     // A kick reaches the user's sessions whichever worker holds them.
-    let out = lab
-        .router
-        .with_director(|d, now| d.user_kick(b"w3@example.com", false, now));
-    assert_eq!(out, AdminOutcome::Done(AdminReply::Ok));
+    let out = lab.admin(user_kick("w3@example.com")).await;
+    assert_eq!(out, "OK\n");
     for (user, c) in &mut sessions {
         if user == "w3@example.com" {
             assert!(c.closed().await, "kicked session closed");
@@ -96,16 +99,14 @@ async fn move_kills_old_sessions_and_new_logins_go_to_the_new_host() {
     let user = "mover@example.com";
     let (mut old, old_ip) = raw_imap_login(addr, user, "pass").await;
     let old_ip: IpAddr = old_ip.parse().unwrap();
-    assert_eq!(old_ip, lab.expected_backend(user));
+    assert_eq!(old_ip, lab.expected_backend(user).await);
     let new_ip = lab
         .backends
         .iter()
         .map(|b| IpAddr::V4(b.ip()))
         .find(|ip| *ip != old_ip)
         .unwrap();
-    lab.router
-        .with_director(|d, now| d.user_move(&UserKey::Name(user.as_bytes().to_vec()), new_ip, now))
-        .unwrap();
+    assert_eq!(lab.user_move(user, new_ip).await, "OK\n");
     assert!(
         old.closed().await,
         "session on the old host is killed by the move"
@@ -126,22 +127,22 @@ async fn flush_moves_users_back_to_their_hashed_host() {
     let lab = Lab::start(LabOptions::default()).await;
     let addr = lab.addr(lab.imap_port);
     let user = "flushme@example.com";
-    let hashed = lab.expected_backend(user);
+    let hashed = lab.expected_backend(user).await;
     let other = lab
         .backends
         .iter()
         .map(|b| IpAddr::V4(b.ip()))
         .find(|ip| *ip != hashed)
         .unwrap();
-    lab.router
-        .with_director(|d, now| d.user_move(&UserKey::Name(user.as_bytes().to_vec()), other, now))
-        .unwrap();
+    assert_eq!(lab.user_move(user, other).await, "OK\n");
     let (mut s, ip) = raw_imap_login(addr, user, "pass").await;
     assert_eq!(ip, other.to_string());
     // HOST-RESET-USERS on the host: the user goes back to its hashed host.
-    lab.router
-        .with_director(|d, now| d.reset_users(Some(other), None, now))
-        .unwrap();
+    let reset = AdminRequest::HostResetUsers {
+        ip: Some(other),
+        max_moving_users: None,
+    };
+    assert_eq!(lab.admin(reset).await, "OK\n");
     assert!(s.closed().await, "flush kills the session on the old host");
     let (_s2, ip) = raw_imap_login(addr, user, "pass").await;
     assert_eq!(ip, hashed.to_string());
@@ -169,7 +170,7 @@ async fn host_down_sends_new_users_elsewhere_and_backend_failure_is_temporary() 
     let addr = lab.addr(lab.imap_port);
     // A user whose backend we stop: the login gets a temporary failure, the hook hears it.
     let user = "stranded@example.com";
-    let dead = lab.expected_backend(user);
+    let dead = lab.expected_backend(user).await;
     let idx = lab
         .backends
         .iter()
@@ -193,18 +194,17 @@ async fn host_down_sends_new_users_elsewhere_and_backend_failure_is_temporary() 
         );
     }
     // After `director down`, new users avoid the host; the assigned user stays (§4).
-    lab.router
-        .with_director(|d, now| d.host_down(dead, now))
-        .unwrap();
+    assert_eq!(lab.admin(AdminRequest::HostDown { ip: dead }).await, "OK\n");
     for i in 0..30 {
         let u = format!("fresh{i}@example.com");
         let (_s, ip) = raw_imap_login(addr, &u, "pass").await;
         assert_ne!(ip, dead.to_string(), "{u} must not go to the down host");
     }
     // `director remove` + login: the stranded user gets a new, live host.
-    lab.router
-        .with_director(|d, now| d.host_remove(dead, now))
-        .unwrap();
+    assert_eq!(
+        lab.admin(AdminRequest::HostRemove { ip: dead }).await,
+        "OK\n"
+    );
     let (_s, ip) = raw_imap_login(addr, user, "pass").await;
     assert_ne!(ip, dead.to_string());
     c.send("x LOGOUT\r\n").await;
@@ -226,7 +226,7 @@ async fn a_backend_restarting_during_a_login_is_reconnected_to() {
     .await;
     let addr = lab.addr(lab.imap_port);
     let user = "patient@example.com";
-    let home = lab.expected_backend(user);
+    let home = lab.expected_backend(user).await;
     let idx = lab
         .backends
         .iter()
@@ -271,20 +271,13 @@ async fn open_sessions_keep_the_assignment_alive() {
     let addr = lab.addr(lab.imap_port);
     let user = "sticky@example.com";
     let (mut s, _) = raw_imap_login(addr, user, "pass").await;
-    let first = lab.router.with_director(|d, now| {
-        d.user_lookup(&UserKey::Name(user.as_bytes().to_vec()), "", now)
-            .unwrap()
-            .current
-            .unwrap()
-            .1
-    });
-    // Wait past the expiry: the refresher (every E/2 = 5 s) must have renewed it.
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    let later = lab.router.with_director(|d, now| {
-        d.user_lookup(&UserKey::Name(user.as_bytes().to_vec()), "", now)
-            .unwrap()
-            .current
-    });
+    let (first, _) = lab.lookup(user).await;
+    let (_, first) = first.expect("assigned at login");
+    // Past the expiry: the driver refreshes users with open sessions every E/2 = 5 s.
+    for _ in 0..2 {
+        assert!(lab.director.advance_clock(Duration::from_secs(6)));
+    }
+    let (later, _) = lab.lookup(user).await;
     let (_, expire) = later.expect("assignment still there while the session is open");
     assert!(expire > first, "expiry moved forward: {first} -> {expire}");
     s.send("z LOGOUT\r\n").await;
@@ -305,7 +298,7 @@ async fn backend_tls_login(mode: &str) {
     let lab = Lab::start(opts).await;
     let user = "secure@example.com";
     let (_s, ip) = raw_imap_login(lab.addr(lab.imap_port), user, "pass").await;
-    assert_eq!(ip, lab.expected_backend(user).to_string());
+    assert_eq!(ip, lab.expected_backend(user).await.to_string());
     let log = lab
         .log_with(
             ip.parse().unwrap(),
@@ -363,26 +356,43 @@ async fn backend_with_an_untrusted_certificate_is_a_temporary_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_that_waits_30_s_gets_a_temporary_failure() {
     init_tracing();
-    let lab = Lab::start(LabOptions::default()).await;
-    // An unsynced ring makes the core queue new users (§6 "ring not synced"); the queued
-    // request times out after 30 s and the client gets the protocol's temporary failure.
-    lab.router.with_director(|d, now| {
-        d.set_ring_status(
-            director_core::RingStatus {
-                handshaked: true,
-                synced: false,
-                has_right: true,
-                has_peers: true,
-            },
-            now,
-        )
-    });
+    let lab = Lab::start(LabOptions {
+        proxy_extra: vec!["director_user_kick_delay = 1 hour".into()],
+        ..LabOptions::default()
+    })
+    .await;
+    for user in ["waiting@example.com", "waiting2@example.com"] {
+        let expected = lab.expected_backend(user).await;
+        let elsewhere = lab
+            .backends
+            .iter()
+            .map(|b| IpAddr::V4(b.ip()))
+            .find(|ip| *ip != expected)
+            .unwrap();
+        assert_eq!(lab.user_move(user, elsewhere).await, "OK\n");
+    }
+    // Logins of a user being moved wait for the move (§6); with a kick delay of an hour the
+    // move outlasts the 30 s request timeout, and the client gets the protocol's temporary
+    // failure then.
     let mut imap = Raw::connect(lab.addr(lab.imap_port)).await;
     imap.until("* OK").await;
     imap.send("a LOGIN waiting@example.com pass\r\n").await;
     let mut pop = Raw::connect(lab.addr(lab.pop3_port)).await;
     pop.line().await.unwrap();
     pop.send("USER waiting2@example.com\r\nPASS pass\r\n").await;
+    // Both logins wait in the core; 31 s later their requests have timed out.
+    for _ in 0..1000 {
+        if lab.director.waiting_logins() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        lab.director.waiting_logins(),
+        2,
+        "both logins wait for the moves"
+    );
+    assert!(lab.director.advance_clock(Duration::from_secs(31)));
     let r = imap.until("a ").await;
     assert_eq!(
         r.last().unwrap(),
@@ -409,7 +419,7 @@ async fn literals_sasl_ir_and_master_users_route_by_the_real_user() {
     .await;
     let addr = lab.addr(lab.imap_port);
     let user = "literal@example.com";
-    let expected = lab.expected_backend(user).to_string();
+    let expected = lab.expected_backend(user).await.to_string();
     // LOGIN with a synchronising and a non-synchronising literal.
     let mut c = Raw::connect(addr).await;
     c.until("* OK").await;

@@ -17,7 +17,7 @@ async fn submission_and_managesieve_logins_reach_the_users_backend() {
     })
     .await;
     let user = "submitter@example.com";
-    let ip = lab.expected_backend(user);
+    let ip = lab.expected_backend(user).await;
     for (mode, pass, want) in [
         ("plain", "pass", "OK"),
         ("starttls", "pass", "OK"),

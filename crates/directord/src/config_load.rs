@@ -11,9 +11,6 @@ use anyhow::{anyhow, Context};
 use director_config::{
     parse_listen_address, Config, DirectorSettings, ListenerTransport, SocketType,
 };
-use director_core::hash::HashFormat;
-use director_core::vhost_ring::HashingMode;
-use director_core::CoreSettings;
 
 use crate::admin::listener::UnixSocketSpec;
 use crate::cli::Cli;
@@ -130,23 +127,7 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
             _ => STANDALONE_SELF,
         }
     };
-    let username_hash =
-        HashFormat::parse(&ds.username_hash).map_err(|e| anyhow!("director_username_hash: {e}"))?;
-    let core = CoreSettings {
-        user_expire_secs: ds.user_expire_secs,
-        username_hash,
-        hashing_mode: if ds.consistent_hashing {
-            HashingMode::Consistent
-        } else {
-            HashingMode::Modulo
-        },
-        kick_delay_secs: ds.user_kick_delay_secs,
-        max_parallel_moves: ds.max_parallel_moves,
-        max_parallel_kicks: ds.max_parallel_kicks,
-        flush_socket: ds.flush_socket_uri(),
-        // director-config produces the core's own type (`MailServer = ConfigHost`).
-        config_hosts: ds.mail_servers.clone(),
-    };
+    let core = ds.core_settings()?;
     Ok(DaemonSettings {
         base_dir: ds.base_dir.clone(),
         admin_sockets,

@@ -17,22 +17,10 @@ pub const MAX_ADMIN_CONNECTIONS: usize = 10_000;
 /// Listen backlog for the admin sockets (the kernel caps it at `net.core.somaxconn`).
 pub const ADMIN_LISTEN_BACKLOG: u32 = 1024;
 
-/// Capacity of the channel into the director actor. Connection tasks wait (not the actor)
-/// when it is full, which is the back-pressure we want.
-pub const ACTOR_QUEUE_CAPACITY: usize = 4096;
-
 /// First and last pause after a failed `accept()` (EMFILE and friends), doubling in between.
 pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// See [`ACCEPT_BACKOFF_MIN`].
 pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// `director_flush_socket` connect timeout (Dovecot's program-client uses 10 s).
-pub const FLUSH_CONNECT_TIMEOUT: Duration =
-    Duration::from_secs(director_proto::flush_script::SCRIPT_CONNECT_TIMEOUT_SECS);
-
-/// Total time a flush script may take before it counts as failed. Dovecot bounds the whole
-/// kill/move by the 30 s move timeout; we stop waiting for the script a little earlier.
-pub const FLUSH_TOTAL_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit, so thousands of idle admin clients
 /// (and later, proxied sessions) don't run us out of descriptors. Returns the new soft limit.

@@ -13,17 +13,11 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-mod actor;
 mod admin;
 mod cli;
-mod clock;
 mod config_load;
-mod core_glue;
-mod effects;
 mod limits;
 mod logging;
-mod proxy_glue;
-mod ring_view;
 mod server;
 mod settings;
 

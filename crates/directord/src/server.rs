@@ -1,5 +1,5 @@
-//! Runs the daemon: binds the admin listeners, starts the actor, and handles signals until
-//! told to stop.
+//! Runs the daemon: binds the admin listeners, starts the driver and the mail proxy, and
+//! handles signals until told to stop (or until the driver stops).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,14 +8,10 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::actor::{self, ActorConfig, DirectorHandle};
+use director_driver::{Clock, DirectorHandle, DriverConfig, DriverExit, LocalSessions, RingView};
+
 use crate::admin::connection::ConnectionContext;
 use crate::admin::listener;
-use crate::clock::Clock;
-use crate::core_glue::CoreState;
-use crate::effects::kick::{NoLocalSessions, SessionKiller};
-use crate::proxy_glue::{ActorRouter, RegistryKiller};
-use crate::ring_view::RingView;
 use crate::settings::DaemonSettings;
 
 /// Re-reads the configuration for SIGHUP; returns the new settings or why not.
@@ -27,12 +23,11 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     // not hit the default action (terminate).
     let signals = Signals::install()?;
     // The director state and the admin sockets run on one thread of their own, like
-    // Dovecot's single director process: admin requests and the actor then never cross
+    // Dovecot's single director process: admin requests and the driver then never cross
     // threads (a wake-up between threads costs more than a USER-LOOKUP). The mail proxy
     // runs on worker threads of its own (`director_proxy_workers`).
     let core_thread = CoreThread::start()?;
     let core_context = core_thread.handle.enter();
-    let clock = Clock::new();
     listener::ensure_dir(&settings.base_dir)?;
     let mut unix = Vec::new();
     for spec in &settings.admin_sockets {
@@ -43,22 +38,22 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         tcp.push((*addr, listener::bind_tcp(*addr)?));
     }
 
-    let core = CoreState::new(settings.core.clone()).context("build the director state")?;
     // With the built-in proxy, kicks act on its sessions; without it there are none.
     let registry = settings
         .proxy
         .as_ref()
         .map(|p| director_proxy::SessionRegistry::new(p.username_hash.clone()));
-    let killer: Arc<dyn SessionKiller> = match &registry {
-        Some(r) => Arc::new(RegistryKiller::new(Arc::clone(r))),
-        None => Arc::new(NoLocalSessions),
+    let sessions: Arc<dyn LocalSessions> = match &registry {
+        Some(r) => Arc::clone(r) as Arc<dyn LocalSessions>,
+        None => Arc::new(director_driver::NoLocalSessions),
     };
-    let (director, actor_task) = actor::spawn(ActorConfig {
-        core,
+    let (director, driver_task) = director_driver::spawn(DriverConfig {
+        core: settings.core.clone(),
         ring: RingView::new(settings.self_addr.0, settings.self_addr.1),
-        killer,
-        clock,
-    });
+        sessions,
+        clock: Clock::new(),
+    })
+    .context("build the director state")?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let slots = listener::connection_slots();
@@ -92,10 +87,9 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
 
     let proxy = match (settings.proxy.clone(), registry) {
         (Some(proxy_settings), Some(registry)) => {
-            let router = Arc::new(ActorRouter::new(director.clone()));
             let proxy = director_proxy::Proxy::start(
                 proxy_settings,
-                router,
+                director.clone(),
                 registry,
                 Arc::new(director_proxy::NoBackendHook),
             )
@@ -124,7 +118,7 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         "directord started"
     );
 
-    signals.wait(&director, proxy.as_ref(), &reloader).await;
+    let outcome = signals.wait(&director, proxy.as_ref(), &reloader).await;
 
     tracing::info!("shutting down");
     if let Some(proxy) = proxy {
@@ -142,12 +136,12 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     }
     drop(director);
     // Connection tasks still hold handles; don't wait for idle clients.
-    actor_task.abort();
+    driver_task.abort();
     core_thread.stop();
-    Ok(())
+    outcome
 }
 
-/// The thread that owns the director actor and the admin connections.
+/// The thread that runs the director driver and the admin connections.
 struct CoreThread {
     handle: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -208,18 +202,25 @@ impl Signals {
         })
     }
 
-    /// Serves SIGHUP reloads until SIGTERM or SIGINT arrives.
+    /// Serves SIGHUP reloads until SIGTERM or SIGINT arrives (`Ok`), or the driver stops
+    /// (an error: the state was abandoned after a panic, and the supervisor must restart us).
     async fn wait(
         mut self,
         director: &DirectorHandle,
         proxy: Option<&director_proxy::Proxy>,
         reloader: &Reloader,
-    ) {
+    ) -> anyhow::Result<()> {
         loop {
             tokio::select! {
                 _ = self.hup.recv() => reload(director, proxy, reloader).await,
-                _ = self.term.recv() => { tracing::info!("SIGTERM received"); return; }
-                _ = self.int.recv() => { tracing::info!("SIGINT received"); return; }
+                _ = self.term.recv() => { tracing::info!("SIGTERM received"); return Ok(()); }
+                _ = self.int.recv() => { tracing::info!("SIGINT received"); return Ok(()); }
+                exit = director.stopped() => {
+                    return Err(match exit {
+                        DriverExit::Crashed => anyhow::anyhow!("the director state was abandoned after a panic"),
+                        DriverExit::Stopped => anyhow::anyhow!("the director driver stopped"),
+                    });
+                }
             }
         }
     }
@@ -272,6 +273,6 @@ async fn reload(
         Some(Err(e)) => {
             tracing::error!(error = %e, "reload refused, keeping the old configuration")
         }
-        None => tracing::error!("reload failed: director actor stopped"),
+        None => tracing::error!("reload failed: the director driver has stopped"),
     }
 }

@@ -4,11 +4,11 @@
 use std::net::IpAddr;
 
 use super::{Director, KickPurpose};
-use crate::host::{HostId, TagId};
-use crate::kill::{
+use crate::effect::{
     expand_flush_socket, Effect, FlushScriptArgs, KillCtx, KillState, OldHost, Ticket,
     MOVE_TIMEOUT_SECS,
 };
+use crate::host::{HostId, TagId};
 
 impl Director {
     pub(super) fn old_host_of(&self, id: HostId) -> Option<OldHost> {

@@ -2,9 +2,9 @@
 //! state changes (ring synced, kill finished, host added…) or 30 s pass.
 
 use super::{Director, PendingRequest, RequestOutcome, MAX_PENDING_REQUESTS, REQUEST_TIMEOUT_SECS};
+use crate::effect::{Effect, RequestError, RequestId, Route, WaitReason};
 use crate::hash::user_hash;
 use crate::host::TagId;
-use crate::kill::{Effect, RequestError, RequestId, Route, WaitReason};
 use std::collections::VecDeque;
 
 impl Director {

@@ -288,9 +288,9 @@ fn reset_users_respects_max_parallel() {
     let mut done = false;
     for _ in 0..20 {
         let eff = drain(&mut d);
-        if eff.contains(&Effect::AdminReply {
+        if eff.contains(&Effect::AdminDone {
             ticket,
-            reply: AdminReply::Ok,
+            status: AdminStatus::Ok,
         }) {
             done = true;
         }
@@ -328,9 +328,9 @@ fn reset_users_without_any_host_kicks_and_drops() {
     d.host_down(ip("10.0.0.1"), T0).expect("down");
     let ticket = d.reset_users(None, None, T0).expect("reset");
     let eff = drain(&mut d);
-    assert!(eff.contains(&Effect::AdminReply {
+    assert!(eff.contains(&Effect::AdminDone {
         ticket,
-        reply: AdminReply::Ok
+        status: AdminStatus::Ok
     }));
     let kicks = kick_tickets(&eff);
     assert_eq!(kicks.len(), 3);
@@ -349,7 +349,7 @@ fn admin_kicks_wait_for_slots() {
     let mut d = Director::new(s).expect("director");
     assert_eq!(
         d.user_kick(b"a", false, T0),
-        AdminOutcome::Done(AdminReply::Ok)
+        AdminOutcome::Done(AdminStatus::Ok)
     );
     let Some(Effect::Kick {
         ticket: k1,
@@ -361,7 +361,7 @@ fn admin_kicks_wait_for_slots() {
     assert_eq!(username, b"a");
     assert_eq!(
         d.user_kick_alt("f", "v", true, T0),
-        AdminOutcome::Done(AdminReply::TryAgain)
+        AdminOutcome::Done(AdminStatus::TryAgain)
     );
     let AdminOutcome::Pending(t) = d.user_kick_alt("f", "v", false, T0) else {
         panic!("pending expected");
@@ -374,9 +374,9 @@ fn admin_kicks_wait_for_slots() {
     );
     assert_eq!(
         eff[1],
-        Effect::AdminReply {
+        Effect::AdminDone {
             ticket: t,
-            reply: AdminReply::Ok
+            status: AdminStatus::Ok
         }
     );
 }

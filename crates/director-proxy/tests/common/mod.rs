@@ -1,6 +1,6 @@
-//! Shared harness: three REAL Dovecot backends (testkit), a real director core behind
-//! [`CoreRouter`], the proxy on its own 127.x address, certificates made with rcgen, and
-//! the Python client script.
+//! Shared harness: three REAL Dovecot backends (testkit), the director core run by its one
+//! driver (as in `directord`), the proxy on its own 127.x address, certificates made with
+//! rcgen, and the Python client script.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use director_config::Config;
-use director_core::{ConfigHost, CoreSettings, Director};
-use director_proxy::{
-    BackendFailureHook, CoreRouter, NoBackendHook, Proxy, ProxySettings, SessionRegistry,
-};
+use director_config::{Config, DirectorSettings};
+use director_core::ConfigHost;
+use director_driver::{Clock, DirectorHandle, DriverConfig, RingView};
+use director_proto::admin::{parse_user_lookup, AdminRequest, UserRef};
+use director_proxy::{BackendFailureHook, NoBackendHook, Proxy, ProxySettings, SessionRegistry};
 use testkit::{free_ports, require_dovecot, DovecotBackend, LoopbackAllocator};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -45,7 +45,8 @@ pub struct Certs {
 pub struct Lab {
     pub dir: tempfile::TempDir,
     pub backends: Vec<DovecotBackend>,
-    pub router: Arc<CoreRouter>,
+    /// The driver, as the daemon's admin connections reach it.
+    pub director: DirectorHandle,
     pub proxy: Proxy,
     pub proxy_ip: Ipv4Addr,
     pub ca_file: PathBuf,
@@ -196,25 +197,29 @@ impl Lab {
         let config = Config::load(&conf_path).expect("proxy config parses");
         let settings = ProxySettings::from_config(&config).expect("proxy settings");
 
-        let core = CoreSettings {
-            config_hosts: backend_ips
-                .iter()
-                .map(|i| ConfigHost::new(IpAddr::V4(*i)))
-                .collect(),
-            user_expire_secs: settings.user_expire_secs,
-            ..CoreSettings::default()
-        };
-        let director = Director::new(core).expect("director core");
+        let mut core = DirectorSettings::from_config(&config)
+            .and_then(|d| d.core_settings())
+            .expect("director settings");
+        core.config_hosts = backend_ips
+            .iter()
+            .map(|i| ConfigHost::new(IpAddr::V4(*i)))
+            .collect();
         let registry = SessionRegistry::new(settings.username_hash.clone());
-        let router = CoreRouter::start(director, Arc::clone(&registry));
+        let (director, _driver_task) = director_driver::spawn(DriverConfig {
+            core,
+            ring: RingView::new(proxy_ip.into(), 0),
+            sessions: Arc::clone(&registry) as _,
+            clock: Clock::new(),
+        })
+        .expect("director driver starts");
         let hook = opts.hook.clone().unwrap_or_else(|| Arc::new(NoBackendHook));
-        let proxy = Proxy::start(settings, router.clone(), registry, hook)
+        let proxy = Proxy::start(settings, director.clone(), registry, hook)
             .await
             .expect("proxy starts");
         Lab {
             dir,
             backends,
-            router,
+            director,
             proxy,
             proxy_ip,
             ca_file,
@@ -233,14 +238,46 @@ impl Lab {
         SocketAddr::new(IpAddr::V4(self.proxy_ip), port)
     }
 
+    /// Runs an admin request as `doveadm director` would; the reply text.
+    pub async fn admin(&self, request: AdminRequest) -> String {
+        let reply = self
+            .director
+            .admin(request)
+            .await
+            .expect("director running");
+        String::from_utf8(reply).expect("admin replies are text")
+    }
+
+    /// `USER-LOOKUP user`: (current host and its expiry, hashed host), as
+    /// `doveadm director status USER` shows them.
+    pub async fn lookup(&self, user: &str) -> (Option<(IpAddr, i64)>, Option<IpAddr>) {
+        let reply = self
+            .admin(AdminRequest::UserLookup {
+                user: user.as_bytes().to_vec(),
+                tag: String::new(),
+            })
+            .await;
+        let r = parse_user_lookup(reply.trim_end().as_bytes()).expect("a USER-LOOKUP reply");
+        (r.current.map(|ip| (ip, r.expire)), r.hashed)
+    }
+
     /// The backend the core says serves `user` right now (`doveadm director status USER`'s
     /// "Current", else "Hashed").
-    pub fn expected_backend(&self, user: &str) -> IpAddr {
-        self.router.with_director(|d, now| {
-            let key = director_core::UserKey::Name(user.as_bytes().to_vec());
-            let l = d.user_lookup(&key, "", now).unwrap();
-            l.current.map(|(ip, _)| ip).or(l.hashed).unwrap()
+    pub async fn expected_backend(&self, user: &str) -> IpAddr {
+        let (current, hashed) = self.lookup(user).await;
+        current
+            .map(|(ip, _)| ip)
+            .or(hashed)
+            .expect("a host for the user")
+    }
+
+    /// `USER-MOVE user ip`: the reply line.
+    pub async fn user_move(&self, user: &str, ip: IpAddr) -> String {
+        self.admin(AdminRequest::UserMove {
+            user: UserRef::Name(user.as_bytes().to_vec()),
+            ip,
         })
+        .await
     }
 
     pub fn backend_by_ip(&self, ip: IpAddr) -> &DovecotBackend {

@@ -17,8 +17,8 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use director_proto::admin::{AdminServerSession, SERVER_GREETING};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::actor::DirectorHandle;
 use crate::admin::listener::PeerName;
+use director_driver::DirectorHandle;
 
 /// Most pipelined requests run as one batch; bounds one reply buffer.
 const MAX_BATCH: usize = 256;
@@ -26,7 +26,7 @@ const MAX_BATCH: usize = 256;
 /// What every connection task needs; cheap to clone.
 #[derive(Clone)]
 pub struct ConnectionContext {
-    /// The director actor.
+    /// The director driver.
     pub director: DirectorHandle,
 }
 

@@ -297,20 +297,18 @@ mod tests {
     use director_core::CoreSettings;
 
     use super::*;
-    use crate::actor::{self, ActorConfig};
-    use crate::clock::Clock;
-    use crate::core_glue::CoreState;
-    use crate::effects::kick::NoLocalSessions;
-    use crate::ring_view::RingView;
+    use director_driver::{Clock, DriverConfig, NoLocalSessions, RingView};
+
     use crate::settings::STANDALONE_SELF;
 
     fn context() -> ConnectionContext {
-        let (director, _task) = actor::spawn(ActorConfig {
-            core: CoreState::new(CoreSettings::default()).unwrap(),
+        let (director, _task) = director_driver::spawn(DriverConfig {
+            core: CoreSettings::default(),
             ring: RingView::new(STANDALONE_SELF.0, STANDALONE_SELF.1),
-            killer: Arc::new(NoLocalSessions),
+            sessions: Arc::new(NoLocalSessions),
             clock: Clock::new(),
-        });
+        })
+        .unwrap();
         ConnectionContext { director }
     }
 

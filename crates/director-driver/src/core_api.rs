@@ -1,14 +1,14 @@
-//! The one place that knows the director core's API.
+//! The translation between the admin protocol and the director core's API.
 //!
-//! The actor speaks to [`director_core::Director`] through [`CoreState`]: admin requests in
+//! The driver speaks to [`director_core::Director`] through [`CoreState`]: admin requests in
 //! (already parsed by `director-proto`), protocol replies out (now or later), effects and a
 //! deadline. Keeping the translation here means a change in the core touches one file of the
-//! daemon. Time is whole Unix seconds, as the core wants it.
+//! driver. Time is whole Unix seconds, as the core wants it.
 
 use std::time::Duration;
 
+use director_core::effect::{AdminStatus, Effect, Ticket};
 use director_core::hash::parse_user_key;
-use director_core::kill::{AdminReply as CoreReply, Effect, Ticket};
 use director_core::lookup::ConfigHost;
 use director_core::{
     AdminOutcome, CoreSettings, Director, HostError, RequestOutcome, UserMoveError,
@@ -21,7 +21,7 @@ use director_proto::admin::{
 pub enum AdminStart {
     /// The reply, now.
     Done(AdminReply),
-    /// The reply will come as [`Effect::AdminReply`] with this ticket.
+    /// The reply will come as [`Effect::AdminDone`] with this ticket.
     Pending(Ticket),
 }
 
@@ -30,7 +30,7 @@ pub enum AdminStart {
 #[error("{0}")]
 pub struct CoreError(pub String);
 
-/// The core, as the actor sees it.
+/// The core, as the driver sees it.
 pub struct CoreState {
     director: Director,
 }
@@ -39,12 +39,12 @@ fn secs(now: Duration) -> u64 {
     now.as_secs()
 }
 
-/// Maps the core's reply (of a request finished now or of a pending ticket) to the wire's.
-pub fn core_reply(r: CoreReply) -> AdminReply {
-    match r {
-        CoreReply::Ok => AdminReply::OK,
-        CoreReply::NotFound => AdminReply::NOT_FOUND,
-        CoreReply::TryAgain => AdminReply::TRY_AGAIN,
+/// The wire's reply for the core's status (of a request finished now or of a pending ticket).
+pub fn status_reply(status: AdminStatus) -> AdminReply {
+    match status {
+        AdminStatus::Ok => AdminReply::OK,
+        AdminStatus::NotFound => AdminReply::NOT_FOUND,
+        AdminStatus::TryAgain => AdminReply::TRY_AGAIN,
     }
 }
 
@@ -81,7 +81,7 @@ impl CoreState {
         Ok(CoreState { director })
     }
 
-    /// Starts an admin request. `DIRECTOR-*` commands are answered by the daemon's ring view
+    /// Starts an admin request. `DIRECTOR-*` commands are answered by the driver's ring view
     /// and never get here; if one does, it is a no-op `OK`.
     pub fn admin(&mut self, request: AdminRequest, now: Duration) -> AdminStart {
         let now = secs(now);
@@ -223,7 +223,7 @@ impl CoreState {
 
 fn outcome(o: AdminOutcome) -> AdminStart {
     match o {
-        AdminOutcome::Done(r) => AdminStart::Done(core_reply(r)),
+        AdminOutcome::Done(status) => AdminStart::Done(status_reply(status)),
         AdminOutcome::Pending(t) => AdminStart::Pending(t),
     }
 }

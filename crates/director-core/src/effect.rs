@@ -114,9 +114,10 @@ impl FlushScriptArgs {
     }
 }
 
-/// Reply of an admin command that completes later.
+/// The outcome of an admin command that answers with a bare status line (the protocol crate
+/// encodes it; this is only the decision).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminReply {
+pub enum AdminStatus {
     /// `OK`
     Ok,
     /// `NOTFOUND`
@@ -227,12 +228,12 @@ pub enum Effect {
         /// Script arguments.
         args: FlushScriptArgs,
     },
-    /// The reply of an admin command that returned a pending ticket.
-    AdminReply {
+    /// An admin command that returned a pending ticket has finished.
+    AdminDone {
         /// The ticket the command returned.
         ticket: Ticket,
-        /// Reply to send.
-        reply: AdminReply,
+        /// Its outcome.
+        status: AdminStatus,
     },
     /// A queued login request finished.
     RequestDone {

@@ -1,0 +1,642 @@
+//! The driver: the one piece of code that owns the director core, its clock and timers, and
+//! carries out its effects, like Dovecot's single director process.
+//!
+//! Who touches the state, and how:
+//! * The state (the core, the ring view, the parked admin batches and logins) sits behind a
+//!   mutex that is never held across an `await`.
+//! * Admin connections run their requests on it directly ([`DirectorHandle::admin_batch`]):
+//!   an unpipelined `USER-LOOKUP` then costs no task switch and no channel. The daemon runs
+//!   them on the thread of the driver task, so the lock is uncontended.
+//! * Proxy logins ([`DirectorHandle::login`]) come from the proxy's worker threads. They take
+//!   the state only if it is free (`try_lock`), so the common login is decided on the worker
+//!   without waking the driver's thread, and a worker never blocks behind a long `USER-LIST`;
+//!   a busy state sends the login through the driver task's bounded channel instead.
+//! * The driver task ([`spawn`]) serves that channel (logins, SIGHUP reloads, finished kicks
+//!   and flush scripts) and the timers: the core's next deadline and the refresh of users with
+//!   open local sessions every `director_user_expire / 2`. It is woken early when a request
+//!   made the deadline earlier or the clock was advanced.
+//! * Effects: admin replies and login answers are delivered while the state is held; kicks and
+//!   flush scripts run in tasks of their own and report back through the channel.
+//!
+//! A panic while the state is held is a bug that may have left the state half-changed, so
+//! the state is never used again: the driver stops, every later request gets `None` (admin
+//! connections close, logins get the protocol's temporary failure), and
+//! [`DirectorHandle::stopped`] reports [`DriverExit::Crashed`], on which the daemon exits
+//! with an error for its supervisor to restart it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::Duration;
+
+use director_core::effect::{Effect, RequestError, RequestId, Route, Ticket};
+use director_core::lookup::ConfigHost;
+use director_core::{CoreSettings, RequestOutcome};
+use director_proto::admin::AdminRequest;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use crate::clock::Clock;
+use crate::core_api::{status_reply, AdminStart, CoreError, CoreState};
+use crate::effects::flush;
+use crate::effects::sessions::{KickFuture, LocalSessions};
+use crate::limits::{DRIVER_QUEUE_CAPACITY, MIN_REFRESH_PERIOD};
+use crate::ring_view::RingView;
+
+/// Messages into the driver task.
+enum DriverMsg {
+    /// Replace the configured mail servers (SIGHUP).
+    Reload {
+        hosts: Vec<ConfigHost>,
+        reply: oneshot::Sender<Result<String, CoreError>>,
+    },
+    /// A proxy login that found the state busy.
+    Login {
+        username: Vec<u8>,
+        reply: oneshot::Sender<Result<Route, RequestError>>,
+    },
+    /// A kick finished.
+    KickDone { ticket: Ticket },
+    /// A flush script finished.
+    FlushDone { ticket: Ticket, success: bool },
+}
+
+/// How the driver ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverExit {
+    /// Every handle was dropped.
+    Stopped,
+    /// Code panicked while holding the state; the state was abandoned.
+    Crashed,
+}
+
+/// Everything the driver is built from.
+pub struct DriverConfig {
+    /// The core's settings.
+    pub core: CoreSettings,
+    /// The director list (`DIRECTOR-LIST`).
+    pub ring: RingView,
+    /// The sessions kicks act on and refreshes keep alive.
+    pub sessions: Arc<dyn LocalSessions>,
+    /// Time source; keep a clone to advance it in tests.
+    pub clock: Clock,
+}
+
+/// A cheap, clonable way to reach the driver.
+#[derive(Clone)]
+pub struct DirectorHandle {
+    tx: mpsc::Sender<DriverMsg>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for DirectorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectorHandle").finish_non_exhaustive()
+    }
+}
+
+/// What [`DirectorHandle::try_login_here`] managed.
+enum FastLogin {
+    /// The core took the request; the answer comes on this receiver (at once unless queued).
+    Answered(oneshot::Receiver<Result<Route, RequestError>>),
+    /// The state is in use: go through the driver task.
+    Busy,
+    /// The driver has stopped.
+    Stopped,
+}
+
+/// The state and what wakes the driver task.
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the driver task to look at its deadline again: a request made it earlier, the
+    /// clock was advanced, or the state was abandoned after a panic.
+    wake: Notify,
+    /// `None` while running.
+    exit: watch::Sender<Option<DriverExit>>,
+}
+
+/// The locked state. Dropped during a panic, it marks the driver crashed (the mutex is
+/// poisoned by then too) and wakes the driver task so that it stops.
+struct StateGuard<'a> {
+    guard: MutexGuard<'a, State>,
+    shared: &'a Shared,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl StateGuard<'_> {
+    /// When the driver task must wake next; releases the state.
+    fn next_wake(self) -> tokio::time::Instant {
+        self.guard.next_wake()
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shared.crashed();
+        }
+    }
+}
+
+impl Shared {
+    /// The state, unless the driver stopped or a panic abandoned it.
+    fn lock(&self) -> Option<StateGuard<'_>> {
+        match self.state.lock() {
+            Ok(guard) if !guard.stopped => Some(StateGuard {
+                guard,
+                shared: self,
+            }),
+            Ok(_) => None,
+            Err(_) => {
+                self.crashed();
+                None
+            }
+        }
+    }
+
+    /// Like [`Shared::lock`], but gives up at once when someone else holds the state.
+    fn try_lock(&self) -> Result<StateGuard<'_>, FastLogin> {
+        match self.state.try_lock() {
+            Ok(guard) if !guard.stopped => Ok(StateGuard {
+                guard,
+                shared: self,
+            }),
+            Ok(_) => Err(FastLogin::Stopped),
+            Err(TryLockError::WouldBlock) => Err(FastLogin::Busy),
+            Err(TryLockError::Poisoned(_)) => {
+                self.crashed();
+                Err(FastLogin::Stopped)
+            }
+        }
+    }
+
+    fn crashed(&self) {
+        let first = self.exit.send_if_modified(|exit| match exit {
+            None => {
+                *exit = Some(DriverExit::Crashed);
+                true
+            }
+            Some(_) => false,
+        });
+        if first {
+            tracing::error!(
+                "a panic left the director state half-changed: the director stops serving"
+            );
+        }
+        self.wake.notify_one();
+    }
+
+    /// Runs `f` on `state` at the current time, then the effects it caused, and wakes the
+    /// driver task if the core's next deadline moved earlier than the one it sleeps towards.
+    fn run<R>(&self, state: &mut State, f: impl FnOnce(&mut State, Duration) -> R) -> R {
+        let before = state.core.next_deadline();
+        let now = state.clock.now();
+        let r = f(state, now);
+        state.run_effects();
+        if earlier(state.core.next_deadline(), before) {
+            self.wake.notify_one();
+        }
+        r
+    }
+}
+
+impl DirectorHandle {
+    /// Runs one admin request; the encoded reply, or `None` when the driver has stopped.
+    pub async fn admin(&self, request: AdminRequest) -> Option<Vec<u8>> {
+        self.admin_batch(vec![request]).await
+    }
+
+    /// Runs pipelined admin requests in order; `None` when the driver has stopped. Requests
+    /// that finish at once are answered here without waking the driver task; one that has to
+    /// wait (a move's kick, a flush) parks the rest of the batch until the core answers it.
+    pub async fn admin_batch(&self, requests: Vec<AdminRequest>) -> Option<Vec<u8>> {
+        let held = HeldBatch {
+            out: Vec::with_capacity(requests.len() * 48),
+            rest: requests.into(),
+        };
+        let rx = {
+            let mut state = self.shared.lock()?;
+            let outcome = self
+                .shared
+                .run(&mut state, |st, now| st.continue_batch(held, None, now));
+            match outcome {
+                BatchOutcome::Done(out) => return Some(out),
+                BatchOutcome::Parked(rx) => rx,
+            }
+        };
+        rx.await.ok()
+    }
+
+    /// Routes a proxy login (§6); `None` when the driver has stopped. When the state is free
+    /// (nearly always), the core decides right here, on the caller's thread; when it is busy,
+    /// the login goes through the driver task's channel rather than blocking the caller.
+    /// A login the core queues (a user being moved, a ring not synced) is answered when the
+    /// core decides, at most its 30 s request timeout later.
+    pub async fn login(&self, username: Vec<u8>) -> Option<Result<Route, RequestError>> {
+        let rx = match self.try_login_here(&username) {
+            FastLogin::Answered(rx) => rx,
+            FastLogin::Stopped => return None,
+            FastLogin::Busy => {
+                let (reply, rx) = oneshot::channel();
+                self.tx
+                    .send(DriverMsg::Login { username, reply })
+                    .await
+                    .ok()?;
+                rx
+            }
+        };
+        rx.await.ok()
+    }
+
+    /// The login fast path; synchronous, so the guard is never held across an `await`.
+    fn try_login_here(&self, username: &[u8]) -> FastLogin {
+        let mut state = match self.shared.try_lock() {
+            Ok(state) => state,
+            Err(other) => return other,
+        };
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .run(&mut state, |st, now| st.answer_login(username, tx, now));
+        FastLogin::Answered(rx)
+    }
+
+    /// Merges a new `director_mail_servers` (SIGHUP); a summary of what changed, or why
+    /// nothing did; `None` when the driver has stopped.
+    pub async fn reload(&self, hosts: Vec<ConfigHost>) -> Option<Result<String, CoreError>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(DriverMsg::Reload { hosts, reply })
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Moves the driver's clock forward by `by` and runs every timer that is then due
+    /// (expiry, kick delays, move timeouts, the session refresh) before returning. For tests
+    /// and simulations that need time to pass without waiting for it; `false` when the
+    /// driver has stopped.
+    pub fn advance_clock(&self, by: Duration) -> bool {
+        let Some(mut state) = self.shared.lock() else {
+            return false;
+        };
+        state.clock.advance(by);
+        state.on_timer();
+        drop(state);
+        self.shared.wake.notify_one();
+        true
+    }
+
+    /// How many logins wait for the core (a user being moved, a ring not synced); 0 when the
+    /// driver has stopped.
+    pub fn waiting_logins(&self) -> usize {
+        self.shared.lock().map_or(0, |st| st.logins.len())
+    }
+
+    /// Waits until the driver has ended, and says how.
+    pub async fn stopped(&self) -> DriverExit {
+        let mut rx = self.shared.exit.subscribe();
+        // The sender lives in `shared`, which we hold: waiting cannot fail.
+        let exit = match rx.wait_for(Option::is_some).await {
+            Ok(exit) => *exit,
+            Err(_) => None,
+        };
+        exit.unwrap_or(DriverExit::Stopped)
+    }
+}
+
+/// An admin batch being run: the replies so far and the requests still to run.
+struct HeldBatch {
+    out: Vec<u8>,
+    rest: VecDeque<AdminRequest>,
+}
+
+/// What became of a batch: all answered, or parked behind a request that has to wait.
+enum BatchOutcome {
+    Done(Vec<u8>),
+    Parked(oneshot::Receiver<Vec<u8>>),
+}
+
+/// True when `after` is a deadline the driver task would not have been sleeping towards.
+fn earlier(after: Option<u64>, before: Option<u64>) -> bool {
+    match (after, before) {
+        (Some(a), Some(b)) => a < b,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// The director's state.
+struct State {
+    core: CoreState,
+    ring: RingView,
+    sessions: Arc<dyn LocalSessions>,
+    clock: Clock,
+    /// Batches held back by an unfinished request, keyed by that request's ticket.
+    batches: HashMap<Ticket, (HeldBatch, oneshot::Sender<Vec<u8>>)>,
+    logins: HashMap<RequestId, oneshot::Sender<Result<Route, RequestError>>>,
+    tx: mpsc::WeakSender<DriverMsg>,
+    /// After a timeout fired at second `s`, the next one fires no earlier than `s + 1`: the
+    /// core works in whole seconds, and this rules out a busy loop on a deadline that is
+    /// still "now".
+    not_before: u64,
+    /// Unix time of the next refresh of users with open local sessions.
+    next_refresh: Duration,
+    refresh_period: Duration,
+    /// Set when the driver ends; later requests get `None`.
+    stopped: bool,
+}
+
+/// Builds the core and starts the driver task on the current tokio runtime; the task ends
+/// when every [`DirectorHandle`] is dropped, or after a panic abandoned the state.
+pub fn spawn(
+    config: DriverConfig,
+) -> Result<(DirectorHandle, tokio::task::JoinHandle<DriverExit>), CoreError> {
+    let refresh_period =
+        Duration::from_secs(u64::from(config.core.user_expire_secs / 2)).max(MIN_REFRESH_PERIOD);
+    let core = CoreState::new(config.core)?;
+    let (tx, rx) = mpsc::channel(DRIVER_QUEUE_CAPACITY);
+    let next_refresh = config.clock.now() + refresh_period;
+    let state = State {
+        core,
+        ring: config.ring,
+        sessions: config.sessions,
+        clock: config.clock,
+        batches: HashMap::new(),
+        logins: HashMap::new(),
+        tx: tx.downgrade(),
+        not_before: 0,
+        next_refresh,
+        refresh_period,
+        stopped: false,
+    };
+    let shared = Arc::new(Shared {
+        state: Mutex::new(state),
+        wake: Notify::new(),
+        exit: watch::Sender::new(None),
+    });
+    let task = tokio::spawn(run(Arc::clone(&shared), rx));
+    Ok((DirectorHandle { tx, shared }, task))
+}
+
+/// The driver task: serves the channel and the timers until every handle is gone.
+async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<DriverMsg>) -> DriverExit {
+    // `next_wake` takes the guard by value: the state is not held while the task waits.
+    while let Some(deadline) = shared.lock().map(StateGuard::next_wake) {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(msg) => {
+                    let Some(mut state) = shared.lock() else { break };
+                    state.handle(msg);
+                    state.run_effects();
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                let Some(mut state) = shared.lock() else { break };
+                state.on_timer();
+            }
+            // Re-read the deadline (or find the state abandoned).
+            _ = shared.wake.notified() => {}
+        }
+    }
+    if let Ok(mut state) = shared.state.lock() {
+        state.stopped = true;
+        // Parked batches and logins get `None`, as if the channel had closed under them.
+        state.batches.clear();
+        state.logins.clear();
+    }
+    shared.exit.send_if_modified(|exit| match exit {
+        None => {
+            *exit = Some(DriverExit::Stopped);
+            true
+        }
+        Some(_) => false,
+    });
+    let exit = shared.exit.borrow().unwrap_or(DriverExit::Stopped);
+    tracing::debug!(?exit, "director driver stopped");
+    exit
+}
+
+impl State {
+    /// When the driver task must wake next: the core's deadline or the next refresh.
+    fn next_wake(&self) -> tokio::time::Instant {
+        let refresh = self.next_refresh;
+        let wake = match self.core.next_deadline() {
+            Some(d) => Duration::from_secs(d.max(self.not_before)).min(refresh),
+            None => refresh,
+        };
+        self.clock.instant_at(wake)
+    }
+
+    /// Runs whatever is due: the core's timers, the session refresh, and their effects.
+    fn on_timer(&mut self) {
+        let now = self.clock.now();
+        if self
+            .core
+            .next_deadline()
+            .is_some_and(|d| d.max(self.not_before) <= now.as_secs())
+        {
+            self.not_before = now.as_secs() + 1;
+            self.core.on_timeout(now);
+        }
+        if self.next_refresh <= now {
+            self.next_refresh = now + self.refresh_period;
+            let users = self.sessions.users_with_sessions();
+            tracing::debug!(users = users.len(), "refreshing users with open sessions");
+            for user in users {
+                self.core.refresh_user(&user, now);
+            }
+        }
+        self.run_effects();
+    }
+
+    fn handle(&mut self, msg: DriverMsg) {
+        let now = self.clock.now();
+        match msg {
+            DriverMsg::Reload { hosts, reply } => {
+                let _ = reply.send(self.core.reload_hosts(hosts, now));
+            }
+            DriverMsg::Login { username, reply } => self.answer_login(&username, reply, now),
+            DriverMsg::KickDone { ticket } => self.core.kick_done(ticket, now),
+            DriverMsg::FlushDone { ticket, success } => self.core.flush_done(ticket, success, now),
+        }
+    }
+
+    /// Answers a login now, or keeps `reply` until the core finishes the queued request.
+    fn answer_login(
+        &mut self,
+        username: &[u8],
+        reply: oneshot::Sender<Result<Route, RequestError>>,
+        now: Duration,
+    ) {
+        match self.core.request(username, now) {
+            RequestOutcome::Ready(route) => {
+                let _ = reply.send(Ok(route));
+            }
+            RequestOutcome::Failed(e) => {
+                let _ = reply.send(Err(e));
+            }
+            RequestOutcome::Queued(id, reason) => {
+                tracing::debug!(
+                    request = id.0,
+                    reason = reason.as_str(),
+                    "login request queued"
+                );
+                self.logins.insert(id, reply);
+            }
+        }
+    }
+
+    fn start_admin(&mut self, request: AdminRequest, now: Duration) -> AdminStart {
+        match request {
+            AdminRequest::DirectorList => AdminStart::Done(self.ring.list()),
+            AdminRequest::DirectorAdd { ip, port } => AdminStart::Done(self.ring.add(ip, port)),
+            AdminRequest::DirectorRemove { ip, port } => {
+                AdminStart::Done(self.ring.remove(ip, port))
+            }
+            other => self.core.admin(other, now),
+        }
+    }
+
+    /// Runs a batch's requests until one has to wait; then parks the rest on its ticket.
+    /// With `reply`, the finished batch goes there; without, it is returned, or a new
+    /// receiver is when the batch had to park.
+    fn continue_batch(
+        &mut self,
+        mut held: HeldBatch,
+        reply: Option<oneshot::Sender<Vec<u8>>>,
+        now: Duration,
+    ) -> BatchOutcome {
+        while let Some(request) = held.rest.pop_front() {
+            match self.start_admin(request, now) {
+                AdminStart::Done(r) => r.encode_into(&mut held.out),
+                AdminStart::Pending(ticket) => {
+                    let (tx, rx) = match reply {
+                        Some(tx) => (tx, None),
+                        None => {
+                            let (tx, rx) = oneshot::channel();
+                            (tx, Some(rx))
+                        }
+                    };
+                    self.batches.insert(ticket, (held, tx));
+                    return match rx {
+                        Some(rx) => BatchOutcome::Parked(rx),
+                        // The caller already holds the receiver.
+                        None => BatchOutcome::Done(Vec::new()),
+                    };
+                }
+            }
+        }
+        match reply {
+            Some(tx) => {
+                let _ = tx.send(held.out);
+                BatchOutcome::Done(Vec::new())
+            }
+            None => BatchOutcome::Done(held.out),
+        }
+    }
+
+    fn run_effects(&mut self) {
+        while let Some(effect) = self.core.poll_effect() {
+            match effect {
+                Effect::AdminDone { ticket, status } => {
+                    if let Some((mut held, tx)) = self.batches.remove(&ticket) {
+                        status_reply(status).encode_into(&mut held.out);
+                        let now = self.clock.now();
+                        self.continue_batch(held, Some(tx), now);
+                    } else {
+                        tracing::warn!(ticket = ticket.0, "reply for an unknown admin request");
+                    }
+                }
+                Effect::KickDirectorHash {
+                    ticket,
+                    hash,
+                    except_ip,
+                } => {
+                    tracing::debug!(user_hash = hash, except = ?except_ip, "kicking user hash");
+                    let fut = self.sessions.kick_user_hash(hash, except_ip);
+                    self.finish_kick(ticket, fut);
+                }
+                Effect::Kick { ticket, username } => {
+                    let fut = self.sessions.kick_user(username);
+                    self.finish_kick(ticket, fut);
+                }
+                Effect::KickAlt {
+                    ticket,
+                    field,
+                    value,
+                } => {
+                    let fut = self.sessions.kick_user_alt(field, value);
+                    self.finish_kick(ticket, fut);
+                }
+                Effect::KickBackend { ip } => {
+                    // Synchronous: the sessions are told to stop before any reply that
+                    // follows this effect is written, so doveadm returns after the kick.
+                    let kicked = self.sessions.kick_backend(ip);
+                    tracing::info!(host = %ip, kicked, "closed the sessions of a removed or flushed host");
+                }
+                Effect::RunFlushScript {
+                    ticket,
+                    socket,
+                    args,
+                } => self.start_flush(ticket, socket, args.to_args()),
+                Effect::RequestDone { id, result } => match self.logins.remove(&id) {
+                    // The login may have given up (client gone); nothing to do then.
+                    Some(tx) => {
+                        let _ = tx.send(result);
+                    }
+                    None => {
+                        tracing::debug!(request = id.0, "login request finished, nobody waiting")
+                    }
+                },
+                other => {
+                    // Ring messages: a standalone director has no peers to send them to.
+                    tracing::debug!(effect = ?other, "ring effect without a ring, dropped");
+                }
+            }
+        }
+    }
+
+    fn finish_kick(&self, ticket: Ticket, fut: KickFuture) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let kicked = fut.await;
+            tracing::debug!(ticket = ticket.0, kicked, "kick finished");
+            if let Some(tx) = tx.upgrade() {
+                let _ = tx.send(DriverMsg::KickDone { ticket }).await;
+            }
+        });
+    }
+
+    fn start_flush(&self, ticket: Ticket, socket: String, argv: Vec<String>) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let success = match flush::run_uri(&socket, &argv).await {
+                Ok(()) => {
+                    tracing::debug!(socket = %socket, args = ?argv, "flush script succeeded");
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(socket = %socket, args = ?argv, error = %e, "flush script failed");
+                    false
+                }
+            };
+            if let Some(tx) = tx.upgrade() {
+                let _ = tx.send(DriverMsg::FlushDone { ticket, success }).await;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

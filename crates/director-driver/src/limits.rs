@@ -1,0 +1,19 @@
+//! The driver's bounds, in one place, with the Dovecot value where one exists.
+
+use std::time::Duration;
+
+/// Capacity of the channel into the driver task. Senders wait (not the driver) when it is
+/// full, which is the back-pressure we want.
+pub const DRIVER_QUEUE_CAPACITY: usize = 4096;
+
+/// `director_flush_socket` connect timeout (Dovecot's program-client uses 10 s).
+pub const FLUSH_CONNECT_TIMEOUT: Duration =
+    Duration::from_secs(director_proto::flush_script::SCRIPT_CONNECT_TIMEOUT_SECS);
+
+/// Total time a flush script may take before it counts as failed. Dovecot bounds the whole
+/// kill/move by the 30 s move timeout; we stop waiting for the script a little earlier.
+pub const FLUSH_TOTAL_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Shortest period of the refresh of users with open local sessions (half of
+/// `director_user_expire`, which Dovecot requires to be at least 10 s).
+pub const MIN_REFRESH_PERIOD: Duration = Duration::from_secs(1);
