@@ -5,7 +5,7 @@
 #[path = "mail_common.rs"]
 mod mail_common;
 
-use director_mailproto::smtp::{
+use director_mailproto::submission::{
     SubmissionBackend, SubmissionBackendConfig, SubmissionLogin, SubmissionLoginConfig,
     SubmissionLoginRequest,
 };

@@ -1,5 +1,5 @@
 //! Sans-I/O pre-authentication state machines for the director's built-in mail
-//! proxy (issue 3, DIRECTOR-SPEC §7.5).
+//! proxy (DIRECTOR-SPEC §7.5), and every text the proxy sends.
 //!
 //! The director answers a client's pre-login conversation itself, learns the
 //! credentials, lets the core pick the user's backend, replays the credentials
@@ -12,34 +12,44 @@
 //! (`imap-login`, `pop3-login`, `submission-login`, `managesieve-login`) and the
 //! LMTP proxy, run on loopback; see `tests/data/oracle/`.
 //!
-//! Modules:
+//! Modules: every protocol has the same layout, `<protocol>/{login,backend}.rs` (LMTP:
+//! `lmtp/{server,backend}.rs`), and implements [`machine::LoginProtocol`] in its `mod.rs`.
 //! * [`imap`] — client side ([`imap::ImapLogin`]) and backend side
-//!   ([`imap::ImapBackend`]).
+//!   ([`imap::ImapBackend`]), over a shared command parser.
 //! * [`pop3`] — [`pop3::Pop3Login`], [`pop3::Pop3Backend`].
-//! * [`smtp`] — Submission: [`smtp::SubmissionLogin`], [`smtp::SubmissionBackend`].
+//! * [`submission`] — [`submission::SubmissionLogin`], [`submission::SubmissionBackend`].
 //! * [`managesieve`] — [`managesieve::SieveLogin`], [`managesieve::SieveBackend`].
 //! * [`lmtp`] — [`lmtp::LmtpServer`] and the per-transaction fan-out
 //!   ([`lmtp::plan_fanout`], [`lmtp::LmtpBackendSession`], [`lmtp::merge_replies`]).
+//! * [`machine`] — the traits the proxy drives the machines through.
+//! * [`protocol`] — the protocols, their names and ports, and the lines a client gets outside
+//!   a login conversation (idle, shutdown, lost backend, refused connection).
 //! * [`sasl`] — PLAIN and LOGIN, base64 with limits.
 //! * [`proxy_v2`] — HAProxy PROXY v2 header encoder.
 //! * Shared: [`action`] (what machines ask the driver to do), [`line`](mod@line)
-//!   (bounded line framing), [`session`] (connection facts and credentials),
-//!   [`routing`] (which name the core hashes).
+//!   (bounded line framing), [`smtp`] (SMTP replies and `XCLIENT`, for Submission and
+//!   LMTP), [`connection`] (connection facts and credentials), [`routing`] (which name the
+//!   core hashes).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod action;
+pub mod connection;
 pub mod imap;
 pub mod line;
 pub mod lmtp;
 mod login;
+pub mod machine;
 pub mod managesieve;
 pub mod pop3;
+pub mod protocol;
 pub mod proxy_v2;
 pub mod routing;
 pub mod sasl;
-pub mod session;
 pub mod smtp;
+pub mod submission;
 
 pub use action::{Action, BackendAction, BackendFailure, LoginFailure};
-pub use session::{ConnInfo, Credentials, Mechanism};
+pub use connection::{ConnInfo, Credentials, Mechanism};
+pub use machine::{BackendMachine, BackendSetup, LoginMachine, LoginProtocol, LoginSetup};
+pub use protocol::Protocol;

@@ -6,16 +6,16 @@
 //! idle timeout), the SASL exchange and STARTTLS behave the same. So this
 //! module holds one machine, [`PreLogin`], with the states and the decisions,
 //! and each protocol supplies its texts as data ([`Replies`]) and its command
-//! handling through [`Protocol`] (and [`LineProtocol`] when commands are
+//! handling through [`LoginRules`] (and [`LineProtocol`] when commands are
 //! lines). IMAP's machine carries a tag in its states and keeps its own.
 
 use std::borrow::Cow;
 use std::fmt::Debug;
 
 use crate::action::{Action, LoginFailure, MAX_PENDING_INPUT};
+use crate::connection::Credentials;
 use crate::line::{LineBuffer, LineTooLong};
 use crate::sasl::{SaslError, SaslExchange, SaslMech, SaslStep, MAX_AUTH_RESPONSE};
-use crate::session::Credentials;
 
 /// Where a pre-login machine is.
 #[derive(Debug)]
@@ -88,7 +88,7 @@ pub struct Replies {
 }
 
 /// What makes [`PreLogin`] a POP3, Submission or ManageSieve machine.
-pub trait Protocol: Sized + Debug {
+pub trait LoginRules: Sized + Debug {
     /// What [`Action::Login`] carries.
     type Req;
     /// How client bytes are held until parsed.
@@ -117,7 +117,7 @@ pub trait Protocol: Sized + Debug {
 
 /// A protocol whose commands and SASL responses are single lines
 /// (POP3, Submission): [`PreLogin::process_lines`] frames them.
-pub trait LineProtocol: Protocol<Buf = LineBuffer> {
+pub trait LineProtocol: LoginRules<Buf = LineBuffer> {
     /// Longest command line.
     const MAX_LINE: usize;
     /// Handles one command line.
@@ -187,7 +187,7 @@ pub(crate) fn reply<R>(text: &str) -> Action<R> {
 /// [`idle_timeout`](Self::idle_timeout). Actions out: [`Action`] with the
 /// protocol's login request.
 #[derive(Debug)]
-pub struct PreLogin<P: Protocol> {
+pub struct PreLogin<P: LoginRules> {
     /// The protocol's settings and per-connection facts.
     pub(crate) proto: P,
     pub(crate) state: State,
@@ -200,7 +200,7 @@ pub struct PreLogin<P: Protocol> {
     pub(crate) bad_commands: u32,
 }
 
-impl<P: Protocol> PreLogin<P> {
+impl<P: LoginRules> PreLogin<P> {
     /// Whether `reply`, sent by this machine, refuses the client's credentials (the
     /// protocol's "authentication failed" reply): a driver delays it by
     /// `auth_failure_delay`, as Dovecot's login processes do.

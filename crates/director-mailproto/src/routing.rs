@@ -5,7 +5,7 @@
 //! SASL PLAIN with a non-empty authorization identity the authzid is the user
 //! whose mail is accessed, so that is the name to route.
 
-use crate::session::Credentials;
+use crate::connection::Credentials;
 
 /// The user name to route `creds` by. `master_separator` is the value of
 /// `auth_master_user_separator` (empty = unset); the name is cut at the first
@@ -35,7 +35,7 @@ pub fn cut_master_user<'a>(name: &'a [u8], separator: &str) -> &'a [u8] {
 #[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 mod tests {
     use super::*;
-    use crate::session::Mechanism;
+    use crate::connection::Mechanism;
 
     fn creds(authzid: &[u8], authcid: &[u8]) -> Credentials {
         Credentials {

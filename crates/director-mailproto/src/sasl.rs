@@ -8,7 +8,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
-use crate::session::{Credentials, Mechanism};
+use crate::connection::{Credentials, Mechanism};
 
 /// Longest SASL response line we accept (base64 text, without CRLF).
 /// Dovecot's login processes disconnect with "Authentication response too

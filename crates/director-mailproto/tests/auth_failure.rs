@@ -4,7 +4,7 @@
 use director_mailproto::imap::ImapLogin;
 use director_mailproto::managesieve::SieveLogin;
 use director_mailproto::pop3::Pop3Login;
-use director_mailproto::smtp::SubmissionLogin;
+use director_mailproto::submission::SubmissionLogin;
 
 #[test]
 fn each_protocol_recognises_its_own_authentication_failure() {

@@ -24,7 +24,7 @@ use director_mailproto::managesieve::{
     SieveBackend, SieveBackendConfig, SieveLogin, SieveLoginConfig,
 };
 use director_mailproto::pop3::{Pop3Backend, Pop3BackendConfig, Pop3Login, Pop3LoginConfig};
-use director_mailproto::smtp::{
+use director_mailproto::submission::{
     SubmissionBackend, SubmissionBackendConfig, SubmissionLogin, SubmissionLoginConfig,
 };
 use director_mailproto::{proxy_v2, Action, BackendAction, BackendFailure, ConnInfo, LoginFailure};

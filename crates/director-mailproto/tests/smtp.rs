@@ -4,8 +4,9 @@
 
 mod common;
 use common::*;
-use director_mailproto::smtp::{
-    xtext, SubmissionBackend, SubmissionBackendConfig, SubmissionLogin, SubmissionLoginConfig,
+use director_mailproto::smtp::xtext;
+use director_mailproto::submission::{
+    SubmissionBackend, SubmissionBackendConfig, SubmissionLogin, SubmissionLoginConfig,
     SubmissionLoginRequest,
 };
 use director_mailproto::{Action, BackendAction, BackendFailure, LoginFailure};

@@ -19,18 +19,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod imap;
 mod lmtp;
-mod machines;
-mod pop3;
 pub mod proxy;
 pub mod registry;
 pub mod router;
 mod session;
 pub mod settings;
-mod sieve;
 pub mod stream;
-mod submission;
 pub mod tls;
 mod workers;
 

@@ -20,8 +20,7 @@ use tokio::time::Instant;
 
 use crate::router::{BackendFailureKind, Route};
 use crate::session::{
-    connect_backend, report_backend_failure, route_user, shutdown_message, timeout_message,
-    BackendErr, Client, End, Shared, IO_BUF,
+    connect_backend, report_backend_failure, route_user, BackendErr, Client, End, Shared, IO_BUF,
 };
 use crate::settings::Protocol;
 
@@ -65,11 +64,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut client: Client) {
         match client.read(&mut buf).await {
             Ok(n) => queue.extend(m.feed(&buf[..n])),
             Err(End::Timeout) => {
-                client.close_with(timeout_message(Protocol::Lmtp)).await;
+                client.close_with(Protocol::Lmtp.idle_disconnect()).await;
                 return;
             }
             Err(End::Shutdown) => {
-                client.close_with(shutdown_message(Protocol::Lmtp)).await;
+                client.close_with(Protocol::Lmtp.shutting_down()).await;
                 return;
             }
             Err(End::Eof) | Err(End::Io(_)) => return,

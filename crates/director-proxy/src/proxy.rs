@@ -16,6 +16,11 @@ use crate::registry::SessionRegistry;
 use director_driver::DirectorHandle;
 
 use crate::router::BackendFailureHook;
+use director_mailproto::imap::Imap;
+use director_mailproto::managesieve::Sieve;
+use director_mailproto::pop3::Pop3;
+use director_mailproto::submission::Submission;
+
 use crate::session::{self, Client, LoginTls, Shared};
 use crate::settings::{BackendTlsMode, ListenerSpec, Protocol, ProxySettings};
 use crate::stream::Stream;
@@ -395,12 +400,7 @@ async fn accept_loop(
 
 /// Refuses a connection over a limit with the protocol's "try later" line, without reading.
 fn reject(tcp: TcpStream, protocol: Protocol, why: &[u8]) {
-    let line = match protocol {
-        Protocol::Imap => [b"* BYE ".as_slice(), why, b"\r\n"].concat(),
-        Protocol::Pop3 => [b"-ERR [SYS/TEMP] ".as_slice(), why, b"\r\n"].concat(),
-        Protocol::Submission | Protocol::Lmtp => [b"421 4.7.0 ".as_slice(), why, b"\r\n"].concat(),
-        Protocol::ManageSieve => [b"BYE \"".as_slice(), why, b"\"\r\n"].concat(),
-    };
+    let line = protocol.refusal(why);
     // try_write: never wait for a peer we are refusing.
     let _ = tcp.try_write(&line);
 }
@@ -443,18 +443,11 @@ async fn handle(
         secured: client.stream.is_tls() || s.is_secured(peer.ip(), local.ip()),
     };
     match spec.protocol {
-        Protocol::Imap => session::run_login(shared, client, crate::imap::Imap, tls).await,
-        Protocol::Pop3 => session::run_login(shared, client, crate::pop3::Pop3, tls).await,
-        Protocol::Submission => {
-            let glue = crate::submission::Submission {
-                hostname: s.hostname.clone(),
-            };
-            session::run_login(Arc::clone(&shared), client, glue, tls).await;
-        }
-        Protocol::ManageSieve => {
-            session::run_login(shared, client, crate::sieve::Sieve, tls).await;
-        }
-        Protocol::Lmtp => crate::lmtp::run(Arc::clone(&shared), client).await,
+        Protocol::Imap => session::run_login::<Imap>(shared, client, tls).await,
+        Protocol::Pop3 => session::run_login::<Pop3>(shared, client, tls).await,
+        Protocol::Submission => session::run_login::<Submission>(shared, client, tls).await,
+        Protocol::ManageSieve => session::run_login::<Sieve>(shared, client, tls).await,
+        Protocol::Lmtp => crate::lmtp::run(shared, client).await,
     }
 }
 

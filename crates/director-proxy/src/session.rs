@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use director_mailproto::routing::routing_user;
 use director_mailproto::{
-    Action, BackendAction, BackendFailure, ConnInfo, Credentials, LoginFailure,
+    Action, BackendAction, BackendFailure, BackendMachine, BackendSetup, ConnInfo, LoginFailure,
+    LoginMachine, LoginProtocol, LoginSetup,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -148,33 +149,6 @@ impl Client {
     }
 }
 
-/// A client-side pre-login machine (IMAP, POP3, Submission, ManageSieve).
-pub(crate) trait LoginMachine: Send {
-    /// What `Action::Login` carries.
-    type Req: Send;
-    fn start(&mut self) -> Vec<Action<Self::Req>>;
-    fn feed(&mut self, data: &[u8]) -> Vec<Action<Self::Req>>;
-    fn tls_established(&mut self) -> Vec<Action<Self::Req>>;
-    fn login_failed(&mut self, why: LoginFailure) -> Vec<Action<Self::Req>>;
-    fn login_succeeded(&mut self) -> Vec<u8>;
-    /// The credentials a login request carries (the routing user name comes from them).
-    fn credentials(req: &Self::Req) -> &Credentials;
-    /// Whether a reply of this machine refuses the credentials (delayed by
-    /// `auth_failure_delay`).
-    fn is_auth_failure(reply: &[u8]) -> bool;
-}
-
-/// A backend-side login replay machine.
-pub(crate) trait BackendMachine: Send {
-    /// What to send once connected, before the backend said anything (nothing by default).
-    fn start(&mut self) -> Vec<BackendAction> {
-        Vec::new()
-    }
-    fn feed(&mut self, data: &[u8]) -> Vec<BackendAction>;
-    fn tls_established(&mut self) -> Vec<BackendAction>;
-    fn take_remaining(&mut self) -> Vec<u8>;
-}
-
 /// The TLS state a new client connection starts its pre-login machine with.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LoginTls {
@@ -184,25 +158,6 @@ pub(crate) struct LoginTls {
     pub active: bool,
     /// The connection counts as secured (TLS, or a trusted/local client address).
     pub secured: bool,
-}
-
-/// Per-protocol glue: how to start the pre-login machine, and a backend replay for a login
-/// request.
-pub(crate) trait ProtocolGlue: Send + Sync {
-    type Login: LoginMachine;
-    type Backend: BackendMachine;
-    fn protocol(&self) -> Protocol;
-    /// The pre-login machine for a new client connection.
-    fn login_machine(&self, settings: &ProxySettings, tls: LoginTls) -> Self::Login;
-    /// A backend machine replaying `req` for the client `conn`; `starttls` from the settings.
-    fn backend(
-        &self,
-        req: <Self::Login as LoginMachine>::Req,
-        conn: ConnInfo,
-        starttls: bool,
-    ) -> Self::Backend;
-    /// What the client gets when the backend fails after the login (then the close).
-    fn backend_lost(&self) -> &'static [u8];
 }
 
 /// How a login attempt ended.
@@ -216,20 +171,27 @@ enum LoginEnd {
 }
 
 /// Runs a whole client connection for a login-then-splice protocol.
-pub(crate) async fn run_login<G: ProtocolGlue>(
+pub(crate) async fn run_login<P: LoginProtocol>(
     shared: Arc<Shared>,
     mut client: Client,
-    glue: G,
     tls: LoginTls,
 ) {
-    let mut machine = glue.login_machine(&shared.settings, tls);
-    let mut queue: VecDeque<Action<<G::Login as LoginMachine>::Req>> = machine.start().into();
+    let settings = &shared.settings;
+    let mut machine = P::login_machine(&LoginSetup {
+        greeting: settings.login_greeting.clone(),
+        hostname: settings.hostname.clone(),
+        tls_available: tls.available,
+        disable_plaintext_auth: settings.plaintext_auth_disabled(),
+        tls_active: tls.active,
+        secured: tls.secured,
+    });
+    let mut queue: VecDeque<Action<<P::Login as LoginMachine>::Req>> = machine.start().into();
     let mut buf = vec![0u8; LOGIN_BUF];
     loop {
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::Send(bytes) => {
-                    if G::Login::is_auth_failure(&bytes) {
+                    if P::Login::is_auth_failure(&bytes) {
                         tokio::time::sleep(shared.settings.limits.auth_failure_delay).await;
                     }
                     if client.write(&bytes).await.is_err() {
@@ -251,7 +213,7 @@ pub(crate) async fn run_login<G: ProtocolGlue>(
                     return;
                 }
                 Action::Login(req) => {
-                    match login(&shared, &mut client, &glue, &mut machine, req, &mut buf).await {
+                    match login::<P>(&shared, &mut client, &mut machine, req, &mut buf).await {
                         LoginEnd::Done | LoginEnd::Abort => return,
                         LoginEnd::Failed(why) => queue.extend(machine.login_failed(why)),
                     }
@@ -261,12 +223,12 @@ pub(crate) async fn run_login<G: ProtocolGlue>(
         match client.read(&mut buf).await {
             Ok(n) => queue.extend(machine.feed(&buf[..n])),
             Err(End::Timeout) => {
-                tracing::info!(client = %client.peer, protocol = glue.protocol().name(), "pre-login timeout");
-                client.close_with(timeout_message(glue.protocol())).await;
+                tracing::info!(client = %client.peer, protocol = P::PROTOCOL.name(), "pre-login timeout");
+                client.close_with(P::PROTOCOL.idle_disconnect()).await;
                 return;
             }
             Err(End::Shutdown) => {
-                client.close_with(shutdown_message(glue.protocol())).await;
+                client.close_with(P::PROTOCOL.shutting_down()).await;
                 return;
             }
             Err(End::Eof) => return,
@@ -275,24 +237,6 @@ pub(crate) async fn run_login<G: ProtocolGlue>(
                 return;
             }
         }
-    }
-}
-
-pub(crate) fn timeout_message(p: Protocol) -> &'static [u8] {
-    match p {
-        Protocol::Imap => b"* BYE Disconnected for inactivity.\r\n",
-        Protocol::Pop3 => b"-ERR Disconnected for inactivity.\r\n",
-        Protocol::Submission | Protocol::Lmtp => b"421 4.4.2 Disconnected for inactivity\r\n",
-        Protocol::ManageSieve => b"BYE \"Disconnected for inactivity.\"\r\n",
-    }
-}
-
-pub(crate) fn shutdown_message(p: Protocol) -> &'static [u8] {
-    match p {
-        Protocol::Imap => b"* BYE Server shutting down.\r\n",
-        Protocol::Pop3 => b"-ERR Server shutting down.\r\n",
-        Protocol::Submission | Protocol::Lmtp => b"421 4.3.2 Server shutting down\r\n",
-        Protocol::ManageSieve => b"BYE \"Server shutting down.\"\r\n",
     }
 }
 
@@ -434,24 +378,26 @@ enum ReplayErr {
     Abort,
 }
 
-async fn login<G: ProtocolGlue>(
+async fn login<P: LoginProtocol>(
     shared: &Arc<Shared>,
     client: &mut Client,
-    glue: &G,
-    machine: &mut G::Login,
-    req: <G::Login as LoginMachine>::Req,
+    machine: &mut P::Login,
+    req: <P::Login as LoginMachine>::Req,
     buf: &mut [u8],
 ) -> LoginEnd {
-    let protocol = glue.protocol();
+    let protocol = P::PROTOCOL;
     let username = routing_user(
-        G::Login::credentials(&req),
+        P::Login::credentials(&req),
         &shared.settings.master_user_separator,
     );
     let guard = shared.registry.register(&username, protocol, client.peer);
     let session_id = format!("{:x}", guard.id());
     let conn = client.conn_info(Some(session_id));
-    let starttls = shared.settings.backend_tls == BackendTlsMode::StartTls;
-    let mut bm = glue.backend(req, conn, starttls);
+    let setup = BackendSetup {
+        hostname: shared.settings.hostname.clone(),
+        starttls: shared.settings.backend_tls == BackendTlsMode::StartTls,
+    };
+    let mut bm = P::backend_machine(req, conn, &setup);
 
     let phase = async {
         let route = route_user(shared, &username)
@@ -497,7 +443,7 @@ async fn login<G: ProtocolGlue>(
                 return LoginEnd::Abort;
             }
             if !from_client.is_empty() && backend.write_all(&from_client).await.is_err() {
-                client.close_with(glue.backend_lost()).await;
+                client.close_with(protocol.backend_lost()).await;
                 return LoginEnd::Abort;
             }
             drop(from_backend);
@@ -506,7 +452,7 @@ async fn login<G: ProtocolGlue>(
                 SpliceEnd::BackendError(e) => {
                     let err = BackendErr::new(BackendFailureKind::MidSession, e.to_string());
                     report_backend_failure(shared, &username, &route, &err);
-                    client.close_with(glue.backend_lost()).await;
+                    client.close_with(protocol.backend_lost()).await;
                 }
                 SpliceEnd::Killed(reason) => {
                     tracing::info!(user = %String::from_utf8_lossy(&username), host = %route.ip, ?reason, "session killed");

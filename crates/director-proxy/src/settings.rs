@@ -15,84 +15,16 @@ use director_config::units::{parse_size_bytes, parse_time_secs};
 use director_config::{parse_bool, Config, Section};
 use director_core::HashFormat;
 
-/// The mail protocols the proxy speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// IMAP4rev1 (`service imap-login`).
-    Imap,
-    /// POP3 (`service pop3-login`).
-    Pop3,
-    /// SMTP submission (`service submission-login`).
-    Submission,
-    /// ManageSieve (`service managesieve-login`).
-    ManageSieve,
-    /// LMTP (`service lmtp`).
-    Lmtp,
-}
+pub use director_mailproto::Protocol;
 
-impl Protocol {
-    /// Every protocol, in config order.
-    pub const ALL: [Protocol; 5] = [
-        Protocol::Imap,
-        Protocol::Pop3,
-        Protocol::Submission,
-        Protocol::ManageSieve,
-        Protocol::Lmtp,
-    ];
-
-    /// Name as in Dovecot's `protocols` setting and in logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Imap => "imap",
-            Protocol::Pop3 => "pop3",
-            Protocol::Submission => "submission",
-            Protocol::ManageSieve => "sieve",
-            Protocol::Lmtp => "lmtp",
-        }
-    }
-
-    /// The Dovecot service whose `inet_listener`s we serve.
-    pub fn service(self) -> &'static str {
-        match self {
-            Protocol::Imap => "imap-login",
-            Protocol::Pop3 => "pop3-login",
-            Protocol::Submission => "submission-login",
-            Protocol::ManageSieve => "managesieve-login",
-            Protocol::Lmtp => "lmtp",
-        }
-    }
-
-    /// Our setting naming the backend port of this protocol.
-    pub fn backend_port_key(self) -> &'static str {
-        match self {
-            Protocol::Imap => "director_backend_port_imap",
-            Protocol::Pop3 => "director_backend_port_pop3",
-            Protocol::Submission => "director_backend_port_submission",
-            Protocol::ManageSieve => "director_backend_port_sieve",
-            Protocol::Lmtp => "director_backend_port_lmtp",
-        }
-    }
-
-    /// The standard port of the protocol (the backend port default).
-    pub fn default_port(self) -> u16 {
-        match self {
-            Protocol::Imap => 143,
-            Protocol::Pop3 => 110,
-            Protocol::Submission => 587,
-            Protocol::ManageSieve => 4190,
-            Protocol::Lmtp => 24,
-        }
-    }
-
-    /// Dovecot's default port for a listener of this service named `name`
-    /// (`imaps` 993, `pop3s` 995, `submissions` 465, else the plain port).
-    fn listener_default_port(self, name: &str) -> u16 {
-        match name {
-            "imaps" => 993,
-            "pop3s" => 995,
-            "submissions" => 465,
-            _ => self.default_port(),
-        }
+/// Our setting naming the backend port of `protocol`.
+pub fn backend_port_key(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Imap => "director_backend_port_imap",
+        Protocol::Pop3 => "director_backend_port_pop3",
+        Protocol::Submission => "director_backend_port_submission",
+        Protocol::ManageSieve => "director_backend_port_sieve",
+        Protocol::Lmtp => "director_backend_port_lmtp",
     }
 }
 
@@ -407,7 +339,7 @@ impl ProxySettings {
 
         let mut backend_ports = HashMap::new();
         for proto in Protocol::ALL {
-            let k = proto.backend_port_key();
+            let k = backend_port_key(proto);
             let v = ours(k);
             let port = v
                 .parse::<u16>()

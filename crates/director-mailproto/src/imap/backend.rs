@@ -13,9 +13,9 @@
 use super::login::ImapLoginRequest;
 use super::parse::quote;
 use crate::action::BackendAction;
+use crate::connection::ConnInfo;
 use crate::line::{with_crlf, LineBuffer};
 use crate::sasl::encode_plain;
-use crate::session::ConnInfo;
 
 /// Longest backend response line during login (post-login capability lines
 /// are long, a few hundred bytes with Dovecot).

@@ -3,8 +3,8 @@
 
 use super::parse::{parse_command, Arg, Command, FatalError, Parsed, SyntaxError};
 use crate::action::{Action, LoginFailure};
+use crate::connection::{Credentials, Mechanism};
 use crate::sasl::{SaslError, SaslExchange, SaslMech, SaslStep, MAX_AUTH_RESPONSE};
-use crate::session::{Credentials, Mechanism};
 
 /// Bad commands after which the connection is closed (the third one is
 /// answered only with `* BYE Too many invalid IMAP commands.`, as imap-login does).

@@ -5,7 +5,7 @@
 use director_mailproto::imap::{ImapBackend, ImapLogin};
 use director_mailproto::managesieve::{SieveBackend, SieveLogin};
 use director_mailproto::pop3::{Pop3Backend, Pop3Login};
-use director_mailproto::smtp::{SubmissionBackend, SubmissionLogin};
+use director_mailproto::submission::{SubmissionBackend, SubmissionLogin};
 use director_mailproto::{Action, BackendAction, ConnInfo, Credentials, LoginFailure, Mechanism};
 
 pub fn sent<L>(actions: &[Action<L>]) -> String {
@@ -114,7 +114,7 @@ sides!(
 );
 sides!(
     SubmissionLogin,
-    director_mailproto::smtp::SubmissionLoginRequest,
+    director_mailproto::submission::SubmissionLoginRequest,
     SubmissionBackend
 );
 sides!(

@@ -1,4 +1,5 @@
-//! Facts about one proxied connection and the credentials a client gave.
+//! Facts about one proxied connection (where it comes from and arrives at) and the
+//! credentials its client gave.
 
 use std::net::IpAddr;
 
