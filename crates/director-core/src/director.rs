@@ -512,6 +512,7 @@ impl Director {
         self.hosts.get(id).map(|h| Route {
             ip: h.ip,
             hostname: h.hostname.clone(),
+            new_user: false,
         })
     }
 

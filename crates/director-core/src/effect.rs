@@ -133,6 +133,10 @@ pub struct Route {
     pub ip: IpAddr,
     /// Backend host name from the config, if known (sent as `host=`, with `hostip=`).
     pub hostname: Option<String>,
+    /// This request created the user's assignment. If the backend then refuses the login,
+    /// the assignment is dropped again ([`crate::Director::discard_new_user`]), so made-up
+    /// names cost nothing.
+    pub new_user: bool,
 }
 
 /// Why a login request waits (and the reason in its timeout message).

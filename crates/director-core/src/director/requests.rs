@@ -6,6 +6,7 @@ use crate::effect::{Effect, RequestError, RequestId, Route, WaitReason};
 use crate::hash::user_hash;
 use crate::host::TagId;
 use std::collections::VecDeque;
+use std::net::IpAddr;
 
 impl Director {
     /// Assigns a backend to a login of `username` with director tag `tag` (`""` = none).
@@ -89,7 +90,11 @@ impl Director {
             return Err(WaitReason::NoHosts);
         };
         self.broadcast_user(&u);
-        self.route(host).ok_or(WaitReason::NoHosts)
+        let route = self.route(host).ok_or(WaitReason::NoHosts)?;
+        Ok(Route {
+            new_user: true,
+            ..route
+        })
     }
 
     /// Retries waiting requests (Dovecot: only while the ring is synced).
@@ -111,6 +116,29 @@ impl Director {
             }
         }
         self.pending_requests = kept;
+    }
+
+    /// A login whose request created `username`'s assignment on `ip` ([`Route::new_user`])
+    /// was refused by the backend (wrong password, unknown recipient): drop the assignment,
+    /// unless it has since moved or is being moved. The caller makes sure that no other
+    /// session of the user is open or logging in. Returns whether it was dropped.
+    ///
+    /// With peers in a ring the `USER` already went round, so the assignment stays there
+    /// and expires as usual; locally nothing is kept for a name that never logged in.
+    pub fn discard_new_user(&mut self, username: &[u8], tag: &str, ip: IpAddr, now: u64) -> bool {
+        let Ok(hash) = user_hash(username, &self.settings.username_hash) else {
+            return false;
+        };
+        let Some(t) = self.hosts.tag_id(tag) else {
+            return false;
+        };
+        let Some(u) = self.users.get(t, hash, now) else {
+            return false;
+        };
+        if u.killing || u.weak || self.host_ip(u.host) != Some(ip) {
+            return false;
+        }
+        self.users.remove(t, hash).is_some()
     }
 
     /// proxy-notify (§3.4, §7.3): a login process still proxies `username`; refresh it in

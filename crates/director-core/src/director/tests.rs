@@ -76,7 +76,8 @@ fn request_waits_for_hosts_and_times_out() {
             id,
             result: Ok(Route {
                 ip: ip("10.0.0.9"),
-                hostname: None
+                hostname: None,
+                new_user: true,
             })
         }]
     );
@@ -152,7 +153,8 @@ fn user_move_standalone_full_cycle() {
             id: rid,
             result: Ok(Route {
                 ip: other,
-                hostname: None
+                hostname: None,
+                new_user: false,
             })
         }]
     );
@@ -524,7 +526,8 @@ fn reload_merges_config_hosts() {
         route,
         RequestOutcome::Ready(Route {
             ip: ip("10.0.0.4"),
-            hostname: Some("mail4".into())
+            hostname: Some("mail4".into()),
+            new_user: true,
         })
     );
 }
@@ -634,4 +637,35 @@ fn modulo_mode_selects_by_remainder() {
     s.hashing_mode = HashingMode::Modulo;
     let mut d = Director::new(s).expect("director");
     assert_eq!(ready_ip(d.request(b"bob", "", T0)), ip("10.0.0.2"));
+}
+
+/// A login that created an assignment and then failed at the backend leaves nothing
+/// behind; an existing user's assignment is never dropped that way.
+#[test]
+fn a_refused_first_login_leaves_no_assignment() {
+    let mut d = director(&["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+    let RequestOutcome::Ready(first) = d.request(b"made-up", "", T0) else {
+        panic!("routed at once")
+    };
+    assert!(first.new_user);
+    assert_eq!(d.counters().users, 1);
+    assert!(d.discard_new_user(b"made-up", "", first.ip, T0));
+    assert_eq!(d.counters().users, 0);
+    assert!(d.user_list(None, T0).is_empty());
+
+    // A user that already had an assignment: not new, and a failure elsewhere (a host it
+    // no longer uses) drops nothing.
+    let RequestOutcome::Ready(r) = d.request(b"real", "", T0) else {
+        panic!("routed at once")
+    };
+    let RequestOutcome::Ready(again) = d.request(b"real", "", T0 + 1) else {
+        panic!("routed at once")
+    };
+    assert!(r.new_user && !again.new_user);
+    let other = [ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3")]
+        .into_iter()
+        .find(|i| *i != r.ip)
+        .expect("another host");
+    assert!(!d.discard_new_user(b"real", "", other, T0 + 1));
+    assert_eq!(d.counters().users, 1);
 }
