@@ -9,16 +9,21 @@
 //! connection without a reply; the reason is logged at error level with Dovecot's wording,
 //! except overlong lines, which Dovecot drops silently (we log them at debug only).
 //!
-//! There is no idle timeout: Dovecot's admin connections have none either, and the
-//! connection cap ([`crate::limits::MAX_ADMIN_CONNECTIONS`]) bounds what idle clients cost.
+//! UNIX-socket clients have no idle timeout (Dovecot's admin connections have none either,
+//! and the connection cap [`crate::limits::MAX_ADMIN_CONNECTIONS`] bounds what idle local
+//! clients cost). TCP clients get `director_admin_idle_timeout`: a connection that waits
+//! that long for its client, to send a request or to take a reply, is closed.
 
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::future::Future;
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
 
 use director_proto::admin::{AdminServerSession, SERVER_GREETING};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::actor::DirectorHandle;
-use crate::admin::listener::PeerName;
+use crate::admin::listener::{AdminStream, PeerName};
 
 /// Most pipelined requests run as one batch; bounds one reply buffer.
 const MAX_BATCH: usize = 256;
@@ -65,14 +70,42 @@ async fn spin_read(fd: RawFd, buf: &mut [u8]) -> Option<std::io::Result<usize>> 
     }
 }
 
-/// Serves one admin client until it disconnects or misbehaves.
-pub async fn serve<S>(stream: S, peer: PeerName, ctx: ConnectionContext)
-where
-    S: AsyncRead + AsyncWrite + AsFd + Unpin,
-{
+/// Runs one wait for the client, bounded by `idle` when there is one.
+async fn within<T>(
+    idle: Option<Duration>,
+    io: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match idle {
+        None => io.await,
+        Some(limit) => tokio::time::timeout(limit, io)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, IDLE_CLOSE))),
+    }
+}
+
+/// What the log says when the idle timeout closes a connection.
+pub const IDLE_CLOSE: &str = "admin client idle too long (director_admin_idle_timeout), closing";
+
+fn log_io_error(peer: &PeerName, what: &str, e: &io::Error) {
+    if e.kind() == io::ErrorKind::TimedOut {
+        tracing::info!(peer = %peer, "{IDLE_CLOSE}");
+    } else {
+        tracing::debug!(peer = %peer, error = %e, "admin {what} failed");
+    }
+}
+
+/// Serves one admin client until it disconnects or misbehaves, or (with `idle`) until it
+/// keeps us waiting longer than that for a request or for taking a reply.
+pub async fn serve<S: AdminStream>(
+    stream: S,
+    peer: PeerName,
+    ctx: ConnectionContext,
+    idle: Option<Duration>,
+) {
     // One command at a time: reads and writes never overlap, so no split is needed.
     let mut stream = stream;
-    if stream.write_all(SERVER_GREETING).await.is_err() {
+    if let Err(e) = within(idle, stream.write_all(SERVER_GREETING)).await {
+        log_io_error(&peer, "write", &e);
         return;
     }
     let mut session = AdminServerSession::new();
@@ -100,8 +133,9 @@ where
                 tracing::debug!(peer = %peer, "director is shutting down, closing");
                 return;
             };
-            if let Err(e) = stream.write_all(&replies).await {
-                tracing::debug!(peer = %peer, requests = count, error = %e, "admin write failed");
+            if let Err(e) = within(idle, stream.write_all(&replies)).await {
+                tracing::debug!(peer = %peer, requests = count, "admin replies not delivered");
+                log_io_error(&peer, "write", &e);
                 return;
             }
         }
@@ -118,16 +152,19 @@ where
             // More requests may be buffered already: run them before reading.
             continue;
         }
-        let fd = stream.as_fd().as_raw_fd();
-        let got = match spin_read(fd, session.spare_mut()).await {
+        let spun = match stream.spin_fd() {
+            Some(fd) => spin_read(fd, session.spare_mut()).await,
+            None => None,
+        };
+        let got = match spun {
             Some(r) => r,
-            None => stream.read(session.spare_mut()).await,
+            None => within(idle, stream.read(session.spare_mut())).await,
         };
         match got {
             Ok(0) => return,
             Ok(n) => session.commit(n),
             Err(e) => {
-                tracing::debug!(peer = %peer, error = %e, "admin read failed");
+                log_io_error(&peer, "read", &e);
                 return;
             }
         }
