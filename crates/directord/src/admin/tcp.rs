@@ -14,8 +14,8 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use director_config::IpNet;
 use tokio::net::{TcpListener, TcpStream};
@@ -89,11 +89,79 @@ pub fn bind_all(
         .collect()
 }
 
+/// Refused peers logged per [`REFUSAL_LOG_WINDOW`]; the rest are counted and the count is
+/// logged when the next window opens, so a refused peer connecting in a loop cannot flood
+/// the log.
+pub const REFUSAL_LOG_BURST: u32 = 20;
+/// See [`REFUSAL_LOG_BURST`].
+pub const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// Which refusals get a log line of their own.
+#[derive(Debug)]
+pub struct RefusalLog {
+    window_start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+/// What to log for one refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusalVerdict {
+    /// Log this refusal.
+    pub log: bool,
+    /// Refusals not logged in the window that just ended (to report once).
+    pub suppressed_before: u64,
+}
+
+impl RefusalLog {
+    /// Nothing logged yet.
+    pub fn new() -> Self {
+        RefusalLog {
+            window_start: None,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Records a refusal at `now`.
+    pub fn refusal(&mut self, now: Instant) -> RefusalVerdict {
+        let mut suppressed_before = 0;
+        let expired = self
+            .window_start
+            .is_none_or(|start| now.saturating_duration_since(start) >= REFUSAL_LOG_WINDOW);
+        if expired {
+            suppressed_before = std::mem::take(&mut self.suppressed);
+            self.window_start = Some(now);
+            self.logged = 0;
+        }
+        if self.logged < REFUSAL_LOG_BURST {
+            self.logged += 1;
+            RefusalVerdict {
+                log: true,
+                suppressed_before,
+            }
+        } else {
+            self.suppressed += 1;
+            RefusalVerdict {
+                log: false,
+                suppressed_before,
+            }
+        }
+    }
+}
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Serves the TCP admin listeners: one shared slot pool, the allow-list, TLS, idle timeout.
 pub struct TcpAdmin {
     settings: Arc<TcpAdminSettings>,
     slots: Arc<Semaphore>,
     ctx: ConnectionContext,
+    refusals: Arc<Mutex<RefusalLog>>,
 }
 
 impl TcpAdmin {
@@ -103,6 +171,7 @@ impl TcpAdmin {
             settings: Arc::new(settings.clone()),
             slots: Arc::new(Semaphore::new(settings.max_connections)),
             ctx,
+            refusals: Arc::new(Mutex::new(RefusalLog::new())),
         }
     }
 
@@ -115,19 +184,60 @@ impl TcpAdmin {
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let settings = Arc::clone(&self.settings);
         let ctx = self.ctx.clone();
+        let refusals = Arc::clone(&self.refusals);
         listener::accept_with(
             l,
             spec.addr.to_string(),
             Arc::clone(&self.slots),
             self.settings.max_connections,
-            move |stream, peer| admit(stream, peer, spec, Arc::clone(&settings), ctx.clone()),
+            move |stream, peer| {
+                // Checked here, before a task is spawned: a refused peer costs one accept.
+                let allowed = match &peer {
+                    PeerName::Tcp(addr) if settings.allows(addr.ip()) => true,
+                    _ => {
+                        refused(&refusals, &peer, spec);
+                        false
+                    }
+                };
+                let settings = Arc::clone(&settings);
+                let ctx = ctx.clone();
+                async move {
+                    if allowed {
+                        admit(stream, peer, spec, settings, ctx).await;
+                    }
+                    // Otherwise dropping the stream closes it: nothing is sent, not even
+                    // the greeting.
+                }
+            },
             shutdown,
         )
     }
 }
 
-/// Checks one new TCP client against the allow-list, runs the TLS handshake on `ssl = yes`
-/// listeners, then serves the admin protocol with the idle timeout.
+/// Logs a peer refused by the allow-list (rate-limited by [`RefusalLog`]).
+fn refused(log: &Mutex<RefusalLog>, peer: &PeerName, spec: TcpAdminSpec) {
+    let verdict = match log.lock() {
+        Ok(mut l) => l.refusal(Instant::now()),
+        Err(poisoned) => poisoned.into_inner().refusal(Instant::now()),
+    };
+    if verdict.suppressed_before > 0 {
+        tracing::warn!(
+            listener = %spec.addr,
+            count = verdict.suppressed_before,
+            "more admin connections were refused (not in director_admin_allow_nets) and not logged"
+        );
+    }
+    if verdict.log {
+        tracing::warn!(
+            peer = %peer,
+            listener = %spec.addr,
+            "admin connection refused: address not in director_admin_allow_nets"
+        );
+    }
+}
+
+/// Runs the TLS handshake on `ssl = yes` listeners, then serves the admin protocol with the
+/// idle timeout. The peer already passed the allow-list.
 async fn admit(
     stream: TcpStream,
     peer: PeerName,
@@ -138,15 +248,6 @@ async fn admit(
     let PeerName::Tcp(addr) = peer else {
         return;
     };
-    if !settings.allows(addr.ip()) {
-        // Dropping the stream closes it; nothing is sent, not even the greeting.
-        tracing::warn!(
-            peer = %addr,
-            listener = %spec.addr,
-            "admin connection refused: address not in director_admin_allow_nets"
-        );
-        return;
-    }
     let idle = settings.idle_timeout;
     if !spec.tls {
         connection::serve(stream, peer, ctx, Some(idle)).await;
@@ -169,5 +270,38 @@ async fn admit(
             listener = %spec.addr,
             "admin connection closed: no TLS handshake within director_admin_idle_timeout"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_in_bursts_and_the_rest_counted() {
+        let mut log = RefusalLog::new();
+        let t0 = Instant::now();
+        for _ in 0..REFUSAL_LOG_BURST {
+            assert_eq!(
+                log.refusal(t0),
+                RefusalVerdict {
+                    log: true,
+                    suppressed_before: 0
+                }
+            );
+        }
+        for _ in 0..5 {
+            assert!(!log.refusal(t0 + Duration::from_secs(1)).log);
+        }
+        let next = log.refusal(t0 + REFUSAL_LOG_WINDOW);
+        assert_eq!(
+            next,
+            RefusalVerdict {
+                log: true,
+                suppressed_before: 5
+            },
+            "a new window logs again and reports what was left out"
+        );
+        assert_eq!(log.refusal(t0 + REFUSAL_LOG_WINDOW).suppressed_before, 0);
     }
 }
