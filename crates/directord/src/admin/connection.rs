@@ -170,3 +170,78 @@ pub async fn serve<S: AdminStream>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use director_core::CoreSettings;
+    use tokio::io::DuplexStream;
+
+    use super::*;
+    use crate::actor::{self, ActorConfig};
+    use crate::clock::Clock;
+    use crate::core_glue::CoreState;
+    use crate::effects::kick::NoLocalSessions;
+    use crate::ring_view::RingView;
+    use crate::settings::STANDALONE_SELF;
+
+    impl AdminStream for DuplexStream {
+        fn spin_fd(&self) -> Option<RawFd> {
+            None
+        }
+    }
+
+    fn context() -> ConnectionContext {
+        let (director, _task) = actor::spawn(ActorConfig {
+            core: CoreState::new(CoreSettings::default()).unwrap(),
+            ring: RingView::new(STANDALONE_SELF.0, STANDALONE_SELF.1),
+            killer: Arc::new(NoLocalSessions),
+            clock: Clock::new(),
+        });
+        ConnectionContext { director }
+    }
+
+    /// A client that sends requests but never reads the replies is closed once a reply has
+    /// waited `idle` to be taken (tokio's paused clock: no real waiting).
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_reads_is_closed_after_the_idle_timeout() {
+        let idle = Duration::from_secs(60);
+        let (mut client, server) = tokio::io::duplex(256);
+        let started = tokio::time::Instant::now();
+        let served = tokio::spawn(serve(server, PeerName::Unix, context(), Some(idle)));
+        let writer = tokio::spawn(async move {
+            let mut requests = b"VERSION\tdirector-doveadm\t1\t0\n".to_vec();
+            for _ in 0..200 {
+                requests.extend_from_slice(b"HOST-LIST-REMOVED\nDIRECTOR-LIST\n");
+            }
+            // Fails once the server gave up and dropped its end.
+            let _ = client.write_all(&requests).await;
+            client
+        });
+        tokio::time::timeout(idle * 10, served)
+            .await
+            .expect("the stalled connection was closed")
+            .unwrap();
+        assert!(started.elapsed() >= idle, "not before the timeout");
+        drop(writer);
+    }
+
+    /// Without an idle limit (the UNIX socket) the same client is waited for.
+    #[tokio::test(start_paused = true)]
+    async fn without_a_limit_a_stalled_client_is_kept() {
+        let (mut client, server) = tokio::io::duplex(256);
+        let served = tokio::spawn(serve(server, PeerName::Unix, context(), None));
+        let mut requests = b"VERSION\tdirector-doveadm\t1\t0\n".to_vec();
+        for _ in 0..200 {
+            requests.extend_from_slice(b"HOST-LIST-REMOVED\nDIRECTOR-LIST\n");
+        }
+        let writer = tokio::spawn(async move {
+            let _ = client.write_all(&requests).await;
+            client
+        });
+        let waited = tokio::time::timeout(Duration::from_secs(3600), served).await;
+        assert!(waited.is_err(), "still served after an hour of stall");
+        drop(writer);
+    }
+}
