@@ -31,6 +31,7 @@ mod config;
 mod defaults;
 mod error;
 mod listeners;
+pub mod nets;
 mod parser;
 mod printer;
 mod servers;
@@ -44,9 +45,10 @@ pub use defaults::{
 };
 pub use error::{ConfigError, Location};
 pub use listeners::{
-    inet_listeners, parse_listen_address, socket_type_for, Listener, ListenerTransport, SocketType,
-    DEFAULT_LISTENER_MODE,
+    inet_listeners, is_wildcard_address, parse_listen_address, socket_type_for, Listener,
+    ListenerTransport, SocketType, DEFAULT_LISTENER_MODE,
 };
+pub use nets::{parse_nets, IpNet};
 pub use parser::{
     UnresolvedVariable, MAX_FILE_SIZE, MAX_INCLUDED_FILES, MAX_INCLUDE_DEPTH, MAX_LINE_LEN,
     MAX_SECTION_DEPTH,
@@ -57,8 +59,8 @@ pub use servers::{
     Resolver, SystemResolver, MAX_MAIL_SERVERS,
 };
 pub use settings::{
-    director_default, is_director_key, parse_bool, parse_u32_setting, DirectorSettings,
-    IgnoredSetting, DIRECTOR_DEFAULTS, DIRECTOR_KEYS, MIN_USER_EXPIRE_SECS, OTHER_USED_KEYS,
-    PROXY_DEFAULTS,
+    director_default, is_director_key, parse_bool, parse_u32_setting, AdminTls, DirectorSettings,
+    IgnoredSetting, ADMIN_DEFAULTS, DIRECTOR_DEFAULTS, DIRECTOR_KEYS, MIN_USER_EXPIRE_SECS,
+    OTHER_USED_KEYS, PROXY_DEFAULTS,
 };
 pub use tree::{Item, Section, Setting};

@@ -37,6 +37,11 @@ pub fn parse_listen_address(word: &str) -> Option<IpAddr> {
     }
 }
 
+/// Whether a `listen` / `address` word means "every address" (`*`, `::`, `0.0.0.0`, `[::]`).
+pub fn is_wildcard_address(word: &str) -> bool {
+    parse_listen_address(word).is_some_and(|ip| ip.is_unspecified())
+}
+
 /// What protocol a director listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SocketType {
@@ -90,6 +95,8 @@ pub enum ListenerTransport {
         ssl: bool,
         /// `haproxy = yes`.
         haproxy: bool,
+        /// Whether the listener's own `address` was set (else `addresses` is `listen`).
+        address_set: bool,
     },
 }
 
@@ -233,6 +240,7 @@ impl Draft {
                 port: self.port.unwrap_or(default_port),
                 ssl: self.ssl,
                 haproxy: self.haproxy,
+                address_set: !self.address.is_empty(),
             },
             _ => ListenerTransport::Unix {
                 path,
@@ -384,6 +392,12 @@ mod tests {
         assert_eq!(parse_listen_address("127.0.0.5"), ip("127.0.0.5"));
         assert_eq!(parse_listen_address("[::1]"), ip("::1"));
         assert_eq!(parse_listen_address("mail.example.com"), None);
+        for w in ["*", "::", "[::]", "0.0.0.0", "0:0::0"] {
+            assert!(is_wildcard_address(w), "{w}");
+        }
+        for w in ["127.0.0.1", "::1", "10.0.0.1", "mail.example.com"] {
+            assert!(!is_wildcard_address(w), "{w}");
+        }
     }
 
     #[test]

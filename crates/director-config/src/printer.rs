@@ -9,7 +9,7 @@
 //! format.
 
 use crate::config::Config;
-use crate::settings::{director_default, DIRECTOR_DEFAULTS, PROXY_DEFAULTS};
+use crate::settings::{director_default, ADMIN_DEFAULTS, DIRECTOR_DEFAULTS, PROXY_DEFAULTS};
 use crate::units::{format_size_bytes, format_time_secs, parse_size_bytes, parse_time_secs};
 
 /// Keys whose values are time intervals.
@@ -18,6 +18,7 @@ const TIME_KEYS: &[&str] = &[
     "director_user_kick_delay",
     "director_ping_idle_timeout",
     "director_ping_max_timeout",
+    "director_admin_idle_timeout",
 ];
 
 /// Keys whose values are sizes.
@@ -56,6 +57,7 @@ pub fn print_non_default(config: &Config, origin: &str) -> String {
     let mut keys: Vec<&str> = DIRECTOR_DEFAULTS
         .iter()
         .chain(PROXY_DEFAULTS)
+        .chain(ADMIN_DEFAULTS)
         .map(|(k, _)| *k)
         .collect();
     keys.sort_unstable();

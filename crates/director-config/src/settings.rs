@@ -15,7 +15,10 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::error::{ConfigError, Location};
-use crate::listeners::{service_listeners, Listener, ListenerTransport, SocketType};
+use crate::listeners::{
+    is_wildcard_address, service_listeners, Listener, ListenerTransport, SocketType,
+};
+use crate::nets::{parse_nets, IpNet};
 use crate::servers::{
     parse_director_servers, parse_mail_servers, DirectorServer, MailServer, Resolver,
     SystemResolver,
@@ -108,9 +111,24 @@ pub const PROXY_DEFAULTS: &[(&str, &str)] = &[
     ("director_proxy_workers", "0"),
 ];
 
+/// Our own settings of the admin listeners, with their defaults (Dovecot has none: its TCP
+/// admin listener has no access control). `docs/SECURITY.md` explains each.
+pub const ADMIN_DEFAULTS: &[(&str, &str)] = &[
+    // Who may connect to a TCP admin listener; the ring's directors are always added.
+    ("director_admin_allow_nets", "127.0.0.0/8 ::1"),
+    // TCP admin clients served at once (the UNIX socket has its own, larger pool).
+    ("director_admin_tcp_max_connections", "100"),
+    // A TCP admin client that sends nothing and reads nothing this long is closed.
+    ("director_admin_idle_timeout", "1 min"),
+];
+
 /// Whether `key` is a `director_*` setting we accept (Dovecot's or ours).
 pub fn is_director_key(key: &str) -> bool {
-    DIRECTOR_KEYS.contains(&key) || PROXY_DEFAULTS.iter().any(|(k, _)| *k == key)
+    DIRECTOR_KEYS.contains(&key)
+        || PROXY_DEFAULTS
+            .iter()
+            .chain(ADMIN_DEFAULTS)
+            .any(|(k, _)| *k == key)
 }
 
 /// The default of a key the director reads.
@@ -118,6 +136,7 @@ pub fn director_default(key: &str) -> Option<&'static str> {
     DIRECTOR_DEFAULTS
         .iter()
         .chain(PROXY_DEFAULTS)
+        .chain(ADMIN_DEFAULTS)
         .find(|(k, _)| *k == key)
         .map(|(_, v)| *v)
 }
@@ -129,6 +148,34 @@ pub struct IgnoredSetting {
     pub key: String,
     /// Where it is.
     pub location: Location,
+}
+
+/// TLS of the TCP admin listeners (`ssl = yes` in `inet_listener director-doveadm`), with
+/// Dovecot's setting names. The PEM texts are what the settings hold (`ssl_cert = </path`
+/// reads the file).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminTls {
+    /// `ssl_cert`: our certificate chain.
+    pub cert_pem: String,
+    /// `ssl_key`: its private key.
+    pub key_pem: String,
+    /// `ssl_ca`: the CAs that sign admin clients' certificates (required with
+    /// `ssl_verify_client_cert = yes`).
+    pub ca_pem: Option<String>,
+    /// `ssl_verify_client_cert = yes`: a client must present a certificate signed by `ssl_ca`.
+    pub verify_client_cert: bool,
+}
+
+impl std::fmt::Debug for AdminTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("AdminTls")
+            .field("cert_pem", &format_args!("<{} bytes>", self.cert_pem.len()))
+            .field("key_pem", &format_args!("<secret>"))
+            .field("ca_pem", &self.ca_pem.as_ref().map(String::len))
+            .field("verify_client_cert", &self.verify_client_cert)
+            .finish()
+    }
 }
 
 /// The director's effective settings.
@@ -182,6 +229,15 @@ pub struct DirectorSettings {
     pub admin_listeners: Vec<Listener>,
     /// The ring listener (first inet listener of type ring with a port).
     pub ring_listener: Option<Listener>,
+    /// Who may connect to a TCP admin listener: `director_admin_allow_nets` plus every
+    /// director of `director_servers`.
+    pub admin_allow_nets: Vec<IpNet>,
+    /// `director_admin_tcp_max_connections` (default 100, at least 1).
+    pub admin_tcp_max_connections: u32,
+    /// `director_admin_idle_timeout` in seconds (default 60, at least 1).
+    pub admin_idle_timeout_secs: u32,
+    /// TLS material, when a TCP admin listener has `ssl = yes`.
+    pub admin_tls: Option<AdminTls>,
     /// Settings and sections present but not used, for debug logging.
     pub ignored: Vec<IgnoredSetting>,
 }
@@ -241,6 +297,105 @@ pub fn parse_u32_setting(value: &str) -> Result<u32, String> {
         "Not a valid number"
     };
     Err(format!("Invalid number {value}: {why}"))
+}
+
+/// Where a listener was configured, for errors: its block, else the whole config.
+fn listener_error(l: &Listener, msg: String) -> ConfigError {
+    match &l.location {
+        Some(loc) => ConfigError::at(loc, msg),
+        None => ConfigError::general(msg),
+    }
+}
+
+/// Refuses a TCP admin listener on a wildcard address. It serves the full admin protocol
+/// (`HOST-SET`, `USER-MOVE`, ...), so it binds only addresses the operator named.
+fn check_admin_addresses(admin_listeners: &[Listener], listen: &str) -> Result<(), ConfigError> {
+    for l in admin_listeners {
+        let ListenerTransport::Inet {
+            addresses,
+            address_set,
+            ..
+        } = &l.transport
+        else {
+            continue;
+        };
+        let name = &l.name;
+        if addresses.is_empty() {
+            return Err(listener_error(
+                l,
+                format!(
+                    "inet_listener {name}: no address: a TCP admin listener binds only an \
+                     explicit address (set address = 127.0.0.1 or another one of ours)"
+                ),
+            ));
+        }
+        if let Some(w) = addresses.iter().find(|a| is_wildcard_address(a)) {
+            let msg = if *address_set {
+                format!(
+                    "inet_listener {name}: address = {w} is a wildcard: a TCP admin listener \
+                     binds only an explicit address (set address = 127.0.0.1 or another one \
+                     of ours)"
+                )
+            } else {
+                format!(
+                    "inet_listener {name} has no address, and listen = {listen} is a \
+                     wildcard: a TCP admin listener binds only an explicit address (set \
+                     address = 127.0.0.1 or another one of ours in inet_listener {name})"
+                )
+            };
+            return Err(listener_error(l, msg));
+        }
+    }
+    Ok(())
+}
+
+/// The TLS material of the TCP admin listeners, when one of them has `ssl = yes`.
+fn admin_tls(
+    config: &Config,
+    admin_listeners: &[Listener],
+) -> Result<Option<AdminTls>, ConfigError> {
+    let Some(l) = admin_listeners
+        .iter()
+        .find(|l| matches!(l.transport, ListenerTransport::Inet { ssl: true, .. }))
+    else {
+        return Ok(None);
+    };
+    let name = &l.name;
+    let setting = |key: &str| {
+        config
+            .get(key)
+            .map(str::to_owned)
+            .filter(|v| !v.trim().is_empty())
+    };
+    let missing = |key: &str, why: &str| {
+        listener_error(
+            l,
+            format!("inet_listener {name} has ssl = yes, but {key} {why}"),
+        )
+    };
+    if config.get("ssl").is_some_and(|v| v.trim() == "no") {
+        return Err(missing("ssl", "= no"));
+    }
+    let cert_pem = setting("ssl_cert").ok_or_else(|| missing("ssl_cert", "is not set"))?;
+    let key_pem = setting("ssl_key").ok_or_else(|| missing("ssl_key", "is not set"))?;
+    let ca_pem = setting("ssl_ca");
+    let verify_client_cert = match config.get_setting("ssl_verify_client_cert") {
+        Some(s) => parse_bool(&s.value)
+            .map_err(|m| ConfigError::at(&s.location, format!("ssl_verify_client_cert: {m}")))?,
+        None => false,
+    };
+    if verify_client_cert && ca_pem.is_none() {
+        return Err(missing(
+            "ssl_ca",
+            "is not set (ssl_verify_client_cert = yes needs the CA that signs admin clients)",
+        ));
+    }
+    Ok(Some(AdminTls {
+        cert_pem,
+        key_pem,
+        ca_pem,
+        verify_client_cert,
+    }))
 }
 
 impl DirectorSettings {
@@ -395,6 +550,34 @@ impl DirectorSettings {
             ));
         }
 
+        check_admin_addresses(&admin_listeners, &listen)?;
+        let mut admin_allow_nets = {
+            let r = raw(config, "director_admin_allow_nets");
+            parse_nets(r.value).map_err(|m| r.err("director_admin_allow_nets", m))?
+        };
+        for d in &director_servers {
+            let net = IpNet::host(d.ip);
+            if !admin_allow_nets.contains(&net) {
+                admin_allow_nets.push(net);
+            }
+        }
+        let at_least_one = |key: &str, v: u32| -> Result<u32, ConfigError> {
+            if v == 0 {
+                Err(raw(config, key).err(key, "must be at least 1"))
+            } else {
+                Ok(v)
+            }
+        };
+        let admin_tcp_max_connections = at_least_one(
+            "director_admin_tcp_max_connections",
+            uint("director_admin_tcp_max_connections")?,
+        )?;
+        let admin_idle_timeout_secs = at_least_one(
+            "director_admin_idle_timeout",
+            time("director_admin_idle_timeout")?,
+        )?;
+        let admin_tls = admin_tls(config, &admin_listeners)?;
+
         let mut auth_master_user_separator = string("auth_master_user_separator");
         if auth_master_user_separator.is_empty() {
             auth_master_user_separator = string("master_user_separator");
@@ -423,6 +606,10 @@ impl DirectorSettings {
             listeners,
             admin_listeners,
             ring_listener,
+            admin_allow_nets,
+            admin_tcp_max_connections,
+            admin_idle_timeout_secs,
+            admin_tls,
             ignored,
         })
     }

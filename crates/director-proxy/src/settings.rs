@@ -283,6 +283,7 @@ impl ProxySettings {
                     port,
                     ssl: implicit_tls,
                     haproxy,
+                    ..
                 } = l.transport
                 else {
                     continue;

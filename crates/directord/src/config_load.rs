@@ -6,6 +6,7 @@
 //! is built from.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use director_config::{
@@ -13,6 +14,7 @@ use director_config::{
 };
 
 use crate::admin::listener::UnixSocketSpec;
+use crate::admin::tcp::{AdminTlsAcceptor, TcpAdminSettings, TcpAdminSpec};
 use crate::cli::Cli;
 use crate::logging::LogTargets;
 use crate::settings::{DaemonSettings, STANDALONE_SELF};
@@ -89,15 +91,19 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
                 group: group.clone(),
             }),
             ListenerTransport::Inet {
-                addresses, port, ..
+                addresses,
+                port,
+                ssl,
+                ..
             } => {
                 for a in addresses {
-                    admin_tcp.push(SocketAddr::new(
-                        parse_listen_address(a).with_context(|| {
-                            format!("admin listener {}: {a:?} is not an IP address", l.name)
-                        })?,
-                        *port,
-                    ));
+                    let ip = parse_listen_address(a).with_context(|| {
+                        format!("admin listener {}: {a:?} is not an IP address", l.name)
+                    })?;
+                    admin_tcp.push(TcpAdminSpec {
+                        addr: SocketAddr::new(ip, *port),
+                        tls: *ssl,
+                    });
                 }
             }
             ListenerTransport::Fifo { .. } => {}
@@ -128,6 +134,24 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
         }
     };
     let core = ds.core_settings()?;
+    let tls = match &ds.admin_tls {
+        Some(t) => {
+            let ca = t.ca_pem.as_deref().filter(|_| t.verify_client_cert);
+            let acceptor =
+                director_proxy::tls::server_acceptor_with_client_ca(&t.cert_pem, &t.key_pem, ca)
+                    .context("TLS of the TCP admin listener (ssl = yes)")?;
+            Some(AdminTlsAcceptor(acceptor))
+        }
+        None => None,
+    };
+    let admin_tcp = TcpAdminSettings {
+        listeners: admin_tcp,
+        allow_nets: ds.admin_allow_nets.clone(),
+        max_connections: usize::try_from(ds.admin_tcp_max_connections)
+            .context("director_admin_tcp_max_connections")?,
+        idle_timeout: Duration::from_secs(u64::from(ds.admin_idle_timeout_secs)),
+        tls,
+    };
     Ok(DaemonSettings {
         base_dir: ds.base_dir.clone(),
         admin_sockets,

@@ -8,10 +8,12 @@ use std::time::Duration;
 // The admin line limit (1023 bytes + LF, Dovecot's 1024-byte input buffer) lives with the
 // framer: `director_proto::line::ADMIN_MAX_LINE_LEN`.
 
-/// Most admin connections (UNIX and TCP together) served at once. Above this the accept loop
-/// stops accepting and lets the kernel backlog hold new clients until a slot frees up.
-/// Dovecot's director has `client_limit = 0` (= `default_client_limit`, 1000); we allow more
-/// because a connection costs us a few KiB only.
+/// Most UNIX-socket admin connections served at once. Above this the accept loop stops
+/// accepting and lets the kernel backlog hold new clients until a slot frees up. Dovecot's
+/// director has `client_limit = 0` (= `default_client_limit`, 1000, shared by every
+/// listener); we allow more because a connection costs us a few KiB only. TCP admin clients
+/// have a separate pool (`director_admin_tcp_max_connections`, default 100), so they can never
+/// take these slots.
 pub const MAX_ADMIN_CONNECTIONS: usize = 10_000;
 
 /// Listen backlog for the admin sockets (the kernel caps it at `net.core.somaxconn`).

@@ -33,10 +33,7 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     for spec in &settings.admin_sockets {
         unix.push((spec.path.clone(), listener::bind_unix(spec)?));
     }
-    let mut tcp = Vec::new();
-    for addr in &settings.admin_tcp {
-        tcp.push((*addr, listener::bind_tcp(*addr)?));
-    }
+    let tcp = crate::admin::tcp::bind_all(&settings.admin_tcp)?;
 
     // With the built-in proxy, kicks act on its sessions; without it there are none.
     let registry = settings
@@ -71,16 +68,17 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
             shutdown_rx.clone(),
         )));
     }
-    for (addr, l) in tcp {
-        tracing::info!(address = %addr, "admin TCP listener ready");
-        loops.push(core_thread.handle.spawn(listener::accept_loop(
-            l,
-            addr.to_string(),
-            slots.clone(),
-            ctx.clone(),
-            shutdown_rx.clone(),
-        )));
+    // TCP clients have slots of their own: they can never take the UNIX socket's.
+    let tcp_admin = crate::admin::tcp::TcpAdmin::new(&settings.admin_tcp, ctx.clone());
+    for (spec, l) in tcp {
+        tracing::info!(address = %spec.addr, tls = spec.tls, "admin TCP listener ready");
+        loops.push(
+            core_thread
+                .handle
+                .spawn(tcp_admin.accept_loop(l, spec, shutdown_rx.clone())),
+        );
     }
+    drop(tcp_admin);
     drop(ctx);
     // The proxy starts its own worker threads; the rest stays on the main thread.
     drop(core_context);

@@ -2,13 +2,14 @@
 //! to the core. Built from `director-config`'s [`director_config::DirectorSettings`] by
 //! [`crate::config_load`], so the rest of the daemon never looks at raw settings.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use director_core::lookup::ConfigHost;
 use director_core::CoreSettings;
 
 use crate::admin::listener::UnixSocketSpec;
+use crate::admin::tcp::TcpAdminSettings;
 use crate::logging::LogTargets;
 
 /// Standalone directors call themselves this (observed: `127.0.0.1\t0\tself`).
@@ -21,8 +22,9 @@ pub struct DaemonSettings {
     pub base_dir: PathBuf,
     /// The admin UNIX sockets; the first is `director-admin` and is printed at start.
     pub admin_sockets: Vec<UnixSocketSpec>,
-    /// TCP admin listeners (`inet_listener director-doveadm` / `*-admin`); usually none.
-    pub admin_tcp: Vec<SocketAddr>,
+    /// TCP admin listeners (`inet_listener director-doveadm` / `*-admin`, usually none) and
+    /// their allow-list, limits and TLS.
+    pub admin_tcp: TcpAdminSettings,
     /// Log destinations.
     pub log: LogTargets,
     /// What the core is built from.

@@ -9,16 +9,22 @@
 //! connection without a reply; the reason is logged at error level with Dovecot's wording,
 //! except overlong lines, which Dovecot drops silently (we log them at debug only).
 //!
-//! There is no idle timeout: Dovecot's admin connections have none either, and the
-//! connection cap ([`crate::limits::MAX_ADMIN_CONNECTIONS`]) bounds what idle clients cost.
+//! UNIX-socket clients have no idle timeout (Dovecot's admin connections have none either,
+//! and the connection cap [`crate::limits::MAX_ADMIN_CONNECTIONS`] bounds what idle local
+//! clients cost). TCP clients get `director_admin_idle_timeout`: a connection that waits
+//! that long for its client, to send a request or to take a reply, is closed.
 
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::future::Future;
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
 
 use director_proto::admin::{AdminServerSession, SERVER_GREETING};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::admin::listener::PeerName;
 use director_driver::DirectorHandle;
+
+use crate::admin::listener::{AdminStream, PeerName};
 
 /// Most pipelined requests run as one batch; bounds one reply buffer.
 const MAX_BATCH: usize = 256;
@@ -65,14 +71,42 @@ async fn spin_read(fd: RawFd, buf: &mut [u8]) -> Option<std::io::Result<usize>> 
     }
 }
 
-/// Serves one admin client until it disconnects or misbehaves.
-pub async fn serve<S>(stream: S, peer: PeerName, ctx: ConnectionContext)
-where
-    S: AsyncRead + AsyncWrite + AsFd + Unpin,
-{
+/// Runs one wait for the client, bounded by `idle` when there is one.
+async fn within<T>(
+    idle: Option<Duration>,
+    io: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match idle {
+        None => io.await,
+        Some(limit) => tokio::time::timeout(limit, io)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, IDLE_CLOSE))),
+    }
+}
+
+/// What the log says when the idle timeout closes a connection.
+pub const IDLE_CLOSE: &str = "admin client idle too long (director_admin_idle_timeout), closing";
+
+fn log_io_error(peer: &PeerName, what: &str, e: &io::Error) {
+    if e.kind() == io::ErrorKind::TimedOut {
+        tracing::info!(peer = %peer, "{IDLE_CLOSE}");
+    } else {
+        tracing::debug!(peer = %peer, error = %e, "admin {what} failed");
+    }
+}
+
+/// Serves one admin client until it disconnects or misbehaves, or (with `idle`) until it
+/// keeps us waiting longer than that for a request or for taking a reply.
+pub async fn serve<S: AdminStream>(
+    stream: S,
+    peer: PeerName,
+    ctx: ConnectionContext,
+    idle: Option<Duration>,
+) {
     // One command at a time: reads and writes never overlap, so no split is needed.
     let mut stream = stream;
-    if stream.write_all(SERVER_GREETING).await.is_err() {
+    if let Err(e) = within(idle, stream.write_all(SERVER_GREETING)).await {
+        log_io_error(&peer, "write", &e);
         return;
     }
     let mut session = AdminServerSession::new();
@@ -100,8 +134,9 @@ where
                 tracing::debug!(peer = %peer, "director is shutting down, closing");
                 return;
             };
-            if let Err(e) = stream.write_all(&replies).await {
-                tracing::debug!(peer = %peer, requests = count, error = %e, "admin write failed");
+            if let Err(e) = within(idle, stream.write_all(&replies)).await {
+                tracing::debug!(peer = %peer, requests = count, "admin replies not delivered");
+                log_io_error(&peer, "write", &e);
                 return;
             }
         }
@@ -118,18 +153,94 @@ where
             // More requests may be buffered already: run them before reading.
             continue;
         }
-        let fd = stream.as_fd().as_raw_fd();
-        let got = match spin_read(fd, session.spare_mut()).await {
+        let spun = match stream.spin_fd() {
+            Some(fd) => spin_read(fd, session.spare_mut()).await,
+            None => None,
+        };
+        let got = match spun {
             Some(r) => r,
-            None => stream.read(session.spare_mut()).await,
+            None => within(idle, stream.read(session.spare_mut())).await,
         };
         match got {
             Ok(0) => return,
             Ok(n) => session.commit(n),
             Err(e) => {
-                tracing::debug!(peer = %peer, error = %e, "admin read failed");
+                log_io_error(&peer, "read", &e);
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use director_core::CoreSettings;
+    use tokio::io::DuplexStream;
+
+    use super::*;
+    use director_driver::{Clock, DriverConfig, NoLocalSessions, RingView};
+
+    use crate::settings::STANDALONE_SELF;
+
+    impl AdminStream for DuplexStream {
+        fn spin_fd(&self) -> Option<RawFd> {
+            None
+        }
+    }
+
+    fn context() -> ConnectionContext {
+        let (director, _task) = director_driver::spawn(DriverConfig {
+            core: CoreSettings::default(),
+            ring: RingView::new(STANDALONE_SELF.0, STANDALONE_SELF.1),
+            sessions: Arc::new(NoLocalSessions),
+            clock: Clock::new(),
+        })
+        .unwrap();
+        ConnectionContext { director }
+    }
+
+    /// A client that sends requests but never reads the replies is closed once a reply has
+    /// waited `idle` to be taken (tokio's paused clock: no real waiting).
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_reads_is_closed_after_the_idle_timeout() {
+        let idle = Duration::from_secs(60);
+        let (mut client, server) = tokio::io::duplex(256);
+        let started = tokio::time::Instant::now();
+        let served = tokio::spawn(serve(server, PeerName::Unix, context(), Some(idle)));
+        let writer = tokio::spawn(async move {
+            let mut requests = b"VERSION\tdirector-doveadm\t1\t0\n".to_vec();
+            for _ in 0..200 {
+                requests.extend_from_slice(b"HOST-LIST-REMOVED\nDIRECTOR-LIST\n");
+            }
+            // Fails once the server gave up and dropped its end.
+            let _ = client.write_all(&requests).await;
+            client
+        });
+        tokio::time::timeout(idle * 10, served)
+            .await
+            .expect("the stalled connection was closed")
+            .unwrap();
+        assert!(started.elapsed() >= idle, "not before the timeout");
+        drop(writer);
+    }
+
+    /// Without an idle limit (the UNIX socket) the same client is waited for.
+    #[tokio::test(start_paused = true)]
+    async fn without_a_limit_a_stalled_client_is_kept() {
+        let (mut client, server) = tokio::io::duplex(256);
+        let served = tokio::spawn(serve(server, PeerName::Unix, context(), None));
+        let mut requests = b"VERSION\tdirector-doveadm\t1\t0\n".to_vec();
+        for _ in 0..200 {
+            requests.extend_from_slice(b"HOST-LIST-REMOVED\nDIRECTOR-LIST\n");
+        }
+        let writer = tokio::spawn(async move {
+            let _ = client.write_all(&requests).await;
+            client
+        });
+        let waited = tokio::time::timeout(Duration::from_secs(3600), served).await;
+        assert!(waited.is_err(), "still served after an hour of stall");
+        drop(writer);
     }
 }

@@ -2,14 +2,22 @@
 //! `inet_listener director-doveadm`, with the accept loop shared by both.
 //!
 //! The accept loop takes a connection slot (a semaphore permit) *before* accepting, so at most
-//! [`MAX_ADMIN_CONNECTIONS`] clients are served; beyond that the kernel backlog holds new
-//! clients until one leaves (accept back-off). Failed `accept()`s (EMFILE, ENFILE, ENOBUFS…)
-//! pause with exponential back-off instead of spinning.
+//! as many clients as the pool has slots are served; beyond that the kernel backlog holds new
+//! clients until one leaves (accept back-off). The UNIX sockets share one pool of
+//! [`MAX_ADMIN_CONNECTIONS`]; the TCP listeners have their own, smaller one
+//! (`director_admin_tcp_max_connections`, see [`crate::admin::tcp`]), so TCP clients can never
+//! take the local `doveadm`'s slots. Failed `accept()`s (EMFILE, ENFILE, ENOBUFS…) pause with
+//! exponential back-off instead of spinning.
+//!
+//! `base_dir` and every directory an admin socket is created in must belong to us and be
+//! writable by nobody else ([`ensure_dir`]): whoever can write there can replace the socket
+//! with one of their own and receive the local `doveadm`'s commands.
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,13 +32,24 @@ use crate::limits::{
 /// Errors preparing a listener; they stop the daemon at start-up with this context.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
-    /// `base_dir` could not be created.
+    /// `base_dir` could not be created or examined.
     #[error("create base_dir {path}: {source}")]
     BaseDir {
         /// The directory.
         path: PathBuf,
         /// Why.
         source: io::Error,
+    },
+    /// `base_dir` (or a socket's directory) is not ours alone.
+    #[error(
+        "base_dir {path}: {reason}; refusing to create admin sockets there (another user could \
+         replace them)"
+    )]
+    UnsafeDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// Something answered on the socket path: another daemon owns it.
     #[error("{0} is in use by a running process (another directord or Dovecot?)")]
@@ -69,12 +88,65 @@ pub struct UnixSocketSpec {
     pub group: String,
 }
 
-/// Creates `dir` (and parents) if missing. Dovecot creates `base_dir` at start the same way.
+/// Mode of a directory we create for sockets (`base_dir` when missing).
+pub const NEW_DIR_MODE: u32 = 0o700;
+
+/// The umask while a socket is bound: the socket file is created inaccessible to anyone else,
+/// and the listener's `mode` is applied afterwards.
+pub const BIND_UMASK: u32 = 0o077;
+
+/// Creates `dir` (and missing parents) with mode 0700 if missing, then checks that it is
+/// ours alone: owned by our effective uid (a symbolic link too, and what it points to) and
+/// not writable by group or others. Dovecot creates `base_dir` at start; we also refuse one
+/// that another user could have prepared, such as a `/tmp/director-<uid>` made by someone
+/// else first.
 pub fn ensure_dir(dir: &Path) -> Result<(), ListenerError> {
-    std::fs::create_dir_all(dir).map_err(|source| ListenerError::BaseDir {
+    let io_err = |source| ListenerError::BaseDir {
         path: dir.to_path_buf(),
         source,
-    })
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(NEW_DIR_MODE)
+        .create(dir)
+        .map_err(io_err)?;
+    check_private_dir(dir, nix::unistd::geteuid().as_raw())
+}
+
+/// Refuses a directory not owned by `uid` or writable by group or others.
+pub fn check_private_dir(dir: &Path, uid: u32) -> Result<(), ListenerError> {
+    let unsafe_dir = |reason: String| ListenerError::UnsafeDir {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let io_err = |source| ListenerError::BaseDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let link = std::fs::symlink_metadata(dir).map_err(io_err)?;
+    if link.file_type().is_symlink() && link.uid() != uid {
+        return Err(unsafe_dir(format!(
+            "is a symbolic link owned by uid {}, not by us (uid {uid})",
+            link.uid()
+        )));
+    }
+    let meta = std::fs::metadata(dir).map_err(io_err)?;
+    if !meta.is_dir() {
+        return Err(unsafe_dir("is not a directory".into()));
+    }
+    if meta.uid() != uid {
+        return Err(unsafe_dir(format!(
+            "is owned by uid {}, not by us (uid {uid})",
+            meta.uid()
+        )));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "mode {mode:04o} lets group or others write to it (chmod go-w)"
+        )));
+    }
+    Ok(())
 }
 
 /// Binds the UNIX admin socket: removes a stale socket file left by a dead process (but not a
@@ -84,11 +156,13 @@ pub fn bind_unix(spec: &UnixSocketSpec) -> Result<UnixListener, ListenerError> {
         ensure_dir(parent)?;
     }
     remove_stale_socket(&spec.path)?;
-    let std_listener = std::os::unix::net::UnixListener::bind(&spec.path).map_err(|source| {
-        ListenerError::Listen {
-            what: spec.path.display().to_string(),
-            source,
-        }
+    // The umask is per process: this runs at start, before any other thread creates files.
+    let old_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(BIND_UMASK));
+    let bound = std::os::unix::net::UnixListener::bind(&spec.path);
+    nix::sys::stat::umask(old_umask);
+    let std_listener = bound.map_err(|source| ListenerError::Listen {
+        what: spec.path.display().to_string(),
+        source,
     })?;
     let listen_err = |source| ListenerError::Listen {
         what: spec.path.display().to_string(),
@@ -169,15 +243,37 @@ pub fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ListenerError> {
     socket.listen(ADMIN_LISTEN_BACKLOG).map_err(err)
 }
 
+/// A stream an admin connection runs on: a UNIX or TCP socket, or TLS over TCP.
+pub trait AdminStream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static
+{
+    /// The socket to look for input on without the reactor (see `connection::spin_read`),
+    /// when the bytes on it are the protocol's own; `None` for TLS, whose bytes are records.
+    fn spin_fd(&self) -> Option<RawFd>;
+}
+
+impl AdminStream for UnixStream {
+    fn spin_fd(&self) -> Option<RawFd> {
+        Some(self.as_raw_fd())
+    }
+}
+
+impl AdminStream for TcpStream {
+    fn spin_fd(&self) -> Option<RawFd> {
+        Some(self.as_raw_fd())
+    }
+}
+
+impl AdminStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn spin_fd(&self) -> Option<RawFd> {
+        None
+    }
+}
+
 /// A listener the accept loop can drive: UNIX or TCP.
 pub trait AdminAcceptor: Send + 'static {
     /// The accepted stream type.
-    type Stream: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + std::os::fd::AsFd
-        + Unpin
-        + Send
-        + 'static;
+    type Stream: Send + 'static;
     /// Accepts one client; returns the stream and a printable peer name for logs.
     fn accept(
         &self,
@@ -225,14 +321,43 @@ pub fn connection_slots() -> Arc<Semaphore> {
     Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS))
 }
 
-/// Accepts admin clients until `shutdown` flips to `true`, spawning one task per client.
-pub async fn accept_loop<A: AdminAcceptor>(
+/// Accepts admin clients of a UNIX socket until `shutdown` flips to `true`, spawning one
+/// task per client (no idle timeout: local clients are trusted, as in Dovecot).
+pub async fn accept_loop<A>(
     listener: A,
     what: String,
     slots: Arc<Semaphore>,
     ctx: ConnectionContext,
+    shutdown: watch::Receiver<bool>,
+) where
+    A: AdminAcceptor,
+    A::Stream: AdminStream,
+{
+    accept_with(
+        listener,
+        what,
+        slots,
+        MAX_ADMIN_CONNECTIONS,
+        move |stream, peer| connection::serve(stream, peer, ctx.clone(), None),
+        shutdown,
+    )
+    .await
+}
+
+/// Accepts clients until `shutdown` flips to `true`, holding one of `slots` (`limit` in all,
+/// for the log) per client while `handle`'s future runs in a task of its own.
+pub async fn accept_with<A, H, F>(
+    listener: A,
+    what: String,
+    slots: Arc<Semaphore>,
+    limit: usize,
+    mut handle: H,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    A: AdminAcceptor,
+    H: FnMut(A::Stream, PeerName) -> F + Send,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut warned_full = false;
     loop {
@@ -248,7 +373,7 @@ pub async fn accept_loop<A: AdminAcceptor>(
                 if !warned_full {
                     tracing::warn!(
                         listener = %what,
-                        limit = MAX_ADMIN_CONNECTIONS,
+                        limit,
                         "admin connection limit reached, waiting for a slot before accepting more"
                     );
                     warned_full = true;
@@ -269,9 +394,9 @@ pub async fn accept_loop<A: AdminAcceptor>(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
-                let ctx = ctx.clone();
+                let served = handle(stream, peer);
                 tokio::spawn(async move {
-                    connection::serve(stream, peer, ctx).await;
+                    served.await;
                     drop(permit);
                 });
             }
