@@ -172,6 +172,16 @@ impl CoreState {
         self.director.request(username, "", secs(now))
     }
 
+    /// A login that created `username`'s assignment on `ip` was refused by the backend.
+    pub fn discard_new_user(
+        &mut self,
+        username: &[u8],
+        ip: std::net::IpAddr,
+        now: Duration,
+    ) -> bool {
+        self.director.discard_new_user(username, "", ip, secs(now))
+    }
+
     /// A proxied session of `username` is still open (§3.4 proxy-notify).
     pub fn refresh_user(&mut self, username: &[u8], now: Duration) {
         self.director.refresh_user(username, secs(now));

@@ -270,6 +270,22 @@ impl DirectorHandle {
         FastLogin::Answered(rx)
     }
 
+    /// The backend refused a login whose request created the user's assignment
+    /// ([`Route::new_user`]), and no other session of the user is open or logging in: drop
+    /// the assignment, so that made-up names cost nothing. Returns whether it was dropped.
+    pub fn discard_new_user(&self, username: &[u8], route: &Route) -> bool {
+        if !route.new_user {
+            return false;
+        }
+        match self.shared.lock() {
+            Some(mut state) => {
+                let now = state.clock.now();
+                state.core.discard_new_user(username, route.ip, now)
+            }
+            None => false,
+        }
+    }
+
     /// Merges a new `director_mail_servers` (SIGHUP); a summary of what changed, or why
     /// nothing did; `None` when the driver has stopped.
     pub async fn reload(&self, hosts: Vec<ConfigHost>) -> Option<Result<String, CoreError>> {

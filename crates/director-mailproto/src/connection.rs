@@ -55,6 +55,15 @@ pub struct Credentials {
     pub mechanism: Mechanism,
 }
 
+/// The password is overwritten when the credentials are dropped: the proxy drops them as
+/// soon as the backend accepted (or refused) the login, so a session never holds its
+/// client's password, and freed memory does not keep it either.
+impl Drop for Credentials {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.password);
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the password (logs must not leak it).

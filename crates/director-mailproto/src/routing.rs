@@ -19,6 +19,14 @@ pub fn routing_user(creds: &Credentials, master_separator: &str) -> Vec<u8> {
     cut_master_user(name, master_separator).to_vec()
 }
 
+/// Whether a login or recipient name may be routed at all. A NUL cannot be part of a
+/// Dovecot user name (it ends the name in every C string that carries it), so a name with one
+/// is refused before it reaches the core, whatever the protocol or SASL mechanism that
+/// delivered it.
+pub fn is_routable(name: &[u8]) -> bool {
+    !name.is_empty() && !name.contains(&0)
+}
+
 /// `name` cut at the first byte of `separator` (unchanged when it is empty).
 pub fn cut_master_user<'a>(name: &'a [u8], separator: &str) -> &'a [u8] {
     let seps = separator.as_bytes();
@@ -44,6 +52,13 @@ mod tests {
             password: b"pw".to_vec(),
             mechanism: Mechanism::Plain,
         }
+    }
+
+    #[test]
+    fn names_with_nul_are_not_routable() {
+        assert!(is_routable(b"user@example.com"));
+        assert!(!is_routable(b"user\0admin"));
+        assert!(!is_routable(b""));
     }
 
     #[test]

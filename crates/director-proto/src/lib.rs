@@ -32,5 +32,6 @@ pub mod admin;
 pub mod auth_master;
 pub mod flush_script;
 pub mod line;
+pub mod log_text;
 pub mod tabescape;
 pub mod value;

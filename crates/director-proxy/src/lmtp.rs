@@ -19,6 +19,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::router::{BackendFailureKind, Route};
+use director_mailproto::routing::is_routable;
+
 use crate::session::{
     connect_backend, report_backend_failure, route_user, BackendErr, Client, End, Shared, IO_BUF,
 };
@@ -48,7 +50,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut client: Client) {
                     return;
                 }
                 LmtpAction::Resolve { user, .. } => {
-                    let route = route_user(&shared, &user).await.ok();
+                    let route = if is_routable(&user) {
+                        route_user(&shared, &user).await.ok()
+                    } else {
+                        None
+                    };
                     queue.extend(m.recipient_resolved(route));
                 }
                 LmtpAction::BodyChunk(_) => {}

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use director_core::{user_hash, HashFormat};
 use director_driver::{KickFuture, LocalSessions};
+use director_proto::log_text::LogText;
 use tokio::sync::watch;
 
 use crate::settings::Protocol;
@@ -104,7 +105,14 @@ pub struct SessionGuard {
 }
 
 impl SessionGuard {
-    /// Registry id.
+    /// The session id the backend gets (`x-session-id`, `SESSION=`) and our logs show:
+    /// 12 bytes in base64, the shape of Dovecot's, derived from [`Self::id`] with a key drawn
+    /// at start, so one session's id tells nothing about another's.
+    pub fn session_id(&self) -> String {
+        session_id(self.id)
+    }
+
+    /// The registry's own number of the session (a sequence number: never shown outside).
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -166,6 +174,20 @@ impl Drop for SessionGuard {
     }
 }
 
+/// See [`SessionGuard::session_id`]. SipHash with a random key (the standard library's
+/// `RandomState`) is a pseudo-random function of the sequence number.
+fn session_id(id: u64) -> String {
+    use base64::Engine;
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let key = KEY.get_or_init(std::collections::hash_map::RandomState::new);
+    let mut bytes = [0u8; 12];
+    bytes[..8].copy_from_slice(&key.hash_one((id, 0u8)).to_le_bytes());
+    bytes[8..].copy_from_slice(&key.hash_one((id, 1u8)).to_le_bytes()[..4]);
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 /// The driver kicks and refreshes the proxy's sessions through the registry. Kicks take
 /// effect at once (the sessions are signalled and close on their own), so each future is
 /// ready immediately with the number of sessions told to stop.
@@ -178,13 +200,13 @@ impl LocalSessions for SessionRegistry {
 
     fn kick_user(&self, user: Vec<u8>) -> KickFuture {
         let n = SessionRegistry::kick_user(self, &user);
-        tracing::info!(user = %String::from_utf8_lossy(&user), kicked = n, "KICK");
+        tracing::info!(user = %LogText(&user), kicked = n, "KICK");
         Box::pin(std::future::ready(n))
     }
 
     fn kick_user_alt(&self, field: String, value: String) -> KickFuture {
         let n = self.kick_alt(&field, &value);
-        tracing::info!(%field, %value, kicked = n, "KICK-ALT");
+        tracing::info!(field = %LogText(field.as_bytes()), value = %LogText(value.as_bytes()), kicked = n, "KICK-ALT");
         Box::pin(std::future::ready(n))
     }
 
@@ -411,6 +433,33 @@ mod tests {
             None,
             "registered after the kick: a new route"
         );
+    }
+
+    /// Session ids are not sequence numbers: consecutive sessions share no visible pattern,
+    /// and ids do not repeat.
+    #[test]
+    fn session_ids_are_not_guessable_from_each_other() {
+        let ids: Vec<String> = (0..1000).map(super::session_id).collect();
+        assert!(ids.iter().all(|s| s.len() == 16), "{:?}", &ids[..3]);
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        // Neighbouring ids differ in about half of their bits, as unrelated values do.
+        let bits = |s: &str| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+        };
+        let differing: u32 = ids
+            .windows(2)
+            .map(|w| {
+                bits(&w[0])
+                    .iter()
+                    .zip(bits(&w[1]))
+                    .map(|(a, b)| (a ^ b).count_ones())
+                    .sum::<u32>()
+            })
+            .sum();
+        let mean = f64::from(differing) / 999.0;
+        assert!((40.0..56.0).contains(&mean), "mean differing bits {mean}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use director_mailproto::routing::routing_user;
+use director_mailproto::routing::{is_routable, routing_user};
 use director_mailproto::{
     Action, BackendAction, BackendFailure, BackendMachine, BackendSetup, ConnInfo, LoginFailure,
     LoginMachine, LoginProtocol, LoginSetup,
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use director_driver::DirectorHandle;
+use director_proto::log_text::LogText;
 
 use crate::registry::{KillReason, SessionGuard, SessionRegistry};
 
@@ -261,10 +262,10 @@ pub(crate) async fn route_user(shared: &Shared, username: &[u8]) -> Result<Route
     if let Err(e) = &r {
         match e {
             RouteError::Temporary(_) => {
-                tracing::warn!(user = %String::from_utf8_lossy(username), error = %e, "no backend for login")
+                tracing::warn!(user = %LogText(username), error = %e, "no backend for login")
             }
             RouteError::Failed(_) => {
-                tracing::error!(user = %String::from_utf8_lossy(username), error = %e, "no backend for login")
+                tracing::error!(user = %LogText(username), error = %e, "no backend for login")
             }
         }
     }
@@ -361,7 +362,7 @@ pub(crate) fn report_backend_failure(
     err: &BackendErr,
 ) {
     tracing::warn!(
-        user = %String::from_utf8_lossy(username),
+        user = %LogText(username),
         host = %route.ip,
         hostname = route.hostname.as_deref().unwrap_or(""),
         kind = ?err.kind,
@@ -390,8 +391,13 @@ async fn login<P: LoginProtocol>(
         P::Login::credentials(&req),
         &shared.settings.master_user_separator,
     );
+    let creds = P::Login::credentials(&req);
+    if !is_routable(&username) || creds.authcid.contains(&0) || creds.authzid.contains(&0) {
+        tracing::info!(user = %LogText(&username), protocol = protocol.name(), client = %client.peer, "login name refused: empty or containing NUL");
+        return LoginEnd::Failed(LoginFailure::AuthFailed);
+    }
     let guard = shared.registry.register(&username, protocol, client.peer);
-    let session_id = format!("{:x}", guard.id());
+    let session_id = guard.session_id();
     let conn = client.conn_info(Some(session_id));
     let setup = BackendSetup {
         hostname: shared.settings.hostname.clone(),
@@ -404,35 +410,61 @@ async fn login<P: LoginProtocol>(
             .await
             .map_err(|_| ReplayErr::Fail(LoginFailure::Temporary))?;
         guard.set_backend(route.ip);
-        let mut backend =
-            match connect_backend(shared, &route, protocol, client.peer, client.local).await {
-                Ok(b) => b,
-                Err(e) => {
-                    report_backend_failure(shared, &username, &route, &e);
-                    return Err(ReplayErr::Fail(LoginFailure::Temporary));
-                }
-            };
-        match replay(shared, client, &mut backend, &mut bm, &route, buf).await {
-            Ok(remaining) => Ok((route, backend, remaining)),
-            Err(Replay::Client) => Err(ReplayErr::Abort),
-            Err(Replay::Rejected) => Err(ReplayErr::Fail(LoginFailure::Relayed)),
+        // One deadline for the whole backend login (Dovecot's login_proxy_timeout): a backend
+        // that trickles its replies cannot hold the login, and the client's slot, longer.
+        let limit = shared.settings.limits.connect_timeout;
+        let backend_login = async {
+            let mut backend =
+                match connect_backend(shared, &route, protocol, client.peer, client.local).await {
+                    Ok(b) => b,
+                    Err(e) => return Err(Replay::Backend(e)),
+                };
+            let remaining = replay(shared, client, &mut backend, &mut bm, &route, buf).await?;
+            Ok((backend, remaining))
+        };
+        let outcome = match tokio::time::timeout(limit, backend_login).await {
+            Ok(r) => r,
+            Err(_) => Err(Replay::Backend(BackendErr::new(
+                BackendFailureKind::Protocol,
+                format!(
+                    "login to the backend did not finish within login_proxy_timeout ({} s)",
+                    limit.as_secs()
+                ),
+            ))),
+        };
+        let failed = match outcome {
+            Ok((backend, remaining)) => return Ok((route, backend, remaining)),
+            Err(Replay::Client) => ReplayErr::Abort,
+            Err(Replay::Rejected) => ReplayErr::Fail(LoginFailure::Relayed),
             Err(Replay::Backend(e)) => {
                 report_backend_failure(shared, &username, &route, &e);
-                Err(ReplayErr::Fail(LoginFailure::Temporary))
+                ReplayErr::Fail(LoginFailure::Temporary)
             }
+        };
+        // The login failed. If it created the assignment and it is the user's only session
+        // (none open, none logging in), nothing real depends on the assignment: drop it, so
+        // that names made up by a stranger cost nothing.
+        if shared.registry.count_user(&username) == 1
+            && shared.director.discard_new_user(&username, &route)
+        {
+            tracing::debug!(user = %LogText(&username), host = %route.ip, "failed first login: assignment dropped");
         }
+        Err(failed)
     };
     let result = tokio::select! {
         r = phase => r,
         reason = guard.wait_killed() => {
-            tracing::info!(user = %String::from_utf8_lossy(&username), ?reason, "login stopped by kick");
+            tracing::info!(user = %LogText(&username), ?reason, "login stopped by kick");
             return LoginEnd::Abort;
         }
     };
+    // The backend machine holds the credentials: drop (and so wipe) them before the
+    // session, which may last for days, starts.
+    drop(bm);
     match result {
         Ok((route, mut backend, from_backend)) => {
             tracing::info!(
-                user = %String::from_utf8_lossy(&username),
+                user = %LogText(&username),
                 host = %route.ip,
                 protocol = protocol.name(),
                 client = %client.peer,
@@ -455,14 +487,14 @@ async fn login<P: LoginProtocol>(
                     client.close_with(protocol.backend_lost()).await;
                 }
                 SpliceEnd::Killed(reason) => {
-                    tracing::info!(user = %String::from_utf8_lossy(&username), host = %route.ip, ?reason, "session killed");
+                    tracing::info!(user = %LogText(&username), host = %route.ip, ?reason, "session killed");
                 }
                 SpliceEnd::ClientError(e) => {
-                    tracing::debug!(user = %String::from_utf8_lossy(&username), error = %e, "client connection failed");
+                    tracing::debug!(user = %LogText(&username), error = %e, "client connection failed");
                 }
                 SpliceEnd::Closed => {}
             }
-            tracing::debug!(user = %String::from_utf8_lossy(&username), host = %route.ip, end = ?end, "session ended");
+            tracing::debug!(user = %LogText(&username), host = %route.ip, end = ?end, "session ended");
             LoginEnd::Done
         }
         Err(ReplayErr::Abort) => LoginEnd::Abort,
@@ -494,8 +526,11 @@ async fn replay<B: BackendMachine>(
     loop {
         while let Some(a) = queue.pop_front() {
             match a {
-                BackendAction::SendBackend(b) => {
-                    if let Err(e) = backend.write_all(&b).await {
+                BackendAction::SendBackend(mut b) => {
+                    let written = backend.write_all(&b).await;
+                    // Login commands carry the password: wipe them once sent.
+                    zeroize::Zeroize::zeroize(&mut b);
+                    if let Err(e) = written {
                         return Err(Replay::Backend(BackendErr::new(
                             BackendFailureKind::Protocol,
                             e.to_string(),

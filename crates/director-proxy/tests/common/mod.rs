@@ -336,6 +336,22 @@ impl Raw {
         }
     }
 
+    /// Connects from `local` (a 127.x address of the test's own): Dovecot's backends count
+    /// authentication failures per client address, so unrelated clients get their own.
+    pub async fn connect_from(addr: SocketAddr, local: IpAddr) -> Raw {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(local, 0))
+            .expect("bind the client address");
+        let s = tokio::time::timeout(Duration::from_secs(10), socket.connect(addr))
+            .await
+            .expect("connect timeout")
+            .expect("connect");
+        Raw {
+            reader: BufReader::new(s),
+        }
+    }
+
     /// One line (with CRLF stripped); None on EOF.
     pub async fn line(&mut self) -> Option<String> {
         let mut l = String::new();

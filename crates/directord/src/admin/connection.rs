@@ -20,6 +20,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use director_proto::admin::{AdminServerSession, SERVER_GREETING};
+use director_proto::log_text::LogText;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use director_driver::DirectorHandle;
@@ -143,7 +144,9 @@ pub async fn serve<S: AdminStream>(
         if let Some(reason) = close {
             // Dovecot closes without a reply; an overlong line is not even logged.
             if reason.dovecot_logs() {
-                tracing::error!(peer = %peer, "{reason}");
+                // Dovecot's wording, which quotes the client's line: escaped, so that it
+                // cannot break or forge a log line.
+                tracing::error!(peer = %peer, "{}", LogText(reason.to_string().as_bytes()));
             } else {
                 tracing::debug!(peer = %peer, error = %reason, "admin input line too long, closing");
             }

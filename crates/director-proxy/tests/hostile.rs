@@ -1,0 +1,185 @@
+//! What a stranger can make the proxy do, each shown against the real proxy with real
+//! Dovecot backends: made-up names cost no assignment, names with NUL never reach the core,
+//! and a backend that trickles its login cannot hold a login past `login_proxy_timeout`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::{init_tracing, raw_imap_login, Lab, LabOptions, Raw};
+use director_proto::admin::{AdminRequest, UserRef};
+use tokio::io::AsyncWriteExt;
+
+async fn user_count(lab: &Lab) -> usize {
+    let list = lab.admin(AdminRequest::UserList { ip: None }).await;
+    list.lines().filter(|l| !l.is_empty()).count()
+}
+
+/// Guessing names with wrong passwords used to leave one assignment per name. Now a login
+/// that the backend refuses takes back the assignment it created; a user that logs in keeps
+/// theirs, and so does a real user whose password was mistyped once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_logins_of_made_up_names_leave_no_assignment() {
+    init_tracing();
+    let lab = Lab::start(LabOptions {
+        proxy_extra: vec!["auth_failure_delay = 0".into()],
+        ..LabOptions::default()
+    })
+    .await;
+    let imap = lab.addr(lab.imap_port);
+    let pop3 = lab.addr(lab.pop3_port);
+    // Each guess from its own client address, all at once: the backends delay failures per
+    // address, and the point is the count of names, not the backends' patience.
+    let mut clients = testkit::LoopbackAllocator::new();
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let from = IpAddr::V4(clients.next_ip());
+        guesses.spawn(async move {
+            if i % 4 == 3 {
+                let mut c = Raw::connect_from(pop3, from).await;
+                c.line().await.unwrap();
+                c.send(&format!("USER pop{i}@example.com\r\nPASS wrong\r\n"))
+                    .await;
+                let mut last = String::new();
+                while let Some(l) = c.line().await {
+                    last = l;
+                    if last.starts_with("-ERR") {
+                        break;
+                    }
+                }
+                assert!(last.starts_with("-ERR"), "{last}");
+            } else {
+                let mut c = Raw::connect_from(imap, from).await;
+                c.until("* OK").await;
+                c.send(&format!("a LOGIN guess{i}@example.com wrong\r\n"))
+                    .await;
+                let r = c.until("a ").await;
+                assert!(r.last().unwrap().starts_with("a NO"), "{r:?}");
+            }
+        });
+    }
+    while let Some(done) = guesses.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(user_count(&lab).await, 0, "no assignment for refused names");
+
+    let (_s, _) = raw_imap_login(imap, "real@example.com", "pass").await;
+    assert_eq!(user_count(&lab).await, 1);
+    // A wrong password of a user who already has an assignment does not take it away.
+    let mut c = Raw::connect(imap).await;
+    c.until("* OK").await;
+    c.send("a LOGIN real@example.com wrong\r\n").await;
+    assert!(c.until("a ").await.last().unwrap().starts_with("a NO"));
+    assert_eq!(user_count(&lab).await, 1);
+}
+
+/// A user name with NUL is refused before routing, through LOGIN, SASL LOGIN and SASL PLAIN's
+/// authorization identity alike: the client gets the authentication failure and the core
+/// never sees the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_with_nul_are_refused_before_routing() {
+    init_tracing();
+    let lab = Lab::start(LabOptions {
+        proxy_extra: vec!["auth_failure_delay = 0".into()],
+        ..LabOptions::default()
+    })
+    .await;
+    let imap = lab.addr(lab.imap_port);
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+
+    // SASL LOGIN: the user name is base64, so it can carry any byte.
+    let mut c = Raw::connect(imap).await;
+    c.until("* OK").await;
+    c.send("a AUTHENTICATE LOGIN\r\n").await;
+    assert!(c.line().await.unwrap().starts_with('+'));
+    c.send(&format!("{}\r\n", b64(b"victim@example.com\0x")))
+        .await;
+    assert!(c.line().await.unwrap().starts_with('+'));
+    c.send(&format!("{}\r\n", b64(b"pass"))).await;
+    let r = c.until("a ").await;
+    assert_eq!(
+        r.last().unwrap(),
+        "a NO [AUTHENTICATIONFAILED] Authentication failed."
+    );
+
+    // SASL PLAIN with an authorization identity (the name that is routed) holding a NUL is
+    // malformed PLAIN already; an authentication identity with a NUL cannot be expressed.
+    let mut c = Raw::connect(imap).await;
+    c.until("* OK").await;
+    c.send(&format!(
+        "b AUTHENTICATE PLAIN {}\r\n",
+        b64(b"victim@example.com\0\0x\0pass")
+    ))
+    .await;
+    let r = c.until("b ").await;
+    assert!(r.last().unwrap().starts_with("b NO"), "{r:?}");
+
+    let lookup = lab.lookup("victim@example.com").await;
+    assert_eq!(lookup.0, None, "no assignment for the name");
+    assert_eq!(user_count(&lab).await, 0);
+}
+
+/// A backend that accepts the connection and then trickles its greeting one byte at a time
+/// used to hold the login (and the client's connection slot) for minutes. The whole backend
+/// login now has one deadline, `login_proxy_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_trickles_its_login_is_given_up_after_login_proxy_timeout() {
+    init_tracing();
+    let lab = Lab::start(LabOptions {
+        proxy_extra: vec!["login_proxy_timeout = 2 s".into()],
+        ..LabOptions::default()
+    })
+    .await;
+    // A host of our own, on the backends' IMAP port, that the user is moved to.
+    let trickler_ip = testkit::LoopbackAllocator::new().next_ip();
+    let port = lab.backends[0].imap_addr().port();
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(trickler_ip.into(), port))
+        .await
+        .expect("bind the trickling backend");
+    let trickler = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        // One byte every 200 ms of a greeting that never ends, until the proxy gives up
+        // (bounded: 60 s of bytes at most).
+        for b in b"* OK trickling".iter().cycle().take(300) {
+            if s.write_all(&[*b]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    });
+    let ip = IpAddr::V4(trickler_ip);
+    let set = AdminRequest::HostSet {
+        ip,
+        tag: String::new(),
+        vhost_count: None,
+    };
+    assert_eq!(lab.admin(set).await, "OK\n");
+    let moved = AdminRequest::UserMove {
+        user: UserRef::Name(b"slow@example.com".to_vec()),
+        ip,
+    };
+    assert_eq!(lab.admin(moved).await, "OK\n");
+
+    let mut c = Raw::connect(lab.addr(lab.imap_port)).await;
+    c.until("* OK").await;
+    let started = Instant::now();
+    c.send("a LOGIN slow@example.com pass\r\n").await;
+    let r = c.until("a ").await;
+    let waited = started.elapsed();
+    assert_eq!(
+        r.last().unwrap(),
+        "a NO [UNAVAILABLE] Account is temporarily unavailable."
+    );
+    assert!(
+        waited < Duration::from_secs(20),
+        "the login ended at the deadline, not when the backend stopped ({waited:?})"
+    );
+    assert!(
+        trickler.await.unwrap(),
+        "the proxy closed the backend connection"
+    );
+}
