@@ -1,7 +1,7 @@
 //! Offline checks of the renderers and of the command-line errors that need
-//! no connection, against outputs recorded from the real doveadm 2.3.19
-//! (`tests/data/*.json` from the lab, and texts re-checked by hand against
-//! the installed doveadm).
+//! no connection: against outputs recorded from the real doveadm 2.3.19
+//! (`tests/data/*.json`, see the README there), and, for the command-line
+//! errors, against the installed real doveadm run with the same arguments.
 
 use std::process::Command;
 
@@ -172,6 +172,19 @@ fn ours(args: &[&str]) -> (String, String, i32) {
     texts(out)
 }
 
+/// The real doveadm 2.3 (the oracle) with the same arguments.
+fn real(args: &[&str]) -> (String, String, i32) {
+    let out = Command::new("doveadm")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "running the real doveadm: {e}; install it with `apt-get install -y dovecot-core`"
+            )
+        });
+    texts(out)
+}
+
 /// A config whose base_dir has no sockets (nothing here needs one).
 fn conf() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -194,6 +207,8 @@ fn usage_texts_match_recording() {
     ] {
         let mut a = vec!["-c", c.as_str()];
         a.extend(args);
+        // Only the first was recorded; the real doveadm confirms the others.
+        assert_eq!(real(&a), (String::new(), want.clone(), 64), "real {a:?}");
         assert_eq!(ours(&a), (String::new(), want.clone(), 64), "{a:?}");
     }
 }
@@ -226,25 +241,28 @@ fn option_errors_need_no_connection() {
         (&["-c", c, "director", "status", "-a", "relative/path"], "Fatal: net_connect_unix(relative/path) failed: No such file or directory\n", 75),
         (&["-c", c, "director", "status", "-a", "127.0.0.1:"], "Fatal: Port not known for 127.0.0.1:. Either set proxy_port or use 127.0.0.1::port\n", 75),
     ];
-    for (args, want_err, want_rc) in cases {
-        let (out, err, rc) = ours(args);
+    let both = |args: &[&str], want: (String, String, i32)| {
         assert_eq!(
-            (out.as_str(), err.as_str(), rc),
-            ("", *want_err, *want_rc),
-            "{args:?}"
+            real(args),
+            want,
+            "real doveadm {args:?}: the oracle says otherwise"
         );
+        assert_eq!(ours(args), want, "our doveadm {args:?}");
+    };
+    for (args, want_err, want_rc) in cases {
+        both(args, (String::new(), want_err.to_string(), *want_rc));
     }
-    // `map -u` hashes locally without connecting (recorded: user1 → 617210206).
-    assert_eq!(
-        ours(&["-c", c, "director", "map", "-a", "/nonexist", "-u", "user1"]),
+    // `map -u` hashes locally without connecting (user1 → 617210206).
+    both(
+        &["-c", c, "director", "map", "-a", "/nonexist", "-u", "user1"],
         (
             "617210206                                   \n".to_owned(),
             String::new(),
-            0
-        )
+            0,
+        ),
     );
-    assert_eq!(
-        ours(&["-c", c, "-f", "tab", "director", "map", "-u", "user1"]),
-        ("hash\n617210206\n".to_owned(), String::new(), 0)
+    both(
+        &["-c", c, "-f", "tab", "director", "map", "-u", "user1"],
+        ("hash\n617210206\n".to_owned(), String::new(), 0),
     );
 }
