@@ -1,5 +1,5 @@
 //! Sans-I/O pre-authentication state machines for the director's built-in mail
-//! proxy (issue 3, DIRECTOR-SPEC §7.5).
+//! proxy (DIRECTOR-SPEC §7.5).
 //!
 //! The director answers a client's pre-login conversation itself, learns the
 //! credentials, lets the core pick the user's backend, replays the credentials
