@@ -225,6 +225,22 @@ fn lab_vectors_match_dovecot() {
     assert!(total > 10_000);
 }
 
+/// The scenarios `scripts/record-vectors` records (`tests/vectors/README.md`).
+const PROJECT_SCENARIOS: [&str; 12] = [
+    "v01_base_3hosts",
+    "v02_weights",
+    "v03_tags",
+    "v04_down_zero_removed",
+    "v05_ipv6",
+    "v06_hash_Ln",
+    "v07_hash_u_case_sensitive",
+    "v08_hash_Ld_domain",
+    "v09_hash_offset_width",
+    "v10_hash_domain_then_local",
+    "v11_no_usable_host",
+    "v12_many_hosts",
+];
+
 #[test]
 fn project_vectors_match_dovecot() {
     let dir = project_dir();
@@ -235,9 +251,18 @@ fn project_vectors_match_dovecot() {
         dir.display()
     );
     let files = json_files(&dir);
+    for name in PROJECT_SCENARIOS {
+        let f = dir.join(format!("{name}.json"));
+        assert!(
+            files.contains(&f),
+            "{} is missing (regenerate it with scripts/record-vectors --only {name})",
+            f.display()
+        );
+    }
     let mut total = 0;
     for f in &files {
-        let text = std::fs::read_to_string(f).unwrap_or_default();
+        let text = std::fs::read_to_string(f)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", f.display()));
         // Only scenario files (a users list file has no host list).
         if !text.contains("host_list_after_ops") {
             continue;
