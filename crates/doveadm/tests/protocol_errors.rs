@@ -281,6 +281,24 @@ fn odd_replies() {
     );
 }
 
+/// doveadm tab-escapes the user name it sends in `USER-KICK` (0x01 → `\x01 1`, TAB →
+/// `\x01 t`); both binaries must send exactly these bytes.
+#[test]
+fn kick_escapes_the_user_name() {
+    case(
+        &["director", "kick", "-a", "{S}", "k\x01\there"],
+        vec![
+            Expect(V),
+            Send(V),
+            Expect("USER-KICK\tk\x011\x01there\n"),
+            Send("OK\n"),
+        ],
+        "",
+        "",
+        0,
+    );
+}
+
 #[test]
 fn unexpected_single_line_replies() {
     let reply =
