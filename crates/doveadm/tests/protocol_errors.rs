@@ -1,6 +1,6 @@
-//! What doveadm prints when the admin socket misbehaves: situations a real
-//! director cannot be made to produce (bad greetings, disconnects, odd
-//! replies). A scripted server plays the director's side; the real doveadm
+//! What doveadm prints when the admin socket misbehaves, or sends what a real
+//! director is hard to make send: bad greetings, disconnects, odd replies,
+//! odd user names. A scripted server plays the director's side; the real doveadm
 //! 2.3 (the oracle, `apt-get install -y dovecot-core`) and our binary each
 //! run against their own copy of the script at the same time, and must print
 //! the same stdout, stderr and exit code and send the same requests. The
@@ -13,9 +13,6 @@ use std::path::Path;
 use std::process::Command;
 use std::thread;
 use std::time::Duration;
-
-mod support;
-use support::texts;
 
 const V: &str = "VERSION\tdirector-doveadm\t1\t0\n";
 
@@ -79,21 +76,43 @@ fn serve(listener: UnixListener, steps: Vec<Step>) -> Result<(), String> {
     Ok(())
 }
 
+/// Output as text, with every byte that is not UTF-8 written as `\xNN`, so
+/// that invalid bytes and U+FFFD stay different.
+fn shown(b: &[u8]) -> String {
+    let mut s = String::new();
+    for chunk in b.utf8_chunks() {
+        s.push_str(chunk.valid());
+        for x in chunk.invalid() {
+            s.push_str(&format!("\\x{x:02x}"));
+        }
+    }
+    s
+}
+
 /// Runs `bin` against its own scripted server; returns stdout, stderr and
 /// exit code with the socket path written as `{S}` and the config's
 /// `base_dir` as `{D}`, and whether the client followed the script.
-fn run(bin: &str, args: &[&str], steps: Vec<Step>) -> ((String, String, i32), Result<(), String>) {
+fn run(
+    bin: &str,
+    files: &[(&str, &[u8])],
+    args: &[&str],
+    steps: Vec<Step>,
+) -> ((String, String, i32), Result<(), String>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("s");
     let conf = dir.path().join("dovecot.conf");
     std::fs::write(&conf, format!("base_dir = {}\n", dir.path().display())).expect("config");
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).expect("write input file");
+    }
     let listener = UnixListener::bind(&sock).expect("bind");
     let server = thread::spawn(move || serve(listener, steps));
     let s = sock.display().to_string();
+    let d = dir.path().display().to_string();
     let out = Command::new(bin)
         .arg("-c")
         .arg(Path::new(&conf))
-        .args(args.iter().map(|a| a.replace("{S}", &s)))
+        .args(args.iter().map(|a| a.replace("{S}", &s).replace("{D}", &d)))
         .env("TZ", "UTC")
         .current_dir(dir.path())
         .output()
@@ -102,8 +121,11 @@ fn run(bin: &str, args: &[&str], steps: Vec<Step>) -> ((String, String, i32), Re
                 "running {bin}: {e}; install the real one with `apt-get install -y dovecot-core`"
             )
         });
-    let (stdout, stderr, rc) = texts(out);
-    let d = dir.path().display().to_string();
+    let (stdout, stderr, rc) = (
+        shown(&out.stdout),
+        shown(&out.stderr),
+        out.status.code().unwrap_or(-1),
+    );
     let unpath = |t: String| t.replace(&s, "{S}").replace(&d, "{D}");
     let script = server.join().expect("server thread");
     ((unpath(stdout), unpath(stderr), rc), script)
@@ -113,10 +135,23 @@ fn run(bin: &str, args: &[&str], steps: Vec<Step>) -> ((String, String, i32), Re
 /// same time; both must follow the script and print `want_out`, `want_err`
 /// and exit with `want_rc`.
 fn case(args: &[&str], steps: Vec<Step>, want_out: &str, want_err: &str, want_rc: i32) {
+    case_with_files(&[], args, steps, want_out, want_err, want_rc);
+}
+
+/// [`case`] with input files written into the config's `base_dir` first
+/// (`{D}` in `args`).
+fn case_with_files(
+    files: &[(&str, &[u8])],
+    args: &[&str],
+    steps: Vec<Step>,
+    want_out: &str,
+    want_err: &str,
+    want_rc: i32,
+) {
     let want = (want_out.to_string(), want_err.to_string(), want_rc);
     let (real, ours) = thread::scope(|sc| {
-        let real = sc.spawn(|| run(REAL, args, steps.clone()));
-        let ours = run(OURS, args, steps.clone());
+        let real = sc.spawn(|| run(REAL, files, args, steps.clone()));
+        let ours = run(OURS, files, args, steps.clone());
         (real.join().expect("real doveadm run"), ours)
     });
     assert_eq!(
@@ -407,12 +442,12 @@ fn map_without_auth_socket_reports_instead_of_crashing() {
         Expect("USER-LIST\n"),
         Send("617210206\t1795897334\t127.0.1.1\n\n"),
     ];
-    let ((_, real_err, real_rc), _) = run(REAL, &args, steps.clone());
+    let ((_, real_err, real_rc), _) = run(REAL, &[], &args, steps.clone());
     assert!(
         real_err.contains("Panic: ") && real_rc != 0 && real_rc != 75,
         "the real doveadm no longer crashes here (exit {real_rc}): {real_err}"
     );
-    let (ours, script) = run(OURS, &args, steps);
+    let (ours, script) = run(OURS, &[], &args, steps);
     assert_eq!(
         ours,
         (
@@ -422,4 +457,53 @@ fn map_without_auth_socket_reports_instead_of_crashing() {
         )
     );
     script.unwrap_or_else(|e| panic!("our doveadm left the script: {e}"));
+}
+
+/// User names with quotes, backslashes, control characters, DEL, a byte that
+/// is not UTF-8 and a multi-byte letter, as `map -f` shows them: in JSON
+/// (control characters as lowercase `\u00xx`, DEL raw, the bad byte as
+/// U+FFFD) and in a table (the bad byte and `ü` are one column each).
+#[test]
+fn odd_user_names_in_json_and_table() {
+    let names: [&[u8]; 5] = [
+        b"a\"b\\c",
+        b"x\x01y\x1bz\x08w\x0cv",
+        b"del\x7fx",
+        b"bad\xffz",
+        "\u{fc}ber".as_bytes(),
+    ];
+    let users: Vec<u8> = names.iter().flat_map(|n| [*n, b"\n"].concat()).collect();
+    let fmt = director_core::HashFormat::parse("%Lu").expect("%Lu");
+    let list: String = names
+        .iter()
+        .map(|n| {
+            let h = director_core::user_hash(n, &fmt).expect("hash");
+            format!("{h}\t0\t127.0.1.1\n")
+        })
+        .chain(["\n".to_string()])
+        .collect();
+    let list: &'static str = Box::leak(list.into_boxed_str());
+    let steps = || vec![Expect(V), Send(V), Expect("USER-LIST\n"), Send(list)];
+    let files: &[(&str, &[u8])] = &[("users", &users)];
+    case_with_files(
+        files,
+        &["-f", "json", "director", "map", "-a", "{S}", "-f", "{D}/users"],
+        steps(),
+        "[{\"user\":\"a\\\"b\\\\c\",\"hash\":\"1701280927\",\"mail server ip\":\"127.0.1.1\",\"expire time\":\"1970-01-01 00:00:00\"},{\"user\":\"x\\u0001y\\u001bz\\bw\\fv\",\"hash\":\"3851383405\",\"mail server ip\":\"127.0.1.1\",\"expire time\":\"1970-01-01 00:00:00\"},{\"user\":\"del\u{7f}x\",\"hash\":\"1898835395\",\"mail server ip\":\"127.0.1.1\",\"expire time\":\"1970-01-01 00:00:00\"},{\"user\":\"bad\u{fffd}z\",\"hash\":\"948586509\",\"mail server ip\":\"127.0.1.1\",\"expire time\":\"1970-01-01 00:00:00\"},{\"user\":\"\u{fc}ber\",\"hash\":\"2248681525\",\"mail server ip\":\"127.0.1.1\",\"expire time\":\"1970-01-01 00:00:00\"}]",
+        "",
+        0,
+    );
+    case_with_files(
+        files,
+        &["director", "map", "-a", "{S}", "-f", "{D}/users"],
+        steps(),
+        "user                  hash       mail server ip expire time        \n\
+         a\"b\\c                 1701280927 127.0.1.1      1970-01-01 00:00:00\n\
+         x\u{1}y\u{1b}z\u{8}w\u{c}v             3851383405 127.0.1.1      1970-01-01 00:00:00\n\
+         del\u{7f}x                 1898835395 127.0.1.1      1970-01-01 00:00:00\n\
+         bad\\xffz                 948586509  127.0.1.1      1970-01-01 00:00:00\n\
+         \u{fc}ber                  2248681525 127.0.1.1      1970-01-01 00:00:00\n",
+        "",
+        0,
+    );
 }

@@ -137,8 +137,9 @@ fn hidden_titles_and_empty_tables() {
 
 #[test]
 fn json_escaping_matches_dovecot() {
-    // Observed with the real doveadm (map -f with odd usernames): control
-    // characters as \u00xx (lowercase), DEL raw, invalid UTF-8 as U+FFFD.
+    // As the real doveadm writes them (checked live in protocol_errors.rs,
+    // `odd_user_names_in_json_and_table`): control characters as \u00xx
+    // (lowercase), DEL raw, invalid UTF-8 as U+FFFD.
     let mut buf = Vec::new();
     format::json::escape_into(
         &mut buf,
@@ -152,7 +153,8 @@ fn json_escaping_matches_dovecot() {
 
 #[test]
 fn table_counts_characters_like_utf8_strlen() {
-    // Recorded: `ü` and a lone 0xff byte each count as one character.
+    // `ü` and a lone 0xff byte each count as one character (`ü` recorded in
+    // tests/data/extras.json, 0xff checked live in protocol_errors.rs).
     let mut out = Output::new(&[Header::new("user").expand(), Header::new("x")]);
     out.row(vec![b"a b".to_vec(), b"1".to_vec()]);
     out.row(vec!["\u{fc}".as_bytes().to_vec(), b"2".to_vec()]);
