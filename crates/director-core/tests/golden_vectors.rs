@@ -1,8 +1,9 @@
 //! Golden vectors recorded from real Dovecot 2.3.19 (`doveadm director status USER`):
 //! every user's hash, "Hashed" host and "Initial config" host must match bit for bit.
 //!
-//! Sources: the lab recordings in `shared/reference/lab/admin/vectors/` (required) and the
-//! project's own recordings in `tests/vectors/` at the workspace root (every `*.json` there).
+//! Sources, both in the repository: the lab recordings copied to `tests/data/lab-vectors/`
+//! (see the README there for their origin) and the project's own recordings in
+//! `tests/vectors/` at the workspace root (every `*.json` there).
 //! Each file gives `director_mail_servers`, the raw `HOST-LIST` reply after the runtime ops
 //! (`host_list_after_ops`, from which the live host list is rebuilt), `lookup_tags`, and
 //! `users: {name: {hash, hashed_host, initial_host}}` (keys `hashed_host[tag=X]` /
@@ -18,7 +19,7 @@ use director_core::{
 use serde_json::Value;
 
 fn lab_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/lab/admin/vectors")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lab-vectors")
 }
 
 fn project_dir() -> PathBuf {
@@ -192,32 +193,53 @@ fn check_file(path: &Path) -> usize {
     checked
 }
 
+/// The lab's scenario files (`users.json` beside them only lists the names).
+const LAB_SCENARIOS: [&str; 10] = [
+    "s1_3hosts_100",
+    "s2_vhosts_50_100_150",
+    "s3_host_removed",
+    "s4_host_added",
+    "s5_host_down",
+    "s6_range_5hosts",
+    "s7_vhost_zero",
+    "s8_mixed_addresses",
+    "s9_tags",
+    "s10_hash_Ln",
+];
+
 #[test]
 fn lab_vectors_match_dovecot() {
     let dir = lab_dir();
-    assert!(
-        dir.is_dir(),
-        "lab vectors missing at {} — the shared reference tree \
-         (shared/reference/lab/admin/vectors, recorded from Dovecot 2.3.19) must sit next \
-         to the workspace",
-        dir.display()
-    );
-    let files: Vec<PathBuf> = json_files(&dir)
-        .into_iter()
-        .filter(|p| p.file_name().is_some_and(|n| n != "users.json"))
-        .collect();
-    assert!(
-        files.len() >= 10,
-        "expected ≥10 scenario files in {}",
-        dir.display()
-    );
     let mut total = 0;
-    for f in &files {
-        total += check_file(f);
+    for name in LAB_SCENARIOS {
+        let f = dir.join(format!("{name}.json"));
+        assert!(
+            f.is_file(),
+            "lab vector {} is missing: the lab vectors are part of the repository \
+             (recorded from Dovecot 2.3.19.1, see tests/data/lab-vectors/README.md)",
+            f.display()
+        );
+        total += check_file(&f);
     }
-    println!("lab: {} files, {total} values checked", files.len());
+    println!("lab: {} files, {total} values checked", LAB_SCENARIOS.len());
     assert!(total > 10_000);
 }
+
+/// The scenarios `scripts/record-vectors` records (`tests/vectors/README.md`).
+const PROJECT_SCENARIOS: [&str; 12] = [
+    "v01_base_3hosts",
+    "v02_weights",
+    "v03_tags",
+    "v04_down_zero_removed",
+    "v05_ipv6",
+    "v06_hash_Ln",
+    "v07_hash_u_case_sensitive",
+    "v08_hash_Ld_domain",
+    "v09_hash_offset_width",
+    "v10_hash_domain_then_local",
+    "v11_no_usable_host",
+    "v12_many_hosts",
+];
 
 #[test]
 fn project_vectors_match_dovecot() {
@@ -229,9 +251,18 @@ fn project_vectors_match_dovecot() {
         dir.display()
     );
     let files = json_files(&dir);
+    for name in PROJECT_SCENARIOS {
+        let f = dir.join(format!("{name}.json"));
+        assert!(
+            files.contains(&f),
+            "{} is missing (regenerate it with scripts/record-vectors --only {name})",
+            f.display()
+        );
+    }
     let mut total = 0;
     for f in &files {
-        let text = std::fs::read_to_string(f).unwrap_or_default();
+        let text = std::fs::read_to_string(f)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", f.display()));
         // Only scenario files (a users list file has no host list).
         if !text.contains("host_list_after_ops") {
             continue;

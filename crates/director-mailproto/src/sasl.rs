@@ -283,9 +283,9 @@ mod tests {
         fn plain_encode_decode(z in "[a-z]{0,8}", c in "[a-z]{1,8}", p in "[ -~]{0,12}") {
             let b64 = encode_plain(z.as_bytes(), c.as_bytes(), p.as_bytes());
             let got = parse_plain(&decode_response(b64.as_bytes()).unwrap()).unwrap();
-            prop_assert_eq!(got.authzid, z.into_bytes());
-            prop_assert_eq!(got.authcid, c.into_bytes());
-            prop_assert_eq!(got.password, p.into_bytes());
+            prop_assert_eq!(&got.authzid, &z.into_bytes());
+            prop_assert_eq!(&got.authcid, &c.into_bytes());
+            prop_assert_eq!(&got.password, &p.into_bytes());
         }
     }
 }

@@ -32,7 +32,7 @@ fn each_protocol_recognises_its_own_authentication_failure() {
         b"454 4.7.0 Temporary authentication failure\r\n"
     ));
 
-    // ManageSieve's refusal carries no code: the old marker scan never delayed it.
+    // ManageSieve's refusal carries no response code: it is recognised by its text.
     assert!(SieveLogin::is_auth_failure(
         b"NO \"Authentication failed.\"\r\n"
     ));

@@ -81,7 +81,11 @@ where
                 return out;
             };
             let mut backend = (self.make_backend)(req);
-            let mut conn = Conn::connect(self.backend_addr);
+            // A backend that refuses the connection is a temporary failure, as in the proxy.
+            let Ok(mut conn) = Conn::try_connect(self.backend_addr) else {
+                acts = self.login.failed(LoginFailure::Temporary);
+                continue;
+            };
             let deadline = Instant::now() + Duration::from_secs(10);
             let outcome = 'replay: loop {
                 assert!(Instant::now() < deadline, "backend replay timed out");
@@ -131,11 +135,32 @@ fn compare<L: LoginSide, B: BackendSide, F: Fn(L::Req) -> B>(
 ) where
     L::Req: Clone,
 {
-    let front = &lab.front;
+    compare_with(
+        &lab.front,
+        lab.back.addr(port),
+        port,
+        login,
+        make_backend,
+        steps,
+    );
+}
+
+/// [`compare`] with any real front and any backend address (ours connects
+/// there; the front's own passdb says where it proxies).
+fn compare_with<L: LoginSide, B: BackendSide, F: Fn(L::Req) -> B>(
+    front: &Dovecot,
+    backend_addr: SocketAddr,
+    port: u16,
+    login: L,
+    make_backend: F,
+    steps: &[&[u8]],
+) where
+    L::Req: Clone,
+{
     let mut ours = OurProxy {
         login,
         make_backend,
-        backend_addr: lab.back.addr(port),
+        backend_addr,
         spliced: None,
     };
     let mut real = Conn::connect(front.addr(port));
@@ -286,6 +311,91 @@ fn imap_end_to_end_matches_dovecot() {
     );
     // Our ID forwarding reached the backend: it logged the client's address.
     assert_backend_saw_client(&lab);
+}
+
+#[test]
+fn imap_command_errors_match_dovecot() {
+    let lab = lab();
+    let cfg = ImapLoginConfig {
+        greeting: "front ready.".into(),
+        disable_plaintext_auth: false,
+        ..ImapLoginConfig::default()
+    };
+    let mk = |req| ImapBackend::new(ImapBackendConfig::default(), conn_info(143), req);
+    // A quoted string in an atom's place.
+    compare(
+        &lab,
+        143,
+        ImapLogin::new(cfg.clone(), false, false),
+        mk,
+        &[b"a LOGIN \"us\\\"er\" \"pass\"\r\n", b"b LOGOUT\r\n"],
+    );
+    // The third bad command in a row ends the session.
+    compare(
+        &lab,
+        143,
+        ImapLogin::new(cfg, false, false),
+        mk,
+        &[b"c FOO\r\n", b"d LOGIN\r\n", b"e LOGIN a\r\n"],
+    );
+}
+
+#[test]
+fn imap_plaintext_refusals_match_dovecot() {
+    // A loopback client is not secured (only rip == lip is): with
+    // `disable_plaintext_auth = yes` and no TLS, both ways of sending a
+    // password are refused.
+    let front = Dovecot::start(
+        "strict",
+        fresh_ip(),
+        "password=pass",
+        "disable_plaintext_auth = yes\n",
+    );
+    let cfg = ImapLoginConfig {
+        greeting: "strict ready.".into(),
+        disable_plaintext_auth: true,
+        ..ImapLoginConfig::default()
+    };
+    let unused = SocketAddr::from((fresh_ip(), 143));
+    compare_with(
+        &front,
+        unused,
+        143,
+        ImapLogin::new(cfg, false, false),
+        |req| ImapBackend::new(ImapBackendConfig::default(), conn_info(143), req),
+        &[
+            b"a CAPABILITY\r\n",
+            b"b LOGIN user1 pass\r\n",
+            b"c AUTHENTICATE PLAIN\r\n",
+            b"d LOGOUT\r\n",
+        ],
+    );
+}
+
+#[test]
+fn imap_unreachable_backend_matches_dovecot() {
+    // Nothing listens on `dead`: the real front's proxy connection is
+    // refused, and so is ours.
+    let dead = fresh_ip();
+    let front = Dovecot::start(
+        "unreach",
+        fresh_ip(),
+        &format!("proxy=y nopassword=y host={dead}"),
+        "",
+    );
+    let cfg = ImapLoginConfig {
+        greeting: "unreach ready.".into(),
+        disable_plaintext_auth: false,
+        ..ImapLoginConfig::default()
+    };
+    compare_with(
+        &front,
+        SocketAddr::from((dead, 143)),
+        143,
+        ImapLogin::new(cfg, false, false),
+        |req| ImapBackend::new(ImapBackendConfig::default(), conn_info(143), req),
+        &[b"b LOGIN user1 pass\r\n", b"c NOOP\r\n"],
+    );
 }
 
 #[test]

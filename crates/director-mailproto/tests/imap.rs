@@ -1,5 +1,7 @@
 //! IMAP transcripts recorded from Dovecot 2.3.19's imap-login (oracle runs on
-//! loopback, see tests/data/oracle/) replayed through our machines.
+//! loopback, see tests/data/oracle/) replayed through our machines. The few
+//! texts below that are not in those recordings are compared live with a
+//! real imap-login in `dovecot_interop.rs` (each place says which test).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is the failure report.
 
 mod common;
@@ -80,6 +82,7 @@ fn greeting_and_basic_commands() {
                 b"g ID NIL\r\n",
                 b"* ID (\"name\" \"Dovecot\")\r\ng OK ID completed.\r\n",
             ),
+            // This and the ENABLE reply: live in `imap_end_to_end_matches_dovecot`.
             (b"s STARTTLS\r\n", b"s BAD TLS support isn't enabled.\r\n"),
             (
                 b"x ENABLE foo\r\n",
@@ -97,6 +100,7 @@ fn greeting_and_basic_commands() {
     assert_eq!(last.last(), Some(&Action::Close));
 }
 
+/// Live in `imap_command_errors_match_dovecot`.
 #[test]
 fn three_bad_commands_close() {
     let mut m = ImapLogin::new(cfg(), false, false);
@@ -136,6 +140,7 @@ fn login_with_literals_and_relay() {
     assert_eq!(m.login_succeeded(), b"b SELECT INBOX\r\nc NOOP\r\n");
 }
 
+/// The refusal is live in `imap_command_errors_match_dovecot`.
 #[test]
 fn quoted_escapes_and_invalid_atom() {
     let mut m = ImapLogin::new(cfg(), false, false);
@@ -203,7 +208,8 @@ fn authenticate_plain_variants() {
 fn failures_reported_by_driver() {
     let mut m = ImapLogin::new(cfg(), false, false);
     assert!(login_of(&m.feed(b"b LOGIN user1 pass\r\nc NOOP\r\n")).is_some());
-    // Backend unreachable: recorded from imap-login proxying to a dead host.
+    // Backend unreachable: live in `imap_unreachable_backend_matches_dovecot`
+    // (imap-login proxying to an address where nothing listens).
     let acts = m.login_failed(LoginFailure::Temporary);
     assert_eq!(
         sent(&acts),
@@ -223,7 +229,9 @@ fn plaintext_disallowed_and_starttls() {
         ..ImapLoginConfig::default()
     };
     let mut m = ImapLogin::new(c, false, false);
-    // Recorded with ssl=yes via a PROXY v2 header claiming a remote client.
+    // The greeting was recorded with ssl=yes via a PROXY v2 header claiming a
+    // remote client (transcripts/tls-probes.txt). The two refusals are compared
+    // live, without TLS, in `imap_plaintext_refusals_match_dovecot`.
     assert_eq!(
         sent(&m.start()),
         b"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS LOGINDISABLED] mp-f2 ready.\r\n"
@@ -306,7 +314,9 @@ const POST_CAPS: &str = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT S
 
 #[test]
 fn backend_replay_without_capability() {
-    // Recorded (relay between imap-login and the backend): client sent only LOGIN.
+    // The form recorded between imap-login and the backend
+    // (transcripts/relay-143.log), with this test's session values: the
+    // client sent only LOGIN.
     let mut b = ImapBackend::new(
         ImapBackendConfig::default(),
         conn(),

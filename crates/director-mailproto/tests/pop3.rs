@@ -134,7 +134,18 @@ fn plaintext_disabled_recorded() {
 
 #[test]
 fn backend_recorded_flow() {
-    // Lab login-flow.log: pop3-login → backend.
+    // pop3-login → backend, as recorded in tests/data/lab/login-flow.log.
+    let log = include_str!("data/lab/login-flow.log");
+    for line in [
+        "127.0.1.1:110 > 127.0.0.1:52334 | +OK [XCLIENT] lab-b1 ready.",
+        "127.0.0.1:52334 > 127.0.1.1:110 | XCLIENT ADDR=127.0.0.1 PORT=43482 SESSION=H7+h31th2ql/AAAB TTL=4",
+        "127.0.1.1:110 > 127.0.0.1:52334 | +OK Updated",
+        "127.0.0.1:52334 > 127.0.1.1:110 | USER user8",
+        "127.0.0.1:52334 > 127.0.1.1:110 | PASS pass",
+        "127.0.1.1:110 > 127.0.0.1:52334 | +OK Logged in.",
+    ] {
+        assert!(log.contains(line), "not in the recording: {line}");
+    }
     let mut b = Pop3Backend::new(
         Pop3BackendConfig::default(),
         conn(43482, 110, "H7+h31th2ql/AAAB"),

@@ -114,7 +114,8 @@ mod tests {
 
     #[test]
     fn observed_kick_escape_matches_doveadm() {
-        // lab/admin/NOTES.md §4: `k<0x01><TAB>here` was sent as `k\0011\001there`.
+        // The real doveadm sends `k<0x01><TAB>here` as `k\0011\001there` (checked live in
+        // crates/doveadm/tests/protocol_errors.rs).
         assert_eq!(escape(b"k\x01\there"), b"k\x011\x01there");
     }
 

@@ -211,7 +211,9 @@ proptest! {
 
 #[test]
 fn encodes_like_doveadm() {
-    // Requests doveadm 2.3.19.1 sent (lab/admin/NOTES.md §3).
+    // Requests doveadm 2.3.19.1 sent: recorded in tests/data/doveadm_wire.json (all of
+    // which doveadm_wire.rs re-encodes), except the escaped USER-KICK, which
+    // crates/doveadm/tests/protocol_errors.rs checks against the real doveadm.
     let cases: Vec<(AdminRequest, &[u8])> = vec![
         (AdminRequest::HostList, b"HOST-LIST\n"),
         (

@@ -1,4 +1,5 @@
-//! Issue 3 proof through the real `directord` binary and Dovecot's own `doveadm`.
+//! The built-in mail proxy end to end, through the real `directord` binary and Dovecot's own
+//! `doveadm`.
 //!
 //! Three real Dovecot 2.3 backends (IMAP, POP3, LMTP, Submission, ManageSieve) on their own
 //! 127.x addresses, `directord` with a listener for every protocol on another one, real
@@ -39,7 +40,7 @@ use testkit::{
     BACKEND_PASSWORD, INSTALL_HINT,
 };
 
-/// Users in the routing test (issue 3 §5).
+/// Users in the routing test.
 const USERS: usize = 200;
 /// Recipients per LMTP transaction (each spans all three backends).
 const LMTP_BATCH: usize = 50;

@@ -1,7 +1,7 @@
 //! Offline checks of the renderers and of the command-line errors that need
-//! no connection, against outputs recorded from the real doveadm 2.3.19
-//! (`tests/data/*.json` from the lab, and texts re-checked by hand against
-//! the installed doveadm).
+//! no connection: against outputs recorded from the real doveadm 2.3.19
+//! (`tests/data/*.json`, see the README there), and, for the command-line
+//! errors, against the installed real doveadm run with the same arguments.
 
 use std::process::Command;
 
@@ -137,8 +137,9 @@ fn hidden_titles_and_empty_tables() {
 
 #[test]
 fn json_escaping_matches_dovecot() {
-    // Observed with the real doveadm (map -f with odd usernames): control
-    // characters as \u00xx (lowercase), DEL raw, invalid UTF-8 as U+FFFD.
+    // As the real doveadm writes them (checked live in protocol_errors.rs,
+    // `odd_user_names_in_json_and_table`): control characters as \u00xx
+    // (lowercase), DEL raw, invalid UTF-8 as U+FFFD.
     let mut buf = Vec::new();
     format::json::escape_into(
         &mut buf,
@@ -152,7 +153,8 @@ fn json_escaping_matches_dovecot() {
 
 #[test]
 fn table_counts_characters_like_utf8_strlen() {
-    // Recorded: `ü` and a lone 0xff byte each count as one character.
+    // `ü` and a lone 0xff byte each count as one character (`ü` recorded in
+    // tests/data/extras.json, 0xff checked live in protocol_errors.rs).
     let mut out = Output::new(&[Header::new("user").expand(), Header::new("x")]);
     out.row(vec![b"a b".to_vec(), b"1".to_vec()]);
     out.row(vec!["\u{fc}".as_bytes().to_vec(), b"2".to_vec()]);
@@ -169,6 +171,19 @@ fn ours(args: &[&str]) -> (String, String, i32) {
         .args(args)
         .output()
         .expect("run our doveadm");
+    texts(out)
+}
+
+/// The real doveadm 2.3 (the oracle) with the same arguments.
+fn real(args: &[&str]) -> (String, String, i32) {
+    let out = Command::new("doveadm")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "running the real doveadm: {e}; install it with `apt-get install -y dovecot-core`"
+            )
+        });
     texts(out)
 }
 
@@ -194,6 +209,8 @@ fn usage_texts_match_recording() {
     ] {
         let mut a = vec!["-c", c.as_str()];
         a.extend(args);
+        // Only the first was recorded; the real doveadm confirms the others.
+        assert_eq!(real(&a), (String::new(), want.clone(), 64), "real {a:?}");
         assert_eq!(ours(&a), (String::new(), want.clone(), 64), "{a:?}");
     }
 }
@@ -226,25 +243,28 @@ fn option_errors_need_no_connection() {
         (&["-c", c, "director", "status", "-a", "relative/path"], "Fatal: net_connect_unix(relative/path) failed: No such file or directory\n", 75),
         (&["-c", c, "director", "status", "-a", "127.0.0.1:"], "Fatal: Port not known for 127.0.0.1:. Either set proxy_port or use 127.0.0.1::port\n", 75),
     ];
-    for (args, want_err, want_rc) in cases {
-        let (out, err, rc) = ours(args);
+    let both = |args: &[&str], want: (String, String, i32)| {
         assert_eq!(
-            (out.as_str(), err.as_str(), rc),
-            ("", *want_err, *want_rc),
-            "{args:?}"
+            real(args),
+            want,
+            "real doveadm {args:?}: the oracle says otherwise"
         );
+        assert_eq!(ours(args), want, "our doveadm {args:?}");
+    };
+    for (args, want_err, want_rc) in cases {
+        both(args, (String::new(), want_err.to_string(), *want_rc));
     }
-    // `map -u` hashes locally without connecting (recorded: user1 → 617210206).
-    assert_eq!(
-        ours(&["-c", c, "director", "map", "-a", "/nonexist", "-u", "user1"]),
+    // `map -u` hashes locally without connecting (user1 → 617210206).
+    both(
+        &["-c", c, "director", "map", "-a", "/nonexist", "-u", "user1"],
         (
             "617210206                                   \n".to_owned(),
             String::new(),
-            0
-        )
+            0,
+        ),
     );
-    assert_eq!(
-        ours(&["-c", c, "-f", "tab", "director", "map", "-u", "user1"]),
-        ("hash\n617210206\n".to_owned(), String::new(), 0)
+    both(
+        &["-c", c, "-f", "tab", "director", "map", "-u", "user1"],
+        ("hash\n617210206\n".to_owned(), String::new(), 0),
     );
 }

@@ -1,7 +1,8 @@
 //! The backend side of the IMAP proxy: log in to a Dovecot backend with the
 //! client's credentials, as Dovecot's imap-login proxy does.
 //!
-//! Recorded (lab `login-flow.log` and our own oracle runs), after the
+//! Recorded (`tests/data/lab/login-flow.log` and the oracle runs in
+//! `tests/data/oracle/`), after the
 //! backend's greeting the proxy pipelines
 //! `I ID ("x-session-id" … "x-originating-ip" … "x-originating-port" …
 //! "x-connected-ip" … "x-connected-port" … "x-proxy-ttl" "4")`, then

@@ -241,7 +241,7 @@ mod tests {
             session_id: Some("H7+h31th2ql/AAAB".into()),
             proxy_ttl: 4,
         };
-        // Recorded in the lab (login-flow.log).
+        // Recorded in the lab (tests/data/lab/login-flow.log).
         assert_eq!(
             xclient_line(&conn),
             "XCLIENT ADDR=127.0.0.1 PORT=43482 SESSION=H7+h31th2ql/AAAB TTL=4"

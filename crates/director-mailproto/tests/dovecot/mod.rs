@@ -216,10 +216,14 @@ pub struct Conn {
 
 impl Conn {
     pub fn connect(addr: SocketAddr) -> Self {
-        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        Self { s }
+        Self::try_connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+    }
+
+    /// Like [`Conn::connect`], but a refused connection is an `Err`.
+    pub fn try_connect(addr: SocketAddr) -> std::io::Result<Self> {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_millis(100)))?;
+        Ok(Self { s })
     }
 
     pub fn send(&mut self, b: &[u8]) {

@@ -346,8 +346,3 @@ pub fn try_read_to_close(s: &mut UnixStream) -> Result<Vec<u8>, Vec<u8>> {
         }
     }
 }
-
-/// Path of the lab recordings.
-pub fn lab_dir() -> PathBuf {
-    PathBuf::from("/work/shared/reference/lab/admin/transcripts")
-}

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Admin-protocol benchmarks: our directord against a real Dovecot 2.3 director, same run,
-same client (target/release/director-loadgen), same config.
+same client (the `admin-load` binary of this crate), same config.
 
-  bench/admin.py [--users 100000] [--secs 5] [--runs 5] [--mem-users 1000000] [--skip-build]
+  crates/bench/admin.py [--users 100000] [--secs 5] [--runs 5] [--mem-users 1000000] [--skip-build]
+
+It builds `directord` and `admin-load` in release mode first (unless --skip-build), into
+$CARGO_TARGET_DIR or the workspace's target/.
 
 Prints, for each director:
   * USER-LOOKUP throughput on one connection, unpipelined (window 1) and pipelined
@@ -13,9 +16,10 @@ is stopped by its PID at the end.
 """
 import argparse, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOADGEN = os.path.join(ROOT, "target/release/director-loadgen")
-DIRECTORD = os.path.join(ROOT, "target/release/directord")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+LOADGEN = os.path.join(TARGET, "release/admin-load")
+DIRECTORD = os.path.join(TARGET, "release/directord")
 MAIL_SERVERS = "127.0.1.1 127.0.1.2 127.0.1.3"
 # Both directors listen on it, each on its own address.
 ADMIN_PORT = 19190
@@ -51,7 +55,7 @@ service director {{
 
 
 def die(msg):
-    sys.exit(f"bench/admin.py: {msg}")
+    sys.exit(f"admin.py: {msg}")
 
 
 def rss_kb(pid):
@@ -201,8 +205,8 @@ def main():
     ap.add_argument("--skip-build", action="store_true")
     a = ap.parse_args()
     if not a.skip_build:
-        subprocess.run(["cargo", "build", "--release", "-p", "directord", "-p", "loadgen"],
-                       cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "-p", "directord", "-p", "director-bench",
+                        "--bin", "directord", "--bin", "admin-load"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="director-bench-")
     started = []
     try:

@@ -1,6 +1,7 @@
 //! Prints the RSS growth of a `UserDirectory` holding N users (default 1M), to separate the
-//! directory's own footprint from the daemon's: `cargo run --release -p director-core
-//! --example directory_rss [N]`.
+//! directory's own footprint from the daemon's: `cargo run --release -p director-bench --bin
+//! directory-rss -- [N]`.
+#![forbid(unsafe_code)]
 use director_core::host::{HostId, TagId};
 use director_core::user_directory::UserDirectory;
 

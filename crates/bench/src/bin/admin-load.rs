@@ -1,5 +1,6 @@
-//! `director-loadgen`: drives a director's admin socket as fast as one client connection can,
-//! so that the benchmarks in `bench/` measure the server and not a slow script.
+//! `admin-load`: drives a director's admin socket as fast as one client connection can, so
+//! that the admin benchmark (`crates/bench/admin.py`) measures the server and not a slow
+//! script.
 //!
 //! It speaks the admin protocol directly (one connection, blocking I/O, a fixed pipelining
 //! window) and works the same against our `directord` and a Dovecot director, so both are
@@ -13,8 +14,8 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage:
-  director-loadgen lookup --addr SOCKET|IP:PORT [--secs 5] [--window 1] [--users 100000] [--prefix perfu]
-  director-loadgen assign --addr SOCKET|IP:PORT --host IP [--count 100000] [--start 0] [--window 100] [--prefix perfu]";
+  admin-load lookup --addr SOCKET|IP:PORT [--secs 5] [--window 1] [--users 100000] [--prefix perfu]
+  admin-load assign --addr SOCKET|IP:PORT --host IP [--count 100000] [--start 0] [--window 100] [--prefix perfu]";
 
 /// Read buffer of the admin connection: many pipelined replies per read.
 const READ_BUFFER: usize = 1 << 16;
