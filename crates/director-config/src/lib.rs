@@ -27,6 +27,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
+pub mod catalog;
 mod config;
 mod defaults;
 mod error;
@@ -39,6 +40,7 @@ mod settings;
 mod tree;
 pub mod units;
 
+pub use catalog::{markdown_table, setting, Kind, Part, SettingDef, Values, SETTINGS};
 pub use config::Config;
 pub use defaults::{
     default_standalone_base_dir, dovecot_default, is_dovecot_setting, DEFAULT_CONFIG,
@@ -60,7 +62,6 @@ pub use servers::{
 };
 pub use settings::{
     director_default, is_director_key, parse_bool, parse_u32_setting, AdminTls, DirectorSettings,
-    IgnoredSetting, ADMIN_DEFAULTS, DIRECTOR_DEFAULTS, DIRECTOR_KEYS, MIN_USER_EXPIRE_SECS,
-    OTHER_USED_KEYS, PROXY_DEFAULTS,
+    IgnoredSetting, MIN_USER_EXPIRE_SECS,
 };
 pub use tree::{Item, Section, Setting};

@@ -8,33 +8,25 @@
 //! our own header line and only the settings the director reads, in the same
 //! format.
 
+use crate::catalog::{setting, Kind, SETTINGS};
 use crate::config::Config;
-use crate::settings::{director_default, ADMIN_DEFAULTS, DIRECTOR_DEFAULTS, PROXY_DEFAULTS};
+use crate::settings::director_default;
 use crate::units::{format_size_bytes, format_time_secs, parse_size_bytes, parse_time_secs};
-
-/// Keys whose values are time intervals.
-const TIME_KEYS: &[&str] = &[
-    "director_user_expire",
-    "director_user_kick_delay",
-    "director_ping_idle_timeout",
-    "director_ping_max_timeout",
-    "director_admin_idle_timeout",
-];
-
-/// Keys whose values are sizes.
-const SIZE_KEYS: &[&str] = &["director_output_buffer_size"];
 
 /// Normalises a value the way doveconf prints it.
 fn normalise(key: &str, value: &str) -> String {
-    if TIME_KEYS.contains(&key) {
-        if let Ok(secs) = parse_time_secs(value) {
-            return format_time_secs(secs);
+    match setting(key).map(|s| s.kind) {
+        Some(Kind::Time) => {
+            if let Ok(secs) = parse_time_secs(value) {
+                return format_time_secs(secs);
+            }
         }
-    }
-    if SIZE_KEYS.contains(&key) {
-        if let Ok(bytes) = parse_size_bytes(value) {
-            return format_size_bytes(bytes);
+        Some(Kind::Size) => {
+            if let Ok(bytes) = parse_size_bytes(value) {
+                return format_size_bytes(bytes);
+            }
         }
+        _ => {}
     }
     value.to_owned()
 }
@@ -54,11 +46,11 @@ fn quote_if_needed(value: &str) -> String {
 /// `origin` goes into the header (`# director <version>: <origin>`).
 pub fn print_non_default(config: &Config, origin: &str) -> String {
     let mut out = format!("# director {}: {origin}\n", env!("CARGO_PKG_VERSION"));
-    let mut keys: Vec<&str> = DIRECTOR_DEFAULTS
+    // Secrets are never printed (doveconf hides them too).
+    let mut keys: Vec<&str> = SETTINGS
         .iter()
-        .chain(PROXY_DEFAULTS)
-        .chain(ADMIN_DEFAULTS)
-        .map(|(k, _)| *k)
+        .filter(|s| s.kind != Kind::Secret)
+        .map(|s| s.key)
         .collect();
     keys.sort_unstable();
     for key in keys {

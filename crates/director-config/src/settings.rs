@@ -13,6 +13,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use crate::catalog::{setting, Values};
 use crate::config::Config;
 use crate::error::{ConfigError, Location};
 use crate::listeners::{
@@ -23,122 +24,18 @@ use crate::servers::{
     parse_director_servers, parse_mail_servers, DirectorServer, MailServer, Resolver,
     SystemResolver,
 };
-use crate::tree::Setting;
-use crate::units::{parse_size_bytes, parse_time_secs};
 
 /// Smallest accepted `director_user_expire` (the director refuses less).
 pub const MIN_USER_EXPIRE_SECS: u32 = 10;
 
-/// The `director_*` keys we accept (2.3.19 names plus our extension).
-pub const DIRECTOR_KEYS: &[&str] = &[
-    "director_servers",
-    "director_mail_servers",
-    "director_username_hash",
-    "director_user_expire",
-    "director_user_kick_delay",
-    "director_flush_socket",
-    "director_ping_idle_timeout",
-    "director_ping_max_timeout",
-    "director_max_parallel_moves",
-    "director_max_parallel_kicks",
-    "director_output_buffer_size",
-    "director_consistent_hashing",
-    "director_backend_port_pop3",
-    "director_backend_port_submission",
-    "director_backend_port_sieve",
-    "director_backend_port_lmtp",
-    "director_backend_ssl",
-    "director_proxy_protocol",
-    "director_proxy_login_timeout",
-    "director_lmtp_max_message_size",
-    "director_proxy_max_connections",
-    "director_proxy_max_connections_per_ip",
-    "director_proxy_drain_time",
-    "director_proxy_workers",
-];
-
-/// Other top-level keys the director reads.
-pub const OTHER_USED_KEYS: &[&str] = &[
-    "base_dir",
-    "instance_name",
-    "log_path",
-    "info_log_path",
-    "debug_log_path",
-    "auth_master_user_separator",
-    "master_user_separator",
-    "listen",
-];
-
-/// Built-in defaults of the keys above (Dovecot's, plus ours).
-pub const DIRECTOR_DEFAULTS: &[(&str, &str)] = &[
-    ("base_dir", "/run/dovecot"),
-    ("instance_name", "dovecot"),
-    ("log_path", "syslog"),
-    ("info_log_path", ""),
-    ("debug_log_path", ""),
-    ("auth_master_user_separator", ""),
-    ("master_user_separator", ""),
-    ("listen", "*, ::"),
-    ("director_servers", ""),
-    ("director_mail_servers", ""),
-    ("director_username_hash", "%Lu"),
-    ("director_user_expire", "15 mins"),
-    ("director_user_kick_delay", "2 secs"),
-    ("director_flush_socket", ""),
-    ("director_ping_idle_timeout", "30 secs"),
-    ("director_ping_max_timeout", "1 mins"),
-    ("director_max_parallel_moves", "100"),
-    ("director_max_parallel_kicks", "100"),
-    ("director_output_buffer_size", "10 M"),
-    ("director_consistent_hashing", "yes"),
-];
-
-/// Our own settings of the built-in mail proxy (`crates/director-proxy` reads them), with
-/// their defaults. They are `director_*` names because Dovecot has none for these.
-pub const PROXY_DEFAULTS: &[(&str, &str)] = &[
-    ("director_backend_port_imap", "143"),
-    ("director_backend_port_pop3", "110"),
-    ("director_backend_port_submission", "587"),
-    ("director_backend_port_sieve", "4190"),
-    ("director_backend_port_lmtp", "24"),
-    ("director_backend_ssl", "no"),
-    ("director_proxy_protocol", "no"),
-    ("director_proxy_login_timeout", "1 min"),
-    ("director_lmtp_max_message_size", "50 M"),
-    ("director_proxy_max_connections", "10000"),
-    ("director_proxy_max_connections_per_ip", "100"),
-    ("director_proxy_drain_time", "30 secs"),
-    ("director_proxy_workers", "0"),
-];
-
-/// Our own settings of the admin listeners, with their defaults (Dovecot has none: its TCP
-/// admin listener has no access control). `docs/SECURITY.md` explains each.
-pub const ADMIN_DEFAULTS: &[(&str, &str)] = &[
-    // Who may connect to a TCP admin listener; the ring's directors are always added.
-    ("director_admin_allow_nets", "127.0.0.0/8 ::1"),
-    // TCP admin clients served at once (the UNIX socket has its own, larger pool).
-    ("director_admin_tcp_max_connections", "100"),
-    // A TCP admin client that sends nothing and reads nothing this long is closed.
-    ("director_admin_idle_timeout", "1 min"),
-];
-
 /// Whether `key` is a `director_*` setting we accept (Dovecot's or ours).
 pub fn is_director_key(key: &str) -> bool {
-    DIRECTOR_KEYS.contains(&key)
-        || PROXY_DEFAULTS
-            .iter()
-            .chain(ADMIN_DEFAULTS)
-            .any(|(k, _)| *k == key)
+    key.starts_with("director_") && setting(key).is_some()
 }
 
-/// The default of a key the director reads.
+/// The default of a setting the director reads (the catalogue's).
 pub fn director_default(key: &str) -> Option<&'static str> {
-    DIRECTOR_DEFAULTS
-        .iter()
-        .chain(PROXY_DEFAULTS)
-        .chain(ADMIN_DEFAULTS)
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| *v)
+    setting(key).map(|s| s.default)
 }
 
 /// A setting present in the config that the director does not use.
@@ -240,34 +137,6 @@ pub struct DirectorSettings {
     pub admin_tls: Option<AdminTls>,
     /// Settings and sections present but not used, for debug logging.
     pub ignored: Vec<IgnoredSetting>,
-}
-
-/// A raw value plus where it came from (None = default).
-struct Raw<'a> {
-    value: &'a str,
-    setting: Option<&'a Setting>,
-}
-
-impl Raw<'_> {
-    fn err(&self, key: &str, msg: impl std::fmt::Display) -> ConfigError {
-        match self.setting {
-            Some(s) => ConfigError::at(&s.location, format!("{key}: {msg}")),
-            None => ConfigError::general(format!("{key} (default): {msg}")),
-        }
-    }
-}
-
-fn raw<'a>(config: &'a Config, key: &str) -> Raw<'a> {
-    match config.get_setting(key) {
-        Some(s) => Raw {
-            value: s.value.as_str(),
-            setting: Some(s),
-        },
-        None => Raw {
-            value: director_default(key).unwrap_or(""),
-            setting: None,
-        },
-    }
 }
 
 /// Dovecot's boolean, exactly as `doveconf` 2.3.19.1 accepts it
@@ -454,7 +323,7 @@ impl DirectorSettings {
                         format!("Unknown setting: {}", s.key),
                     ));
                 }
-            } else if !OTHER_USED_KEYS.contains(&s.key.as_str()) {
+            } else if setting(&s.key).is_none() {
                 ignored.push(IgnoredSetting {
                     key: s.key.clone(),
                     location: s.location.clone(),
@@ -474,7 +343,7 @@ impl DirectorSettings {
             }
         }
         for var in config.unresolved_variables() {
-            if var.key.starts_with("director_") || OTHER_USED_KEYS.contains(&var.key.as_str()) {
+            if var.key.starts_with("director_") || setting(&var.key).is_some() {
                 return Err(ConfigError::at(
                     &var.location,
                     format!("Unknown variable: {}", var.word),
@@ -482,15 +351,10 @@ impl DirectorSettings {
             }
         }
 
-        let time = |key: &str| -> Result<u32, ConfigError> {
-            let r = raw(config, key);
-            parse_time_secs(r.value).map_err(|m| r.err(key, m))
-        };
-        let uint = |key: &str| -> Result<u32, ConfigError> {
-            let r = raw(config, key);
-            parse_u32_setting(r.value).map_err(|m| r.err(key, m))
-        };
-        let string = |key: &str| raw(config, key).value.to_owned();
+        let v = Values::new(config.root());
+        let time = |key: &str| v.seconds(key);
+        let uint = |key: &str| v.number(key);
+        let string = |key: &str| v.text(key).to_owned();
 
         let user_expire_secs = time("director_user_expire")?;
         if user_expire_secs < MIN_USER_EXPIRE_SECS {
@@ -498,19 +362,13 @@ impl DirectorSettings {
             // we add where the value was set.
             let text =
                 format!("director_user_expire is too low (minimum {MIN_USER_EXPIRE_SECS} secs)");
-            return Err(match raw(config, "director_user_expire").setting {
+            return Err(match config.get_setting("director_user_expire") {
                 Some(s) => ConfigError::at(&s.location, text),
                 None => ConfigError::general(text),
             });
         }
-        let output_buffer_size = {
-            let r = raw(config, "director_output_buffer_size");
-            parse_size_bytes(r.value).map_err(|m| r.err("director_output_buffer_size", m))?
-        };
-        let consistent_hashing = {
-            let r = raw(config, "director_consistent_hashing");
-            parse_bool(r.value).map_err(|m| r.err("director_consistent_hashing", m))?
-        };
+        let output_buffer_size = v.bytes("director_output_buffer_size")?;
+        let consistent_hashing = v.boolean("director_consistent_hashing")?;
 
         let base_dir = PathBuf::from(string("base_dir"));
         let listen = string("listen");
@@ -533,39 +391,32 @@ impl DirectorSettings {
             _ => None,
         });
 
-        let mail_servers = {
-            let r = raw(config, "director_mail_servers");
-            parse_mail_servers(r.value, resolver).map_err(|m| r.err("director_mail_servers", m))?
-        };
-        let director_servers = {
-            let r = raw(config, "director_servers");
-            parse_director_servers(r.value, ring_port, resolver)
-                .map_err(|m| r.err("director_servers", m))?
-        };
+        let mail_servers = parse_mail_servers(v.text("director_mail_servers"), resolver)
+            .map_err(|m| v.error("director_mail_servers", m))?;
+        let director_servers =
+            parse_director_servers(v.text("director_servers"), ring_port, resolver)
+                .map_err(|m| v.error("director_servers", m))?;
         if !director_servers.is_empty() && ring_listener.is_none() {
-            let r = raw(config, "director_servers");
-            return Err(r.err(
+            return Err(v.error(
                 "director_servers",
                 "No inet_listeners defined for director service (for standalone keep director_servers empty)",
             ));
         }
 
         check_admin_addresses(&admin_listeners, &listen)?;
-        let mut admin_allow_nets = {
-            let r = raw(config, "director_admin_allow_nets");
-            parse_nets(r.value).map_err(|m| r.err("director_admin_allow_nets", m))?
-        };
+        let mut admin_allow_nets = parse_nets(v.text("director_admin_allow_nets"))
+            .map_err(|m| v.error("director_admin_allow_nets", m))?;
         for d in &director_servers {
             let net = IpNet::host(d.ip);
             if !admin_allow_nets.contains(&net) {
                 admin_allow_nets.push(net);
             }
         }
-        let at_least_one = |key: &str, v: u32| -> Result<u32, ConfigError> {
-            if v == 0 {
-                Err(raw(config, key).err(key, "must be at least 1"))
+        let at_least_one = |key: &str, n: u32| -> Result<u32, ConfigError> {
+            if n == 0 {
+                Err(v.error(key, "must be at least 1"))
             } else {
-                Ok(v)
+                Ok(n)
             }
         };
         let admin_tcp_max_connections = at_least_one(

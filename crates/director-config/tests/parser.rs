@@ -72,7 +72,8 @@ fn lab_director_conf_settings() {
     // The raw tree stays accessible (passdb etc. for other consumers).
     assert_eq!(config.root().sections_named("passdb", None).count(), 1);
     assert!(s.ignored.iter().any(|i| i.key == "passdb"));
-    assert!(s.ignored.iter().any(|i| i.key == "protocols"));
+    // `protocols` is read by the mail proxy (which protocols it serves).
+    assert!(!s.ignored.iter().any(|i| i.key == "protocols"));
 }
 
 /// Dovecot's director runs in `base_dir`, so a relative `unix:` flush socket lives there.
@@ -427,5 +428,49 @@ fn settings_that_nothing_applies_are_refused_with_their_line() {
     assert_eq!(
         e.to_string(),
         "t.conf:2: Unknown setting: director_proxy_max_line_length"
+    );
+}
+
+/// The README's settings tables are the catalogue's: what an operator reads is what the
+/// code does.
+#[test]
+fn the_readme_shows_the_catalogues_settings_tables() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    for part in Part::ALL {
+        let open = format!("<!-- settings-table: {} -->\n", part.name());
+        let start = readme
+            .find(&open)
+            .unwrap_or_else(|| panic!("README has no {open:?} block"))
+            + open.len();
+        let end = start
+            + readme[start..]
+                .find("<!-- /settings-table -->")
+                .expect("the block is closed");
+        assert_eq!(
+            &readme[start..end],
+            markdown_table(part),
+            "README's {} settings table differs from the catalogue: paste the output of \
+             `cargo run -p directord -- --settings-table {}`",
+            part.name(),
+            part.name()
+        );
+    }
+}
+
+/// Every setting that the director, the proxy and the admin listeners read is in the
+/// catalogue, with its default: a config that sets each one to its default means what an
+/// empty config means.
+#[test]
+fn the_catalogue_defaults_are_what_an_empty_config_means() {
+    let empty = Config::parse_str("", "empty.conf").unwrap();
+    let text: String = SETTINGS
+        .iter()
+        .map(|s| format!("{} = {}\n", s.key, s.default))
+        .collect();
+    let explicit = Config::parse_str(&text, "defaults.conf").unwrap();
+    assert_eq!(
+        DirectorSettings::from_config(&empty).unwrap(),
+        DirectorSettings::from_config(&explicit).unwrap()
     );
 }

@@ -9,8 +9,8 @@
 //! and a transaction fans out to every backend involved.
 //!
 //! Public API (what the daemon wires in):
-//! * [`ProxySettings::from_config`] — listeners, TLS, backend ports, limits
-//!   ([`PROXY_SETTING_KEYS`] lists our own `director_*` settings).
+//! * [`ProxySettings::from_config`] — listeners, TLS, backend ports, limits (the settings
+//!   and their defaults are rows of `director_config::catalog`).
 //! * [`SessionRegistry`] — live sessions; the driver kicks and refreshes them through its
 //!   [`LocalSessions`](director_driver::LocalSessions) implementation.
 //! * [`BackendFailureHook`] — told about failed backends (future automatic host-down).
@@ -36,5 +36,5 @@ pub use router::{
 };
 pub use settings::{
     BackendTlsMode, ClientTlsMode, ListenerSpec, Protocol, ProxyLimits, ProxySettings,
-    SettingsError, PROXY_SETTING_KEYS,
+    SettingsError,
 };

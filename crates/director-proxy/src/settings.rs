@@ -5,14 +5,13 @@
 //! `auth_master_user_separator`, `auth_failure_delay`, `protocols`, the `service *-login`
 //! listeners). Dovecot's login processes took the backend port, TLS mode and so on from passdb
 //! fields (`port=`, `ssl=`, `starttls=`); a director that is the whole proxy tier has no passdb,
-//! so those become `director_*` settings of ours (see [`PROXY_SETTING_KEYS`]).
+//! so those become `director_*` settings of ours (see `director_config::catalog`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use director_config::units::{parse_size_bytes, parse_time_secs};
-use director_config::{parse_bool, Config, Section};
+use director_config::{Config, ConfigError, Section, Values};
 use director_core::HashFormat;
 
 pub use director_mailproto::Protocol;
@@ -157,10 +156,6 @@ impl Default for ProxyLimits {
 /// Largest accepted `director_proxy_workers` (each is a thread).
 pub const MAX_WORKERS: usize = 1024;
 
-/// Our own `director_*` settings of the proxy and their defaults; the config crate owns the
-/// list so that `directord -c` accepts them.
-pub use director_config::PROXY_DEFAULTS as PROXY_SETTING_KEYS;
-
 /// Everything the proxy needs from the config.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
@@ -203,30 +198,10 @@ pub struct ProxySettings {
     pub workers: usize,
 }
 
-/// A setting had a bad value.
+/// A setting had a bad value: what is wrong, naming the setting and the line that set it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct SettingsError {
-    /// Setting name.
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-fn err(key: &str, message: impl Into<String>) -> SettingsError {
-    SettingsError {
-        key: key.to_string(),
-        message: message.into(),
-    }
-}
-
-fn proxy_default(key: &str) -> &'static str {
-    PROXY_SETTING_KEYS
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| *v)
-        .unwrap_or("")
-}
+#[error(transparent)]
+pub struct SettingsError(#[from] pub ConfigError);
 
 impl ProxySettings {
     /// Reads the proxy settings from `config` (its top-level settings and the
@@ -238,34 +213,26 @@ impl ProxySettings {
 
     /// Like [`from_config`](Self::from_config), from the raw tree.
     pub fn from_root(root: &Section) -> Result<ProxySettings, SettingsError> {
-        let get = |k: &str| root.get(k);
-        let ours = |k: &str| root.get(k).unwrap_or(proxy_default(k)).trim().to_string();
-        let time = |k: &str| -> Result<Duration, SettingsError> {
-            parse_time_secs(&ours(k))
-                .map(|s| Duration::from_secs(u64::from(s)))
-                .map_err(|m| err(k, m))
-        };
+        let v = Values::new(root);
+        let err = |k: &str, m: &dyn std::fmt::Display| SettingsError(v.error(k, m));
         let count = |k: &str| -> Result<usize, SettingsError> {
-            ours(k)
-                .parse::<usize>()
-                .map_err(|_| err(k, format!("Invalid number: {}", ours(k))))
-        };
-        let boolean = |k: &str, default: &str| -> Result<bool, SettingsError> {
-            parse_bool(get(k).unwrap_or(default)).map_err(|m| err(k, m))
+            Ok(usize::try_from(v.number(k)?).unwrap_or(usize::MAX))
         };
 
-        let client_tls = match get("ssl").unwrap_or("yes") {
+        let client_tls = match v.text("ssl").trim() {
             "no" => ClientTlsMode::No,
             "yes" => ClientTlsMode::Yes,
             "required" => ClientTlsMode::Required,
-            other => return Err(err("ssl", format!("Invalid ssl value: {other}"))),
+            other => return Err(err("ssl", &format!("Invalid ssl value: {other}"))),
         };
-        let non_empty = |k: &str| get(k).map(str::to_string).filter(|v| !v.trim().is_empty());
+        let non_empty = |k: &str| v.non_empty(k).map(str::to_string);
         let ssl_cert_pem = non_empty("ssl_cert");
         let ssl_key_pem = non_empty("ssl_key");
 
-        let protocols: Option<Vec<&str>> = get("protocols").map(|p| p.split_whitespace().collect());
-        let listen = get("listen").unwrap_or("*, ::");
+        let protocols: Option<Vec<&str>> = v
+            .is_set("protocols")
+            .then(|| v.text("protocols").split_whitespace().collect());
+        let listen = v.text("listen");
         let mut listeners = Vec::new();
         for proto in Protocol::ALL {
             if let Some(list) = &protocols {
@@ -276,7 +243,7 @@ impl ProxySettings {
             let blocks = director_config::inet_listeners(root, proto.service(), listen, |name| {
                 proto.listener_default_port(name)
             })
-            .map_err(|e| err("inet_listener", e.to_string()))?;
+            .map_err(|e| err("inet_listener", &e))?;
             for l in blocks {
                 let director_config::ListenerTransport::Inet {
                     addresses,
@@ -297,7 +264,7 @@ impl ProxySettings {
                     // read as the client's first command.
                     return Err(err(
                         "haproxy",
-                        format!(
+                        &format!(
                             "inet_listener {name}: haproxy = yes is not supported by the \
                              director's mail proxy (clients must connect to it directly)"
                         ),
@@ -306,12 +273,12 @@ impl ProxySettings {
                 if implicit_tls && client_tls == ClientTlsMode::No {
                     return Err(err(
                         "ssl",
-                        format!("listener {name} has ssl=yes, but ssl=no"),
+                        &format!("listener {name} has ssl=yes, but ssl=no"),
                     ));
                 }
                 for a in &addresses {
                     let ip = director_config::parse_listen_address(a)
-                        .ok_or_else(|| err("address", format!("Invalid address: {a}")))?;
+                        .ok_or_else(|| err("address", &format!("Invalid address: {a}")))?;
                     listeners.push(ListenerSpec {
                         protocol: proto,
                         name: name.clone(),
@@ -325,7 +292,7 @@ impl ProxySettings {
         if tls_needed && (ssl_cert_pem.is_none() || ssl_key_pem.is_none()) {
             return Err(err(
                 "ssl_cert",
-                "an ssl=yes listener needs ssl_cert and ssl_key",
+                &"an ssl=yes listener needs ssl_cert and ssl_key",
             ));
         }
         // TLS material is only checked when the proxy runs at all: a plain director config
@@ -335,28 +302,28 @@ impl ProxySettings {
             && client_tls == ClientTlsMode::Required
             && (ssl_cert_pem.is_none() || ssl_key_pem.is_none())
         {
-            return Err(err("ssl_cert", "ssl=required needs ssl_cert and ssl_key"));
+            return Err(err("ssl_cert", &"ssl=required needs ssl_cert and ssl_key"));
         }
 
         let mut backend_ports = HashMap::new();
         for proto in Protocol::ALL {
             let k = backend_port_key(proto);
-            let v = ours(k);
-            let port = v
+            let text = v.text(k).trim();
+            let port = text
                 .parse::<u16>()
                 .ok()
                 .filter(|p| *p != 0)
-                .ok_or_else(|| err(k, format!("Invalid port: {v}")))?;
+                .ok_or_else(|| err(k, &format!("Invalid port: {text}")))?;
             backend_ports.insert(proto, port);
         }
-        let backend_tls = match ours("director_backend_ssl").as_str() {
+        let backend_tls = match v.text("director_backend_ssl").trim() {
             "no" => BackendTlsMode::None,
             "yes" => BackendTlsMode::Implicit,
             "starttls" => BackendTlsMode::StartTls,
             other => {
                 return Err(err(
                     "director_backend_ssl",
-                    format!("must be no, yes or starttls, not {other}"),
+                    &format!("must be no, yes or starttls, not {other}"),
                 ))
             }
         };
@@ -364,73 +331,61 @@ impl ProxySettings {
         if serving && backend_tls != BackendTlsMode::None && backend_ca_pem.is_none() {
             return Err(err(
                 "ssl_client_ca_file",
-                "director_backend_ssl needs ssl_client_ca_file = </path/to/ca.pem",
+                &"director_backend_ssl needs ssl_client_ca_file = </path/to/ca.pem",
             ));
         }
 
         let mut trusted_networks = Vec::new();
-        for n in get("login_trusted_networks")
-            .unwrap_or("")
+        for n in v
+            .text("login_trusted_networks")
             .split([' ', ','])
             .filter(|n| !n.is_empty())
         {
             trusted_networks.push(
                 Network::parse(n).ok_or_else(|| {
-                    err("login_trusted_networks", format!("Invalid network: {n}"))
+                    err("login_trusted_networks", &format!("Invalid network: {n}"))
                 })?,
             );
         }
 
-        let mut master_user_separator = get("auth_master_user_separator").unwrap_or("").to_string();
+        let mut master_user_separator = v.text("auth_master_user_separator").to_string();
         if master_user_separator.is_empty() {
-            master_user_separator = get("master_user_separator").unwrap_or("").to_string();
+            master_user_separator = v.text("master_user_separator").to_string();
         }
-        let username_hash = HashFormat::parse(get("director_username_hash").unwrap_or("%Lu"))
-            .map_err(|e| err("director_username_hash", e.to_string()))?;
+        let username_hash = HashFormat::parse(v.text("director_username_hash"))
+            .map_err(|e| err("director_username_hash", &e))?;
         let workers = count("director_proxy_workers")?;
         if workers > MAX_WORKERS {
             return Err(err(
                 "director_proxy_workers",
-                format!("must be between 0 (one per CPU) and {MAX_WORKERS}"),
+                &format!("must be between 0 (one per CPU) and {MAX_WORKERS}"),
             ));
         }
         let limits = ProxyLimits {
-            login_timeout: time("director_proxy_login_timeout")?,
-            connect_timeout: parse_time_secs(get("login_proxy_timeout").unwrap_or("30 secs"))
-                .map(|s| Duration::from_secs(u64::from(s)))
-                .map_err(|m| err("login_proxy_timeout", m))?,
-            max_reconnects: get("login_proxy_max_reconnects")
-                .unwrap_or("3")
-                .trim()
-                .parse::<u32>()
-                .map_err(|_| err("login_proxy_max_reconnects", "Invalid number"))?,
-            max_lmtp_message: parse_size_bytes(&ours("director_lmtp_max_message_size"))
-                .map_err(|m| err("director_lmtp_max_message_size", m))?,
+            login_timeout: v.duration("director_proxy_login_timeout")?,
+            connect_timeout: v.duration("login_proxy_timeout")?,
+            max_reconnects: v.number("login_proxy_max_reconnects")?,
+            max_lmtp_message: v.bytes("director_lmtp_max_message_size")?,
             max_connections: count("director_proxy_max_connections")?,
             max_connections_per_ip: count("director_proxy_max_connections_per_ip")?,
-            auth_failure_delay: parse_time_secs(get("auth_failure_delay").unwrap_or("2 secs"))
-                .map(|s| Duration::from_secs(u64::from(s)))
-                .map_err(|m| err("auth_failure_delay", m))?,
-            drain_time: time("director_proxy_drain_time")?,
+            auth_failure_delay: v.duration("auth_failure_delay")?,
+            drain_time: v.duration("director_proxy_drain_time")?,
         };
         Ok(ProxySettings {
             listeners,
             client_tls,
             ssl_cert_pem,
             ssl_key_pem,
-            disable_plaintext_auth: boolean("disable_plaintext_auth", "yes")?,
+            disable_plaintext_auth: v.boolean("disable_plaintext_auth")?,
             trusted_networks,
             backend_ports,
             backend_tls,
             backend_ca_pem,
-            proxy_protocol: parse_bool(&ours("director_proxy_protocol"))
-                .map_err(|m| err("director_proxy_protocol", m))?,
+            proxy_protocol: v.boolean("director_proxy_protocol")?,
             master_user_separator,
             username_hash,
-            hostname: get("hostname").unwrap_or("localhost").to_string(),
-            login_greeting: get("login_greeting")
-                .unwrap_or("Dovecot ready.")
-                .to_string(),
+            hostname: v.text("hostname").to_string(),
+            login_greeting: v.text("login_greeting").to_string(),
             limits,
             workers,
         })
@@ -537,7 +492,10 @@ mod tests {
             let e =
                 ProxySettings::from_config(&parse(&format!("director_proxy_workers = {bad}\n")))
                     .unwrap_err();
-            assert_eq!(e.key, "director_proxy_workers", "{bad}: {e}");
+            assert!(
+                e.to_string().contains("director_proxy_workers"),
+                "{bad}: {e}"
+            );
         }
     }
 

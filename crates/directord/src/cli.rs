@@ -20,6 +20,9 @@ pub struct Cli {
     pub version: bool,
     /// `-h`/`--help`: print the usage and exit.
     pub help: bool,
+    /// `--settings-table PART`: print the README's settings table of `director`, `proxy` or
+    /// `admin` (Markdown) and exit.
+    pub settings_table: Option<director_config::Part>,
 }
 
 /// Usage text printed by `--help` and on argument errors.
@@ -30,6 +33,8 @@ pub const USAGE: &str =
   -o KEY=VAL  override a setting (may be repeated)
   -F          run in the foreground (the only mode; directord never daemonizes)
   --version   print the version and exit
+  --settings-table director|proxy|admin
+              print the settings of that part, their defaults and meanings (Markdown)
 ";
 
 /// An argument the parser could not accept; the message is printed with [`USAGE`].
@@ -41,6 +46,9 @@ pub enum CliError {
     /// `-o` value without `=`.
     #[error("-o expects KEY=VALUE, got {0:?}")]
     BadOverride(String),
+    /// `--settings-table` with a part that does not exist.
+    #[error("--settings-table takes director, proxy or admin, not {0:?}")]
+    UnknownPart(String),
     /// Anything we do not know.
     #[error("unknown argument {0:?}")]
     Unknown(String),
@@ -61,6 +69,14 @@ impl Cli {
                 "-n" => cli.print_settings = true,
                 "--version" | "-V" => cli.version = true,
                 "-h" | "--help" => cli.help = true,
+                "--settings-table" => {
+                    let v = it
+                        .next()
+                        .ok_or(CliError::MissingValue("--settings-table"))?;
+                    let part =
+                        director_config::Part::from_name(&v).ok_or(CliError::UnknownPart(v))?;
+                    cli.settings_table = Some(part);
+                }
                 "-c" => {
                     let v = it.next().ok_or(CliError::MissingValue("-c"))?;
                     cli.config_path = Some(PathBuf::from(v));

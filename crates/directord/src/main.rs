@@ -51,6 +51,10 @@ fn main() -> ExitCode {
         print!("{USAGE}");
         return ExitCode::SUCCESS;
     }
+    if let Some(part) = cli.settings_table {
+        print!("{}", director_config::markdown_table(part));
+        return ExitCode::SUCCESS;
+    }
     if cli.version {
         println!("directord {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
