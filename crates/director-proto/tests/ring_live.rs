@@ -104,6 +104,9 @@ struct Peer {
     rx: mpsc::Receiver<Event>,
     /// For helper threads to wake [`Peer::pump_until`].
     wake: mpsc::Sender<Event>,
+    /// How many [`Event::Wake`]s arrived (a helper thread is finished once
+    /// its wake is counted).
+    wakes: usize,
     /// Every message Dovecot sent, in arrival order.
     log: Vec<(Link, RingMessage)>,
     sent_host_handshake: bool,
@@ -228,7 +231,7 @@ impl Peer {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
                 Ok(Event::Line(r)) => self.handle(r),
-                Ok(Event::Wake) => {}
+                Ok(Event::Wake) => self.wakes += 1,
                 Err(e) => panic!("waiting for {what}: {e}; seen {:#?}", self.log),
             }
         }
@@ -300,6 +303,7 @@ fn a_real_dovecot_director_rings_with_our_codec() {
         right,
         rx,
         wake: tx,
+        wakes: 0,
         log: Vec::new(),
         sent_host_handshake: false,
         left_done: false,
@@ -358,7 +362,7 @@ fn a_real_dovecot_director_rings_with_our_codec() {
             let _ = wake.send(Event::Wake);
             r
         });
-        peer.pump_until("Dovecot's ring to sync", |_| waiter.is_finished());
+        peer.pump_until("Dovecot's ring to sync", |p| p.wakes == 1);
         waiter.join().unwrap().unwrap();
     });
 
@@ -419,7 +423,7 @@ fn a_real_dovecot_director_rings_with_our_codec() {
             let _ = wake.send(Event::Wake);
             r
         });
-        peer.pump_until("HOST-SET to finish", |_| set.is_finished());
+        peer.pump_until("HOST-SET to finish", |p| p.wakes == 2);
         assert_eq!(set.join().unwrap(), vec!["OK".to_owned()]);
     });
     let new_msgs: Vec<&RingMessage> = peer.log[seen_before..].iter().map(|(_, m)| m).collect();
