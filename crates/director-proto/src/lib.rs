@@ -11,7 +11,7 @@
 //!   [`line::cut_at_nul`].
 //! * [`value`] — Dovecot scalar parsers: [`value::parse_ip`] (`net_addr2ip`,
 //!   inet_aton rules), [`value::parse_uint`], [`value::parse_port`],
-//!   [`value::parse_u64`], [`value::format_ip`], [`value::ip_cmp`].
+//!   [`value::parse_u64`], [`value::parse_time`], [`value::format_ip`], [`value::ip_cmp`].
 //! * [`admin`] — the admin protocol: [`admin::SERVER_GREETING`],
 //!   [`admin::check_client_handshake`], [`admin::AdminRequest`],
 //!   [`admin::parse_request`], [`admin::encode_request`],

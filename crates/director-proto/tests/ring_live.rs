@@ -213,11 +213,11 @@ impl Peer {
             let sync = RingMessage::Sync {
                 origin: self.me,
                 seq: 1,
-                info: Some(SyncInfo {
-                    minor: PROTOCOL_MINOR,
-                    timestamp: now(),
-                    hosts_hash: Some(self.our_hosts_hash()),
-                }),
+                info: Some(SyncInfo::new(
+                    PROTOCOL_MINOR,
+                    u32::try_from(now()).unwrap(),
+                    self.our_hosts_hash(),
+                )),
             };
             self.send(Link::Right, &[sync]);
         }
@@ -409,7 +409,7 @@ fn a_real_dovecot_director_rings_with_our_codec() {
     peer.pump_until("the PONG behind our USER", |p| pongs(p) > pongs_before);
     let after = lookup(&d);
     assert_eq!(after[0], target.to_string(), "{after:?}");
-    assert_eq!(after[1], (u64::from(ts) + 900).to_string(), "{after:?}");
+    assert_eq!(after[1], (ts + 900).to_string(), "{after:?}");
 
     // 4. An admin HOST-SET reaches us as HOST, and the next SYNC carries the
     //    core's hosts_hash of the new list. Dovecot answers OK only once its
@@ -448,13 +448,9 @@ fn a_real_dovecot_director_rings_with_our_codec() {
         .find_map(|m| match m {
             RingMessage::Sync {
                 origin,
-                info:
-                    Some(SyncInfo {
-                        hosts_hash: Some(h),
-                        ..
-                    }),
+                info: Some(info),
                 ..
-            } if *origin == dovecot_addr => Some(*h),
+            } if *origin == dovecot_addr => info.hosts_hash(),
             _ => None,
         })
         .unwrap_or_else(|| panic!("no SYNC after HOST-SET: {new_msgs:?}"));

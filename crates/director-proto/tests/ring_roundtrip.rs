@@ -46,7 +46,7 @@ fn host() -> impl Strategy<Value = HostRecord> {
         any::<u32>(),
         text(),
         any::<bool>(),
-        any::<u32>(),
+        any::<i64>(),
         text(),
         fields,
     )
@@ -67,7 +67,7 @@ fn host() -> impl Strategy<Value = HostRecord> {
 
 fn ping_info() -> impl Strategy<Value = Option<PingInfo>> {
     proptest::option::of(
-        (any::<u32>(), any::<u64>()).prop_map(|(timestamp, buffered)| PingInfo {
+        (any::<i64>(), any::<u64>()).prop_map(|(timestamp, buffered)| PingInfo {
             timestamp,
             buffered,
         }),
@@ -88,7 +88,7 @@ fn message() -> impl Strategy<Value = RingMessage> {
             major,
             minor
         })),
-        (director(), proptest::option::of(any::<u32>())).prop_map(|(director, timestamp)| M::Me(
+        (director(), proptest::option::of(any::<i64>())).prop_map(|(director, timestamp)| M::Me(
             Me {
                 director,
                 timestamp
@@ -117,23 +117,24 @@ fn message() -> impl Strategy<Value = RingMessage> {
             any::<u32>(),
             proptest::option::of((
                 any::<u32>(),
-                any::<u32>(),
-                proptest::option::of(any::<u32>())
+                proptest::option::of((any::<u32>(), proptest::option::of(any::<u32>())))
             ))
         )
             .prop_map(|(origin, seq, info)| M::Sync {
                 origin,
                 seq,
-                info: info.map(|(minor, timestamp, hosts_hash)| SyncInfo {
+                info: info.map(|(minor, stamp)| SyncInfo {
                     minor,
-                    timestamp,
-                    hosts_hash
+                    stamp: stamp.map(|(timestamp, hosts_hash)| SyncStamp {
+                        timestamp,
+                        hosts_hash
+                    }),
                 }),
             }),
         ping_info().prop_map(M::Ping),
         ping_info().prop_map(M::Pong),
         text().prop_map(|reason| M::Quit { reason }),
-        (any::<u32>(), ip(), proptest::option::of(any::<u32>())).prop_map(
+        (any::<u32>(), ip(), proptest::option::of(any::<i64>())).prop_map(
             |(hash, ip, timestamp)| M::User {
                 hash,
                 ip,
@@ -182,8 +183,8 @@ fn arbitrary_line() -> impl Strategy<Value = Vec<u8>> {
             proptest::collection::vec(
                 prop_oneof![
                     proptest::collection::vec(any::<u8>(), 0..12),
-                    "[0-9]{0,11}".prop_map(String::into_bytes),
-                    "[UD][0-9]{0,11}".prop_map(String::into_bytes),
+                    "-?[0-9]{0,20}".prop_map(String::into_bytes),
+                    "[UD]-?[0-9]{0,20}".prop_map(String::into_bytes),
                     ip().prop_map(|ip| ip.to_string().into_bytes()),
                 ],
                 0..9

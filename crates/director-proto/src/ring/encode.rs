@@ -14,7 +14,8 @@
 use std::net::IpAddr;
 
 use super::message::{
-    DirectorAddr, HostFields, HostRecord, Origin, PingInfo, RingMessage, SyncInfo,
+    DirectorAddr, HostFields, HostRecord, Origin, PingInfo, RingMessage, SyncInfo, SyncStamp,
+    Timestamp,
 };
 use crate::tabescape::escape_into;
 use crate::value::{write_ip, write_uint};
@@ -37,7 +38,7 @@ impl RingMessage {
             Self::Me(me) => {
                 w.director(&me.director);
                 if let Some(ts) = me.timestamp {
-                    w.uint(ts);
+                    w.time(ts);
                 }
             }
             Self::HostHandStart { ring_handshaked } | Self::HostHandEnd { ring_handshaked } => {
@@ -62,16 +63,17 @@ impl RingMessage {
             Self::Sync { origin, seq, info } => {
                 w.director(origin);
                 w.uint(*seq);
-                if let Some(SyncInfo {
-                    minor,
-                    timestamp,
-                    hosts_hash,
-                }) = info
-                {
+                if let Some(SyncInfo { minor, stamp }) = info {
                     w.uint(*minor);
-                    w.uint(*timestamp);
-                    if let Some(h) = hosts_hash {
-                        w.uint(*h);
+                    if let Some(SyncStamp {
+                        timestamp,
+                        hosts_hash,
+                    }) = stamp
+                    {
+                        w.uint(*timestamp);
+                        if let Some(h) = hosts_hash {
+                            w.uint(*h);
+                        }
                     }
                 }
             }
@@ -81,7 +83,7 @@ impl RingMessage {
                     buffered,
                 }) = info
                 {
-                    w.uint(*timestamp);
+                    w.time(*timestamp);
                     w.u64(*buffered);
                 }
             }
@@ -94,7 +96,7 @@ impl RingMessage {
                 w.uint(*hash);
                 w.ip(ip);
                 if let Some(ts) = timestamp {
-                    w.uint(*ts);
+                    w.time(*ts);
                 }
             }
             Self::UserWeak { origin, hash, ip } | Self::UserMove { origin, hash, ip } => {
@@ -178,6 +180,11 @@ impl Writer<'_> {
         write_uint(self.out, v);
     }
 
+    fn time(&mut self, v: Timestamp) {
+        self.tab();
+        write_time(self.out, v);
+    }
+
     fn ip(&mut self, ip: &IpAddr) {
         self.tab();
         write_ip(self.out, ip);
@@ -202,10 +209,18 @@ impl Writer<'_> {
         if h.fields >= HostFields::State {
             self.tab();
             self.out.push(if h.state.down { b'D' } else { b'U' });
-            write_uint(self.out, u64::from(h.state.last_updown_change));
+            write_time(self.out, h.state.last_updown_change);
         }
         if h.fields >= HostFields::All {
             self.text(&h.hostname);
         }
     }
+}
+
+/// A `time_t` in decimal, `-` first when negative.
+fn write_time(out: &mut Vec<u8>, v: Timestamp) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    write_uint(out, v.unsigned_abs());
 }

@@ -82,11 +82,14 @@ pub mod command {
     ];
 }
 
-/// Unix seconds as carried on the ring. Dovecot reads handshake user
-/// timestamps with `str_to_uint` (32 bits); the same range (digits only,
-/// at most `u32::MAX`, i.e. until the year 2106) is applied to every
-/// timestamp field.
-pub type Timestamp = u32;
+/// Unix seconds in the fields Dovecot reads as `time_t` with `str_to_time`
+/// (`USER`, `ME`, the `HOST` up/down change, and the ignored PING/PONG
+/// time): signed 64 bits, an optional `-`, digits. Two timestamp fields are
+/// 32-bit unsigned instead (`str_to_uint`): the handshake user's
+/// ([`HandshakeUser::timestamp`]) and SYNC's ([`SyncStamp::timestamp`]).
+/// All of this was probed against Dovecot 2.3.19.1
+/// (`tests/data/ring/dovecot-acceptance.tsv`).
+pub type Timestamp = i64;
 
 /// A director's identity: its ring listener's address and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -240,14 +243,17 @@ pub struct HandshakeUser {
     pub hash: u32,
     /// The host the user is assigned to.
     pub ip: IpAddr,
-    /// Last time the assignment was used.
-    pub timestamp: Timestamp,
+    /// Last time the assignment was used (32-bit unsigned on this line).
+    pub timestamp: u32,
     /// Weak assignment (`w`; Dovecot takes any 4th field starting with `w`).
     pub weak: bool,
 }
 
 /// The optional `<unix time>\t<buffered bytes>` of `PING` and `PONG`
-/// (sent to peers of minor 9).
+/// (sent to peers of minor 9). Dovecot ignores these fields when it
+/// receives them (any text, any number of fields is accepted), so the
+/// parser reads them only when both are well-formed and treats anything
+/// else as absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PingInfo {
     /// Sender's clock.
@@ -256,18 +262,57 @@ pub struct PingInfo {
     pub buffered: u64,
 }
 
-/// The optional tail of `SYNC`: `<minor>\t<timestamp>[\t<hosts_hash>]`.
+/// The optional tail of `SYNC`: `<minor>[\t<timestamp>[\t<hosts_hash>]]`
+/// (Dovecot sends minor and timestamp together but accepts a minor alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncInfo {
     /// Lowest protocol minor seen along the ring (capped by each receiver).
     pub minor: u32,
-    /// When the origin sent (or re-sent) this SYNC.
-    pub timestamp: Timestamp,
+    /// Timestamp and hosts_hash, when present.
+    pub stamp: Option<SyncStamp>,
+}
+
+/// `<timestamp>[\t<hosts_hash>]` of a `SYNC`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncStamp {
+    /// When the origin sent (or re-sent) this SYNC; 32-bit unsigned.
+    pub timestamp: u32,
     /// The origin's `hosts_hash` (§2.6); 0 = "don't check". 2.2.20+.
     pub hosts_hash: Option<u32>,
 }
 
+impl SyncInfo {
+    /// A 2.3 director's SYNC tail: every field present.
+    pub fn new(minor: u32, timestamp: u32, hosts_hash: u32) -> Self {
+        Self {
+            minor,
+            stamp: Some(SyncStamp {
+                timestamp,
+                hosts_hash: Some(hosts_hash),
+            }),
+        }
+    }
+
+    /// The timestamp, if sent.
+    pub fn timestamp(&self) -> Option<u32> {
+        self.stamp.map(|s| s.timestamp)
+    }
+
+    /// The hosts_hash, if sent.
+    pub fn hosts_hash(&self) -> Option<u32> {
+        self.stamp.and_then(|s| s.hosts_hash)
+    }
+}
+
 /// One line of the ring protocol.
+///
+/// Dovecot 2.3.19 rejects extra fields on `USER-WEAK`, `USER-MOVE`,
+/// `USER-KILLED`, `USER-KILLED-EVERYWHERE`, `USER-KICK`, `USER-KICK-ALT`,
+/// `USER-KICK-HASH`, `HOST-REMOVE`, `HOST-FLUSH` and `CONNECT`, and ignores
+/// them on every other command; [`crate::ring::parse()`] does the same. The
+/// handshake commands (`VERSION`, `ME`, `HOST-HAND-START`/`-END`, `U`,
+/// `OPTIONS`, `DONE`) are unknown commands to Dovecot once the handshake is
+/// over; that is the connection state's business, not the parser's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RingMessage {
     // --- handshake ---

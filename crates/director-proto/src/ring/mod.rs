@@ -21,9 +21,13 @@
 //!   input buffer), [`DEFAULT_OUTPUT_BUFFER_SIZE`] (10 MiB,
 //!   `director_output_buffer_size`), the handshake user flush batch sizes.
 //!
-//! Checked against the lines real Dovecot 2.3.19.1 directors exchanged
-//! (`tests/ring_recorded.rs`): every recorded line parses and re-encodes to
-//! the same bytes.
+//! Checked against real Dovecot 2.3.19.1 three ways: every line of a
+//! recorded three-director ring parses and re-encodes to the same bytes
+//! (`tests/ring_recorded.rs`); the parser accepts exactly the lines a
+//! Dovecot director accepted from a peer in a line-by-line probe
+//! (`tests/data/ring/dovecot-acceptance.tsv`, `examples/ring_probe.rs`); and
+//! `tests/ring_live.rs` rings with a running Dovecot director through this
+//! codec alone.
 
 pub mod encode;
 pub mod framing;
@@ -36,10 +40,10 @@ pub use framing::{
 };
 pub use message::{
     command, DirectorAddr, HandshakeUser, HostFields, HostRecord, HostState, Me, Origin, PingInfo,
-    RingContext, RingMessage, SyncInfo, Timestamp, Version, OPTION_CONSISTENT_HASHING,
+    RingContext, RingMessage, SyncInfo, SyncStamp, Timestamp, Version, OPTION_CONSISTENT_HASHING,
     PROTOCOL_MAJOR, PROTOCOL_MINOR, PROTOCOL_NAME,
 };
-pub use parse::{parse, parse_in, RingParseError, ERROR_VALUE_MAX_LEN};
+pub use parse::{parse, parse_in, RingParseError, ERROR_VALUE_MAX_LEN, STRICT_FIELD_COUNTS};
 
 #[cfg(test)]
 mod tests;

@@ -5,14 +5,21 @@
 //! * fields are split on TAB, then each is unescaped (Dovecot's
 //!   `t_strsplit_tabescaped`); the command name is matched case-sensitively
 //!   after unescaping;
-//! * hashes, seqs, vhost counts, minors and hosts_hash are `str_to_uint`
-//!   (digits only, 32 bits), ports `net_str2port` (1–65535), IPs
-//!   `net_addr2ip` ([`crate::value::parse_ip`]), timestamps digits only up to
-//!   `u32::MAX` ([`Timestamp`]), PING/PONG buffer sizes digits only up to
-//!   `u64::MAX`;
-//! * fields past the ones a command defines are ignored, as Dovecot ignores
-//!   them (newer minors append fields); a missing required field or a
+//! * hashes, seqs, vhost counts, minors, hosts_hash and the `U` and `SYNC`
+//!   timestamps are `str_to_uint` (digits only, 32 bits), the `USER`, `ME`
+//!   and `HOST` up/down timestamps `str_to_time` (signed 64 bits,
+//!   [`Timestamp`]), ports `net_str2port` (1–65535), IPs `net_addr2ip`
+//!   ([`crate::value::parse_ip`]);
+//! * PING/PONG arguments are informational: Dovecot accepts anything there,
+//!   so malformed ones read as absent instead of failing the line;
+//! * fields past the ones a command defines are an error for the commands
+//!   Dovecot counts exactly ([`STRICT_FIELD_COUNTS`]) and ignored for the
+//!   others (newer minors append fields there); a missing required field or a
 //!   malformed one is a [`RingParseError`] naming the command and the field;
+//!
+//! These rules were probed against Dovecot 2.3.19.1 line by line
+//! (`tests/data/ring/dovecot-acceptance.tsv`, checked by
+//! `tests/ring_recorded.rs`).
 //! * unknown command names are not errors here: they come back as
 //!   [`RingMessage::Unknown`] for the caller to judge.
 
@@ -23,14 +30,29 @@ use thiserror::Error;
 
 use super::message::{
     command as cmd, DirectorAddr, HandshakeUser, HostFields, HostRecord, HostState, Me, Origin,
-    PingInfo, RingContext, RingMessage, SyncInfo, Timestamp, Version,
+    PingInfo, RingContext, RingMessage, SyncInfo, SyncStamp, Timestamp, Version,
 };
 use crate::line::cut_at_nul;
 use crate::tabescape::{unescape, ESCAPE_BYTE};
-use crate::value::{parse_ip, parse_port, parse_u64, parse_uint};
+use crate::value::{parse_ip, parse_port, parse_time, parse_u64, parse_uint};
 
 /// Longest piece of an offending field quoted in a [`RingParseError`].
 pub const ERROR_VALUE_MAX_LEN: usize = 64;
+
+/// Commands Dovecot 2.3.19 rejects with "Invalid parameters" when they carry
+/// more fields than defined, with that number of fields (after the name).
+pub const STRICT_FIELD_COUNTS: &[(&[u8], usize)] = &[
+    (cmd::USER_WEAK, 5),
+    (cmd::USER_MOVE, 5),
+    (cmd::USER_KILLED, 1),
+    (cmd::USER_KILLED_EVERYWHERE, 4),
+    (cmd::USER_KICK, 4),
+    (cmd::USER_KICK_ALT, 5),
+    (cmd::USER_KICK_HASH, 5),
+    (cmd::HOST_REMOVE, 4),
+    (cmd::HOST_FLUSH, 4),
+    (cmd::CONNECT, 2),
+];
 
 /// Why a ring line could not be read. `Display` names the command and the
 /// field, e.g. `SYNC: invalid seq "x"`.
@@ -46,6 +68,20 @@ pub enum RingParseError {
         command: &'static [u8],
         /// Which field.
         field: &'static str,
+    },
+    /// More fields than the command has, on a command Dovecot counts
+    /// exactly ([`STRICT_FIELD_COUNTS`]).
+    #[error(
+        "{}: {got} fields, expected {expected}",
+        String::from_utf8_lossy(command)
+    )]
+    TooManyFields {
+        /// Command name.
+        command: &'static [u8],
+        /// Fields the command has (after its name).
+        expected: usize,
+        /// Fields received.
+        got: usize,
     },
     /// A field is present but malformed or out of range.
     #[error("{}: invalid {field} {value:?}", String::from_utf8_lossy(command))]
@@ -81,6 +117,15 @@ pub fn parse_in(line: &[u8], context: RingContext) -> Result<RingMessage, RingPa
         });
     };
     let a = Args { command, args };
+    if let Some(&(_, expected)) = STRICT_FIELD_COUNTS.iter().find(|(c, _)| *c == command) {
+        if a.args.len() > expected {
+            return Err(RingParseError::TooManyFields {
+                command,
+                expected,
+                got: a.args.len(),
+            });
+        }
+    }
     Ok(match command {
         cmd::VERSION => RingMessage::Version(Version {
             name: a.text(0, "name")?,
@@ -107,7 +152,7 @@ pub fn parse_in(line: &[u8], context: RingContext) -> Result<RingMessage, RingPa
         cmd::U => RingMessage::HandshakeUser(HandshakeUser {
             hash: a.uint(0, "user hash")?,
             ip: a.ip(1, "host ip")?,
-            timestamp: a.timestamp(2, "timestamp")?,
+            timestamp: a.uint(2, "timestamp")?,
             weak: a.get(3).is_some_and(|w| w.first() == Some(&b'w')),
         }),
         cmd::OPTIONS => RingMessage::Options(a.args.iter().map(|o| unescape(o)).collect()),
@@ -122,13 +167,18 @@ pub fn parse_in(line: &[u8], context: RingContext) -> Result<RingMessage, RingPa
                 None => None,
                 Some(_) => Some(SyncInfo {
                     minor: a.uint(3, "minor version")?,
-                    timestamp: a.timestamp(4, "timestamp")?,
-                    hosts_hash: a.opt_uint(5, "hosts_hash")?,
+                    stamp: match a.get(4) {
+                        None => None,
+                        Some(_) => Some(SyncStamp {
+                            timestamp: a.uint(4, "timestamp")?,
+                            hosts_hash: a.opt_uint(5, "hosts_hash")?,
+                        }),
+                    },
                 }),
             },
         },
-        cmd::PING => RingMessage::Ping(a.ping_info()?),
-        cmd::PONG => RingMessage::Pong(a.ping_info()?),
+        cmd::PING => RingMessage::Ping(a.ping_info()),
+        cmd::PONG => RingMessage::Pong(a.ping_info()),
         cmd::QUIT => RingMessage::Quit {
             reason: a.get(0).map(|r| r.into_owned()).unwrap_or_default(),
         },
@@ -237,8 +287,10 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// A `str_to_time` field.
     fn timestamp(&self, i: usize, field: &'static str) -> Result<Timestamp, RingParseError> {
-        self.uint(i, field)
+        let v = self.required(i, field)?;
+        parse_time(&v).ok_or_else(|| self.invalid(field, &v))
     }
 
     fn opt_timestamp(
@@ -246,7 +298,10 @@ impl<'a> Args<'a> {
         i: usize,
         field: &'static str,
     ) -> Result<Option<Timestamp>, RingParseError> {
-        self.opt_uint(i, field)
+        match self.get(i) {
+            None => Ok(None),
+            Some(_) => self.timestamp(i, field).map(Some),
+        }
     }
 
     fn ip(&self, i: usize, field: &'static str) -> Result<IpAddr, RingParseError> {
@@ -316,25 +371,21 @@ impl<'a> Args<'a> {
             Some(b'D') => true,
             _ => return Err(self.invalid(FIELD, v)),
         };
-        let last_updown_change = parse_uint(&v[1..]).ok_or_else(|| self.invalid(FIELD, v))?;
+        let last_updown_change = parse_time(&v[1..]).ok_or_else(|| self.invalid(FIELD, v))?;
         Ok(HostState {
             down,
             last_updown_change,
         })
     }
 
-    /// The optional `<time>\t<buffered>` of PING/PONG: both or neither.
-    fn ping_info(&self) -> Result<Option<PingInfo>, RingParseError> {
-        if self.args.is_empty() {
-            return Ok(None);
-        }
-        let timestamp = self.timestamp(0, "timestamp")?;
-        let buffered = self.required(1, "buffered bytes")?;
-        let buffered =
-            parse_u64(&buffered).ok_or_else(|| self.invalid("buffered bytes", &buffered))?;
-        Ok(Some(PingInfo {
+    /// The optional `<time>\t<buffered>` of PING/PONG: both well-formed, or
+    /// absent (Dovecot accepts any arguments here and does not act on them).
+    fn ping_info(&self) -> Option<PingInfo> {
+        let timestamp = parse_time(&self.get(0)?)?;
+        let buffered = parse_u64(&self.get(1)?)?;
+        Some(PingInfo {
             timestamp,
             buffered,
-        }))
+        })
     }
 }

@@ -47,9 +47,30 @@ fn numbers_and_addresses_are_range_checked() {
         parse(b"USER-KILLED\t4294967296").unwrap_err(),
         invalid(command::USER_KILLED, "user hash", "4294967296")
     );
+    // USER, ME and HOST up/down times are signed time_t; U and SYNC times u32.
     assert_eq!(
-        parse(b"USER\t1\t1.2.3.4\t-5").unwrap_err(),
-        invalid(command::USER, "timestamp", "-5")
+        parse(b"USER\t1\t1.2.3.4\t+5").unwrap_err(),
+        invalid(command::USER, "timestamp", "+5")
+    );
+    assert_eq!(
+        parse(b"USER\t1\t1.2.3.4\t9223372036854775808").unwrap_err(),
+        invalid(command::USER, "timestamp", "9223372036854775808")
+    );
+    assert_eq!(
+        parse(b"USER\t1\t1.2.3.4\t-5").unwrap(),
+        RingMessage::User {
+            hash: 1,
+            ip: ip("1.2.3.4"),
+            timestamp: Some(-5)
+        }
+    );
+    assert_eq!(
+        parse(b"U\t1\t1.2.3.4\t4294967296").unwrap_err(),
+        invalid(command::U, "timestamp", "4294967296")
+    );
+    assert_eq!(
+        parse(b"SYNC\t1.2.3.4\t9090\t1\t9\t-5").unwrap_err(),
+        invalid(command::SYNC, "timestamp", "-5")
     );
     assert_eq!(
         parse(b"HOST-REMOVE\t127.0.0.1\t9090\t1\tnot-an-ip").unwrap_err(),
@@ -59,9 +80,10 @@ fn numbers_and_addresses_are_range_checked() {
         parse(b"USER-MOVE\tx\t9090\t1\t2\t1.2.3.4").unwrap_err(),
         invalid(command::USER_MOVE, "origin ip", "x")
     );
+    // PING/PONG arguments are informational: malformed ones read as absent.
     assert_eq!(
-        parse(b"PING\t1\t18446744073709551616").unwrap_err(),
-        invalid(command::PING, "buffered bytes", "18446744073709551616")
+        parse(b"PING\t1\t18446744073709551616").unwrap(),
+        RingMessage::Ping(None)
     );
     assert_eq!(
         parse(b"PING\t1\t18446744073709551615").unwrap(),
@@ -132,11 +154,7 @@ fn extra_fields_are_ignored_and_nul_ends_the_line() {
                 port: 9090
             },
             seq: 1,
-            info: Some(SyncInfo {
-                minor: 9,
-                timestamp: 2,
-                hosts_hash: Some(3)
-            })
+            info: Some(SyncInfo::new(9, 2, 3))
         }
     );
 }
@@ -150,7 +168,11 @@ fn optional_fields_keep_their_shape() {
         b"PING",
         b"PONG\t5\t0",
         b"SYNC\t1.2.3.4\t9090\t3",
+        b"SYNC\t1.2.3.4\t9090\t3\t9",
         b"SYNC\t1.2.3.4\t9090\t3\t1\t5",
+        b"USER\t1\t1.2.3.4\t-5",
+        b"ME\t1.2.3.4\t9090\t-1",
+        b"PING\t-3\t0",
         b"SYNC\t1.2.3.4\t9090\t3\t9\t5\t0",
         b"HOST\t1.2.3.4\t9090\t1\t10.0.0.1\t100",
         b"HOST\t1.2.3.4\t9090\t1\t10.0.0.1\t100\ttag",
@@ -176,15 +198,80 @@ fn optional_fields_keep_their_shape() {
 }
 
 #[test]
-fn sync_extras_come_in_pairs() {
+fn sync_minor_alone_and_lenient_ping() {
     assert_eq!(
-        parse(b"SYNC\t1.2.3.4\t9090\t3\t9").unwrap_err(),
-        missing(command::SYNC, "timestamp")
+        parse(b"SYNC\t1.2.3.4\t9090\t3\t9").unwrap(),
+        RingMessage::Sync {
+            origin: DirectorAddr {
+                ip: ip("1.2.3.4"),
+                port: 9090
+            },
+            seq: 3,
+            info: Some(SyncInfo {
+                minor: 9,
+                stamp: None
+            })
+        }
     );
     assert_eq!(
-        parse(b"PING\t5").unwrap_err(),
-        missing(command::PING, "buffered bytes")
+        parse(b"SYNC\t1.2.3.4\t9090").unwrap_err(),
+        missing(command::SYNC, "seq")
     );
+    for line in [&b"PING\t5"[..], b"PING\tx\ty", b"PING\t\t", b"PONG\t5"] {
+        let m = parse(line).unwrap();
+        assert!(
+            matches!(m, RingMessage::Ping(None) | RingMessage::Pong(None)),
+            "{m:?}"
+        );
+    }
+    assert_eq!(
+        parse(b"PONG\t-5\t7\textra").unwrap(),
+        RingMessage::Pong(Some(PingInfo {
+            timestamp: -5,
+            buffered: 7
+        }))
+    );
+}
+
+#[test]
+fn strict_commands_refuse_extra_fields() {
+    let cases: &[&[u8]] = &[
+        b"USER-WEAK\t1.2.3.4\t9090\t1\t5\t10.0.0.1",
+        b"USER-MOVE\t1.2.3.4\t9090\t1\t5\t10.0.0.1",
+        b"USER-KILLED\t5",
+        b"USER-KILLED-EVERYWHERE\t1.2.3.4\t9090\t1\t5",
+        b"USER-KICK\t1.2.3.4\t9090\t1\tuser",
+        b"USER-KICK-ALT\t1.2.3.4\t9090\t1\tf\tv",
+        b"USER-KICK-HASH\t1.2.3.4\t9090\t1\t5\t10.0.0.1",
+        b"HOST-REMOVE\t1.2.3.4\t9090\t1\t10.0.0.1",
+        b"HOST-FLUSH\t1.2.3.4\t9090\t1\t10.0.0.1",
+        b"CONNECT\t1.2.3.4\t9090",
+    ];
+    assert_eq!(cases.len(), STRICT_FIELD_COUNTS.len());
+    for line in cases {
+        let m = parse(line).unwrap();
+        let expected = line.iter().filter(|&&b| b == b'\t').count();
+        let mut longer = line.to_vec();
+        longer.extend_from_slice(b"\textra");
+        assert_eq!(
+            parse(&longer).unwrap_err(),
+            RingParseError::TooManyFields {
+                command: command::ALL
+                    .iter()
+                    .copied()
+                    .find(|c| *c == m.command_name())
+                    .unwrap(),
+                expected,
+                got: expected + 1
+            }
+        );
+    }
+    assert_eq!(
+        parse(b"CONNECT\t1.2.3.4\t9090\tx").unwrap_err().to_string(),
+        "CONNECT: 3 fields, expected 2"
+    );
+    // An empty username is still a field.
+    assert!(parse(b"USER-KICK\t1.2.3.4\t9090\t1\t").is_ok());
 }
 
 #[test]
@@ -196,6 +283,19 @@ fn host_state_field() {
     assert_eq!(
         parse(b"HOST\t1.2.3.4\t9090\t1\t10.0.0.1\t100\t\tD\t").unwrap_err(),
         invalid(command::HOST, "up/down state", "D")
+    );
+    assert_eq!(
+        parse(b"HOST\t1.2.3.4\t9090\t1\t10.0.0.1\t100\t\tD+5\t").unwrap_err(),
+        invalid(command::HOST, "up/down state", "D+5")
+    );
+    let m = parse(b"HOST\t1.2.3.4\t9090\t1\t10.0.0.1\t100\t\tU-5\t").unwrap();
+    assert!(
+        matches!(&m, RingMessage::Host { host, .. } if host.state.last_updown_change == -5),
+        "{m:?}"
+    );
+    assert_eq!(
+        m.encode(),
+        b"HOST\t1.2.3.4\t9090\t1\t10.0.0.1\t100\t\tU-5\t\n"
     );
     // The handshake form has no origin; read in the wrong context it fails on the seq.
     assert_eq!(
