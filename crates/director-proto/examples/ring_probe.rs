@@ -6,6 +6,9 @@
 //! cargo run -p director-proto --example ring_probe > crates/director-proto/tests/data/ring/dovecot-acceptance.tsv
 //! ```
 //!
+//! An argument runs only the probes whose line template contains it
+//! (`… --example ring_probe -- LONG`).
+//!
 //! For each probe it starts a Dovecot director (testkit) whose
 //! `director_servers` lists it and us, connects from our address, runs the
 //! handshake (with the probed line inside it where the line belongs there),
@@ -145,6 +148,10 @@ const PROBES: &[(Place, &str)] = &[
     (Place::MeTail, "\t4294967296"),
     (Place::MeTail, "\tx"),
     (Place::MeTail, "\t5\textra"),
+    // The line limit: `LONG<n>` is a USER-KICK line of exactly n bytes
+    // (without its LF), padded in the username.
+    (Place::Post, "LONG1023"),
+    (Place::Post, "LONG1024"),
 ];
 
 struct Outcome {
@@ -199,7 +206,16 @@ fn probe(place: Place, template: &str) -> Outcome {
     let line = match place {
         Place::HandFlag => format!("HOST-HAND-START\t{template}"),
         Place::MeTail => format!("ME\t{p_ip}\t{p_port}{template}"),
-        _ => fill_line(template),
+        _ => match template.strip_prefix("LONG") {
+            Some(n) => {
+                let n: usize = n.parse().unwrap();
+                let mut l = fill("USER-KICK\tSELF\t1\t");
+                let pad = n.checked_sub(l.len()).unwrap();
+                l.push_str(&"u".repeat(pad));
+                l
+            }
+            None => fill_line(template),
+        },
     };
     let me = match place {
         Place::MeTail => line.clone(),
@@ -273,7 +289,9 @@ fn main() {
     println!("# after the line was answered, rejected = Dovecot sent QUIT and closed.");
     println!("# Columns: accepted|rejected TAB context (normal|host-handshake) TAB the line");
     println!("# (which itself contains TABs). `#` lines above a row hold Dovecot's log.");
-    for &(place, template) in PROBES {
+    // An argument runs only the probes whose template contains it.
+    let only = std::env::args().nth(1).unwrap_or_default();
+    for &(place, template) in PROBES.iter().filter(|(_, t)| t.contains(only.as_str())) {
         let o = probe(place, template);
         let context = match place {
             Place::HostList => "host-handshake",

@@ -2,8 +2,10 @@
 //! Dovecot's limits (spec §10.2).
 //!
 //! Dovecot reads a ring connection through a 1024-byte input buffer: a line
-//! may hold [`RING_MAX_LINE_LEN`] bytes plus its LF; a longer one is
-//! "Too long input line" and the connection is dropped (the peer reconnects).
+//! may hold [`RING_MAX_LINE_LEN`] bytes plus its LF; on a longer one
+//! Dovecot 2.3.19 logs "Director sent us more than 1024 bytes" and drops the
+//! connection (probed: 1023 bytes + LF pass, 1024 + LF do not;
+//! `tests/data/ring/dovecot-acceptance.tsv`).
 //! Output is not bounded per line but per connection:
 //! [`DEFAULT_OUTPUT_BUFFER_SIZE`] (`director_output_buffer_size`) bytes may
 //! wait unsent; beyond that the driver disconnects the peer.
@@ -36,8 +38,8 @@ pub const HANDSHAKE_FLUSH_BYTES: usize = 128 * 1024;
 /// connection.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RingDecodeError {
-    /// No LF within [`RING_MAX_LINE_LEN`] bytes ("Too long input line").
-    #[error("Too long input line: {0}")]
+    /// No LF within [`RING_MAX_LINE_LEN`] bytes.
+    #[error("peer sent more than {} bytes without a LF", RING_MAX_LINE_LEN + 1)]
     LineTooLong(#[from] LineTooLong),
     /// A line did not parse.
     #[error("Invalid input {:?}: {error}", String::from_utf8_lossy(line))]
