@@ -1,6 +1,6 @@
 //! Ring line → [`RingMessage`].
 //!
-//! Rules (spec §0, §10.4; lab recording of Dovecot 2.3.19.1):
+//! Rules (spec §0, §10.4; Dovecot 2.3.19.1 as recorded and probed):
 //! * the line is read as a C string: a NUL ends it;
 //! * fields are split on TAB, then each is unescaped (Dovecot's
 //!   `t_strsplit_tabescaped`); the command name is matched case-sensitively
@@ -16,12 +16,13 @@
 //!   Dovecot counts exactly ([`STRICT_FIELD_COUNTS`]) and ignored for the
 //!   others (newer minors append fields there); a missing required field or a
 //!   malformed one is a [`RingParseError`] naming the command and the field;
+//! * unknown command names are not errors here: they come back as
+//!   [`RingMessage::Unknown`] for the caller to judge (Dovecot drops the
+//!   connection and logs "Unknown command").
 //!
 //! These rules were probed against Dovecot 2.3.19.1 line by line
 //! (`tests/data/ring/dovecot-acceptance.tsv`, checked by
 //! `tests/ring_recorded.rs`).
-//! * unknown command names are not errors here: they come back as
-//!   [`RingMessage::Unknown`] for the caller to judge.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
