@@ -7,7 +7,8 @@
 //!   hosts_hash comes from `director_core` — Dovecot forwards a SYNC only when
 //!   the hash equals its own, so our SYNC coming back proves the hash matches;
 //! * Dovecot's ring becomes synced (admin `DIRECTOR-LIST`);
-//! * a `USER` we send is learned with its timestamp (admin `USER-LOOKUP`);
+//! * the `U` line of our handshake and a `USER` we send later are learned
+//!   with their timestamps (admin `USER-LOOKUP`);
 //! * an admin `HOST-SET` reaches us as a seq-tracked `HOST`, and the next
 //!   SYNC carries the hosts_hash the core computes for the new host list,
 //!   for an IPv4 and then an IPv6 host (spec §15 left the IPv6 hash
@@ -32,6 +33,9 @@ use testkit::{free_port, DirectorOptions, DovecotDirector, LoopbackAllocator};
 
 /// Bound on every wait for Dovecot in this test.
 const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The user we announce in our handshake as a `U` line.
+const HANDSHAKE_USER: &str = "ring-live-handshake-user";
 
 /// Which of our two connections a line came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +105,8 @@ struct Peer {
     me: DirectorAddr,
     dovecot: DirectorAddr,
     hosts: Vec<IpAddr>,
+    /// `U` lines we send in our handshake.
+    handshake_users: Vec<HandshakeUser>,
     left: TcpStream,
     right: TcpStream,
     rx: mpsc::Receiver<Event>,
@@ -131,16 +137,16 @@ impl Peer {
         stream.write_all(&out).unwrap();
     }
 
-    fn host_list(hosts: &[(IpAddr, u32)]) -> HostList {
+    fn host_list(hosts: &[(IpAddr, u32, &str)]) -> HostList {
         let mut list = HostList::new();
-        for (ip, vhosts) in hosts {
-            list.add(*ip, "", *vhosts, None).unwrap();
+        for (ip, vhosts, tag) in hosts {
+            list.add(*ip, tag, *vhosts, None).unwrap();
         }
         list
     }
 
     fn our_hosts_hash(&self) -> u32 {
-        let hosts: Vec<_> = self.hosts.iter().map(|ip| (*ip, 100)).collect();
+        let hosts: Vec<_> = self.hosts.iter().map(|ip| (*ip, 100, "")).collect();
         hosts_hash(&Self::host_list(&hosts))
     }
 
@@ -191,6 +197,11 @@ impl Peer {
                 lines.push(RingMessage::HostHandEnd {
                     ring_handshaked: false,
                 });
+                lines.extend(
+                    self.handshake_users
+                        .iter()
+                        .map(|u| RingMessage::HandshakeUser(*u)),
+                );
                 lines.push(RingMessage::Options(vec![
                     OPTION_CONSISTENT_HASHING.to_vec()
                 ]));
@@ -250,6 +261,9 @@ fn a_real_dovecot_director_rings_with_our_codec() {
     let (d_ip, p_ip) = (alloc.next_ip(), alloc.next_ip());
     let hosts: Vec<IpAddr> = (0..3).map(|_| IpAddr::V4(alloc.next_ip())).collect();
     let new_host = IpAddr::V4(alloc.next_ip());
+    let tagged_host = IpAddr::V4(alloc.next_ip());
+    let hs_user_hash = user_hash(HANDSHAKE_USER.as_bytes(), &HashFormat::default()).unwrap();
+    let hs_user_ts = u32::try_from(now() - 50).unwrap();
     let d_port = free_port(IpAddr::V4(d_ip)).unwrap();
     let listener = TcpListener::bind((p_ip, 0)).unwrap();
     let p_port = listener.local_addr().unwrap().port();
@@ -301,6 +315,12 @@ fn a_real_dovecot_director_rings_with_our_codec() {
         me,
         dovecot: dovecot_addr,
         hosts: hosts.clone(),
+        handshake_users: vec![HandshakeUser {
+            hash: hs_user_hash,
+            ip: hosts[1],
+            timestamp: hs_user_ts,
+            weak: false,
+        }],
         left,
         right,
         rx,
@@ -368,14 +388,24 @@ fn a_real_dovecot_director_rings_with_our_codec() {
         waiter.join().unwrap().unwrap();
     });
 
-    // 3. A USER we send is learned and forwarded back unchanged.
-    let user = b"ring-live-user";
-    let hash = user_hash(user, &HashFormat::default()).unwrap();
-    let lookup = |d: &DovecotDirector| -> Vec<String> {
-        let reply = admin(d, "USER-LOOKUP\tring-live-user");
+    let lookup = |d: &DovecotDirector, user: &str| -> Vec<String> {
+        let reply = admin(d, &format!("USER-LOOKUP\t{user}"));
         reply[0].split('\t').map(str::to_owned).collect()
     };
-    let before = lookup(&d);
+
+    // 3. The user of our handshake's `U` line was learned with its timestamp.
+    let learned = lookup(&d, HANDSHAKE_USER);
+    assert_eq!(learned[0], hosts[1].to_string(), "{learned:?}");
+    assert_eq!(
+        learned[1],
+        (u64::from(hs_user_ts) + 900).to_string(),
+        "{learned:?}"
+    );
+
+    // 4. A USER we send is learned with its timestamp.
+    let user = b"ring-live-user";
+    let hash = user_hash(user, &HashFormat::default()).unwrap();
+    let before = lookup(&d, "ring-live-user");
     assert_eq!(before[0], "", "user already assigned: {before:?}");
     let target = hosts
         .iter()
@@ -409,35 +439,44 @@ fn a_real_dovecot_director_rings_with_our_codec() {
         ],
     );
     peer.pump_until("the PONG behind our USER", |p| pongs(p) > pongs_before);
-    let after = lookup(&d);
+    let after = lookup(&d, "ring-live-user");
     assert_eq!(after[0], target.to_string(), "{after:?}");
     assert_eq!(after[1], (ts + 900).to_string(), "{after:?}");
 
-    // 4. An admin HOST-SET reaches us as HOST, and the next SYNC carries the
-    //    core's hosts_hash of the new list: an IPv4 host, then an IPv6 one
-    //    (IPv6 sorts after IPv4 and is folded by net_ip_hash; the director
-    //    never connects to mail hosts, so ::1 is only a label here).
-    let mut all: Vec<(IpAddr, u32)> = hosts.iter().map(|ip| (*ip, 100)).collect();
-    all.push((new_host, 50));
-    host_set(&mut peer, &d, new_host, 50, &all);
-    let v6: IpAddr = "::1".parse().unwrap();
-    all.push((v6, 7));
-    host_set(&mut peer, &d, v6, 7, &all);
+    // 5. An admin HOST-SET reaches us as HOST, and the next SYNC carries the
+    //    core's hosts_hash of the new list: an IPv4 host, an IPv6 one (IPv6
+    //    sorts after IPv4 and is folded by net_ip_hash; the director never
+    //    connects to mail hosts, so ::1 is only a label here), a tagged one
+    //    (the tag's bytes are hashed too).
+    let mut all: Vec<(IpAddr, u32, &str)> = hosts.iter().map(|ip| (*ip, 100, "")).collect();
+    all.push((new_host, 50, ""));
+    host_set(&mut peer, &d, &all);
+    all.push(("::1".parse().unwrap(), 7, ""));
+    host_set(&mut peer, &d, &all);
+    all.push((tagged_host, 30, "ring-tag"));
+    host_set(&mut peer, &d, &all);
 
     let _ = peer.left.shutdown(std::net::Shutdown::Both);
     let _ = peer.right.shutdown(std::net::Shutdown::Both);
 }
 
-/// Runs an admin `HOST-SET ip vhosts` on Dovecot while pumping the ring (its
-/// OK waits for the ring to sync), then checks the `HOST` it sent us and the
-/// hosts_hash of its next SYNC against the core's for `all` hosts.
-fn host_set(peer: &mut Peer, d: &DovecotDirector, ip: IpAddr, vhosts: u32, all: &[(IpAddr, u32)]) {
+/// Runs an admin `HOST-SET ip[@tag] vhosts` for the last of `all` on Dovecot
+/// while pumping the ring (its OK waits for the ring to sync), then checks
+/// the `HOST` it sent us and the hosts_hash of its next SYNC against the
+/// core's for `all` hosts.
+fn host_set(peer: &mut Peer, d: &DovecotDirector, all: &[(IpAddr, u32, &str)]) {
+    let &(ip, vhosts, tag) = all.last().unwrap();
+    let spec = if tag.is_empty() {
+        ip.to_string()
+    } else {
+        format!("{ip}@{tag}")
+    };
     let seen_before = peer.log.len();
     let wakes = peer.wakes + 1;
     thread::scope(|s| {
         let wake = peer.wake.clone();
         let set = s.spawn(move || {
-            let r = admin(d, &format!("HOST-SET\t{ip}\t{vhosts}"));
+            let r = admin(d, &format!("HOST-SET\t{spec}\t{vhosts}"));
             let _ = wake.send(Event::Wake);
             r
         });
@@ -455,7 +494,13 @@ fn host_set(peer: &mut Peer, d: &DovecotDirector, ip: IpAddr, vhosts: u32, all: 
     assert_eq!(origin.director, peer.dovecot);
     assert_eq!(
         host,
-        HostRecord::new(ip, vhosts, Vec::new(), HostState::default(), Vec::new())
+        HostRecord::new(
+            ip,
+            vhosts,
+            tag.as_bytes().to_vec(),
+            HostState::default(),
+            Vec::new()
+        )
     );
     let want_hash = hosts_hash(&Peer::host_list(all));
     let sync_hash = new_msgs
