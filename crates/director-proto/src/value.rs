@@ -2,6 +2,8 @@
 //! Dovecot's exact acceptance rules (spec §0).
 //!
 //! * [`parse_uint`] — `str_to_uint`: ASCII digits only, at least one, fits in 32 bits.
+//! * [`parse_u64`] — the same rules up to `u64::MAX`.
+//! * [`parse_time`] — `str_to_time`: optional `-`, digits, signed 64 bits.
 //! * [`parse_port`] — `net_str2port`: 1–65535.
 //! * [`parse_ip`] — `net_addr2ip`: a string containing `:` is IPv6 (optionally
 //!   in `[...]`), anything else goes through glibc's `inet_aton`, which also
@@ -20,6 +22,44 @@ pub fn parse_uint(s: &[u8]) -> Option<u32> {
     let mut v: u32 = 0;
     for &d in s {
         v = v.checked_mul(10)?.checked_add(u32::from(d - b'0'))?;
+    }
+    Some(v)
+}
+
+/// Like [`parse_uint`] but up to `u64::MAX` (Dovecot's `str_to_uint64`/`str_to_uintmax`, for
+/// sizes such as a PING's buffered byte count).
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &d in s {
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(v)
+}
+
+/// `str_to_time`: an optional `-`, then decimal digits (at least one, no `+`, no spaces),
+/// fitting a signed 64-bit `time_t`. Dovecot 2.3.19 reads ring `USER`, `ME` and `HOST`
+/// up/down timestamps this way (a `USER` with timestamp `-5` or `4294967296` is accepted,
+/// `+5` is not: lab probe, `director-proto/tests/data/ring/dovecot-acceptance.tsv`).
+pub fn parse_time(s: &[u8]) -> Option<i64> {
+    let (negative, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        let d = i64::from(d - b'0');
+        v = v.checked_mul(10)?;
+        v = if negative {
+            v.checked_sub(d)?
+        } else {
+            v.checked_add(d)?
+        };
     }
     Some(v)
 }
@@ -138,6 +178,30 @@ mod tests {
         assert_eq!(parse_uint(b"+1"), None);
         assert_eq!(parse_uint(b" 1"), None);
         assert_eq!(parse_uint(b"12abc"), None);
+    }
+
+    #[test]
+    fn time_rules() {
+        assert_eq!(parse_time(b"0"), Some(0));
+        assert_eq!(parse_time(b"-5"), Some(-5));
+        assert_eq!(parse_time(b"4294967296"), Some(1 << 32));
+        assert_eq!(parse_time(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_time(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_time(b"9223372036854775808"), None);
+        assert_eq!(parse_time(b"-9223372036854775809"), None);
+        assert_eq!(parse_time(b"+5"), None);
+        assert_eq!(parse_time(b"-"), None);
+        assert_eq!(parse_time(b""), None);
+        assert_eq!(parse_time(b"5x"), None);
+    }
+
+    #[test]
+    fn u64_rules() {
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u64(b"4294967296"), Some(1 << 32));
+        assert_eq!(parse_u64(b""), None);
+        assert_eq!(parse_u64(b"-1"), None);
     }
 
     #[test]
