@@ -25,7 +25,7 @@ use director_proto::log_text::LogText;
 use crate::registry::{KillReason, SessionGuard, SessionRegistry};
 
 use crate::router::{self, BackendFailureHook, BackendFailureKind, Route, RouteError};
-use crate::settings::{BackendTlsMode, Protocol, ProxySettings};
+use crate::settings::{BackendTlsMode, ListenerSpec, Protocol, ProxySettings};
 use crate::stream::Stream;
 use crate::tls::backend_server_name;
 
@@ -272,6 +272,18 @@ pub(crate) async fn route_user(shared: &Shared, username: &[u8]) -> Result<Route
     r
 }
 
+/// Whether `addr` is one of our own listening addresses: a backend there would be this proxy
+/// again, and every hop would open one more connection to itself. A wildcard listener
+/// covers every local address of its port.
+pub(crate) fn is_own_listener(addr: SocketAddr, listeners: &[ListenerSpec]) -> bool {
+    listeners.iter().any(|l| {
+        l.addr.port() == addr.port()
+            && (l.addr.ip() == addr.ip()
+                || (l.addr.ip().is_unspecified()
+                    && std::net::UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).is_ok()))
+    })
+}
+
 /// Connects to the routed backend: TCP (with the connect timeout), the PROXY v2 header if
 /// configured, and implicit TLS if configured.
 pub(crate) async fn connect_backend(
@@ -283,6 +295,15 @@ pub(crate) async fn connect_backend(
 ) -> Result<Stream, BackendErr> {
     let s = &shared.settings;
     let addr = SocketAddr::new(route.ip, s.backend_port(protocol));
+    if is_own_listener(addr, &s.listeners) {
+        return Err(BackendErr::new(
+            BackendFailureKind::Connect,
+            format!(
+                "backend {addr} is this proxy's own listener: director_mail_servers names the \
+                 director itself (a proxy loop), not a mail server"
+            ),
+        ));
+    }
     let tcp = connect_tcp(addr, s.limits.connect_timeout, s.limits.max_reconnects).await?;
     let _ = tcp.set_nodelay(true);
     let mut stream = Stream::Plain(tcp);
@@ -666,5 +687,36 @@ pub(crate) async fn splice(
                 Err(e) => return SpliceEnd::BackendError(e),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(addr: &str) -> ListenerSpec {
+        ListenerSpec {
+            protocol: Protocol::Imap,
+            name: "imap".into(),
+            addr: addr.parse().expect("address"),
+            implicit_tls: false,
+        }
+    }
+
+    /// A host list that names the director's own proxy is a loop, caught before connecting.
+    #[test]
+    fn a_backend_on_our_own_listener_is_a_loop() {
+        let at = |a: &str| a.parse::<SocketAddr>().expect("address");
+        let specific = [listener("127.0.9.1:143")];
+        assert!(is_own_listener(at("127.0.9.1:143"), &specific));
+        assert!(!is_own_listener(at("127.0.9.2:143"), &specific));
+        assert!(!is_own_listener(at("127.0.9.1:10143"), &specific));
+        let wildcard = [listener("0.0.0.0:143")];
+        assert!(
+            is_own_listener(at("127.0.9.5:143"), &wildcard),
+            "loopback is local"
+        );
+        // 192.0.2.0/24 is reserved for documentation: never an address of this machine.
+        assert!(!is_own_listener(at("192.0.2.7:143"), &wildcard));
     }
 }
