@@ -11,7 +11,7 @@
 //!   [`line::cut_at_nul`].
 //! * [`value`] — Dovecot scalar parsers: [`value::parse_ip`] (`net_addr2ip`,
 //!   inet_aton rules), [`value::parse_uint`], [`value::parse_port`],
-//!   [`value::format_ip`], [`value::ip_cmp`].
+//!   [`value::parse_u64`], [`value::format_ip`], [`value::ip_cmp`].
 //! * [`admin`] — the admin protocol: [`admin::SERVER_GREETING`],
 //!   [`admin::check_client_handshake`], [`admin::AdminRequest`],
 //!   [`admin::parse_request`], [`admin::encode_request`],
@@ -24,6 +24,10 @@
 //! * [`auth_master`] — client side of Dovecot's auth-master protocol (user
 //!   iteration for `doveadm director map`): [`auth_master::UserListSession`],
 //!   [`auth_master::encode_request`], [`auth_master::parse_reply`].
+//! * [`ring`] — the director ↔ director ring protocol 1.9:
+//!   [`ring::RingMessage`], [`ring::parse()`]/[`ring::parse_in`],
+//!   [`ring::RingMessage::encode_into`], [`ring::RingDecoder`] (bounded
+//!   framing), [`ring::RING_MAX_LINE_LEN`], [`ring::DEFAULT_OUTPUT_BUFFER_SIZE`].
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
@@ -32,5 +36,6 @@ pub mod admin;
 pub mod auth_master;
 pub mod flush_script;
 pub mod line;
+pub mod ring;
 pub mod tabescape;
 pub mod value;

@@ -2,6 +2,7 @@
 //! Dovecot's exact acceptance rules (spec §0).
 //!
 //! * [`parse_uint`] — `str_to_uint`: ASCII digits only, at least one, fits in 32 bits.
+//! * [`parse_u64`] — the same rules up to `u64::MAX`.
 //! * [`parse_port`] — `net_str2port`: 1–65535.
 //! * [`parse_ip`] — `net_addr2ip`: a string containing `:` is IPv6 (optionally
 //!   in `[...]`), anything else goes through glibc's `inet_aton`, which also
@@ -20,6 +21,19 @@ pub fn parse_uint(s: &[u8]) -> Option<u32> {
     let mut v: u32 = 0;
     for &d in s {
         v = v.checked_mul(10)?.checked_add(u32::from(d - b'0'))?;
+    }
+    Some(v)
+}
+
+/// Like [`parse_uint`] but up to `u64::MAX` (Dovecot's `str_to_uint64`/`str_to_uintmax`, for
+/// sizes such as a PING's buffered byte count).
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &d in s {
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
     }
     Some(v)
 }
@@ -138,6 +152,15 @@ mod tests {
         assert_eq!(parse_uint(b"+1"), None);
         assert_eq!(parse_uint(b" 1"), None);
         assert_eq!(parse_uint(b"12abc"), None);
+    }
+
+    #[test]
+    fn u64_rules() {
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u64(b"4294967296"), Some(1 << 32));
+        assert_eq!(parse_u64(b""), None);
+        assert_eq!(parse_u64(b"-1"), None);
     }
 
     #[test]
