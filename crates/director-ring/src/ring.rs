@@ -1937,23 +1937,29 @@ impl Ring {
             if now < self.conn_deadline(c) {
                 continue;
             }
-            if c.me_at.is_none() {
-                self.close(id, "Handshake timed out (no ME)", now);
+            let reason = if c.me_at.is_none() {
+                "Handshake timed out (no ME)".to_string()
             } else if c.incoming()
                 && !c.handshaked
                 && c.me_at.is_some_and(|m| now >= m + DONE_TIMEOUT_SECS)
             {
-                self.close(id, "Handshake timed out (no DONE)", now);
+                "Handshake timed out (no DONE)".to_string()
             } else if let Some(p) = c.ping_sent_at {
                 let secs = now - p;
                 if c.input_since_ping {
-                    self.close(id, &format!("Pong timed out in {secs} secs"), now);
+                    format!("Pong timed out in {secs} secs")
                 } else {
-                    self.close(id, &format!("Ping timed out in {secs} secs"), now);
+                    format!("Ping timed out in {secs} secs")
                 }
             } else {
                 self.ping(id, now);
+                continue;
+            };
+            // A link that times out is a network failure: don't reconnect at once.
+            if let Some(e) = c.peer.and_then(|p| self.dirs.get_mut(&p)) {
+                e.last_network_failure = Some(now);
             }
+            self.close(id, &reason, now);
         }
         self.after_event(now, dir);
     }

@@ -67,6 +67,13 @@ pub struct Net {
     pub wire: Vec<Wire>,
     /// Directors that refuse connections (network cut) even while alive.
     pub unreachable: Vec<usize>,
+    /// Directors that hang: they take no input and run no timers, but their
+    /// connections stay open (no FIN), so only pings can notice.
+    pub frozen: Vec<usize>,
+    /// `Output::Connect` per director, in order (target, time).
+    pub connects: Vec<(usize, DirectorAddr, u64)>,
+    /// `Output::Disconnect` per director (director, reason).
+    pub disconnects: Vec<(usize, String)>,
 }
 
 impl Net {
@@ -84,6 +91,9 @@ impl Net {
             queue: VecDeque::new(),
             wire: Vec::new(),
             unreachable: Vec::new(),
+            frozen: Vec::new(),
+            connects: Vec::new(),
+            disconnects: Vec::new(),
         };
         for i in 0..n {
             let node = net.fresh_node(i);
@@ -159,7 +169,13 @@ impl Net {
         for _ in 0..secs {
             self.now += 1;
             let now = self.now;
-            for node in self.nodes.iter_mut().filter(|n| n.alive) {
+            let frozen = self.frozen.clone();
+            for (_, node) in self
+                .nodes
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, n)| n.alive && !frozen.contains(i))
+            {
                 if node.ring.next_timeout().is_some_and(|t| t <= now) {
                     node.ring.handle_timeout(now, &mut node.dir);
                 }
@@ -201,7 +217,7 @@ impl Net {
     fn drain_node(&mut self, i: usize) -> bool {
         let mut busy = false;
         let now = self.now;
-        if !self.nodes[i].alive {
+        if !self.nodes[i].alive || self.frozen.contains(&i) {
             return false;
         }
         loop {
@@ -241,6 +257,7 @@ impl Net {
                 self.queue.push_back(InFlight::Bytes { to, from, bytes });
             }
             Output::Connect { addr } => {
+                self.connects.push((i, addr, now));
                 let target = self
                     .nodes
                     .iter()
@@ -265,7 +282,8 @@ impl Net {
                 node.ring
                     .connected(lid, addr.ip, Direction::Outgoing(addr), now, &mut node.dir);
             }
-            Output::Disconnect { conn, .. } => {
+            Output::Disconnect { conn, reason } => {
+                self.disconnects.push((i, reason));
                 let end = (i, conn);
                 self.decoders.remove(&end);
                 if let Some(remote) = self.peers.remove(&end) {
@@ -285,7 +303,7 @@ impl Net {
         let now = self.now;
         match ev {
             InFlight::Bytes { to, from, bytes } => {
-                if !self.nodes[to.0].alive {
+                if !self.nodes[to.0].alive || self.frozen.contains(&to.0) {
                     return;
                 }
                 let Some(dec) = self.decoders.get_mut(&to) else {
@@ -297,18 +315,24 @@ impl Net {
                     to: self.nodes[to.0].addr,
                     line,
                 });
-                let taken = dec.feed(&bytes);
-                assert_eq!(taken, bytes.len(), "decoder buffer full");
                 let mut msgs = Vec::new();
                 let mut err = None;
-                loop {
-                    match dec.next_message() {
-                        Ok(Some(m)) => msgs.push(m),
-                        Ok(None) => break,
-                        Err(e) => {
-                            err = Some(e);
-                            break;
+                let mut rest = &bytes[..];
+                'feed: loop {
+                    let taken = dec.feed(rest);
+                    rest = &rest[taken..];
+                    loop {
+                        match dec.next_message() {
+                            Ok(Some(m)) => msgs.push(m),
+                            Ok(None) => break,
+                            Err(e) => {
+                                err = Some(e);
+                                break 'feed;
+                            }
                         }
+                    }
+                    if rest.is_empty() {
+                        break;
                     }
                 }
                 let node = &mut self.nodes[to.0];
@@ -343,6 +367,61 @@ impl Net {
             bytes: bytes.to_vec(),
         });
         self.pump();
+    }
+
+    /// Runs an admin host command on director `i` the way the driver will: the core
+    /// applies it, then the ring sends it round.
+    pub fn admin_host_set(&mut self, i: usize, ip: IpAddr, vhosts: u32) {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        node.dir
+            .host_set(ip, None, Some(vhosts), now)
+            .expect("host_set");
+        node.ring.host_changed(ip, now, &mut node.dir);
+        self.pump();
+    }
+
+    /// Admin `HOST-DOWN`/`HOST-UP` on director `i`.
+    pub fn admin_host_down(&mut self, i: usize, ip: IpAddr, down: bool) {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        if down {
+            node.dir.host_down(ip, now).expect("host_down");
+        } else {
+            node.dir.host_up(ip, now).expect("host_up");
+        }
+        node.ring.host_changed(ip, now, &mut node.dir);
+        self.pump();
+    }
+
+    /// Admin `HOST-REMOVE` on director `i`.
+    pub fn admin_host_remove(&mut self, i: usize, ip: IpAddr) {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        node.dir.host_remove(ip, now).expect("host_remove");
+        node.ring.host_removed(ip, now, &mut node.dir);
+        self.pump();
+    }
+
+    /// The host list of director `i` as (ip, vhosts, down).
+    pub fn hosts(&self, i: usize) -> Vec<(IpAddr, u32, bool)> {
+        self.nodes[i]
+            .dir
+            .host_list()
+            .into_iter()
+            .map(|h| (h.ip, h.vhost_count, h.down))
+            .collect()
+    }
+
+    /// Current host of `user` on director `i`.
+    pub fn user_host(&mut self, i: usize, user: &str) -> Option<IpAddr> {
+        let now = self.now;
+        let key = director_core::UserKey::Name(user.as_bytes().to_vec());
+        let l = self.nodes[i]
+            .dir
+            .user_lookup(&key, "", now)
+            .expect("lookup");
+        l.current.map(|c| c.0)
     }
 
     /// Whether directors `a` and `b` have a link.
