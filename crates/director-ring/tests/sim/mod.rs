@@ -52,6 +52,10 @@ enum InFlight {
 pub struct Wire {
     pub from: DirectorAddr,
     pub to: DirectorAddr,
+    /// The sender opened this connection (it is the sender's outgoing link).
+    pub on_senders_outgoing: bool,
+    /// The sender's connection id.
+    pub conn: ConnId,
     pub line: String,
 }
 
@@ -62,6 +66,7 @@ pub struct Net {
     backends: Vec<IpAddr>,
     next_conn: u64,
     peers: BTreeMap<End, End>,
+    outgoing_ends: Vec<End>,
     decoders: BTreeMap<End, RingDecoder>,
     queue: VecDeque<InFlight>,
     pub wire: Vec<Wire>,
@@ -87,6 +92,7 @@ impl Net {
             backends: (1..=3).map(backend).collect(),
             next_conn: 1,
             peers: BTreeMap::new(),
+            outgoing_ends: Vec::new(),
             decoders: BTreeMap::new(),
             queue: VecDeque::new(),
             wire: Vec::new(),
@@ -271,6 +277,7 @@ impl Net {
                 let (lid, rid) = (self.conn_id(), self.conn_id());
                 self.peers.insert((i, lid), (t, rid));
                 self.peers.insert((t, rid), (i, lid));
+                self.outgoing_ends.push((i, lid));
                 self.decoders.insert((i, lid), RingDecoder::new());
                 self.decoders.insert((t, rid), RingDecoder::new());
                 let local_ip = self.nodes[i].addr.ip;
@@ -313,6 +320,8 @@ impl Net {
                 self.wire.push(Wire {
                     from: self.nodes[from.0].addr,
                     to: self.nodes[to.0].addr,
+                    on_senders_outgoing: self.outgoing_ends.contains(&from),
+                    conn: from.1,
                     line,
                 });
                 let mut msgs = Vec::new();
