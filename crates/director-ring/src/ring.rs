@@ -436,6 +436,10 @@ impl Ring {
                     e.last_network_failure = Some(now);
                 }
             }
+            // While retrying alone, a peer that hung up on us is tried again next round.
+            if self.alone_since.is_some() && !c.incoming() {
+                self.alone_tried.push(p);
+            }
         }
         tracing::info!(conn = id.0, peer = ?c.peer.map(|p| addr_text(&p)),
             "director disconnected: Connection closed");

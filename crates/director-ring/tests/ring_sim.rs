@@ -425,3 +425,78 @@ fn director_list_rows() {
     assert!(rows.iter().any(|r| r[3] == T0.to_string()), "{rows:?}");
     assert_eq!(rows[1].len(), 12);
 }
+
+#[test]
+fn a_near_expiring_user_off_its_hashed_host_is_confirmed_with_user_weak() {
+    let mut net = Net::new(3);
+    net.start_all();
+    net.advance(60);
+    let host = net.login(0, "weakling").expect("routed").ip;
+    // Its host goes down everywhere: the hashed host is now another one.
+    net.admin_host_down(1, host, true);
+    // Close to expiry (900 s, "near" = the last 30 s), a login must confirm the
+    // assignment round the ring before using it.
+    net.advance(875);
+    let mark = net.wire.len();
+    let now = net.now;
+    let out = net.nodes[0].dir.request(b"weakling", "", now);
+    let director_core::RequestOutcome::Queued(id, reason) = out else {
+        panic!("weak user must wait: {out:?}");
+    };
+    assert_eq!(reason, director_core::WaitReason::WeakUser);
+    net.pump();
+    let weak: Vec<&Wire> = net.wire[mark..]
+        .iter()
+        .filter(|w| w.line.starts_with("USER-WEAK\t127.0.0.11\t9090\t"))
+        .collect();
+    assert!(weak.len() >= 2, "USER-WEAK sent both ways");
+    // It came back to us: the login goes on to the user's (still current) host, and the
+    // others learn the refreshed, non-weak record.
+    assert!(
+        net.requests_done.contains(&(0, id, Some(host))),
+        "{:?}",
+        net.requests_done
+    );
+    for i in 0..3 {
+        assert_eq!(net.user_host(i, "weakling"), Some(host), "director {i}");
+    }
+}
+
+#[test]
+fn a_director_removed_by_admin_is_dropped_from_the_ring_everywhere() {
+    let mut net = Net::new(4);
+    net.start_all();
+    net.advance(60);
+    let now = net.now;
+    let node = &mut net.nodes[0];
+    assert!(node
+        .ring
+        .director_remove(daddr(3).ip, None, now, &mut node.dir));
+    assert!(!node
+        .ring
+        .director_remove("127.0.0.99".parse().unwrap(), None, now, &mut node.dir));
+    net.pump();
+    net.advance(3);
+    assert!(!net
+        .lines_starting("DIRECTOR-REMOVE\t127.0.0.13\t9090")
+        .is_empty());
+    for i in [0, 1, 3] {
+        // Listed as removed until the next ring sync purges it.
+        let rows = net.nodes[i].ring.status(net.now);
+        let row = rows.iter().find(|r| r.fields[0] == "127.0.0.13");
+        assert!(
+            row.is_none_or(|r| r.fields[2] == "removed"),
+            "director {i}: {row:?}"
+        );
+        assert!(net.nodes[i].ring.overview().synced, "director {i}");
+    }
+    assert_eq!(net.nodes[1].ring.overview().right, Some(daddr(4)));
+    assert!(!net.linked(1, 2) && !net.linked(3, 2));
+    // Its reconnects are refused: it is no longer a director of the ring.
+    net.advance(5);
+    assert!(!net.linked(1, 2) && !net.linked(3, 2) && !net.linked(0, 2));
+    assert!(net
+        .disconnects
+        .iter()
+        .any(|d| d.1 == "Server not listed in director_servers, dropping"));
+}

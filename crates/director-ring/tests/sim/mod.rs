@@ -79,6 +79,8 @@ pub struct Net {
     pub connects: Vec<(usize, DirectorAddr, u64)>,
     /// `Output::Disconnect` per director (director, reason).
     pub disconnects: Vec<(usize, String)>,
+    /// Queued login requests that finished (director, id, host).
+    pub requests_done: Vec<(usize, director_core::RequestId, Option<IpAddr>)>,
 }
 
 impl Net {
@@ -100,6 +102,7 @@ impl Net {
             frozen: Vec::new(),
             connects: Vec::new(),
             disconnects: Vec::new(),
+            requests_done: Vec::new(),
         };
         for i in 0..n {
             let node = net.fresh_node(i);
@@ -239,6 +242,9 @@ impl Net {
                     | Effect::KickAlt { ticket, .. } => node.dir.kick_finished(ticket, now),
                     Effect::RunFlushScript { ticket, .. } => {
                         node.dir.flush_script_finished(ticket, true, now)
+                    }
+                    Effect::RequestDone { id, result } => {
+                        self.requests_done.push((i, id, result.ok().map(|r| r.ip)));
                     }
                     _ => {}
                 }
