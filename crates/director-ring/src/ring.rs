@@ -56,6 +56,12 @@ pub const SYNC_STALE_SECS: u32 = 120;
 /// SYNCs of other directors waiting for a right neighbour, at most (one per origin).
 pub const MAX_DELAYED_SYNCS: usize = 64;
 
+/// Peers older than this minor can't announce consistent hashing (`OPTIONS`, 2.2.16);
+/// Dovecot 2.3 refuses them.
+pub const MIN_PEER_MINOR: u32 = 5;
+/// Host tags are only taken from peers of at least this minor (tags v2, 2.2.20).
+pub const MIN_TAG_MINOR: u32 = 7;
+
 /// Identifies one ring connection. The driver picks the ids (unique while open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
@@ -676,6 +682,12 @@ impl Ring {
         let (minor, me_at, host_hand) = (c.minor, c.me_at, c.host_hand);
         if minor.is_none() {
             return match msg {
+                RingMessage::Version(v) if v.is_compatible() && v.minor < MIN_PEER_MINOR => {
+                    Err(format!(
+                        "Remote director speaks protocol 1.{}; consistent hashing needs 1.{MIN_PEER_MINOR}",
+                        v.minor
+                    ))
+                }
                 RingMessage::Version(v) if v.is_compatible() => {
                     if let Some(c) = self.conns.get_mut(&id) {
                         c.minor = Some(v.minor);
@@ -704,6 +716,11 @@ impl Ring {
             };
         }
         let from = self.peer_of(id).ok_or("peer unknown")?;
+        if let RingMessage::Host { host: h, .. } | RingMessage::HandshakeHost(h) = &msg {
+            if !h.tag.is_empty() && minor.is_some_and(|m| m < MIN_TAG_MINOR) {
+                return Err("Invalid input: host tag from a director older than 1.7".into());
+            }
+        }
         if let Some(ignore) = host_hand {
             return match msg {
                 RingMessage::HandshakeHost(h) => {

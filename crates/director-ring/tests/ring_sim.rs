@@ -500,3 +500,28 @@ fn a_director_removed_by_admin_is_dropped_from_the_ring_everywhere() {
         .iter()
         .any(|d| d.1 == "Server not listed in director_servers, dropping"));
 }
+
+#[test]
+fn a_peer_too_old_for_consistent_hashing_is_refused() {
+    let mut net = Net::new(2);
+    net.start(0);
+    let now = net.now;
+    let node = &mut net.nodes[0];
+    let conn = director_ring::ConnId(500);
+    node.ring.connected(
+        conn,
+        daddr(2).ip,
+        director_ring::Direction::Incoming,
+        now,
+        &mut node.dir,
+    );
+    while node.ring.poll_output().is_some() {}
+    let old = director_proto::ring::parse(b"VERSION\tdirector\t1\t4").unwrap();
+    node.ring.line(conn, old, now, &mut node.dir);
+    let outs: Vec<_> = std::iter::from_fn(|| node.ring.poll_output()).collect();
+    assert!(
+        matches!(outs.last(), Some(director_ring::Output::Disconnect { conn: c, reason })
+            if *c == conn && reason.contains("1.4")),
+        "{outs:?}"
+    );
+}
