@@ -245,6 +245,8 @@ pub struct Ring {
     /// Other directors' SYNCs waiting for a right neighbour.
     delayed_syncs: Vec<RingMessage>,
     directors_changed: bool,
+    /// The director a CONNECT last sent us to, and when.
+    connect_followed: Option<(DirectorAddr, u64)>,
     /// Our SYNC is to be sent at the end of the current event (with the final hosts_hash).
     sync_pending: bool,
     reported: Option<RingStatus>,
@@ -311,6 +313,7 @@ impl Ring {
             delayed_syncs: Vec::new(),
             directors_changed: false,
             sync_pending: false,
+            connect_followed: None,
             reported: None,
             outputs: VecDeque::new(),
         }
@@ -616,25 +619,25 @@ impl Ring {
         {
             return;
         }
-        let ignore_failures = self.alone_since.is_some();
+        let ignore_failures = self.alone_since.is_some() || force;
         let target = self
             .dirs
             .preferred_right(now, ignore_failures, &self.alone_tried);
+        let best = self.dirs.preferred_right(now, true, &[]);
         match target {
             Some(t) => {
                 if let Some(r) = self.right_peer() {
                     if r == t {
-                        self.preferred_retry_at = None;
+                        self.preferred_retry_at =
+                            (Some(r) != best).then_some(now + PREFERRED_RIGHT_RETRY_SECS);
                         return;
                     }
-                    if !force {
+                    if !force && !closer_right(&self.dirs.me, &t, &r) {
                         self.preferred_retry_at
                             .get_or_insert(now + PREFERRED_RIGHT_RETRY_SECS);
                         return;
                     }
                 }
-                // Already linked to it the other way round (it is our left): Dovecot still
-                // opens its own outgoing connection; the right is a separate link.
                 tracing::debug!(director = %addr_text(&t), "Connecting to right");
                 self.connecting = Some((t, now));
                 self.outputs.push_back(Output::Connect { addr: t });
@@ -1085,9 +1088,10 @@ impl Ring {
             self.alone_since = None;
             self.alone_tried.clear();
             self.next_retry = None;
-            if self.dirs.preferred_right(now, false, &[]) == Some(peer) {
-                self.preferred_retry_at = None;
-            }
+            // A right that isn't the first director upward (that one failed lately) is
+            // kept, and the better one is tried again every 30 s.
+            self.preferred_retry_at = (self.dirs.preferred_right(now, true, &[]) != Some(peer))
+                .then_some(now + PREFERRED_RIGHT_RETRY_SECS);
             for s in std::mem::take(&mut self.delayed_syncs) {
                 self.send(id, s, now);
             }
@@ -1202,6 +1206,13 @@ impl Ring {
             e.last_network_failure = None;
             e.last_protocol_failure = None;
         }
+        // Followed a CONNECT to it already this second: doing it again would only bounce
+        // between directors that disagree about the ring; the retry timers take over.
+        if self.connect_followed == Some((a, now)) {
+            tracing::info!(target = %addr_text(&a), "Ignoring repeated CONNECT");
+            return;
+        }
+        self.connect_followed = Some((a, now));
         tracing::info!(target = %addr_text(&a), requested_by = ?self.peer_of(id).map(|p| addr_text(&p)),
             "Connecting to director as requested by CONNECT");
         if let Some(r) = self.right {
@@ -1966,7 +1977,7 @@ impl Ring {
             {
                 "Handshake timed out (no DONE)".to_string()
             } else if let Some(p) = c.ping_sent_at {
-                let secs = now - p;
+                let secs = now.saturating_sub(p);
                 if c.input_since_ping {
                     format!("Pong timed out in {secs} secs")
                 } else {
