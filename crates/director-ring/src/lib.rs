@@ -14,7 +14,7 @@
 //! # Driving a `Ring`
 //!
 //! ```text
-//! let mut ring = Ring::new(RingConfig::new(me, servers), now);
+//! let mut ring = Ring::new(RingConfig::new(me, servers));
 //! ring.start(now, &mut director);
 //! loop {
 //!     // after every call below:

@@ -287,7 +287,7 @@ fn host_record_of(h: &RingHost) -> HostRecord {
 
 impl Ring {
     /// A ring for `config`. Nothing happens until [`Ring::start`].
-    pub fn new(config: RingConfig, _now: u64) -> Self {
+    pub fn new(config: RingConfig) -> Self {
         let dirs = Directors::new(config.me, &config.servers);
         let standalone = dirs.others_upward().is_empty();
         Self {
@@ -576,7 +576,7 @@ impl Ring {
         }
         if self.left == Some(id) {
             self.left = None;
-            self.promote_pending_left(now);
+            self.promote_pending_left();
         }
         if self.right == Some(id) {
             self.right = None;
@@ -585,7 +585,7 @@ impl Ring {
     }
 
     /// After our left went away, the first handshaked incoming connection becomes left.
-    fn promote_pending_left(&mut self, now: u64) {
+    fn promote_pending_left(&mut self) {
         let me = self.dirs.me;
         let next = self
             .conns
@@ -595,7 +595,7 @@ impl Ring {
         if let Some(id) = next {
             self.left = Some(id);
             tracing::info!(left = ?self.peer_of(id).map(|p| addr_text(&p)), "new left neighbour");
-            self.after_assignment(now);
+            self.after_assignment();
         }
     }
 
@@ -768,13 +768,13 @@ impl Ring {
                 c.options_ok = true;
                 Ok(())
             }
-            RingMessage::Done => self.handle_done(id, now, dir),
+            RingMessage::Done => self.handle_done(id, now),
             RingMessage::Director(a) => {
                 self.handle_director(id, from, a, now);
                 Ok(())
             }
             RingMessage::DirectorRemove(a) => {
-                self.handle_director_remove(from, a, now, dir);
+                self.handle_director_remove(from, a, now);
                 Ok(())
             }
             RingMessage::Connect(a) => {
@@ -1020,7 +1020,7 @@ impl Ring {
             .map_err(|e| format!("Invalid input: {e}"))
     }
 
-    fn handle_done(&mut self, id: ConnId, now: u64, _dir: &mut Director) -> Handled {
+    fn handle_done(&mut self, id: ConnId, now: u64) -> Handled {
         let c = self.conns.get_mut(&id).ok_or("gone")?;
         if c.done_received {
             return Err("Invalid input: DONE received twice".into());
@@ -1048,7 +1048,7 @@ impl Ring {
             match self.left.and_then(|l| Some((l, self.peer_of(l)?))) {
                 None => {
                     self.left = Some(id);
-                    self.after_assignment(now);
+                    self.after_assignment();
                 }
                 Some((old, lp)) if lp == peer => {
                     self.left = Some(id);
@@ -1057,7 +1057,7 @@ impl Ring {
                         "Replacing with a new connection from the same director",
                         now,
                     );
-                    self.after_assignment(now);
+                    self.after_assignment();
                 }
                 Some((l, _)) if self.conns.get(&l).is_some_and(|c| c.verifying_left) => {
                     // Wait for the ping's answer (or its timeout) before deciding.
@@ -1095,15 +1095,15 @@ impl Ring {
             for s in std::mem::take(&mut self.delayed_syncs) {
                 self.send(id, s, now);
             }
-            self.after_assignment(now);
+            self.after_assignment();
         }
         Ok(())
     }
 
     /// A left or right was assigned: with both in place the ring is re-synced.
-    fn after_assignment(&mut self, now: u64) {
+    fn after_assignment(&mut self) {
         if self.left.is_some() && self.right.is_some() {
-            self.director_sync(now);
+            self.director_sync();
         }
     }
 
@@ -1141,13 +1141,7 @@ impl Ring {
         }
     }
 
-    fn handle_director_remove(
-        &mut self,
-        from: DirectorAddr,
-        a: DirectorAddr,
-        now: u64,
-        dir: &mut Director,
-    ) {
+    fn handle_director_remove(&mut self, from: DirectorAddr, a: DirectorAddr, now: u64) {
         if a == self.dirs.me {
             // The others disconnect us; nothing to do here.
             return;
@@ -1156,11 +1150,11 @@ impl Ring {
             Some(e) if !e.removed() => {}
             _ => return,
         }
-        self.remove_director(a, now, dir);
+        self.remove_director(a, now);
         self.broadcast(Some(from), RingMessage::DirectorRemove(a), now);
     }
 
-    fn remove_director(&mut self, a: DirectorAddr, now: u64, _dir: &mut Director) {
+    fn remove_director(&mut self, a: DirectorAddr, now: u64) {
         tracing::info!(director = %addr_text(&a), "Removing director from ring");
         if let Some(e) = self.dirs.get_mut(&a) {
             e.removed_at = Some(now);
@@ -1179,7 +1173,7 @@ impl Ring {
             self.connecting = None;
         }
         self.connect_right(now, false);
-        self.director_sync(now);
+        self.director_sync();
     }
 
     fn handle_connect(&mut self, id: ConnId, a: DirectorAddr, now: u64) {
@@ -1256,7 +1250,7 @@ impl Ring {
     // ---- SYNC -------------------------------------------------------------------------------
 
     /// A state change: our SYNC goes round the ring (§10.8).
-    fn director_sync(&mut self, _now: u64) {
+    fn director_sync(&mut self) {
         self.sync_seq = self.sync_seq.wrapping_add(1);
         self.directors_changed = false;
         if self.left.is_none() && self.right.is_none() {
@@ -1394,7 +1388,7 @@ impl Ring {
             }
         }
         if self.directors_changed && self.sync_sent_at != Some(now) {
-            self.director_sync(now);
+            self.director_sync();
         }
     }
 
@@ -1418,7 +1412,7 @@ impl Ring {
             },
             now,
         );
-        self.director_sync(now);
+        self.director_sync();
     }
 
     fn seen(&mut self, origin: &Origin) -> Seen {
@@ -1583,7 +1577,7 @@ impl Ring {
                             host,
                         };
                         self.broadcast(except, m, now);
-                        self.director_sync(now);
+                        self.director_sync();
                     }
                     RingHostOutcome::Merged(m) => self.originate_host(&m, now),
                     RingHostOutcome::Unchanged | RingHostOutcome::Refused => {}
@@ -1598,7 +1592,7 @@ impl Ring {
                     ip,
                 };
                 self.broadcast(except, m, now);
-                self.director_sync(now);
+                self.director_sync();
             }
             RingMessage::HostFlush { ip, .. } if first => {
                 if !dir.ring_host_flush(&ip, now) {
@@ -1705,7 +1699,7 @@ impl Ring {
     fn send_host_remove(&mut self, ip: IpAddr, now: u64) {
         let origin = self.originate();
         self.broadcast(None, RingMessage::HostRemove { origin, ip }, now);
-        self.director_sync(now);
+        self.director_sync();
     }
 
     /// An admin `HOST-FLUSH [ip]` succeeded in the core; `hosts` are the flushed hosts
@@ -1715,7 +1709,7 @@ impl Ring {
             let origin = self.originate();
             self.broadcast(None, RingMessage::HostFlush { origin, ip: *ip }, now);
         }
-        self.director_sync(now);
+        self.director_sync();
         self.after_event(now, dir);
     }
 
@@ -1738,7 +1732,7 @@ impl Ring {
             self.broadcast(None, RingMessage::Director(a), now);
             let force = self.dirs.preferred_right(now, false, &[]) == Some(a);
             self.connect_right(now, force);
-            self.director_sync(now);
+            self.director_sync();
         }
         self.after_event(now, dir);
     }
@@ -1762,7 +1756,7 @@ impl Ring {
             return false;
         };
         if a != self.dirs.me {
-            self.remove_director(a, now, dir);
+            self.remove_director(a, now);
             self.broadcast(None, RingMessage::DirectorRemove(a), now);
         }
         self.after_event(now, dir);
@@ -1774,10 +1768,10 @@ impl Ring {
     /// without a connection. Byte counters are the driver's; they read 0 here.
     pub fn status(&self, now: u64) -> Vec<DirectorListEntry> {
         let mut rows = Vec::new();
-        for (id, c) in &self.conns {
+        for c in self.conns.values() {
             if c.peer.is_none() {
                 rows.push(DirectorListEntry {
-                    fields: self.conn_status(*id, c),
+                    fields: self.conn_status(c),
                 });
             }
         }
@@ -1807,7 +1801,7 @@ impl Ring {
                     "out"
                 };
                 let mut f = head(kind);
-                f.extend(self.conn_status(*id, c));
+                f.extend(self.conn_status(c));
                 rows.push(DirectorListEntry { fields: f });
             }
             if any {
@@ -1836,7 +1830,7 @@ impl Ring {
         rows
     }
 
-    fn conn_status(&self, _id: ConnId, c: &Conn) -> Vec<String> {
+    fn conn_status(&self, c: &Conn) -> Vec<String> {
         let state = if !c.handshaked {
             if c.incoming() {
                 format!("handshaking - {} USERs received", c.users_received)

@@ -127,7 +127,7 @@ impl Net {
         let addr = self.servers[i];
         Node {
             addr,
-            ring: Ring::new(RingConfig::new(addr, self.servers.clone()), self.now),
+            ring: Ring::new(RingConfig::new(addr, self.servers.clone())),
             dir: Director::new(settings).expect("director"),
             alive: false,
         }
