@@ -44,6 +44,10 @@
 //! Ring hooks (for the ring implementation; unused when standalone)
 //! * [`Director::ring_user_move`], [`Director::ring_user_killed`],
 //!   [`Director::ring_user_killed_everywhere`], [`Director::ring_user_weak_returned`]
+//! * ring updates (`director/ring_updates.rs`): [`Director::ring_host`],
+//!   [`Director::ring_host_remove`], [`Director::ring_host_flush`], [`Director::ring_clear_hosts`],
+//!   [`Director::ring_user`], [`Director::ring_handshake_user`], [`Director::ring_user_kick`],
+//!   [`Director::ring_user_kick_alt`], [`Director::ring_user_kick_hash`], [`Director::ring_hosts`]
 //!
 //! # Decisions that differ from Dovecot (documented on the methods)
 //! * `USER-MOVE` with hash 0 answers `TRYAGAIN` instead of crashing (a hash-0 `USER-MOVE`
@@ -69,6 +73,9 @@ use crate::vhost_ring::{HashingMode, RingSet, VhashCache};
 
 mod moves;
 mod requests;
+mod ring_updates;
+
+pub use ring_updates::{RingHost, RingHostOutcome, RingUserOutcome, UnknownHostError};
 
 /// Queued login requests fail after this many seconds (§6).
 pub const REQUEST_TIMEOUT_SECS: u64 = 30;

@@ -28,7 +28,8 @@ pub mod vhost_ring;
 
 pub use director::{
     AdminOutcome, CoreSettings, Counters, Director, HostError, ReloadReport, RequestOutcome,
-    RingStatus, SetupError, UserListEntry, UserMoveError,
+    RingHost, RingHostOutcome, RingStatus, RingUserOutcome, SetupError, UnknownHostError,
+    UserListEntry, UserMoveError,
 };
 pub use effect::{AdminStatus, Effect, RequestError, RequestId, Route, Ticket, WaitReason};
 pub use hash::{parse_user_key, user_hash, HashError, HashFormat, HashFormatError, UserKey};

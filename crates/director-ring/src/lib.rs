@@ -1,0 +1,52 @@
+//! director-ring: the director ring protocol (spec §10) as a sans-I/O state machine.
+//!
+//! Shaped like quinn-proto: a [`Ring`] is fed events (a connection opened or closed, a
+//! line received, a core effect to forward, an admin change, a timer) with the current
+//! Unix time and the [`director_core::Director`] it serves, and is polled for
+//! [`Output`]s (send a line, open a connection, close one) and for its next deadline.
+//! No sockets, no clock reads, no async runtime: the same code runs in the daemon's
+//! driver and in the in-memory ring simulation of this crate's tests.
+//!
+//! * [`topology`]: the sorted director list, self detection, "closer to my right/left".
+//! * [`ring`]: connections, handshake, forwarding with per-origin sequence numbers,
+//!   `SYNC`, `CONNECT` arbitration, PING/PONG and the timers.
+//!
+//! # Driving a `Ring`
+//!
+//! ```text
+//! let mut ring = Ring::new(RingConfig::new(me, servers));
+//! ring.start(now, &mut director);
+//! loop {
+//!     // after every call below:
+//!     while let Some(out) = ring.poll_output() { match out {
+//!         Output::Send { conn, message } => write message.encode() to conn,
+//!         Output::Connect { addr } => open TCP to addr; then ring.connected(id, addr.ip,
+//!             Direction::Outgoing(addr), now, dir) or ring.connect_failed(addr, now, dir),
+//!         Output::Disconnect { conn, reason } => log reason, close conn (no closed() call),
+//!     }}
+//!     while let Some(e) = director.poll_effect() {
+//!         if let Some(e) = ring.core_effect(e, now, &mut director) { handle locally }
+//!     }
+//!     arm a timer for min(ring.next_timeout(), director.next_timeout());
+//! }
+//! ```
+//! Incoming TCP: `ring.connected(id, peer_ip, Direction::Incoming, now, dir)`. Bytes:
+//! feed a per-connection `RingDecoder`; each message → `ring.line(id, msg, now, dir)`, a
+//! decode error → `ring.decode_error(id, &err, now, dir)`. EOF or an I/O error →
+//! `ring.closed(id, now, dir)`. Admin host commands that succeeded in the core →
+//! [`Ring::host_changed`] / [`Ring::host_removed`] / [`Ring::host_flushed`]; admin
+//! `DIRECTOR-ADD`/`-REMOVE` → [`Ring::director_add`] / [`Ring::director_remove`];
+//! `DIRECTOR-LIST` → [`Ring::status`]. Ring-sync-gated admin replies wait for
+//! [`Ring::is_synced`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod ring;
+pub mod topology;
+
+pub use ring::{
+    ConnId, Direction, Output, Ring, RingConfig, RingOverview, CONNECT_TIMEOUT_SECS,
+    DONE_TIMEOUT_SECS, ME_TIMEOUT_SECS, PING_IDLE_SECS, PING_UNSYNCED_SECS,
+    RING_ALONE_GIVE_UP_SECS, RING_RETRY_SECS, SYNC_RESEND_SECS,
+};
+pub use topology::{addr_cmp, closer_left, closer_right, find_self, SelfError, STANDALONE_SELF};
