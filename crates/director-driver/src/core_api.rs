@@ -182,6 +182,20 @@ impl CoreState {
         self.director.discard_new_user(username, "", ip, secs(now))
     }
 
+    /// The core itself, for the ring, which applies what other directors tell it.
+    pub fn director_mut(&mut self) -> &mut Director {
+        &mut self.director
+    }
+
+    /// The IPs of every host.
+    pub fn host_ips(&self) -> Vec<std::net::IpAddr> {
+        self.director
+            .host_list()
+            .into_iter()
+            .map(|h| h.ip)
+            .collect()
+    }
+
     /// A proxied session of `username` is still open (§3.4 proxy-notify).
     pub fn refresh_user(&mut self, username: &[u8], now: Duration) {
         self.director.refresh_user(username, secs(now));

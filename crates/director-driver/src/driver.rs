@@ -28,17 +28,24 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
+use std::net::{IpAddr, SocketAddr};
+
 use director_core::effect::{Effect, RequestError, RequestId, Route, Ticket};
 use director_core::lookup::ConfigHost;
 use director_core::{CoreSettings, RequestOutcome};
-use director_proto::admin::AdminRequest;
+use director_proto::admin::{AdminReply, AdminRequest};
+use director_ring::{Direction, Ring, RingConfig};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::clock::Clock;
 use crate::core_api::{status_reply, AdminStart, CoreError, CoreState};
 use crate::effects::flush;
 use crate::effects::sessions::{KickFuture, LocalSessions};
-use crate::limits::{DRIVER_QUEUE_CAPACITY, MIN_REFRESH_PERIOD};
+use crate::limits::{
+    DRIVER_QUEUE_CAPACITY, MIN_REFRESH_PERIOD, RING_EVENT_QUEUE_CAPACITY, RING_SYNC_WAIT,
+};
+use crate::ring_net::{RingEvent, RingNet};
 use crate::ring_view::RingView;
 
 /// Messages into the driver task.
@@ -68,12 +75,25 @@ pub enum DriverExit {
     Crashed,
 }
 
+/// Who the other directors are.
+pub enum Directors {
+    /// A standalone director: the director list as one shows it (`DIRECTOR-LIST`).
+    Standalone(RingView),
+    /// A ring of directors (`director_servers`).
+    Ring {
+        /// Our identity, the list and the ring's timeouts.
+        config: RingConfig,
+        /// `director_output_buffer_size`: most bytes queued for one peer.
+        output_buffer_size: usize,
+    },
+}
+
 /// Everything the driver is built from.
 pub struct DriverConfig {
     /// The core's settings.
     pub core: CoreSettings,
-    /// The director list (`DIRECTOR-LIST`).
-    pub ring: RingView,
+    /// The other directors.
+    pub directors: Directors,
     /// The sessions kicks act on and refreshes keep alive.
     pub sessions: Arc<dyn LocalSessions>,
     /// Time source; keep a clone to advance it in tests.
@@ -84,6 +104,7 @@ pub struct DriverConfig {
 #[derive(Clone)]
 pub struct DirectorHandle {
     tx: mpsc::Sender<DriverMsg>,
+    ring_tx: mpsc::Sender<RingEvent>,
     shared: Arc<Shared>,
 }
 
@@ -202,7 +223,7 @@ impl Shared {
         let before = state.core.next_deadline();
         let now = state.clock.now();
         let r = f(state, now);
-        state.run_effects();
+        state.settle();
         if earlier(state.core.next_deadline(), before) {
             self.wake.notify_one();
         }
@@ -312,6 +333,23 @@ impl DirectorHandle {
         true
     }
 
+    /// A peer connected to our ring listener; the ring decides whether it may stay. A
+    /// standalone director closes it.
+    pub async fn ring_accept(&self, stream: TcpStream, peer: SocketAddr) {
+        let _ = self
+            .ring_tx
+            .send(RingEvent::Accepted { stream, peer })
+            .await;
+    }
+
+    /// Whether the ring is synced (a standalone director always is).
+    pub fn ring_synced(&self) -> bool {
+        self.shared.lock().is_some_and(|st| match &st.directors {
+            DirectorsState::Standalone(_) => true,
+            DirectorsState::Ring(net) => net.ring.is_synced(),
+        })
+    }
+
     /// How many logins wait for the core (a user being moved, a ring not synced); 0 when the
     /// driver has stopped.
     pub fn waiting_logins(&self) -> usize {
@@ -327,6 +365,62 @@ impl DirectorHandle {
             Err(_) => None,
         };
         exit.unwrap_or(DriverExit::Stopped)
+    }
+}
+
+/// Dovecot's reply to a ring-gated admin command that waited 30 s for the ring.
+const RING_SYNC_TIMED_OUT: &str = "Ring sync timed out";
+
+/// How an admin command waits for the ring (§8.2): `[G]` commands run only once the ring
+/// is synced, `[S]` commands answer `OK` only once their change went round.
+#[derive(Debug, Clone, Copy, Default)]
+struct SyncGate {
+    waits_before: bool,
+    replies_after: bool,
+}
+
+impl SyncGate {
+    fn of(request: &AdminRequest) -> SyncGate {
+        let (waits_before, replies_after) = match request {
+            AdminRequest::DirectorAdd { .. } => (true, false),
+            AdminRequest::DirectorRemove { .. }
+            | AdminRequest::HostSet { .. }
+            | AdminRequest::HostUpdate { .. }
+            | AdminRequest::HostUp { .. }
+            | AdminRequest::HostDown { .. }
+            | AdminRequest::HostRemove { .. }
+            | AdminRequest::HostFlush { ip: Some(_) } => (true, true),
+            // Flushing every host answers right after it ran.
+            AdminRequest::HostFlush { ip: None } => (true, false),
+            _ => (false, false),
+        };
+        SyncGate {
+            waits_before,
+            replies_after,
+        }
+    }
+}
+
+/// What the ring must be told after an admin host command succeeded in the core.
+#[derive(Debug, Clone, Copy)]
+enum RingNotice {
+    Changed(IpAddr),
+    Removed(IpAddr),
+    /// One host, or every host.
+    Flushed(Option<IpAddr>),
+}
+
+impl RingNotice {
+    fn of(request: &AdminRequest) -> Option<RingNotice> {
+        match request {
+            AdminRequest::HostSet { ip, .. }
+            | AdminRequest::HostUpdate { ip, .. }
+            | AdminRequest::HostUp { ip }
+            | AdminRequest::HostDown { ip } => Some(RingNotice::Changed(*ip)),
+            AdminRequest::HostRemove { ip } => Some(RingNotice::Removed(*ip)),
+            AdminRequest::HostFlush { ip } => Some(RingNotice::Flushed(*ip)),
+            _ => None,
+        }
     }
 }
 
@@ -351,10 +445,28 @@ fn earlier(after: Option<u64>, before: Option<u64>) -> bool {
     }
 }
 
+/// The other directors, as the state holds them.
+enum DirectorsState {
+    Standalone(RingView),
+    Ring(Box<RingNet>),
+}
+
+/// An admin batch that waits for the ring to be synced (§8.2).
+struct SyncWaiter {
+    held: HeldBatch,
+    reply: oneshot::Sender<Vec<u8>>,
+    /// Unix time after which the batch gets `Ring sync timed out`.
+    deadline: Duration,
+    /// The reply of the request that already ran (`[S]`: sent once the change went round);
+    /// `None`: the first request of `held` runs once synced (`[G]`).
+    done: Option<AdminReply>,
+}
+
 /// The director's state.
 struct State {
     core: CoreState,
-    ring: RingView,
+    directors: DirectorsState,
+    sync_waiters: Vec<SyncWaiter>,
     sessions: Arc<dyn LocalSessions>,
     clock: Clock,
     /// Batches held back by an unfinished request, keyed by that request's ticket.
@@ -379,12 +491,30 @@ pub fn spawn(
 ) -> Result<(DirectorHandle, tokio::task::JoinHandle<DriverExit>), CoreError> {
     let refresh_period =
         Duration::from_secs(u64::from(config.core.user_expire_secs / 2)).max(MIN_REFRESH_PERIOD);
-    let core = CoreState::new(config.core)?;
+    let mut core = CoreState::new(config.core)?;
     let (tx, rx) = mpsc::channel(DRIVER_QUEUE_CAPACITY);
-    let next_refresh = config.clock.now() + refresh_period;
+    let (ring_tx, ring_rx) = mpsc::channel(RING_EVENT_QUEUE_CAPACITY);
+    let now = config.clock.now();
+    let next_refresh = now + refresh_period;
+    let directors = match config.directors {
+        Directors::Standalone(view) => DirectorsState::Standalone(view),
+        Directors::Ring {
+            config,
+            output_buffer_size,
+        } => {
+            let mut ring = Ring::new(config);
+            ring.start(now.as_secs(), core.director_mut());
+            DirectorsState::Ring(Box::new(RingNet::new(
+                ring,
+                output_buffer_size,
+                ring_tx.clone(),
+            )))
+        }
+    };
     let state = State {
         core,
-        ring: config.ring,
+        directors,
+        sync_waiters: Vec::new(),
         sessions: config.sessions,
         clock: config.clock,
         batches: HashMap::new(),
@@ -400,12 +530,27 @@ pub fn spawn(
         wake: Notify::new(),
         exit: watch::Sender::new(None),
     });
-    let task = tokio::spawn(run(Arc::clone(&shared), rx));
-    Ok((DirectorHandle { tx, shared }, task))
+    if let Some(mut state) = shared.lock() {
+        // The ring's first connection attempts.
+        state.settle();
+    }
+    let task = tokio::spawn(run(Arc::clone(&shared), rx, ring_rx));
+    Ok((
+        DirectorHandle {
+            tx,
+            ring_tx,
+            shared,
+        },
+        task,
+    ))
 }
 
 /// The driver task: serves the channel and the timers until every handle is gone.
-async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<DriverMsg>) -> DriverExit {
+async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<DriverMsg>,
+    mut ring_rx: mpsc::Receiver<RingEvent>,
+) -> DriverExit {
     // `next_wake` takes the guard by value: the state is not held while the task waits.
     while let Some(deadline) = shared.lock().map(StateGuard::next_wake) {
         tokio::select! {
@@ -413,10 +558,14 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<DriverMsg>) -> DriverEx
                 Some(msg) => {
                     let Some(mut state) = shared.lock() else { break };
                     state.handle(msg);
-                    state.run_effects();
+                    state.settle();
                 }
                 None => break,
             },
+            Some(event) = ring_rx.recv() => {
+                let Some(mut state) = shared.lock() else { break };
+                state.ring_event(event);
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 let Some(mut state) = shared.lock() else { break };
                 state.on_timer();
@@ -446,25 +595,44 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<DriverMsg>) -> DriverEx
 impl State {
     /// When the driver task must wake next: the core's deadline or the next refresh.
     fn next_wake(&self) -> tokio::time::Instant {
-        let refresh = self.next_refresh;
-        let wake = match self.core.next_deadline() {
-            Some(d) => Duration::from_secs(d.max(self.not_before)).min(refresh),
-            None => refresh,
-        };
+        let mut wake = self.next_refresh;
+        if let Some(d) = self.core.next_deadline() {
+            wake = wake.min(Duration::from_secs(d.max(self.not_before)));
+        }
+        if let Some(d) = self.ring_deadline() {
+            wake = wake.min(Duration::from_secs(d.max(self.not_before)));
+        }
+        if let Some(d) = self.sync_waiters.iter().map(|w| w.deadline).min() {
+            wake = wake.min(d);
+        }
         self.clock.instant_at(wake)
+    }
+
+    fn ring_deadline(&self) -> Option<u64> {
+        match &self.directors {
+            DirectorsState::Ring(net) => net.ring.next_timeout(),
+            DirectorsState::Standalone(_) => None,
+        }
     }
 
     /// Runs whatever is due: the core's timers, the session refresh, and their effects.
     fn on_timer(&mut self) {
         let now = self.clock.now();
-        if self
-            .core
-            .next_deadline()
-            .is_some_and(|d| d.max(self.not_before) <= now.as_secs())
-        {
+        let due = |d: Option<u64>| d.is_some_and(|d| d.max(self.not_before) <= now.as_secs());
+        let (core_due, ring_due) = (due(self.core.next_deadline()), due(self.ring_deadline()));
+        if core_due || ring_due {
             self.not_before = now.as_secs() + 1;
+        }
+        if core_due {
             self.core.on_timeout(now);
         }
+        if ring_due {
+            if let DirectorsState::Ring(net) = &mut self.directors {
+                net.ring
+                    .handle_timeout(now.as_secs(), self.core.director_mut());
+            }
+        }
+        self.expire_sync_waiters(now);
         if self.next_refresh <= now {
             self.next_refresh = now + self.refresh_period;
             let users = self.sessions.users_with_sessions();
@@ -473,7 +641,109 @@ impl State {
                 self.core.refresh_user(&user, now);
             }
         }
-        self.run_effects();
+        self.settle();
+    }
+
+    /// Runs the effects of what just happened until nothing more follows: the core's
+    /// effects (which may become ring messages), the ring's outputs (which may drop a peer),
+    /// and admin batches that were waiting for the ring to be synced.
+    fn settle(&mut self) {
+        loop {
+            self.run_effects();
+            let overflowed = match &mut self.directors {
+                DirectorsState::Ring(net) => net.execute(),
+                DirectorsState::Standalone(_) => Vec::new(),
+            };
+            if overflowed.is_empty() {
+                break;
+            }
+            let now = self.clock.now().as_secs();
+            if let DirectorsState::Ring(net) = &mut self.directors {
+                for conn in overflowed {
+                    net.ring.closed(conn, now, self.core.director_mut());
+                }
+            }
+        }
+        self.resume_sync_waiters();
+    }
+
+    /// Something happened on a ring connection.
+    fn ring_event(&mut self, event: RingEvent) {
+        let now = self.clock.now().as_secs();
+        let DirectorsState::Ring(net) = &mut self.directors else {
+            // A standalone director has no ring: a peer that connects anyway is dropped.
+            return;
+        };
+        let dir = self.core.director_mut();
+        match event {
+            RingEvent::Connected { addr, stream } => {
+                let conn = net.attach(stream);
+                net.ring
+                    .connected(conn, addr.ip, Direction::Outgoing(addr), now, dir);
+            }
+            RingEvent::ConnectFailed { addr } => net.ring.connect_failed(addr, now, dir),
+            RingEvent::Accepted { stream, peer } => {
+                let conn = net.attach(stream);
+                net.ring
+                    .connected(conn, peer.ip(), Direction::Incoming, now, dir);
+            }
+            RingEvent::Line { conn, message } => {
+                if net.knows(conn) {
+                    net.ring.line(conn, message, now, dir);
+                }
+            }
+            RingEvent::DecodeError { conn, error } => {
+                if net.knows(conn) {
+                    net.ring.decode_error(conn, &error, now, dir);
+                }
+            }
+            RingEvent::Closed { conn } => {
+                if net.forget(conn) {
+                    net.ring.closed(conn, now, dir);
+                }
+            }
+        }
+        self.settle();
+    }
+
+    /// Whether the ring is synced (a standalone director always is).
+    fn synced(&self) -> bool {
+        match &self.directors {
+            DirectorsState::Standalone(_) => true,
+            DirectorsState::Ring(net) => net.ring.is_synced(),
+        }
+    }
+
+    /// Resumes the admin batches that waited for the ring, once it is synced.
+    fn resume_sync_waiters(&mut self) {
+        if self.sync_waiters.is_empty() || !self.synced() {
+            return;
+        }
+        let now = self.clock.now();
+        for w in std::mem::take(&mut self.sync_waiters) {
+            let mut held = w.held;
+            if let Some(reply) = w.done {
+                reply.encode_into(&mut held.out);
+            }
+            self.continue_batch(held, Some(w.reply), now);
+        }
+    }
+
+    /// Batches that waited for the ring longer than Dovecot's 30 s get its answer.
+    fn expire_sync_waiters(&mut self, now: Duration) {
+        let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sync_waiters)
+            .into_iter()
+            .partition(|w| w.deadline <= now);
+        self.sync_waiters = waiting;
+        for w in expired {
+            let mut held = w.held;
+            if w.done.is_none() {
+                // The request never ran.
+                held.rest.pop_front();
+            }
+            AdminReply::text(RING_SYNC_TIMED_OUT).encode_into(&mut held.out);
+            self.continue_batch(held, Some(w.reply), now);
+        }
     }
 
     fn handle(&mut self, msg: DriverMsg) {
@@ -514,19 +784,67 @@ impl State {
     }
 
     fn start_admin(&mut self, request: AdminRequest, now: Duration) -> AdminStart {
-        match request {
-            AdminRequest::DirectorList => AdminStart::Done(self.ring.list()),
-            AdminRequest::DirectorAdd { ip, port } => AdminStart::Done(self.ring.add(ip, port)),
-            AdminRequest::DirectorRemove { ip, port } => {
-                AdminStart::Done(self.ring.remove(ip, port))
+        let secs = now.as_secs();
+        let net = match &mut self.directors {
+            DirectorsState::Standalone(view) => {
+                return match request {
+                    AdminRequest::DirectorList => AdminStart::Done(view.list()),
+                    AdminRequest::DirectorAdd { ip, port } => AdminStart::Done(view.add(ip, port)),
+                    AdminRequest::DirectorRemove { ip, port } => {
+                        AdminStart::Done(view.remove(ip, port))
+                    }
+                    other => self.core.admin(other, now),
+                };
             }
-            other => self.core.admin(other, now),
+            DirectorsState::Ring(net) => net,
+        };
+        let notice = RingNotice::of(&request);
+        match request {
+            AdminRequest::DirectorList => {
+                AdminStart::Done(AdminReply::DirectorList(net.ring.status(secs)))
+            }
+            AdminRequest::DirectorAdd { ip, port } => {
+                net.ring
+                    .director_add(ip, port, secs, self.core.director_mut());
+                AdminStart::Done(AdminReply::OK)
+            }
+            AdminRequest::DirectorRemove { ip, port } => {
+                let found = net
+                    .ring
+                    .director_remove(ip, port, secs, self.core.director_mut());
+                AdminStart::Done(if found {
+                    AdminReply::OK
+                } else {
+                    AdminReply::NOT_FOUND
+                })
+            }
+            other => {
+                let start = self.core.admin(other, now);
+                if matches!(&start, AdminStart::Done(r) if *r == AdminReply::OK) {
+                    // The change is ours: it goes round the ring.
+                    let hosts = match notice {
+                        Some(RingNotice::Flushed(None)) => self.core.host_ips(),
+                        _ => Vec::new(),
+                    };
+                    let dir = self.core.director_mut();
+                    match notice {
+                        Some(RingNotice::Changed(ip)) => net.ring.host_changed(ip, secs, dir),
+                        Some(RingNotice::Removed(ip)) => net.ring.host_removed(ip, secs, dir),
+                        Some(RingNotice::Flushed(Some(ip))) => {
+                            net.ring.host_flushed(&[ip], secs, dir)
+                        }
+                        Some(RingNotice::Flushed(None)) => net.ring.host_flushed(&hosts, secs, dir),
+                        None => {}
+                    }
+                }
+                start
+            }
         }
     }
 
-    /// Runs a batch's requests until one has to wait; then parks the rest on its ticket.
-    /// With `reply`, the finished batch goes there; without, it is returned, or a new
-    /// receiver is when the batch had to park.
+    /// Runs a batch's requests until one has to wait (for the core or for the ring); then
+    /// parks the rest. With `reply`, the finished batch goes there; without, it is returned,
+    /// or a new receiver is when the batch had to park.
     fn continue_batch(
         &mut self,
         mut held: HeldBatch,
@@ -534,8 +852,18 @@ impl State {
         now: Duration,
     ) -> BatchOutcome {
         while let Some(request) = held.rest.pop_front() {
+            let gate = SyncGate::of(&request);
+            if gate.waits_before && !self.synced() {
+                held.rest.push_front(request);
+                return self.park_for_sync(held, reply, None, now);
+            }
             match self.start_admin(request, now) {
-                AdminStart::Done(r) => r.encode_into(&mut held.out),
+                AdminStart::Done(r) => {
+                    if gate.replies_after && r == AdminReply::OK && !self.synced() {
+                        return self.park_for_sync(held, reply, Some(r), now);
+                    }
+                    r.encode_into(&mut held.out)
+                }
                 AdminStart::Pending(ticket) => {
                     let (tx, rx) = match reply {
                         Some(tx) => (tx, None),
@@ -559,6 +887,33 @@ impl State {
                 BatchOutcome::Done(Vec::new())
             }
             None => BatchOutcome::Done(held.out),
+        }
+    }
+
+    /// Parks a batch until the ring is synced (at most [`RING_SYNC_WAIT`]).
+    fn park_for_sync(
+        &mut self,
+        held: HeldBatch,
+        reply: Option<oneshot::Sender<Vec<u8>>>,
+        done: Option<AdminReply>,
+        now: Duration,
+    ) -> BatchOutcome {
+        let (tx, rx) = match reply {
+            Some(tx) => (tx, None),
+            None => {
+                let (tx, rx) = oneshot::channel();
+                (tx, Some(rx))
+            }
+        };
+        self.sync_waiters.push(SyncWaiter {
+            held,
+            reply: tx,
+            deadline: now + RING_SYNC_WAIT,
+            done,
+        });
+        match rx {
+            Some(rx) => BatchOutcome::Parked(rx),
+            None => BatchOutcome::Done(Vec::new()),
         }
     }
 
@@ -615,10 +970,18 @@ impl State {
                         tracing::debug!(request = id.0, "login request finished, nobody waiting")
                     }
                 },
-                other => {
-                    // Ring messages: a standalone director has no peers to send them to.
-                    tracing::debug!(effect = ?other, "ring effect without a ring, dropped");
-                }
+                other => match &mut self.directors {
+                    DirectorsState::Ring(net) => {
+                        let now = self.clock.now().as_secs();
+                        if let Some(left) = net.ring.core_effect(other, now) {
+                            tracing::debug!(effect = ?left, "core effect nobody carries out");
+                        }
+                    }
+                    DirectorsState::Standalone(_) => {
+                        // A standalone director has no peers to send ring messages to.
+                        tracing::debug!(effect = ?other, "ring effect without a ring, dropped");
+                    }
+                },
             }
         }
     }

@@ -16,11 +16,12 @@ pub mod core_api;
 pub mod driver;
 pub mod effects;
 pub mod limits;
+mod ring_net;
 pub mod ring_view;
 
 pub use clock::Clock;
 pub use core_api::CoreError;
-pub use driver::{spawn, DirectorHandle, DriverConfig, DriverExit};
+pub use driver::{spawn, DirectorHandle, Directors, DriverConfig, DriverExit};
 pub use effects::sessions::{KickFuture, LocalSessions, NoLocalSessions};
 pub use ring_view::RingView;
 

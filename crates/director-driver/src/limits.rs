@@ -17,3 +17,11 @@ pub const FLUSH_TOTAL_TIMEOUT: Duration = Duration::from_secs(25);
 /// Shortest period of the refresh of users with open local sessions (half of
 /// `director_user_expire`, which Dovecot requires to be at least 10 s).
 pub const MIN_REFRESH_PERIOD: Duration = Duration::from_secs(1);
+
+/// Capacity of the channel from the ring connections into the driver task: a peer whose
+/// lines arrive faster than the driver handles them waits in TCP.
+pub const RING_EVENT_QUEUE_CAPACITY: usize = 4096;
+
+/// How long a ring-gated admin command waits for the ring to be synced (Dovecot: 30 s, then
+/// `Ring sync timed out`).
+pub const RING_SYNC_WAIT: Duration = Duration::from_secs(30);

@@ -10,14 +10,16 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use director_config::{
-    parse_listen_address, Config, DirectorSettings, ListenerTransport, SocketType,
+    parse_listen_address, Config, DirectorSettings, Listener, ListenerTransport, SocketType,
 };
+use director_proto::ring::DirectorAddr;
+use director_ring::{find_self, RingConfig};
 
 use crate::admin::listener::UnixSocketSpec;
 use crate::admin::tcp::{AdminTlsAcceptor, TcpAdminSettings, TcpAdminSpec};
 use crate::cli::Cli;
 use crate::logging::LogTargets;
-use crate::settings::{DaemonSettings, STANDALONE_SELF};
+use crate::settings::{DaemonSettings, RingSettings, STANDALONE_SELF};
 
 /// The result of loading: the settings, the `-n` text, and notes for the log.
 pub struct Loaded {
@@ -134,6 +136,7 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
         }
     };
     let core = ds.core_settings()?;
+    let ring = ring_settings(ds)?;
     let tls = match &ds.admin_tls {
         Some(t) => {
             let ca = t.ca_pem.as_deref().filter(|_| t.verify_client_cert);
@@ -163,6 +166,54 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
         },
         core,
         self_addr,
+        ring,
         proxy: None,
     })
+}
+
+/// The ring: where we listen, who we are, who the others are (`director_servers`), and its
+/// timeouts. `None` for a standalone director.
+fn ring_settings(ds: &DirectorSettings) -> anyhow::Result<Option<RingSettings>> {
+    if ds.is_standalone() {
+        return Ok(None);
+    }
+    let Some(Listener {
+        transport: ListenerTransport::Inet {
+            addresses, port, ..
+        },
+        ..
+    }) = ds.ring_listener.as_ref()
+    else {
+        anyhow::bail!("director_servers is set but service director has no ring inet_listener");
+    };
+    let listen: Vec<SocketAddr> = addresses
+        .iter()
+        .map(|a| {
+            parse_listen_address(a)
+                .map(|ip| SocketAddr::new(ip, *port))
+                .with_context(|| format!("ring listener: {a:?} is not an IP address"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let servers: Vec<DirectorAddr> = ds
+        .director_servers
+        .iter()
+        .map(|d| DirectorAddr {
+            ip: d.ip,
+            port: d.port,
+        })
+        .collect();
+    let first = *listen
+        .first()
+        .context("the ring inet_listener has no address")?;
+    // A listener on the any-address is whichever listed director we can bind locally.
+    let is_local = |ip: &std::net::IpAddr| std::net::TcpListener::bind((*ip, 0)).is_ok();
+    let me = find_self(first, &servers, is_local).map_err(|e| anyhow!("{e}"))?;
+    let mut config = RingConfig::new(me, servers);
+    config.ping_idle_timeout_secs = u64::from(ds.ping_idle_timeout_secs);
+    config.ping_max_timeout_secs = u64::from(ds.ping_max_timeout_secs);
+    Ok(Some(RingSettings {
+        listen,
+        config,
+        output_buffer_size: usize::try_from(ds.output_buffer_size).unwrap_or(usize::MAX),
+    }))
 }

@@ -18,6 +18,7 @@ mod cli;
 mod config_load;
 mod limits;
 mod logging;
+mod ring_listener;
 mod server;
 mod settings;
 

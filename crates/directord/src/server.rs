@@ -8,7 +8,9 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
-use director_driver::{Clock, DirectorHandle, DriverConfig, DriverExit, LocalSessions, RingView};
+use director_driver::{
+    Clock, DirectorHandle, Directors, DriverConfig, DriverExit, LocalSessions, RingView,
+};
 
 use crate::admin::connection::ConnectionContext;
 use crate::admin::listener;
@@ -44,9 +46,22 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         Some(r) => Arc::clone(r) as Arc<dyn LocalSessions>,
         None => Arc::new(director_driver::NoLocalSessions),
     };
+    let mut ring_listeners = Vec::new();
+    let directors = match &settings.ring {
+        Some(ring) => {
+            for addr in &ring.listen {
+                ring_listeners.push((*addr, crate::ring_listener::bind(*addr)?));
+            }
+            Directors::Ring {
+                config: ring.config.clone(),
+                output_buffer_size: ring.output_buffer_size,
+            }
+        }
+        None => Directors::Standalone(RingView::new(settings.self_addr.0, settings.self_addr.1)),
+    };
     let (director, driver_task) = director_driver::spawn(DriverConfig {
         core: settings.core.clone(),
-        ring: RingView::new(settings.self_addr.0, settings.self_addr.1),
+        directors,
         sessions,
         clock: Clock::new(),
     })
@@ -79,6 +94,14 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         );
     }
     drop(tcp_admin);
+    for (addr, l) in ring_listeners {
+        tracing::info!(address = %addr, "ring listener ready");
+        loops.push(core_thread.handle.spawn(crate::ring_listener::accept_loop(
+            l,
+            director.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     drop(ctx);
     // The proxy starts its own worker threads; the rest stays on the main thread.
     drop(core_context);

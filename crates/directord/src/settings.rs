@@ -2,7 +2,7 @@
 //! to the core. Built from `director-config`'s [`director_config::DirectorSettings`] by
 //! [`crate::config_load`], so the rest of the daemon never looks at raw settings.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use director_core::lookup::ConfigHost;
@@ -29,11 +29,24 @@ pub struct DaemonSettings {
     pub log: LogTargets,
     /// What the core is built from.
     pub core: CoreSettings,
-    /// Our identity in `DIRECTOR-LIST`: the ring listener, or 127.0.0.1:0 standalone.
+    /// Our identity in a standalone `DIRECTOR-LIST` (127.0.0.1:0).
     pub self_addr: (IpAddr, u16),
+    /// The ring, unless standalone.
+    pub ring: Option<RingSettings>,
     /// The built-in mail proxy, when the config has `service imap-login` / `pop3-login` /
     /// `submission-login` / `managesieve-login` / `lmtp` inet listeners.
     pub proxy: Option<director_proxy::ProxySettings>,
+}
+
+/// The director ring, when `director_servers` names other directors.
+#[derive(Debug, Clone)]
+pub struct RingSettings {
+    /// Where the ring listener binds.
+    pub listen: Vec<SocketAddr>,
+    /// Who we are, the directors, the ring's timeouts.
+    pub config: director_ring::RingConfig,
+    /// `director_output_buffer_size`.
+    pub output_buffer_size: usize,
 }
 
 impl DaemonSettings {

@@ -37,7 +37,7 @@ fn start_with(
 ) -> (DirectorHandle, tokio::task::JoinHandle<DriverExit>) {
     spawn(DriverConfig {
         core: settings,
-        ring: RingView::new(ip("127.0.0.1"), 0),
+        directors: Directors::Standalone(RingView::new(ip("127.0.0.1"), 0)),
         sessions,
         clock: Clock::new(),
     })

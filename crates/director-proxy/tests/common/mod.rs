@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use director_config::{Config, DirectorSettings};
 use director_core::ConfigHost;
-use director_driver::{Clock, DirectorHandle, DriverConfig, RingView};
+use director_driver::{Clock, DirectorHandle, Directors, DriverConfig, RingView};
 use director_proto::admin::{parse_user_lookup, AdminRequest, UserRef};
 use director_proxy::{BackendFailureHook, NoBackendHook, Proxy, ProxySettings, SessionRegistry};
 use testkit::{free_ports, require_dovecot, DovecotBackend, LoopbackAllocator};
@@ -207,7 +207,7 @@ impl Lab {
         let registry = SessionRegistry::new(settings.username_hash.clone());
         let (director, _driver_task) = director_driver::spawn(DriverConfig {
             core,
-            ring: RingView::new(proxy_ip.into(), 0),
+            directors: Directors::Standalone(RingView::new(proxy_ip.into(), 0)),
             sessions: Arc::clone(&registry) as _,
             clock: Clock::new(),
         })

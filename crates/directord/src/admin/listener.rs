@@ -422,14 +422,14 @@ mod tests {
     use director_core::CoreSettings;
 
     use super::*;
-    use director_driver::{Clock, DriverConfig, NoLocalSessions, RingView};
+    use director_driver::{Clock, Directors, DriverConfig, NoLocalSessions, RingView};
 
     use crate::settings::STANDALONE_SELF;
 
     fn context() -> ConnectionContext {
         let (director, _task) = director_driver::spawn(DriverConfig {
             core: CoreSettings::default(),
-            ring: RingView::new(STANDALONE_SELF.0, STANDALONE_SELF.1),
+            directors: Directors::Standalone(RingView::new(STANDALONE_SELF.0, STANDALONE_SELF.1)),
             sessions: Arc::new(NoLocalSessions),
             clock: Clock::new(),
         })

@@ -1,0 +1,227 @@
+//! The ring's connections: the sockets behind `director_ring::Ring`.
+//!
+//! The ring state machine decides everything (whom to connect to, what to send, when to
+//! close); this module only carries it out. Each connection has a reader task, which frames
+//! and parses lines with `RingDecoder` and hands every message to the driver task, and a
+//! writer task, which writes the lines the driver queued. The bytes queued for one peer are
+//! counted: past `director_output_buffer_size` the peer is disconnected, as Dovecot does,
+//! instead of letting a stalled peer grow our memory.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use director_proto::ring::{DirectorAddr, RingDecodeError, RingDecoder, RingMessage};
+use director_ring::{ConnId, Output, Ring, CONNECT_TIMEOUT_SECS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// Connects to `target` from `from` (port chosen by the kernel); from anywhere when `from`
+/// is the any-address or of the other family.
+async fn connect_from(from: std::net::IpAddr, target: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if target.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if !from.is_unspecified() && from.is_ipv4() == target.is_ipv4() {
+        socket.bind(SocketAddr::new(from, 0))?;
+    }
+    socket.connect(target).await
+}
+
+/// What a ring connection's tasks tell the driver.
+pub(crate) enum RingEvent {
+    /// A connection we opened is up.
+    Connected {
+        addr: DirectorAddr,
+        stream: TcpStream,
+    },
+    /// A connection we tried to open failed.
+    ConnectFailed { addr: DirectorAddr },
+    /// A peer connected to our ring listener.
+    Accepted { stream: TcpStream, peer: SocketAddr },
+    /// A line arrived.
+    Line { conn: ConnId, message: RingMessage },
+    /// A line did not parse (or was too long).
+    DecodeError {
+        conn: ConnId,
+        error: RingDecodeError,
+    },
+    /// The connection ended (EOF or an I/O error).
+    Closed { conn: ConnId },
+}
+
+/// How the connection tasks reach the driver: a bounded channel, so that a peer that sends
+/// faster than the driver handles its lines waits in TCP, not in our memory.
+pub(crate) type EventSink = mpsc::Sender<RingEvent>;
+
+struct Peer {
+    lines: mpsc::UnboundedSender<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    reader: tokio::task::AbortHandle,
+}
+
+/// The ring and its open connections.
+pub(crate) struct RingNet {
+    pub ring: Ring,
+    peers: HashMap<ConnId, Peer>,
+    next_id: u64,
+    output_limit: usize,
+    sink: EventSink,
+}
+
+impl RingNet {
+    pub fn new(ring: Ring, output_limit: usize, sink: EventSink) -> Self {
+        RingNet {
+            ring,
+            peers: HashMap::new(),
+            next_id: 1,
+            output_limit,
+            sink,
+        }
+    }
+
+    /// Starts the tasks of a new connection and returns its id.
+    pub fn attach(&mut self, stream: TcpStream) -> ConnId {
+        let conn = ConnId(self.next_id);
+        self.next_id += 1;
+        let _ = stream.set_nodelay(true);
+        let (mut read, mut write) = stream.into_split();
+        let (lines, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let written = Arc::clone(&queued);
+        let sink = self.sink.clone();
+        tokio::spawn(async move {
+            while let Some(line) = queue.recv().await {
+                let n = line.len();
+                let ok = write.write_all(&line).await.is_ok();
+                written.fetch_sub(n, Ordering::Relaxed);
+                if !ok {
+                    // The reader notices too; one Closed is enough, and the driver ignores
+                    // a second one for a connection it no longer has.
+                    let _ = sink.send(RingEvent::Closed { conn }).await;
+                    return;
+                }
+            }
+            // The driver dropped the connection: what was queued is written, now close.
+            let _ = write.shutdown().await;
+        });
+        let sink = self.sink.clone();
+        let reader = tokio::spawn(async move {
+            let mut decoder = RingDecoder::new();
+            loop {
+                loop {
+                    match decoder.next_message() {
+                        Ok(Some(message)) => {
+                            if sink.send(RingEvent::Line { conn, message }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(error) => {
+                            let _ = sink.send(RingEvent::DecodeError { conn, error }).await;
+                            return;
+                        }
+                    }
+                }
+                let spare = decoder.spare_mut();
+                match read.read(spare).await {
+                    Ok(0) | Err(_) => {
+                        let _ = sink.send(RingEvent::Closed { conn }).await;
+                        return;
+                    }
+                    Ok(n) => decoder.commit(n),
+                }
+            }
+        })
+        .abort_handle();
+        self.peers.insert(
+            conn,
+            Peer {
+                lines,
+                queued,
+                reader,
+            },
+        );
+        conn
+    }
+
+    /// Whether `conn` is open.
+    pub fn knows(&self, conn: ConnId) -> bool {
+        self.peers.contains_key(&conn)
+    }
+
+    /// Forgets a connection the driver learnt was closed.
+    pub fn forget(&mut self, conn: ConnId) -> bool {
+        match self.peers.remove(&conn) {
+            Some(peer) => {
+                peer.reader.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Carries out what the ring asked for. Returns connections that had to be dropped
+    /// because their output buffer overflowed (the ring must be told they closed).
+    pub fn execute(&mut self) -> Vec<ConnId> {
+        let mut overflowed = Vec::new();
+        while let Some(out) = self.ring.poll_output() {
+            match out {
+                Output::Send { conn, message } => {
+                    let Some(peer) = self.peers.get(&conn) else {
+                        continue;
+                    };
+                    let line = message.encode();
+                    let queued = peer.queued.fetch_add(line.len(), Ordering::Relaxed) + line.len();
+                    if queued > self.output_limit {
+                        tracing::error!(
+                            conn = conn.0,
+                            queued,
+                            limit = self.output_limit,
+                            "Director output buffer full, disconnecting"
+                        );
+                        self.forget(conn);
+                        overflowed.push(conn);
+                        continue;
+                    }
+                    let _ = peer.lines.send(line);
+                }
+                Output::Connect { addr } => self.connect(addr),
+                Output::Disconnect { conn, reason } => {
+                    tracing::info!(conn = conn.0, reason = %reason, "closing ring connection");
+                    // Dropping the queue lets the writer flush and close.
+                    self.forget(conn);
+                }
+            }
+        }
+        overflowed
+    }
+
+    fn connect(&self, addr: DirectorAddr) {
+        let sink = self.sink.clone();
+        // From our own ring address, as Dovecot does: the peer accepts only listed IPs.
+        let from = self.ring.me().ip;
+        tokio::spawn(async move {
+            let target = SocketAddr::new(addr.ip, addr.port);
+            let limit = Duration::from_secs(CONNECT_TIMEOUT_SECS);
+            match tokio::time::timeout(limit, connect_from(from, target)).await {
+                Ok(Ok(stream)) => {
+                    let _ = sink.send(RingEvent::Connected { addr, stream }).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(director = %target, error = %e, "ring connect failed");
+                    let _ = sink.send(RingEvent::ConnectFailed { addr }).await;
+                }
+                Err(_) => {
+                    tracing::debug!(director = %target, "ring connect timed out");
+                    let _ = sink.send(RingEvent::ConnectFailed { addr }).await;
+                }
+            }
+        });
+    }
+}
