@@ -525,3 +525,32 @@ fn a_peer_too_old_for_consistent_hashing_is_refused() {
         "{outs:?}"
     );
 }
+
+#[test]
+fn a_standalone_director_lists_added_directors_without_connecting() {
+    // Observed on a real standalone Dovecot 2.3.19 director (see
+    // director-driver/src/ring_view.rs): it lists itself as 127.0.0.1:0, lists an
+    // added director with empty type and status, and never connects to it.
+    let me = director_ring::STANDALONE_SELF;
+    let mut ring = director_ring::Ring::new(director_ring::RingConfig::new(me, Vec::new()));
+    let mut dir = director_core::Director::new(director_core::CoreSettings::default()).unwrap();
+    ring.start(T0, &mut dir);
+    let rows = |ring: &director_ring::Ring| -> Vec<String> {
+        ring.status(T0)
+            .into_iter()
+            .map(|r| r.fields.join("\t"))
+            .collect()
+    };
+    assert_eq!(rows(&ring), ["127.0.0.1\t0\tself\t0\tring synced\t0"]);
+    ring.director_add("127.0.78.12".parse().unwrap(), Some(9090), T0, &mut dir);
+    assert_eq!(ring.poll_output(), None);
+    assert_eq!(
+        rows(&ring),
+        [
+            "127.0.0.1\t0\tself\t0\tring synced\t0",
+            "127.0.78.12\t9090\t\t0\t"
+        ]
+    );
+    assert!(ring.is_synced());
+    assert_eq!(ring.next_timeout(), None);
+}
