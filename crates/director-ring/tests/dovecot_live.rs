@@ -191,7 +191,11 @@ impl Live {
                 self.ring.overview()
             );
             // Wake for the ring's next timer (whole seconds) or the next event.
-            let timer = self.ring.next_timeout().map(|t| {
+            let next = [self.ring.next_timeout(), self.dir.next_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let timer = next.map(|t| {
                 Duration::from_secs(t.saturating_sub(now())).max(Duration::from_millis(50))
             });
             let wait = timer.map_or(left, |t| t.min(left));
@@ -340,4 +344,39 @@ fn our_ring_state_machine_rings_with_a_real_dovecot_director() {
             .any(|l| l.starts_with(&format!("{our_host}\t20\t"))),
         "{hosts_list:?}"
     );
+
+    // 5. A move started on Dovecot: USER-MOVE reaches us, the USER-KILLED token goes
+    //    round both directors, and both end with the user on the new host and no move
+    //    in progress (after the 2 s kick delay).
+    let target = hosts.iter().copied().find(|ip| *ip != route.ip).unwrap();
+    let hash = director_core::user_hash(b"ring-live-user", &Default::default()).unwrap();
+    assert_eq!(
+        live.dovecot_admin(&d, &format!("USER-MOVE\t{hash}\t{target}")),
+        ["OK"]
+    );
+    let key = director_core::UserKey::Hash(hash);
+    live.pump_until("the move to reach us and finish", |l| {
+        let now = now();
+        let cur = l
+            .dir
+            .user_lookup(&key, "", now)
+            .unwrap()
+            .current
+            .map(|c| c.0);
+        cur == Some(target) && l.dir.counters().moves_in_progress == 0
+    });
+    let reply = live.dovecot_admin(&d, "USER-LOOKUP\tring-live-user");
+    assert!(reply[0].starts_with(&format!("{target}\t")), "{reply:?}");
+    // Dovecot's move finished too: another move is accepted (not TRYAGAIN).
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let r = live.dovecot_admin(&d, &format!("USER-MOVE\t{hash}\t{}", route.ip));
+        if r == ["OK"] {
+            break;
+        }
+        assert_eq!(r, ["TRYAGAIN"]);
+        assert!(Instant::now() < deadline, "Dovecot's move never finished");
+        let until = Instant::now() + Duration::from_millis(200);
+        live.pump_until("a moment", |_| Instant::now() >= until);
+    }
 }
