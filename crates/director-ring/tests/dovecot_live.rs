@@ -253,14 +253,17 @@ fn our_ring_state_machine_rings_with_a_real_dovecot_director() {
         .map(IpAddr::to_string)
         .collect::<Vec<_>>()
         .join(" ");
-    let d = DovecotDirector::start(
-        DirectorOptions::new(mail_servers)
-            .with_ip(d_ip)
-            .with_ring_port(d_port)
-            .with_director_servers(format!("{d_ip}:{d_port} {p_ip}:{p_port}"))
-            .without_sync_wait(),
-    )
-    .unwrap();
+    let start_dovecot = || {
+        DovecotDirector::start(
+            DirectorOptions::new(mail_servers.clone())
+                .with_ip(d_ip)
+                .with_ring_port(d_port)
+                .with_director_servers(format!("{d_ip}:{d_port} {p_ip}:{p_port}"))
+                .without_sync_wait(),
+        )
+        .unwrap()
+    };
+    let d = start_dovecot();
 
     let (tx, rx) = mpsc::channel();
     let accept_tx = tx.clone();
@@ -378,5 +381,32 @@ fn our_ring_state_machine_rings_with_a_real_dovecot_director() {
         assert!(Instant::now() < deadline, "Dovecot's move never finished");
         let until = Instant::now() + Duration::from_millis(200);
         live.pump_until("a moment", |_| Instant::now() >= until);
+    }
+    live.pump_until("the second move to finish here", |l| {
+        l.dir.counters().moves_in_progress == 0
+    });
+
+    // 6. Dovecot stops and a new Dovecot starts in its place: it learns every host and
+    //    user from us (our outgoing handshake: HOST-HAND-START 1, hosts, U lines).
+    drop(d);
+    live.pump_until("Dovecot to go", |l| l.ring.overview().connections == 0);
+    let d = start_dovecot();
+    live.pump_until("the ring with the new Dovecot", |l| {
+        let o = l.ring.overview();
+        o.synced && o.left == Some(dovecot) && o.right == Some(dovecot)
+    });
+    let reply = live.dovecot_admin(&d, "USER-LOOKUP\tring-live-user");
+    assert!(
+        reply[0].starts_with(&format!("{}\t", route.ip)),
+        "{reply:?}"
+    );
+    let hosts_list = live.dovecot_admin(&d, "HOST-LIST");
+    for (ip, vhosts) in [(dovecot_host, 50), (our_host, 20)] {
+        assert!(
+            hosts_list
+                .iter()
+                .any(|l| l.starts_with(&format!("{ip}\t{vhosts}\t"))),
+            "{ip} in {hosts_list:?}"
+        );
     }
 }
