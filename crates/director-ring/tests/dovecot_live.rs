@@ -72,6 +72,43 @@ struct Live {
 }
 
 impl Live {
+    /// Our director at `me` (listening on `listener`), started.
+    fn start(
+        me: DirectorAddr,
+        servers: Vec<DirectorAddr>,
+        hosts: &[IpAddr],
+        listener: TcpListener,
+    ) -> Live {
+        let (tx, rx) = mpsc::channel();
+        let accept_tx = tx.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(stream) = conn else { return };
+                let from = stream.peer_addr().unwrap();
+                if accept_tx.send(Ev::Accepted(stream, from)).is_err() {
+                    return;
+                }
+            }
+        });
+        let settings = CoreSettings {
+            config_hosts: hosts.iter().map(|ip| ConfigHost::new(*ip)).collect(),
+            ..CoreSettings::default()
+        };
+        let mut live = Live {
+            ring: Ring::new(RingConfig::new(me, servers)),
+            dir: Director::new(settings).unwrap(),
+            my_ip: me.ip,
+            streams: HashMap::new(),
+            decoders: HashMap::new(),
+            rx,
+            tx,
+            next_id: 0,
+            wakes: 0,
+        };
+        live.ring.start(now(), &mut live.dir);
+        live
+    }
+
     fn add_conn(&mut self, stream: TcpStream) -> ConnId {
         self.next_id += 1;
         let id = ConnId(self.next_id);
@@ -265,33 +302,7 @@ fn our_ring_state_machine_rings_with_a_real_dovecot_director() {
     };
     let d = start_dovecot();
 
-    let (tx, rx) = mpsc::channel();
-    let accept_tx = tx.clone();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(stream) = conn else { return };
-            let from = stream.peer_addr().unwrap();
-            if accept_tx.send(Ev::Accepted(stream, from)).is_err() {
-                return;
-            }
-        }
-    });
-    let settings = CoreSettings {
-        config_hosts: hosts.iter().map(|ip| ConfigHost::new(*ip)).collect(),
-        ..CoreSettings::default()
-    };
-    let mut live = Live {
-        ring: Ring::new(RingConfig::new(me, vec![dovecot, me])),
-        dir: Director::new(settings).unwrap(),
-        my_ip: IpAddr::V4(p_ip),
-        streams: HashMap::new(),
-        decoders: HashMap::new(),
-        rx,
-        tx,
-        next_id: 0,
-        wakes: 0,
-    };
-    live.ring.start(now(), &mut live.dir);
+    let mut live = Live::start(me, vec![dovecot, me], &hosts, listener);
 
     // 1. Our SYNC came back through Dovecot (so our hosts_hash equals its own), and
     //    Dovecot's ring is synced too.
@@ -409,4 +420,107 @@ fn our_ring_state_machine_rings_with_a_real_dovecot_director() {
             "{ip} in {hosts_list:?}"
         );
     }
+}
+
+#[test]
+fn we_join_a_ring_of_two_dovecot_directors_in_the_middle() {
+    // Three addresses in order: Dovecot A < us < Dovecot B, so we sit between them.
+    let mut alloc = LoopbackAllocator::new();
+    let mut ips = [alloc.next_ip(), alloc.next_ip(), alloc.next_ip()];
+    ips.sort();
+    let [a_ip, p_ip, b_ip] = ips;
+    let hosts: Vec<IpAddr> = (0..3).map(|_| IpAddr::V4(alloc.next_ip())).collect();
+    let new_host = IpAddr::V4(alloc.next_ip());
+    let (a_port, b_port) = (
+        free_port(IpAddr::V4(a_ip)).unwrap(),
+        free_port(IpAddr::V4(b_ip)).unwrap(),
+    );
+    let listener = TcpListener::bind((p_ip, 0)).unwrap();
+    let p_port = listener.local_addr().unwrap().port();
+    let addr = |ip, port| DirectorAddr {
+        ip: IpAddr::V4(ip),
+        port,
+    };
+    let (a, me, b) = (addr(a_ip, a_port), addr(p_ip, p_port), addr(b_ip, b_port));
+    let servers = format!("{a_ip}:{a_port} {p_ip}:{p_port} {b_ip}:{b_port}");
+    let mail_servers = hosts
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let start = |ip, port| {
+        DovecotDirector::start(
+            DirectorOptions::new(mail_servers.clone())
+                .with_ip(ip)
+                .with_ring_port(port)
+                .with_director_servers(servers.clone())
+                .without_sync_wait(),
+        )
+        .unwrap()
+    };
+    let da = start(a_ip, a_port);
+    let db = start(b_ip, b_port);
+    da.wait_ring_synced(STEP_TIMEOUT).unwrap();
+    db.wait_ring_synced(STEP_TIMEOUT).unwrap();
+
+    // We start: we connect to B (our right); B tells A (its left) to connect to us.
+    let mut live = Live::start(me, vec![a, me, b], &hosts, listener);
+    live.pump_until("the ring of three", |l| {
+        let o = l.ring.overview();
+        o.synced && o.left == Some(a) && o.right == Some(b)
+    });
+    for d in [&da, &db] {
+        let list = live.dovecot_admin(d, "DIRECTOR-LIST");
+        assert!(
+            list.iter()
+                .any(|l| l.contains("\tself\t") && l.contains("ring synced")),
+            "{list:?}"
+        );
+    }
+    let a_list = live.dovecot_admin(&da, "DIRECTOR-LIST");
+    assert!(
+        a_list
+            .iter()
+            .any(|l| l.starts_with(&format!("{p_ip}\t{p_port}\tright\t"))),
+        "A's right is us: {a_list:?}"
+    );
+    let b_list = live.dovecot_admin(&db, "DIRECTOR-LIST");
+    assert!(
+        b_list
+            .iter()
+            .any(|l| l.starts_with(&format!("{p_ip}\t{p_port}\tleft\t"))),
+        "B's left is us: {b_list:?}"
+    );
+
+    // A user we assign is known to both; a host added on A reaches us and B.
+    let RequestOutcome::Ready(route) = live.dir.request(b"middle-user", "", now()) else {
+        panic!("a synced ring routes at once");
+    };
+    for d in [&da, &db] {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let reply = live.dovecot_admin(d, "USER-LOOKUP\tmiddle-user");
+            if reply[0].starts_with(&format!("{}\t", route.ip)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{reply:?}");
+        }
+    }
+    assert_eq!(
+        live.dovecot_admin(&da, &format!("HOST-SET\t{new_host}\t30")),
+        ["OK"]
+    );
+    live.pump_until("A's host", |l| {
+        l.dir
+            .host_list()
+            .iter()
+            .any(|h| h.ip == new_host && h.vhost_count == 30)
+    });
+    let b_hosts = live.dovecot_admin(&db, "HOST-LIST");
+    assert!(
+        b_hosts
+            .iter()
+            .any(|l| l.starts_with(&format!("{new_host}\t30\t"))),
+        "{b_hosts:?}"
+    );
 }
