@@ -554,3 +554,36 @@ fn a_standalone_director_lists_added_directors_without_connecting() {
     assert!(ring.is_synced());
     assert_eq!(ring.next_timeout(), None);
 }
+
+#[test]
+fn a_restarted_director_relearns_twenty_thousand_users_in_its_handshake() {
+    let mut net = Net::new(3);
+    net.start_all();
+    net.advance(60);
+    let now = net.now;
+    for n in 0..20_000 {
+        let node = &mut net.nodes[0];
+        let out = node.dir.request(format!("bulk{n}").as_bytes(), "", now);
+        assert!(matches!(out, director_core::RequestOutcome::Ready(_)));
+    }
+    net.pump();
+    assert_eq!(net.nodes[2].dir.users().len(), 20_000);
+    net.restart(1);
+    net.advance(3);
+    assert!(net.all_alive_synced());
+    assert_eq!(net.nodes[1].dir.users().len(), 20_000);
+    // The hosts agree, so the relearned assignments route the same way.
+    for n in (0..20_000).step_by(997) {
+        let u = format!("bulk{n}");
+        assert_eq!(net.user_host(1, &u), net.user_host(0, &u), "{u}");
+    }
+    let sent = net
+        .wire
+        .iter()
+        .filter(|w| w.line.starts_with("U\t") && w.to == daddr(2))
+        .count();
+    assert_eq!(
+        sent, 20_000,
+        "one U line per user, to the restarted director"
+    );
+}
