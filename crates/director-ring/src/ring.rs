@@ -999,6 +999,7 @@ impl Ring {
                         now,
                     );
                 }
+                self.director_sync();
             }
             RingHostOutcome::Merged(m) => self.originate_host(&m, now),
         }
