@@ -38,6 +38,29 @@
 //! `DIRECTOR-ADD`/`-REMOVE` → [`Ring::director_add`] / [`Ring::director_remove`];
 //! `DIRECTOR-LIST` → [`Ring::status`]. Ring-sync-gated admin replies wait for
 //! [`Ring::is_synced`].
+//!
+//! # What the driver owns
+//!
+//! * Byte framing and the output buffer: a `RingDecoder` per connection, writing
+//!   `message.encode()`, the 10 MiB `director_output_buffer_size` limit, and flushing the
+//!   handshake's `U` lines in batches (`HANDSHAKE_USERS_PER_FLUSH` / `_BYTES`).
+//! * The TCP connect itself and its 10 s timeout (the ring also gives up after
+//!   [`CONNECT_TIMEOUT_SECS`] if nothing is reported).
+//! * Calling [`Director::handle_timeout`](director_core::Director::handle_timeout) for the
+//!   core's own timers, and carrying out non-ring effects returned by
+//!   [`Ring::core_effect`].
+//!
+//! # Not done (spec §10)
+//!
+//! * A director that sent `CONNECT` does not ignore the peer's input for 10 s, and an
+//!   ignored `CONNECT` does not close the requesting connection after 1 s.
+//! * Declaring ourselves alone keeps an existing left connection.
+//! * `PING`/`PONG` carry 0 as the buffered byte count; `DIRECTOR-LIST` byte counters, the
+//!   ping time and the last sync round trip read 0.
+//! * Peers older than protocol 1.9 are not served their dialect (handshake users as
+//!   `USER`, shorter `HOST` lines); 1.5–1.8 peers are accepted and get 1.9 lines except
+//!   for the `USER` timestamp.
+//! * No warnings for slow handshakes (≥ 29 s) or slow pings (≥ 5 s).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -1001,6 +1001,7 @@ impl Ring {
                         now,
                     );
                 }
+                self.director_sync();
             }
             RingHostOutcome::Merged(m) => self.originate_host(&m, now),
         }
@@ -1731,7 +1732,8 @@ impl Ring {
         if (self.dirs.add(a) || revived) && a != self.dirs.me {
             tracing::info!(director = %addr_text(&a), requested_by = %addr_text(&self.dirs.me),
                 "Adding director to ring");
-            self.standalone = false;
+            // A standalone director (no director_servers, no ring listener) only lists
+            // it, as Dovecot does.
             self.directors_changed = true;
             self.broadcast(None, RingMessage::Director(a), now);
             let force = self.dirs.preferred_right(now, false, &[]) == Some(a);

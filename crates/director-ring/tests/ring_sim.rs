@@ -525,3 +525,65 @@ fn a_peer_too_old_for_consistent_hashing_is_refused() {
         "{outs:?}"
     );
 }
+
+#[test]
+fn a_standalone_director_lists_added_directors_without_connecting() {
+    // Observed on a real standalone Dovecot 2.3.19 director (see
+    // director-driver/src/ring_view.rs): it lists itself as 127.0.0.1:0, lists an
+    // added director with empty type and status, and never connects to it.
+    let me = director_ring::STANDALONE_SELF;
+    let mut ring = director_ring::Ring::new(director_ring::RingConfig::new(me, Vec::new()));
+    let mut dir = director_core::Director::new(director_core::CoreSettings::default()).unwrap();
+    ring.start(T0, &mut dir);
+    let rows = |ring: &director_ring::Ring| -> Vec<String> {
+        ring.status(T0)
+            .into_iter()
+            .map(|r| r.fields.join("\t"))
+            .collect()
+    };
+    assert_eq!(rows(&ring), ["127.0.0.1\t0\tself\t0\tring synced\t0"]);
+    ring.director_add("127.0.78.12".parse().unwrap(), Some(9090), T0, &mut dir);
+    assert_eq!(ring.poll_output(), None);
+    assert_eq!(
+        rows(&ring),
+        [
+            "127.0.0.1\t0\tself\t0\tring synced\t0",
+            "127.0.78.12\t9090\t\t0\t"
+        ]
+    );
+    assert!(ring.is_synced());
+    assert_eq!(ring.next_timeout(), None);
+}
+
+#[test]
+fn a_restarted_director_relearns_twenty_thousand_users_in_its_handshake() {
+    let mut net = Net::new(3);
+    net.start_all();
+    net.advance(60);
+    let now = net.now;
+    for n in 0..20_000 {
+        let node = &mut net.nodes[0];
+        let out = node.dir.request(format!("bulk{n}").as_bytes(), "", now);
+        assert!(matches!(out, director_core::RequestOutcome::Ready(_)));
+    }
+    net.pump();
+    assert_eq!(net.nodes[2].dir.users().len(), 20_000);
+    net.restart(1);
+    net.advance(3);
+    assert!(net.all_alive_synced());
+    assert_eq!(net.nodes[1].dir.users().len(), 20_000);
+    // The hosts agree, so the relearned assignments route the same way.
+    for n in (0..20_000).step_by(997) {
+        let u = format!("bulk{n}");
+        assert_eq!(net.user_host(1, &u), net.user_host(0, &u), "{u}");
+    }
+    let sent = net
+        .wire
+        .iter()
+        .filter(|w| w.line.starts_with("U\t") && w.to == daddr(2))
+        .count();
+    assert_eq!(
+        sent, 20_000,
+        "one U line per user, to the restarted director"
+    );
+}

@@ -372,3 +372,188 @@ impl Director {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::director::{CoreSettings, RingStatus};
+    use crate::lookup::ConfigHost;
+
+    const NOW: u64 = 1_795_896_443;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip literal")
+    }
+
+    /// A director in a synced ring with a right neighbour, hosts .1 .2 .3.
+    fn ringed() -> Director {
+        let settings = CoreSettings {
+            config_hosts: ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+                .iter()
+                .map(|h| ConfigHost::new(ip(h)))
+                .collect(),
+            ..CoreSettings::default()
+        };
+        let mut d = Director::new(settings).expect("director");
+        d.set_ring_status(
+            RingStatus {
+                handshaked: true,
+                synced: true,
+                has_right: true,
+                has_peers: true,
+            },
+            NOW,
+        );
+        d
+    }
+
+    fn host(ip_s: &str, vhosts: u32, down: bool, updown: u64) -> RingHost {
+        RingHost {
+            ip: ip(ip_s),
+            vhost_count: vhosts,
+            tag: String::new(),
+            down,
+            last_updown_change: updown,
+            hostname: None,
+        }
+    }
+
+    #[test]
+    fn host_added_updated_and_unchanged() {
+        let mut d = ringed();
+        assert_eq!(
+            d.ring_host(&host("10.0.0.9", 5, false, 0), NOW),
+            RingHostOutcome::Applied
+        );
+        assert_eq!(
+            d.ring_host(&host("10.0.0.9", 5, false, 0), NOW),
+            RingHostOutcome::Unchanged
+        );
+        // Only vhosts, down and tag count as a change; the up/down time only grows.
+        assert_eq!(
+            d.ring_host(&host("10.0.0.9", 5, false, 7), NOW),
+            RingHostOutcome::Unchanged
+        );
+        assert_eq!(
+            d.ring_host_record(&ip("10.0.0.9"))
+                .unwrap()
+                .last_updown_change,
+            7
+        );
+        d.set_ring_status(
+            RingStatus {
+                handshaked: true,
+                synced: true,
+                has_right: true,
+                has_peers: true,
+            },
+            NOW,
+        );
+        assert_eq!(
+            d.ring_host(&host("10.0.0.9", 6, true, 3), NOW),
+            RingHostOutcome::Applied
+        );
+        let r = d.ring_host_record(&ip("10.0.0.9")).unwrap();
+        assert_eq!((r.vhost_count, r.down, r.last_updown_change), (6, true, 7));
+    }
+
+    #[test]
+    fn conflicting_update_of_a_host_we_changed_merges_and_is_reoriginated() {
+        let mut d = ringed();
+        // Our own change, not yet synced round the ring: the host is desynced.
+        d.host_down(ip("10.0.0.2"), NOW + 10).unwrap();
+        assert_eq!(
+            d.host_update(ip("10.0.0.2"), None, 50, NOW),
+            Err(crate::director::HostError::AlreadyBeingUpdated)
+        );
+        // Someone else set vhosts 20 and "up" earlier than our down.
+        let out = d.ring_host(&host("10.0.0.2", 20, false, NOW + 5), NOW + 11);
+        let RingHostOutcome::Merged(m) = out else {
+            panic!("expected a merge, got {out:?}");
+        };
+        // Lower vhost count, and our down state (changed later).
+        assert_eq!(
+            (m.vhost_count, m.down, m.last_updown_change),
+            (20, true, NOW + 10)
+        );
+    }
+
+    #[test]
+    fn users_from_the_ring() {
+        let mut d = ringed();
+        let a = ip("10.0.0.1");
+        let b = ip("10.0.0.2");
+        // New user: created, forwarded.
+        assert!(matches!(
+            d.ring_user(7, &a, Some(NOW as u32), false, NOW),
+            RingUserOutcome::Changed {
+                forced: false,
+                kick_except: None,
+                ..
+            }
+        ));
+        // Same host again with a newer time: refreshed, not forwarded.
+        assert_eq!(
+            d.ring_user(7, &a, Some(NOW as u32 + 5), false, NOW + 5),
+            RingUserOutcome::Unchanged
+        );
+        // Unknown host and expired updates are ignored.
+        assert_eq!(
+            d.ring_user(8, &ip("10.9.9.9"), None, false, NOW),
+            RingUserOutcome::UnknownHost
+        );
+        assert_eq!(
+            d.ring_user(9, &a, Some(NOW as u32 - 900), false, NOW),
+            RingUserOutcome::Expired
+        );
+        // Conflict: the lower IP wins everywhere. We have .1, they say .2: keep ours, kick
+        // elsewhere, not forced.
+        let out = d.ring_user(7, &b, Some(NOW as u32 + 6), false, NOW + 6);
+        assert_eq!(
+            out,
+            RingUserOutcome::Changed {
+                ip: a,
+                timestamp: NOW as u32 + 6,
+                forced: false,
+                kick_except: Some(a)
+            }
+        );
+        // The other way round: we have .2, they say .1: take theirs, forced back to sender.
+        d.ring_user(11, &b, Some(NOW as u32), false, NOW);
+        let out = d.ring_user(11, &a, Some(NOW as u32 + 1), false, NOW + 1);
+        assert!(
+            matches!(out, RingUserOutcome::Changed { forced: true, kick_except: Some(x), .. } if x == a)
+        );
+        let kicks = std::iter::from_fn(|| d.poll_effect())
+            .filter(|e| {
+                matches!(
+                    e,
+                    Effect::KickDirectorHash {
+                        except_ip: Some(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(kicks, 2);
+    }
+
+    #[test]
+    fn handshake_users_need_a_known_host() {
+        let mut d = ringed();
+        assert!(d
+            .ring_handshake_user(5, &ip("10.0.0.3"), NOW as u32, true, NOW)
+            .is_ok());
+        assert!(
+            d.users()
+                .peek(crate::host::TagId::UNTAGGED, 5)
+                .unwrap()
+                .weak
+        );
+        assert_eq!(
+            d.ring_handshake_user(6, &ip("10.7.7.7"), NOW as u32, false, NOW),
+            Err(UnknownHostError(ip("10.7.7.7")))
+        );
+    }
+}
