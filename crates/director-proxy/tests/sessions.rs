@@ -12,6 +12,25 @@ use common::{init_tracing, raw_imap_login, Lab, LabOptions, Raw};
 use director_proto::admin::AdminRequest;
 use director_proxy::{BackendFailureHook, BackendFailureKind};
 
+/// Whether an established TCP socket bound to `ip:port` has received bytes its process has
+/// not read (`/proc/net/tcp`'s rx_queue).
+fn unread_bytes_at(ip: IpAddr, port: u16) -> bool {
+    let IpAddr::V4(v4) = ip else { return false };
+    // /proc/net/tcp shows an IPv4 address as the hex of its bytes in host (little-endian) order.
+    let want = format!("{:08X}:{:04X}", u32::from_le_bytes(v4.octets()), port);
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 4
+            && f[1] == want
+            && f[3] == "01"
+            && f[4]
+                .split_once(':')
+                .and_then(|(_, rx)| u32::from_str_radix(rx, 16).ok())
+                .is_some_and(|rx| rx > 0)
+    })
+}
+
 fn user_kick(user: &str) -> AdminRequest {
     AdminRequest::UserKick {
         user: user.as_bytes().to_vec(),
@@ -240,8 +259,15 @@ async fn a_backend_restarting_during_a_login_is_reconnected_to() {
     lab.backends[idx].stop().unwrap();
 
     let login = tokio::spawn(async move { raw_imap_login(addr, user, "pass").await });
-    // Let the first connect attempts be refused, then bring the backend back.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Once the login is registered it has been routed and its first connect is refused;
+    // only then does the backend come back.
+    for _ in 0..500 {
+        if lab.proxy.registry().count_user(user.as_bytes()) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lab.proxy.registry().count_user(user.as_bytes()), 1);
     assert!(!login.is_finished(), "the login waits for the backend");
     let restarted = tokio::task::spawn_blocking(move || testkit::DovecotBackend::start_with(opts))
         .await
@@ -495,7 +521,17 @@ async fn backend_failing_mid_session_gives_a_clear_temporary_error() {
     // connection (unread data), which is a failure, not a clean close.
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     c.send("n NOOP\r\n").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the NOOP sits unread in the frozen backend's socket.
+    let backend_port = lab.backend_by_ip(ip).imap_addr().port();
+    let mut unread = false;
+    for _ in 0..500 {
+        if unread_bytes_at(ip, backend_port) {
+            unread = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(unread, "the NOOP reached the backend's socket");
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
     let mut lines = Vec::new();
     while let Some(l) = c.line().await {
