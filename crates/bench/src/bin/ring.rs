@@ -1,0 +1,265 @@
+//! Benchmark (not a test): how fast a host change reaches every director of a ring, for a
+//! ring of our `directord` and a ring of real Dovecot 2.3 directors, in the same run.
+//!
+//! ```text
+//! cargo build --release -p directord -p director-bench
+//! target/release/ring [--directors 3,5] [--rounds 20]
+//! ```
+//!
+//! `DIRECTORD_BIN` names the `directord` to run (default: next to this program). Needs
+//! Dovecot (`apt-get install -y dovecot-core`). Each ring runs on its own 127.x addresses;
+//! every process started here is stopped by its PID.
+//!
+//! Method: with the ring synced, `HOST-SET` of a new host is sent to the first director,
+//! and every director's `HOST-LIST` is polled over its own admin connection until all of
+//! them list the host; the time from sending to the last director listing it is the
+//! convergence time. Reported: median and 90th percentile over the rounds, and ours against
+//! Dovecot's.
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use testkit::{AdminClient, DirectorOptions, DovecotDirector, LoopbackAllocator};
+
+const MAIL_SERVERS: &str = "127.0.1.1 127.0.1.2 127.0.1.3";
+/// Longest a ring may take to sync, or a change to converge.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One of our directors, stopped by PID on drop.
+struct Ours {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Ours {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+enum Ring {
+    Ours(Vec<Ours>),
+    Dovecot(Vec<DovecotDirector>),
+}
+
+impl Ring {
+    fn admins(&self) -> anyhow::Result<Vec<AdminClient>> {
+        Ok(match self {
+            Ring::Ours(v) => v
+                .iter()
+                .map(|d| AdminClient::connect_unix(&d.socket))
+                .collect::<Result<_, _>>()?,
+            Ring::Dovecot(v) => v
+                .iter()
+                .map(DovecotDirector::admin_client)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+fn directord_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("DIRECTORD_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .context("cannot locate the target dir")?
+        .join("directord");
+    if !bin.exists() {
+        bail!(
+            "{} not found: run `cargo build --release -p directord` first or set DIRECTORD_BIN",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn start_ours(bin: &Path, ips: &[Ipv4Addr], port: u16) -> anyhow::Result<Vec<Ours>> {
+    let servers: Vec<String> = ips.iter().map(|ip| format!("{ip}:{port}")).collect();
+    let mut ring = Vec::new();
+    for ip in ips {
+        let dir = tempfile::tempdir()?;
+        let run = dir.path().join("run");
+        let conf = dir.path().join("directord.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "base_dir = {run}\nlog_path = {log}\n\
+                 director_servers = {servers}\ndirector_mail_servers = {MAIL_SERVERS}\n\
+                 service director {{\n  unix_listener director-admin {{\n    mode = 0600\n  }}\n\
+                 \x20 inet_listener director {{\n    address = {ip}\n    port = {port}\n  }}\n}}\n",
+                run = run.display(),
+                log = dir.path().join("directord.log").display(),
+                servers = servers.join(" "),
+            ),
+        )?;
+        let mut child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut first = String::new();
+        BufReader::new(stdout).read_line(&mut first)?;
+        let socket = first
+            .trim_end()
+            .strip_prefix("directord: admin socket ")
+            .with_context(|| format!("unexpected first line {first:?}"))?
+            .into();
+        ring.push(Ours {
+            child,
+            socket,
+            _dir: dir,
+        });
+    }
+    Ok(ring)
+}
+
+fn start_dovecot(ips: &[Ipv4Addr], port: u16) -> anyhow::Result<Vec<DovecotDirector>> {
+    let servers: Vec<String> = ips.iter().map(|ip| format!("{ip}:{port}")).collect();
+    ips.iter()
+        .map(|ip| {
+            DovecotDirector::start(
+                DirectorOptions::new(MAIL_SERVERS)
+                    .with_ip(*ip)
+                    .with_ring_port(port)
+                    .with_director_servers(servers.join(" "))
+                    .without_sync_wait(),
+            )
+            .map_err(anyhow::Error::from)
+        })
+        .collect()
+}
+
+fn wait_synced(admins: &mut [AdminClient]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut all = true;
+        for a in admins.iter_mut() {
+            let rows = a.command("DIRECTOR-LIST")?;
+            all &= rows
+                .iter()
+                .any(|l| l.contains("\tself\t") && l.contains("ring synced"));
+        }
+        if all {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the ring did not sync within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `HOST-SET ip` to the first director and returns when every director lists it.
+fn converge(admins: &mut [AdminClient], ip: &str) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    admins[0].send_raw(format!("HOST-SET\t{ip}\t10\n").as_bytes())?;
+    // The reply: OK once the change went round the ring (ours, Dovecot 2.3's [S] gating).
+    let reply = admins[0].read_line()?;
+    if reply != "OK" {
+        bail!("HOST-SET answered {reply:?}");
+    }
+    let mut pending: Vec<usize> = (0..admins.len()).collect();
+    while !pending.is_empty() {
+        if started.elapsed() > WAIT {
+            bail!("{ip} did not reach every director within {WAIT:?}");
+        }
+        let mut left = Vec::new();
+        for i in pending {
+            let listed = admins[i]
+                .command("HOST-LIST")?
+                .iter()
+                .any(|l| l.starts_with(&format!("{ip}\t")));
+            if !listed {
+                left.push(i);
+            }
+        }
+        pending = left;
+    }
+    Ok(started.elapsed())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut directors = vec![3usize, 5];
+    let mut rounds = 20usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--directors" => {
+                directors = args
+                    .next()
+                    .context("--directors N,M")?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--rounds" => rounds = args.next().context("--rounds N")?.parse()?,
+            other => {
+                bail!("unknown argument {other:?}; usage: ring [--directors 3,5] [--rounds 20]")
+            }
+        }
+    }
+    testkit::require_dovecot();
+    let bin = directord_binary()?;
+    println!("## Convergence after a host change (HOST-SET on one director until all list it)\n");
+    println!("| directors | ring | median ms | p90 ms | max ms | ours / dovecot (median) |");
+    println!("|---|---|---|---|---|---|");
+    for &n in &directors {
+        let mut medians = Vec::new();
+        for kind in ["ours", "dovecot"] {
+            let mut alloc = LoopbackAllocator::new();
+            let ips: Vec<Ipv4Addr> = (0..n).map(|_| alloc.next_ip()).collect();
+            let port = testkit::free_port(IpAddr::V4(ips[0]))?;
+            let ring = if kind == "ours" {
+                Ring::Ours(start_ours(&bin, &ips, port)?)
+            } else {
+                Ring::Dovecot(start_dovecot(&ips, port)?)
+            };
+            let mut admins = ring.admins()?;
+            wait_synced(&mut admins)?;
+            let mut times = Vec::with_capacity(rounds);
+            for r in 0..rounds {
+                times.push(converge(&mut admins, &format!("127.0.2.{}", r + 1))?);
+                // The next change starts on a synced ring.
+                wait_synced(&mut admins)?;
+            }
+            times.sort();
+            let median = percentile(&times, 0.5);
+            medians.push(median);
+            let ratio = if medians.len() == 2 {
+                format!("{:.2}", ms(medians[0]) / ms(medians[1]).max(0.001))
+            } else {
+                String::new()
+            };
+            println!(
+                "| {n} | {kind} | {:.2} | {:.2} | {:.2} | {ratio} |",
+                ms(median),
+                ms(percentile(&times, 0.9)),
+                ms(*times.last().unwrap_or(&Duration::ZERO)),
+            );
+            drop(admins);
+            drop(ring);
+        }
+    }
+    Ok(())
+}
