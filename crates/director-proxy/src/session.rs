@@ -434,13 +434,15 @@ async fn login<P: LoginProtocol>(
         // One deadline for the whole backend login (Dovecot's login_proxy_timeout): a backend
         // that trickles its replies cannot hold the login, and the client's slot, longer.
         let limit = shared.settings.limits.connect_timeout;
+        let mut refusal = Vec::new();
         let backend_login = async {
             let mut backend =
                 match connect_backend(shared, &route, protocol, client.peer, client.local).await {
                     Ok(b) => b,
                     Err(e) => return Err(Replay::Backend(e)),
                 };
-            let remaining = replay(shared, client, &mut backend, &mut bm, &route, buf).await?;
+            let remaining =
+                replay(shared, client, &mut backend, &mut bm, &route, buf, &mut refusal).await?;
             Ok((backend, remaining))
         };
         let outcome = match tokio::time::timeout(limit, backend_login).await {
@@ -469,6 +471,9 @@ async fn login<P: LoginProtocol>(
             && shared.director.discard_new_user(&username, &route)
         {
             tracing::debug!(user = %LogText(&username), host = %route.ip, "failed first login: assignment dropped");
+        }
+        if !refusal.is_empty() && client.write(&refusal).await.is_err() {
+            return Err(ReplayErr::Abort);
         }
         Err(failed)
     };
@@ -541,6 +546,7 @@ async fn replay<B: BackendMachine>(
     bm: &mut B,
     route: &Route,
     buf: &mut [u8],
+    refusal: &mut Vec<u8>,
 ) -> Result<Vec<u8>, Replay> {
     let timeout = shared.settings.limits.connect_timeout;
     let mut queue: VecDeque<BackendAction> = bm.start().into();
@@ -584,7 +590,12 @@ async fn replay<B: BackendMachine>(
                     }
                 }
                 BackendAction::SendClient(b) => {
-                    if client.write(&b).await.is_err() {
+                    if queue.iter().any(|a| matches!(a, BackendAction::Failed(_))) {
+                        // The backend's refusal: the client gets it once the login's
+                        // bookkeeping is done (see `login`), so that what it sees next is
+                        // already true.
+                        refusal.extend_from_slice(&b);
+                    } else if client.write(&b).await.is_err() {
                         return Err(Replay::Client);
                     }
                 }
