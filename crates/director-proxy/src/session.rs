@@ -441,8 +441,16 @@ async fn login<P: LoginProtocol>(
                     Ok(b) => b,
                     Err(e) => return Err(Replay::Backend(e)),
                 };
-            let remaining =
-                replay(shared, client, &mut backend, &mut bm, &route, buf, &mut refusal).await?;
+            let remaining = replay(
+                shared,
+                client,
+                &mut backend,
+                &mut bm,
+                &route,
+                buf,
+                &mut refusal,
+            )
+            .await?;
             Ok((backend, remaining))
         };
         let outcome = match tokio::time::timeout(limit, backend_login).await {
