@@ -6,77 +6,51 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, SocketAddr};
 
 use common::imap::Imap;
-use common::{Daemon, WAIT};
-use testkit::{free_port, free_ports, require_dovecot, DovecotBackend, LoopbackAllocator};
+use common::ring::{wait_synced, wait_until, Member, RingSpec};
+use common::Daemon;
+use testkit::{free_ports, require_dovecot, DovecotBackend, LoopbackAllocator};
 
 struct RingLab {
     backends: Vec<DovecotBackend>,
-    directors: Vec<Daemon>,
+    directors: Vec<Member>,
     imap: Vec<SocketAddr>,
 }
 
 fn start() -> RingLab {
     require_dovecot();
+    let spec = RingSpec::new(3);
     let mut alloc = LoopbackAllocator::new();
-    let ips: Vec<Ipv4Addr> = (0..3).map(|_| alloc.next_ip()).collect();
-    let backend_ips: Vec<Ipv4Addr> = (0..3).map(|_| alloc.next_ip()).collect();
+    let backend_ips: Vec<_> = (0..3).map(|_| alloc.next_ip()).collect();
     let backends =
         DovecotBackend::start_group(&backend_ips, [None; 3], |_| {}).expect("backends start");
     let bi = backends[0].imap_addr().port();
-    let ring_port = free_port(IpAddr::V4(ips[0])).expect("a free port");
-    let servers: Vec<String> = ips.iter().map(|ip| format!("{ip}:{ring_port}")).collect();
     let mail: Vec<String> = backend_ips.iter().map(|i| i.to_string()).collect();
     let mut directors = Vec::new();
     let mut imap = Vec::new();
-    for ip in &ips {
+    for (i, ip) in spec.ips.iter().enumerate() {
         let pip = IpAddr::V4(*ip);
         let [pi] = free_ports(pip, [None]).expect("a free proxy port");
-        directors.push(Daemon::start(&format!(
-            "director_servers = {}\n\
-             director_mail_servers = {}\n\
-             director_backend_port_imap = {bi}\n\
-             disable_plaintext_auth = no\n\
-             ssl = no\n\
-             service director {{\n  unix_listener director-admin {{\n    mode = 0600\n  }}\n\
-             \x20 inet_listener director {{\n    address = {ip}\n    port = {ring_port}\n  }}\n}}\n\
+        // The later director_mail_servers replaces the ring config's default one.
+        let extra = format!(
+            "director_mail_servers = {}
+             director_backend_port_imap = {bi}
+             disable_plaintext_auth = no
+             ssl = no
              service imap-login {{\n inet_listener imap {{\n address = {ip}\n port = {pi}\n }}\n}}\n",
-            servers.join(" "),
             mail.join(" "),
-        )));
+        );
+        directors.push(Member::Ours(Daemon::start(&spec.config(i, &extra))));
         imap.push(SocketAddr::new(pip, pi));
     }
-    let lab = RingLab {
+    wait_synced(&directors);
+    RingLab {
         backends,
         directors,
         imap,
-    };
-    wait_until("the ring is synced on every director", || {
-        lab.directors.iter().all(|d| {
-            d.client()
-                .request("DIRECTOR-LIST")
-                .lines()
-                .any(|l| l.contains("\tself\t") && l.contains("ring synced"))
-        })
-    });
-    lab
-}
-
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// `USER-LOOKUP`'s current host on `d` (empty when none).
-fn current(d: &Daemon, user: &str) -> String {
-    let r = d.client().request(&format!("USER-LOOKUP\t{user}"));
-    r.split('\t').next().unwrap_or("").to_string()
 }
 
 #[test]
@@ -91,7 +65,7 @@ fn logins_through_any_director_agree_and_moves_close_sessions_everywhere() {
         wait_until(&format!("every director knows {user}"), || {
             lab.directors
                 .iter()
-                .all(|d| current(d, &user) == ip.to_string())
+                .all(|d| d.current(&user) == ip.to_string())
         });
         let (c2, ip2) = Imap::login(lab.imap[(first + 1) % 3], &user);
         assert_eq!(ip, ip2, "{user}: second login through another director");
@@ -130,10 +104,8 @@ fn logins_through_any_director_agree_and_moves_close_sessions_everywhere() {
         .map(|b| IpAddr::V4(b.ip()))
         .find(|ip| *ip != old)
         .expect("another backend");
-    let reply = lab.directors[1]
-        .client()
-        .request(&format!("USER-MOVE\t{user}\t{new}"));
-    assert_eq!(reply, "OK\n");
+    let reply = lab.directors[1].admin(&format!("USER-MOVE\t{user}\t{new}"));
+    assert_eq!(reply, ["OK"]);
     for (c, _) in &mut sessions {
         assert!(
             c.closed(),
@@ -143,7 +115,7 @@ fn logins_through_any_director_agree_and_moves_close_sessions_everywhere() {
     wait_until("every director has the move", || {
         lab.directors
             .iter()
-            .all(|d| current(d, user) == new.to_string())
+            .all(|d| d.current(user) == new.to_string())
     });
     for addr in &lab.imap {
         let (c, ip) = Imap::login(*addr, user);

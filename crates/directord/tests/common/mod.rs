@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 
 pub mod imap;
+pub mod ring;
 use nix::unistd::Pid;
 
 /// Bound on every wait in these tests (not a timing assertion: only a hang guard).
