@@ -138,11 +138,11 @@ fn info_and_error_logs_go_to_their_paths() {
 #[test]
 fn other_services_settings_are_ignored_and_logged_at_debug() {
     let d = Daemon::start(
-        "protocols = imap\nservice imap-login {\n  inet_listener imap {\n    port = 0\n  }\n}\n",
+        "mail_location = maildir:~/Maildir\nservice imap-login {\n  inet_listener imap {\n    port = 0\n  }\n}\n",
     );
     // Test daemons log at debug (DIRECTORD_LOG=debug); Daemon::start sends debug to log_path.
     let text = d.wait_log("service imap-login");
-    assert!(text.contains("protocols"), "{text}");
+    assert!(text.contains("mail_location"), "{text}");
     assert_eq!(d.client().request("HOST-LIST-REMOVED"), "\n");
 }
 

@@ -176,7 +176,7 @@ pub async fn serve<S: AdminStream>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use director_core::CoreSettings;
@@ -193,7 +193,9 @@ mod tests {
         }
     }
 
-    fn context() -> ConnectionContext {
+    /// A connection context on a standalone director with the default settings (the
+    /// admin tests' director).
+    pub(crate) fn context() -> ConnectionContext {
         let (director, _task) = director_driver::spawn(DriverConfig {
             core: CoreSettings::default(),
             directors: Directors::Standalone(RingView::new(STANDALONE_SELF.0, STANDALONE_SELF.1)),

@@ -419,23 +419,8 @@ mod tests {
     use std::io::{ErrorKind, Read};
     use std::time::Duration;
 
-    use director_core::CoreSettings;
-
     use super::*;
-    use director_driver::{Clock, Directors, DriverConfig, NoLocalSessions, RingView};
-
-    use crate::settings::STANDALONE_SELF;
-
-    fn context() -> ConnectionContext {
-        let (director, _task) = director_driver::spawn(DriverConfig {
-            core: CoreSettings::default(),
-            directors: Directors::Standalone(RingView::new(STANDALONE_SELF.0, STANDALONE_SELF.1)),
-            sessions: Arc::new(NoLocalSessions),
-            clock: Clock::new(),
-        })
-        .unwrap();
-        ConnectionContext { director }
-    }
+    use crate::admin::connection::tests::context;
 
     fn connect_and_read_greeting(path: &Path) -> std::os::unix::net::UnixStream {
         let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
