@@ -34,6 +34,7 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         unix.push((spec.path.clone(), listener::bind_unix(spec)?));
     }
     let tcp = crate::admin::tcp::bind_all(&settings.admin_tcp)?;
+    let auth_http = crate::auth_http::bind_all(&settings.auth_http)?;
 
     // With the built-in proxy, kicks act on its sessions; without it there are none.
     let registry = settings
@@ -79,6 +80,17 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         );
     }
     drop(tcp_admin);
+    // nginx's auth_http requests are served on this thread too: each is one login.
+    let auth_http_server = crate::auth_http::AuthHttp::new(&settings.auth_http, director.clone());
+    for (addr, l) in auth_http {
+        tracing::info!(address = %addr, "auth_http listener ready");
+        loops.push(core_thread.handle.spawn(auth_http_server.accept_loop(
+            l,
+            addr,
+            shutdown_rx.clone(),
+        )));
+    }
+    drop(auth_http_server);
     drop(ctx);
     // The proxy starts its own worker threads; the rest stays on the main thread.
     drop(core_context);

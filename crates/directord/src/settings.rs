@@ -10,6 +10,7 @@ use director_core::CoreSettings;
 
 use crate::admin::listener::UnixSocketSpec;
 use crate::admin::tcp::TcpAdminSettings;
+use crate::auth_http::AuthHttpSettings;
 use crate::logging::LogTargets;
 
 /// Standalone directors call themselves this (observed: `127.0.0.1\t0\tself`).
@@ -25,6 +26,9 @@ pub struct DaemonSettings {
     /// TCP admin listeners (`inet_listener director-doveadm` / `*-admin`, usually none) and
     /// their allow-list, limits and TLS.
     pub admin_tcp: TcpAdminSettings,
+    /// The nginx auth_http listeners (`inet_listener director-auth-http`, usually none) and
+    /// their policy.
+    pub auth_http: AuthHttpSettings,
     /// Log destinations.
     pub log: LogTargets,
     /// What the core is built from.
