@@ -618,3 +618,49 @@ fn a_login_the_director_cannot_answer_gets_auth_wait() {
     daemon.wait_log("auth_http login not routed within director_auth_http_login_timeout");
     drop(nginx);
 }
+
+/// A peer outside `director_auth_http_allow_nets` is closed without a reply (and logged); a
+/// client that never finishes its request is closed after `director_auth_http_timeout`.
+#[test]
+fn strangers_and_slow_clients_are_closed_without_a_reply() {
+    let mut alloc = LoopbackAllocator::new();
+    let director_ip = IpAddr::V4(alloc.next_ip());
+    let [http] = free_ports(director_ip, [None]).unwrap();
+    let config = |allow: &str| {
+        format!(
+            "director_auth_http_allow_nets = {allow}\n\
+             director_auth_http_timeout = 1 secs\n\
+             service director {{\n inet_listener director-auth-http {{\n address = {director_ip}\n port = {http}\n }}\n}}\n"
+        )
+    };
+    let read_all = |request: &[u8]| {
+        let mut s = TcpStream::connect_timeout(&SocketAddr::new(director_ip, http), WAIT).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.write_all(request).unwrap();
+        let mut out = Vec::new();
+        // A reset is a close too.
+        let _ = s.read_to_end(&mut out);
+        out
+    };
+    let request = b"GET /auth HTTP/1.0\r\nAuth-User: u\r\nAuth-Protocol: imap\r\n\r\n";
+    {
+        // Our clients connect from 127.0.0.1, which this list leaves out.
+        let daemon = Daemon::start(&config("192.0.2.0/24"));
+        daemon.wait_log("auth_http listener ready");
+        assert_eq!(read_all(request), b"");
+        daemon
+            .wait_log("auth_http connection refused: address not in director_auth_http_allow_nets");
+    }
+    let daemon = Daemon::start(&config("127.0.0.1"));
+    daemon.wait_log("auth_http listener ready");
+    let started = Instant::now();
+    assert_eq!(read_all(b"GET /auth HTTP/1.0\r\nAuth-User: u\r\n"), b"");
+    assert!(
+        started.elapsed() < IO_TIMEOUT,
+        "closed by us, not by the read timeout"
+    );
+    daemon.wait_log("no complete request within director_auth_http_timeout");
+    assert!(String::from_utf8(read_all(request))
+        .unwrap()
+        .starts_with("HTTP/1.0 200 OK\r\nAuth-Status: OK\r\n"));
+}
