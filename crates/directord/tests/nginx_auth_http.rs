@@ -12,8 +12,10 @@
 //! * a request without `Auth-User` or with an unknown protocol gets its reason and no
 //!   `Auth-Wait`; a login the director cannot answer (no host) gets `Auth-Wait` after
 //!   `director_auth_http_login_timeout`. (The stopped driver: `src/auth_http/tests.rs`.)
+//! * a real Dovecot 2.3 proxy with the shipped Lua passdb
+//!   (`contrib/dovecot/director-auth-http.lua`) routes IMAP and POP3 the same way.
 //!
-//! Needs `apt-get install -y nginx libnginx-mod-mail` besides Dovecot (`dovecot-core
+//! Needs `apt-get install -y nginx libnginx-mod-mail dovecot-auth-lua` besides Dovecot (`dovecot-core
 //! dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond dovecot-managesieved`); a
 //! missing piece fails the test with that hint. nginx runs as root (it starts its workers as
 //! `nobody`), on its own 127.x address, and is stopped by PID.
@@ -663,4 +665,63 @@ fn strangers_and_slow_clients_are_closed_without_a_reply() {
     assert!(String::from_utf8(read_all(request))
         .unwrap()
         .starts_with("HTTP/1.0 200 OK\r\nAuth-Status: OK\r\n"));
+}
+
+/// A real Dovecot 2.3 proxy routed by the shipped Lua passdb
+/// (`contrib/dovecot/director-auth-http.lua`) asks the same endpoint: IMAP and POP3 logins
+/// land where `doveadm director status` says, follow a move, and a wrong password is refused
+/// by the backend.
+#[test]
+fn a_dovecot_proxy_with_the_shipped_lua_script_routes_the_same() {
+    testkit::require_auth_lua();
+    let lab = Lab::start();
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/dovecot/director-auth-http.lua");
+    // A block of addresses of its own.
+    let ip = LoopbackAllocator::new().next_ip();
+    let proxy =
+        testkit::DovecotLuaProxy::start(ip, &script, &format!("http://{}/auth", lab.auth_http))
+            .unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..6 {
+        let user = format!("lua-user{i}@example.com");
+        let (_, hashed) = lab.status(&user);
+        let (c, served) = Imap::login(proxy.imap_addr(), &user);
+        c.logout();
+        assert_eq!(
+            served,
+            hashed,
+            "IMAP login of {user} through the Lua proxy:\n{}",
+            proxy.log()
+        );
+        assert_eq!(lab.status(&user).0, Some(hashed));
+    }
+    let user = "lua-moved@example.com";
+    let (c, first) = Imap::login(proxy.imap_addr(), user);
+    c.logout();
+    let to = lab.ips().into_iter().find(|ip| *ip != first).unwrap();
+    lab.director(&[], "move", &[user, &to.to_string()]);
+    let (c, served) = Imap::login(proxy.imap_addr(), user);
+    c.logout();
+    assert_eq!(served, to, "after the move");
+    // POP3: the backend's log shows the login.
+    let user = "lua-pop3@example.com";
+    let (_, hashed) = lab.status(user);
+    let needle = format!("pop3-login: Info: Login: user=<{user}>,");
+    let mut c = LineClient::connect(proxy.pop3_addr());
+    assert!(c.line().starts_with("+OK"));
+    assert!(c.cmd(&format!("USER {user}")).starts_with("+OK"));
+    let r = c.cmd(&format!("PASS {BACKEND_PASSWORD}"));
+    assert!(
+        r.starts_with("+OK"),
+        "POP3 through the Lua proxy: {r}\n{}",
+        proxy.log()
+    );
+    lab.wait_log_count(hashed, &[&needle], 1);
+    // A wrong password: the backend refuses it.
+    let user = "lua-wrong@example.com";
+    let (_, hashed) = lab.status(user);
+    let mut c = Imap::connect(proxy.imap_addr());
+    let r = c.cmd("a", &format!("LOGIN {user} nonsense"));
+    assert!(r.last().unwrap().starts_with("a NO"), "{r:?}");
+    lab.wait_log_count(hashed, &[&format!("user=<{user}>"), "auth failed"], 1);
 }
