@@ -5,17 +5,23 @@
 --
 -- Needs dovecot-auth-lua (Debian). Configure in the proxy's dovecot.conf:
 --
---   import_environment = $import_environment DIRECTOR_AUTH_HTTP_URL=http://127.0.0.1:9080/auth
+--   import_environment = $import_environment DIRECTOR_AUTH_HTTP_URL=http://127.0.0.1:9080/auth DIRECTOR_PROXY_REFRESH=450
 --   passdb {
 --     driver = lua
 --     args = file=/etc/dovecot/director-auth-http.lua blocking=yes
 --   }
+--
+-- DIRECTOR_PROXY_REFRESH (seconds, default 450: half of director_user_expire's default) is
+-- returned as proxy_refresh: while a session is open, the proxy's login process writes the
+-- user's name to its proxy-notify FIFO that often, and directord, given that FIFO
+-- (fifo_listener in its service director), keeps the user's assignment alive.
 --
 -- A temporary failure of the director (Auth-Wait in its answer) or an unreachable director
 -- gives the client Dovecot's temporary authentication failure; a refused request fails the
 -- login.
 
 local url = os.getenv("DIRECTOR_AUTH_HTTP_URL") or "http://127.0.0.1:9080/auth"
+local proxy_refresh = os.getenv("DIRECTOR_PROXY_REFRESH") or "450"
 
 -- Dovecot's service name to nginx's Auth-Protocol.
 local protocols = { imap = "imap", pop3 = "pop3", submission = "smtp" }
@@ -58,6 +64,7 @@ function auth_passdb_lookup(req)
     nopassword = "y",
     host = response:header("Auth-Server"),
     port = response:header("Auth-Port"),
+    proxy_refresh = proxy_refresh,
   }
 end
 

@@ -18,6 +18,7 @@ use crate::admin::tcp::{AdminTlsAcceptor, TcpAdminSettings, TcpAdminSpec};
 use crate::auth_http::{AuthHttpSettings, BackendPorts};
 use crate::cli::Cli;
 use crate::logging::LogTargets;
+use crate::proxy_notify::NotifyFifo;
 use crate::settings::{DaemonSettings, STANDALONE_SELF};
 
 /// The result of loading: the settings, the `-n` text, and notes for the log.
@@ -65,7 +66,10 @@ pub fn load(cli: &Cli) -> anyhow::Result<Loaded> {
         .map(|i| format!("{} ({})", i.key, i.location))
         .collect();
     for l in &ds.listeners {
-        if !matches!(l.socket_type, SocketType::Admin | SocketType::AuthHttp) {
+        let served_fifo = l.socket_type == SocketType::Notify
+            && l.location.is_some()
+            && matches!(l.transport, ListenerTransport::Fifo { .. });
+        if !served_fifo && !matches!(l.socket_type, SocketType::Admin | SocketType::AuthHttp) {
             ignored.push(format!(
                 "service director listener {:?} ({:?}): not served yet",
                 l.name, l.socket_type
@@ -189,11 +193,32 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
         },
         master_user_separator: ds.auth_master_user_separator.clone(),
     };
+    // Only FIFOs the config names: Dovecot's built-in `login/proxy-notify` is not created.
+    let notify_fifos = ds
+        .listeners
+        .iter()
+        .filter(|l| l.socket_type == SocketType::Notify && l.location.is_some() && l.is_enabled())
+        .filter_map(|l| match &l.transport {
+            ListenerTransport::Fifo {
+                path,
+                mode,
+                user,
+                group,
+            } => Some(NotifyFifo {
+                path: path.clone(),
+                mode: *mode,
+                user: user.clone(),
+                group: group.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
     Ok(DaemonSettings {
         base_dir: ds.base_dir.clone(),
         admin_sockets,
         admin_tcp,
         auth_http,
+        notify_fifos,
         log: LogTargets {
             log_path: ds.log_path.clone(),
             info_log_path: ds.info_log_path.clone(),

@@ -21,6 +21,7 @@ mod cli;
 mod config_load;
 mod limits;
 mod logging;
+mod proxy_notify;
 mod server;
 mod settings;
 

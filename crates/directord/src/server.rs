@@ -35,6 +35,10 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     }
     let tcp = crate::admin::tcp::bind_all(&settings.admin_tcp)?;
     let auth_http = crate::auth_http::bind_all(&settings.auth_http)?;
+    let mut notify = Vec::new();
+    for spec in &settings.notify_fifos {
+        notify.push((spec.path.clone(), crate::proxy_notify::open(spec)?));
+    }
 
     // With the built-in proxy, kicks act on its sessions; without it there are none.
     let registry = settings
@@ -91,6 +95,15 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         )));
     }
     drop(auth_http_server);
+    for (path, fifo) in notify {
+        tracing::info!(path = %path.display(), "proxy-notify FIFO ready");
+        loops.push(core_thread.handle.spawn(crate::proxy_notify::serve(
+            fifo,
+            path,
+            director.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     drop(ctx);
     // The proxy starts its own worker threads; the rest stays on the main thread.
     drop(core_context);

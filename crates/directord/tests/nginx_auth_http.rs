@@ -168,6 +168,12 @@ struct Lab {
 
 impl Lab {
     fn start() -> Lab {
+        Self::start_with(|_| String::new())
+    }
+
+    /// Like [`start`](Self::start); `extra` gets the auth_http address before `directord`
+    /// starts and returns more config lines for it.
+    fn start_with(extra: impl FnOnce(SocketAddr) -> String) -> Lab {
         nginx_binary();
         testkit::require_submission_and_sieve();
         let mut alloc = LoopbackAllocator::new();
@@ -181,6 +187,8 @@ impl Lab {
         })
         .expect("backends start");
         let [http] = free_ports(director_ip, [None]).expect("free auth_http port");
+        let auth_http = SocketAddr::new(director_ip, http);
+        let extra = extra(auth_http);
         let servers: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
         let daemon = Daemon::start(&format!(
             "director_mail_servers = {servers}\n\
@@ -188,11 +196,11 @@ impl Lab {
              director_backend_port_pop3 = {bp}\n\
              director_backend_port_submission = {bsub}\n\
              director_auth_http_allow_nets = {nginx_ip} 127.0.0.1\n\
-             service director {{\n inet_listener director-auth-http {{\n address = {director_ip}\n port = {http}\n }}\n}}\n",
+             service director {{\n inet_listener director-auth-http {{\n address = {director_ip}\n port = {http}\n }}\n}}\n\
+             {extra}",
             servers = servers.join(" ")
         ));
         daemon.wait_log("auth_http listener ready");
-        let auth_http = SocketAddr::new(director_ip, http);
         let [ni, np, ns] = free_ports(nginx_ip, [None; 3]).expect("free nginx ports");
         let at = Listeners {
             imap: SocketAddr::new(nginx_ip, ni),
@@ -670,18 +678,32 @@ fn strangers_and_slow_clients_are_closed_without_a_reply() {
 /// A real Dovecot 2.3 proxy routed by the shipped Lua passdb
 /// (`contrib/dovecot/director-auth-http.lua`) asks the same endpoint: IMAP and POP3 logins
 /// land where `doveadm director status` says, follow a move, and a wrong password is refused
-/// by the backend.
+/// by the backend; while a session is open, its login process's proxy-notify lines keep the
+/// user's assignment alive.
 #[test]
 fn a_dovecot_proxy_with_the_shipped_lua_script_routes_the_same() {
     testkit::require_auth_lua();
-    let lab = Lab::start();
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/dovecot/director-auth-http.lua");
-    // A block of addresses of its own.
-    let ip = LoopbackAllocator::new().next_ip();
-    let proxy =
-        testkit::DovecotLuaProxy::start(ip, &script, &format!("http://{}/auth", lab.auth_http))
-            .unwrap_or_else(|e| panic!("{e}"));
+    // The proxy starts first: directord's proxy-notify FIFO lives in its login directory.
+    let mut started = None;
+    let lab = Lab::start_with(|auth_http| {
+        let proxy = testkit::DovecotLuaProxy::start(
+            LoopbackAllocator::new().next_ip(),
+            &script,
+            &format!("http://{auth_http}/auth"),
+            1,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let fifo = format!(
+            "service director {{\n fifo_listener {} {{\n mode = 0666\n }}\n}}\n",
+            proxy.notify_path().display()
+        );
+        started = Some(proxy);
+        fifo
+    });
+    let proxy = started.unwrap();
+    lab.daemon.wait_log("proxy-notify FIFO ready");
     for i in 0..6 {
         let user = format!("lua-user{i}@example.com");
         let (_, hashed) = lab.status(&user);
@@ -724,4 +746,27 @@ fn a_dovecot_proxy_with_the_shipped_lua_script_routes_the_same() {
     let r = c.cmd("a", &format!("LOGIN {user} nonsense"));
     assert!(r.last().unwrap().starts_with("a NO"), "{r:?}");
     lab.wait_log_count(hashed, &[&format!("user=<{user}>"), "auth failed"], 1);
+
+    // proxy-notify: an open session keeps its user's assignment fresh.
+    let user = "lua-notify@example.com";
+    let (c, _) = Imap::login(proxy.imap_addr(), user);
+    let expire = |lab: &Lab| -> u64 {
+        let r = lab.daemon.client().request(&format!("USER-LOOKUP\t{user}"));
+        r.split('\t')
+            .nth(1)
+            .and_then(|e| e.parse().ok())
+            .unwrap_or_else(|| panic!("{r:?}"))
+    };
+    let first = expire(&lab);
+    let deadline = Instant::now() + SETTLE;
+    while expire(&lab) <= first {
+        assert!(
+            Instant::now() < deadline,
+            "{user}'s assignment was never refreshed"
+        );
+        std::thread::sleep(POLL);
+    }
+    lab.daemon
+        .wait_log(&format!("proxy-notify: refreshing user user={user}"));
+    c.logout();
 }

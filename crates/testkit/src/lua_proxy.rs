@@ -42,8 +42,15 @@ pub struct DovecotLuaProxy {
 }
 
 impl DovecotLuaProxy {
-    /// Starts a proxy on `ip` running `script` (copied into the instance) against `url`.
-    pub fn start(ip: Ipv4Addr, script: &Path, url: &str) -> Result<Self, KitError> {
+    /// Starts a proxy on `ip` running `script` (copied into the instance) against `url`;
+    /// its login processes notify every `proxy_refresh_secs` (`DIRECTOR_PROXY_REFRESH`)
+    /// while a session is open, to `base_dir/login/proxy-notify`.
+    pub fn start(
+        ip: Ipv4Addr,
+        script: &Path,
+        url: &str,
+        proxy_refresh_secs: u32,
+    ) -> Result<Self, KitError> {
         require_auth_lua();
         let mut instance = Instance::new("lua-proxy")?;
         let [imap_port, pop3_port] = free_ports(IpAddr::V4(ip), [None, None])?;
@@ -56,7 +63,8 @@ impl DovecotLuaProxy {
              disable_plaintext_auth = no\n\
              auth_mechanisms = plain login\n\
              hostname = lua-proxy-{ip}.testkit.invalid\n\
-             import_environment = $import_environment DIRECTOR_AUTH_HTTP_URL={url}\n\
+             import_environment = $import_environment DIRECTOR_AUTH_HTTP_URL={url} \
+             DIRECTOR_PROXY_REFRESH={proxy_refresh_secs}\n\
              passdb {{\n  driver = lua\n  args = file={script} blocking=yes\n}}\n\
              userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup\n}}\n\
              service imap-login {{\n\
@@ -93,6 +101,12 @@ impl DovecotLuaProxy {
     /// The client-facing POP3 listener.
     pub fn pop3_addr(&self) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(self.ip), self.pop3_port)
+    }
+
+    /// Where its login processes write proxy-notify lines (`login_proxy_notify_path`
+    /// inside their chroot).
+    pub fn notify_path(&self) -> std::path::PathBuf {
+        self.instance.base_dir().join("login/proxy-notify")
     }
 
     crate::instance::instance_accessors!();
