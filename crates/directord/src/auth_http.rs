@@ -38,6 +38,12 @@ use crate::admin::tcp::RefusalLog;
 /// gives it to the client after `Auth-Wait` seconds and lets it retry.
 pub const TEMPORARY_FAILURE: &str = "Temporary server problem, try again later";
 
+/// Login attempts of one client connection (`Auth-Login-Attempt`) after which a temporary
+/// failure no longer carries `Auth-Wait`, so nginx closes the connection: nginx keeps memory
+/// per attempt until the session ends, and its documentation asks the server to stop
+/// offering retries after 10-20 attempts.
+pub const MAX_RETRY_ATTEMPTS: u32 = 10;
+
 /// Bytes read from a client at once (a whole nginx request fits).
 const READ_CHUNK: usize = 4096;
 
@@ -290,10 +296,16 @@ pub async fn answer(
         );
         return out;
     }
-    let try_later = AuthResponse::TryLater {
-        message: TEMPORARY_FAILURE,
-        wait_secs: settings.wait_secs,
-        smtp: login.protocol == MailProtocol::Smtp,
+    let try_later = if login.login_attempt.is_some_and(|n| n >= MAX_RETRY_ATTEMPTS) {
+        AuthResponse::Refused {
+            message: TEMPORARY_FAILURE,
+        }
+    } else {
+        AuthResponse::TryLater {
+            message: TEMPORARY_FAILURE,
+            wait_secs: settings.wait_secs,
+            smtp: login.protocol == MailProtocol::Smtp,
+        }
     };
     let routed = tokio::time::timeout(settings.login_timeout, director.login(name.to_vec())).await;
     let user = LogText(name);

@@ -166,9 +166,18 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
     let mut auth_http_listeners = Vec::new();
     for l in &ds.auth_http_listeners {
         if let ListenerTransport::Inet {
-            addresses, port, ..
+            addresses,
+            port,
+            ssl,
+            ..
         } = &l.transport
         {
+            if *ssl {
+                anyhow::bail!(
+                    "inet_listener {}: ssl = yes is not supported (nginx's auth_http speaks plain HTTP)",
+                    l.name
+                );
+            }
             for a in addresses {
                 let ip = parse_listen_address(a).with_context(|| {
                     format!("auth_http listener {}: {a:?} is not an IP address", l.name)

@@ -145,6 +145,16 @@ async fn a_queued_login_gets_a_temporary_failure_after_the_login_timeout() {
     let got = ask(&login("user1", "imap"), &d).await;
     assert!(got.starts_with(TRY_LATER), "{got}");
     assert_eq!(started.elapsed(), settings().login_timeout);
+    // After MAX_RETRY_ATTEMPTS nginx is no longer told to retry: it closes the connection.
+    let last = request(&format!(
+        "GET /auth HTTP/1.0\r\nAuth-User: user1\r\nAuth-Protocol: imap\r\n\
+         Auth-Login-Attempt: {MAX_RETRY_ATTEMPTS}\r\n\r\n"
+    ));
+    assert_eq!(
+        ask(&last, &d).await,
+        "HTTP/1.0 200 OK\r\nAuth-Status: Temporary server problem, try again later\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     let smtp = ask(&login("user1", "smtp"), &d).await;
     assert!(
         smtp.contains("\r\nAuth-Error-Code: 451 4.3.0\r\nAuth-Wait: 3\r\n"),
