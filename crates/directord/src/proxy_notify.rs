@@ -14,7 +14,7 @@
 //! a refresh never creates an assignment. A line longer than [`NOTIFY_MAX_LINE_LEN`] is
 //! dropped up to its end.
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use director_driver::DirectorHandle;
@@ -27,6 +27,9 @@ use crate::admin::listener::{set_owner, ListenerError};
 /// Longest user name line accepted (Dovecot's director reads this FIFO with a 1024-byte
 /// buffer, like its other connections).
 pub const NOTIFY_MAX_LINE_LEN: usize = 1023;
+
+/// Mode of a FIFO directory we create (Dovecot's `base_dir/login` is 0755).
+const LOGIN_DIR_MODE: u32 = 0o755;
 
 /// Bytes read at once.
 const READ_CHUNK: usize = 4096;
@@ -52,6 +55,15 @@ pub fn open(spec: &NotifyFifo) -> Result<tokio::net::unix::pipe::Receiver, Liste
         what: spec.path.display().to_string(),
         source,
     };
+    // Dovecot creates its `base_dir/login` at start; so do we when the FIFO's directory is
+    // missing, readable and searchable by all (login processes must reach the FIFO).
+    if let Some(parent) = spec.path.parent().filter(|p| !p.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(LOGIN_DIR_MODE)
+            .create(parent)
+            .map_err(err)?;
+    }
     match std::fs::symlink_metadata(&spec.path) {
         Ok(m) if m.file_type().is_fifo() => {}
         Ok(_) => {
