@@ -43,11 +43,13 @@ pub enum Part {
     Proxy,
     /// The admin listeners.
     Admin,
+    /// The nginx `auth_http` listener.
+    AuthHttp,
 }
 
 impl Part {
     /// Every part, in README order.
-    pub const ALL: [Part; 3] = [Part::Director, Part::Proxy, Part::Admin];
+    pub const ALL: [Part; 4] = [Part::Director, Part::Proxy, Part::Admin, Part::AuthHttp];
 
     /// The name `directord --settings-table` takes.
     pub fn name(self) -> &'static str {
@@ -55,6 +57,7 @@ impl Part {
             Part::Director => "director",
             Part::Proxy => "proxy",
             Part::Admin => "admin",
+            Part::AuthHttp => "auth-http",
         }
     }
 
@@ -100,7 +103,7 @@ const fn def(
 }
 
 use Kind::{Boolean, Number, Secret, Size, Text, Time};
-use Part::{Admin, Director, Proxy};
+use Part::{Admin, AuthHttp, Director, Proxy};
 
 /// Every setting the director reads.
 pub const SETTINGS: &[SettingDef] = &[
@@ -500,6 +503,47 @@ pub const SETTINGS: &[SettingDef] = &[
         Admin,
         true,
         "a TCP admin client that keeps us waiting this long (for a request, a reply to be read, or the TLS handshake) is closed; UNIX clients have none",
+    ),
+    // The nginx auth_http listener (`inet_listener director-auth-http`).
+    def(
+        "director_auth_http_allow_nets",
+        "127.0.0.0/8 ::1",
+        Text,
+        AuthHttp,
+        true,
+        "networks (`IP/bits` or `IP`) the `director-auth-http` listener serves (the nginx hosts); others are logged and closed without a reply",
+    ),
+    def(
+        "director_auth_http_max_connections",
+        "1000",
+        Number,
+        AuthHttp,
+        true,
+        "auth_http requests served at once (nginx opens one connection per login); more wait in the listen backlog",
+    ),
+    def(
+        "director_auth_http_timeout",
+        "10 secs",
+        Time,
+        AuthHttp,
+        true,
+        "a client that has not sent its whole request within this time is closed without a reply",
+    ),
+    def(
+        "director_auth_http_login_timeout",
+        "30 secs",
+        Time,
+        AuthHttp,
+        true,
+        "longest wait for the director's answer (a user being moved, no host up); then nginx gets a temporary failure with `Auth-Wait`",
+    ),
+    def(
+        "director_auth_http_wait",
+        "3 secs",
+        Time,
+        AuthHttp,
+        true,
+        "the `Auth-Wait` of a temporary failure: nginx waits this long, gives the client the error and lets it retry",
     ),
 ];
 

@@ -10,6 +10,8 @@
 //! The socket *type* comes from the listener name (basename, part after the
 //! last `-`): `auth`, `userdb`, `authreply`, `ring`, `admin`/`doveadm`,
 //! `notify`; otherwise inet → ring, unix → auth; FIFOs are always notify.
+//! Ours: an inet listener whose name ends in `auth-http` (`director-auth-http`) serves
+//! nginx's mail `auth_http` protocol; Dovecot has no such listener.
 //! A TCP admin listener therefore exists only when configured, e.g.
 //! `inet_listener director-doveadm { port = ... }`.
 
@@ -57,6 +59,8 @@ pub enum SocketType {
     Admin,
     /// proxy-notify.
     Notify,
+    /// nginx's mail `auth_http` protocol (ours: `inet_listener director-auth-http`).
+    AuthHttp,
 }
 
 /// How a listener is reached.
@@ -131,6 +135,9 @@ pub fn socket_type_for(kind: &str, name: &str) -> SocketType {
         return SocketType::Notify;
     }
     let base = name.rsplit('/').next().unwrap_or(name);
+    if kind == "inet_listener" && base.ends_with("auth-http") {
+        return SocketType::AuthHttp;
+    }
     let suffix = base.rsplit('-').next().unwrap_or(base);
     match suffix {
         "auth" => SocketType::Auth,
@@ -419,6 +426,10 @@ mod tests {
             SocketType::Userdb
         );
         assert_eq!(socket_type_for("inet_listener", ""), SocketType::Ring);
+        assert_eq!(
+            socket_type_for("inet_listener", "director-auth-http"),
+            SocketType::AuthHttp
+        );
         assert_eq!(
             socket_type_for("inet_listener", "director"),
             SocketType::Ring

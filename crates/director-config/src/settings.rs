@@ -135,6 +135,18 @@ pub struct DirectorSettings {
     pub admin_idle_timeout_secs: u32,
     /// TLS material, when a TCP admin listener has `ssl = yes`.
     pub admin_tls: Option<AdminTls>,
+    /// The nginx `auth_http` listeners (`inet_listener director-auth-http`, usually none).
+    pub auth_http_listeners: Vec<Listener>,
+    /// `director_auth_http_allow_nets`: who may use them (default loopback).
+    pub auth_http_allow_nets: Vec<IpNet>,
+    /// `director_auth_http_max_connections` (default 1000, at least 1).
+    pub auth_http_max_connections: u32,
+    /// `director_auth_http_timeout` in seconds (default 10, at least 1).
+    pub auth_http_timeout_secs: u32,
+    /// `director_auth_http_login_timeout` in seconds (default 30, at least 1).
+    pub auth_http_login_timeout_secs: u32,
+    /// `director_auth_http_wait` in seconds (default 3): `Auth-Wait` of a temporary failure.
+    pub auth_http_wait_secs: u32,
     /// Settings and sections present but not used, for debug logging.
     pub ignored: Vec<IgnoredSetting>,
 }
@@ -177,9 +189,15 @@ fn listener_error(l: &Listener, msg: String) -> ConfigError {
 }
 
 /// Refuses a TCP admin listener on a wildcard address. It serves the full admin protocol
-/// (`HOST-SET`, `USER-MOVE`, ...), so it binds only addresses the operator named.
-fn check_admin_addresses(admin_listeners: &[Listener], listen: &str) -> Result<(), ConfigError> {
-    for l in admin_listeners {
+/// (`HOST-SET`, `USER-MOVE`, ...), so it binds only addresses the operator named. The
+/// auth_http listener (`what` = "an auth_http listener") follows the same rule: it creates
+/// user assignments for whoever asks.
+fn check_explicit_addresses(
+    listeners: &[Listener],
+    listen: &str,
+    what: &str,
+) -> Result<(), ConfigError> {
+    for l in listeners {
         let ListenerTransport::Inet {
             addresses,
             address_set,
@@ -193,7 +211,7 @@ fn check_admin_addresses(admin_listeners: &[Listener], listen: &str) -> Result<(
             return Err(listener_error(
                 l,
                 format!(
-                    "inet_listener {name}: no address: a TCP admin listener binds only an \
+                    "inet_listener {name}: no address: {what} binds only an \
                      explicit address (set address = 127.0.0.1 or another one of ours)"
                 ),
             ));
@@ -201,14 +219,14 @@ fn check_admin_addresses(admin_listeners: &[Listener], listen: &str) -> Result<(
         if let Some(w) = addresses.iter().find(|a| is_wildcard_address(a)) {
             let msg = if *address_set {
                 format!(
-                    "inet_listener {name}: address = {w} is a wildcard: a TCP admin listener \
+                    "inet_listener {name}: address = {w} is a wildcard: {what} \
                      binds only an explicit address (set address = 127.0.0.1 or another one \
                      of ours)"
                 )
             } else {
                 format!(
                     "inet_listener {name} has no address, and listen = {listen} is a \
-                     wildcard: a TCP admin listener binds only an explicit address (set \
+                     wildcard: {what} binds only an explicit address (set \
                      address = 127.0.0.1 or another one of ours in inet_listener {name})"
                 )
             };
@@ -403,7 +421,15 @@ impl DirectorSettings {
             ));
         }
 
-        check_admin_addresses(&admin_listeners, &listen)?;
+        check_explicit_addresses(&admin_listeners, &listen, "a TCP admin listener")?;
+        let auth_http_listeners: Vec<Listener> = listeners
+            .iter()
+            .filter(|l| l.socket_type == SocketType::AuthHttp && l.is_enabled())
+            .cloned()
+            .collect();
+        check_explicit_addresses(&auth_http_listeners, &listen, "an auth_http listener")?;
+        let auth_http_allow_nets = parse_nets(v.text("director_auth_http_allow_nets"))
+            .map_err(|m| v.error("director_auth_http_allow_nets", m))?;
         let mut admin_allow_nets = parse_nets(v.text("director_admin_allow_nets"))
             .map_err(|m| v.error("director_admin_allow_nets", m))?;
         for d in &director_servers {
@@ -428,6 +454,19 @@ impl DirectorSettings {
             time("director_admin_idle_timeout")?,
         )?;
         let admin_tls = admin_tls(config, &admin_listeners)?;
+        let auth_http_max_connections = at_least_one(
+            "director_auth_http_max_connections",
+            uint("director_auth_http_max_connections")?,
+        )?;
+        let auth_http_timeout_secs = at_least_one(
+            "director_auth_http_timeout",
+            time("director_auth_http_timeout")?,
+        )?;
+        let auth_http_login_timeout_secs = at_least_one(
+            "director_auth_http_login_timeout",
+            time("director_auth_http_login_timeout")?,
+        )?;
+        let auth_http_wait_secs = time("director_auth_http_wait")?;
 
         let mut auth_master_user_separator = string("auth_master_user_separator");
         if auth_master_user_separator.is_empty() {
@@ -461,6 +500,12 @@ impl DirectorSettings {
             admin_tcp_max_connections,
             admin_idle_timeout_secs,
             admin_tls,
+            auth_http_listeners,
+            auth_http_allow_nets,
+            auth_http_max_connections,
+            auth_http_timeout_secs,
+            auth_http_login_timeout_secs,
+            auth_http_wait_secs,
             ignored,
         })
     }

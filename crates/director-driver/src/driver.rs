@@ -307,6 +307,22 @@ impl DirectorHandle {
         }
     }
 
+    /// proxy-notify (§3.4, §7.3): a proxy outside this process (a Dovecot login process)
+    /// still has a session of `username` open. Its assignment, if it has one, is refreshed
+    /// as the built-in proxy's open sessions are; none is created. `false` when the driver
+    /// has stopped.
+    pub fn refresh_user(&self, username: &[u8]) -> bool {
+        let Some(mut state) = self.shared.lock() else {
+            return false;
+        };
+        let now = state.clock.now();
+        state.core.refresh_user(username, now);
+        state.run_effects();
+        drop(state);
+        self.shared.wake.notify_one();
+        true
+    }
+
     /// Merges a new `director_mail_servers` (SIGHUP); a summary of what changed, or why
     /// nothing did; `None` when the driver has stopped.
     pub async fn reload(&self, hosts: Vec<ConfigHost>) -> Option<Result<String, CoreError>> {

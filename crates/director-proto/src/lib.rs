@@ -24,6 +24,10 @@
 //! * [`auth_master`] — client side of Dovecot's auth-master protocol (user
 //!   iteration for `doveadm director map`): [`auth_master::UserListSession`],
 //!   [`auth_master::encode_request`], [`auth_master::parse_reply`].
+//! * [`auth_http`] — nginx's mail `auth_http` protocol: [`auth_http::RequestReader`]
+//!   (bounded: [`auth_http::MAX_LINE_LEN`], [`auth_http::MAX_HEADERS`],
+//!   [`auth_http::MAX_REQUEST_LEN`]), [`auth_http::AuthRequest`],
+//!   [`auth_http::encode_response`].
 //! * [`ring`] — the director ↔ director ring protocol 1.9:
 //!   [`ring::RingMessage`], [`ring::parse()`]/[`ring::parse_in`],
 //!   [`ring::RingMessage::encode_into`], [`ring::RingDecoder`] (bounded
@@ -33,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod auth_http;
 pub mod auth_master;
 pub mod flush_script;
 pub mod line;

@@ -17,8 +17,10 @@ use director_ring::{find_self, RingConfig};
 
 use crate::admin::listener::UnixSocketSpec;
 use crate::admin::tcp::{AdminTlsAcceptor, TcpAdminSettings, TcpAdminSpec};
+use crate::auth_http::{AuthHttpSettings, BackendPorts};
 use crate::cli::Cli;
 use crate::logging::LogTargets;
+use crate::proxy_notify::NotifyFifo;
 use crate::settings::{DaemonSettings, RingSettings, STANDALONE_SELF};
 
 /// The result of loading: the settings, the `-n` text, and notes for the log.
@@ -53,6 +55,12 @@ pub fn load(cli: &Cli) -> anyhow::Result<Loaded> {
     let ds = DirectorSettings::from_config(&config).map_err(|e| anyhow!("{e}"))?;
     let mut settings = from_director_settings(&ds)?;
     let proxy = director_proxy::ProxySettings::from_config(&config).map_err(|e| anyhow!("{e}"))?;
+    // nginx's protocols reach the backends' IMAP, POP3 and submission services.
+    settings.auth_http.ports = BackendPorts {
+        imap: proxy.backend_port(director_proxy::Protocol::Imap),
+        pop3: proxy.backend_port(director_proxy::Protocol::Pop3),
+        smtp: proxy.backend_port(director_proxy::Protocol::Submission),
+    };
     settings.proxy = Some(proxy).filter(|p| !p.listeners.is_empty());
     let mut ignored: Vec<String> = ds
         .ignored
@@ -60,7 +68,10 @@ pub fn load(cli: &Cli) -> anyhow::Result<Loaded> {
         .map(|i| format!("{} ({})", i.key, i.location))
         .collect();
     for l in &ds.listeners {
-        if !matches!(l.socket_type, SocketType::Admin) {
+        let served_fifo = l.socket_type == SocketType::Notify
+            && l.location.is_some()
+            && matches!(l.transport, ListenerTransport::Fifo { .. });
+        if !served_fifo && !matches!(l.socket_type, SocketType::Admin | SocketType::AuthHttp) {
             ignored.push(format!(
                 "service director listener {:?} ({:?}): not served yet",
                 l.name, l.socket_type
@@ -155,10 +166,71 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
         idle_timeout: Duration::from_secs(u64::from(ds.admin_idle_timeout_secs)),
         tls,
     };
+    let mut auth_http_listeners = Vec::new();
+    for l in &ds.auth_http_listeners {
+        if let ListenerTransport::Inet {
+            addresses,
+            port,
+            ssl,
+            ..
+        } = &l.transport
+        {
+            if *ssl {
+                anyhow::bail!(
+                    "inet_listener {}: ssl = yes is not supported (nginx's auth_http speaks plain HTTP)",
+                    l.name
+                );
+            }
+            for a in addresses {
+                let ip = parse_listen_address(a).with_context(|| {
+                    format!("auth_http listener {}: {a:?} is not an IP address", l.name)
+                })?;
+                auth_http_listeners.push(SocketAddr::new(ip, *port));
+            }
+        }
+    }
+    let auth_http = AuthHttpSettings {
+        listeners: auth_http_listeners,
+        allow_nets: ds.auth_http_allow_nets.clone(),
+        max_connections: usize::try_from(ds.auth_http_max_connections)
+            .context("director_auth_http_max_connections")?,
+        request_timeout: Duration::from_secs(u64::from(ds.auth_http_timeout_secs)),
+        login_timeout: Duration::from_secs(u64::from(ds.auth_http_login_timeout_secs)),
+        wait_secs: ds.auth_http_wait_secs,
+        // The protocols' defaults until the proxy settings are read (`load`).
+        ports: BackendPorts {
+            imap: director_proxy::Protocol::Imap.default_port(),
+            pop3: director_proxy::Protocol::Pop3.default_port(),
+            smtp: director_proxy::Protocol::Submission.default_port(),
+        },
+        master_user_separator: ds.auth_master_user_separator.clone(),
+    };
+    // Only FIFOs the config names: Dovecot's built-in `login/proxy-notify` is not created.
+    let notify_fifos = ds
+        .listeners
+        .iter()
+        .filter(|l| l.socket_type == SocketType::Notify && l.location.is_some() && l.is_enabled())
+        .filter_map(|l| match &l.transport {
+            ListenerTransport::Fifo {
+                path,
+                mode,
+                user,
+                group,
+            } => Some(NotifyFifo {
+                path: path.clone(),
+                mode: *mode,
+                user: user.clone(),
+                group: group.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
     Ok(DaemonSettings {
         base_dir: ds.base_dir.clone(),
         admin_sockets,
         admin_tcp,
+        auth_http,
+        notify_fifos,
         log: LogTargets {
             log_path: ds.log_path.clone(),
             info_log_path: ds.info_log_path.clone(),

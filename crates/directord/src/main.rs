@@ -10,14 +10,18 @@
 //! `submission-login` / `managesieve-login` / `lmtp`, it is also the mail proxy
 //! (`director-proxy`): logins are routed by the core, kicks close proxied sessions, and
 //! SIGTERM first stops accepting and lets sessions drain (`director_proxy_drain_time`).
+//! With `inet_listener director-auth-http` in `service director` it also answers nginx's
+//! mail `auth_http` requests with the backend the director picks (`auth_http.rs`).
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod admin;
+mod auth_http;
 mod cli;
 mod config_load;
 mod limits;
 mod logging;
+mod proxy_notify;
 mod ring_listener;
 mod server;
 mod settings;

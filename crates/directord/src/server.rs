@@ -36,6 +36,11 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         unix.push((spec.path.clone(), listener::bind_unix(spec)?));
     }
     let tcp = crate::admin::tcp::bind_all(&settings.admin_tcp)?;
+    let auth_http = crate::auth_http::bind_all(&settings.auth_http)?;
+    let mut notify = Vec::new();
+    for spec in &settings.notify_fifos {
+        notify.push((spec.path.clone(), crate::proxy_notify::open(spec)?));
+    }
 
     // With the built-in proxy, kicks act on its sessions; without it there are none.
     let registry = settings
@@ -98,6 +103,26 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         tracing::info!(address = %addr, "ring listener ready");
         loops.push(core_thread.handle.spawn(crate::ring_listener::accept_loop(
             l,
+            director.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
+    // nginx's auth_http requests are served on this thread too: each is one login.
+    let auth_http_server = crate::auth_http::AuthHttp::new(&settings.auth_http, director.clone());
+    for (addr, l) in auth_http {
+        tracing::info!(address = %addr, "auth_http listener ready");
+        loops.push(core_thread.handle.spawn(auth_http_server.accept_loop(
+            l,
+            addr,
+            shutdown_rx.clone(),
+        )));
+    }
+    drop(auth_http_server);
+    for (path, fifo) in notify {
+        tracing::info!(path = %path.display(), "proxy-notify FIFO ready");
+        loops.push(core_thread.handle.spawn(crate::proxy_notify::serve(
+            fifo,
+            path,
             director.clone(),
             shutdown_rx.clone(),
         )));

@@ -10,7 +10,9 @@ use director_core::CoreSettings;
 
 use crate::admin::listener::UnixSocketSpec;
 use crate::admin::tcp::TcpAdminSettings;
+use crate::auth_http::AuthHttpSettings;
 use crate::logging::LogTargets;
+use crate::proxy_notify::NotifyFifo;
 
 /// Standalone directors call themselves this (observed: `127.0.0.1\t0\tself`).
 pub const STANDALONE_SELF: (IpAddr, u16) = (IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
@@ -25,6 +27,11 @@ pub struct DaemonSettings {
     /// TCP admin listeners (`inet_listener director-doveadm` / `*-admin`, usually none) and
     /// their allow-list, limits and TLS.
     pub admin_tcp: TcpAdminSettings,
+    /// The nginx auth_http listeners (`inet_listener director-auth-http`, usually none) and
+    /// their policy.
+    pub auth_http: AuthHttpSettings,
+    /// The proxy-notify FIFOs configured in `service director` (`fifo_listener PATH`).
+    pub notify_fifos: Vec<NotifyFifo>,
     /// Log destinations.
     pub log: LogTargets,
     /// What the core is built from.

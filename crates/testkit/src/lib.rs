@@ -40,6 +40,7 @@ mod director_proxy;
 mod error;
 mod instance;
 mod loopback;
+mod lua_proxy;
 mod mail_clients;
 mod tools;
 
@@ -50,6 +51,7 @@ pub use director::{DirectorOptions, DovecotDirector, RING_SYNC_TIMEOUT};
 pub use director_proxy::{DirectorProxyOptions, DovecotDirectorProxy, PROXY_READY_TIMEOUT};
 pub use error::KitError;
 pub use loopback::{free_port, free_ports, LoopbackAllocator};
+pub use lua_proxy::{require_auth_lua, DovecotLuaProxy, AUTH_LUA_MODULE};
 pub use mail_clients::{mail_clients_script, run_mail_clients};
 pub use tools::{
     require_backend_services, require_dovecot, require_python3, require_submission_and_sieve,

@@ -199,7 +199,7 @@ fn remove_stale_socket(path: &Path) -> Result<(), ListenerError> {
     })
 }
 
-fn set_owner(path: &Path, user: &str, group: &str) -> Result<(), ListenerError> {
+pub(crate) fn set_owner(path: &Path, user: &str, group: &str) -> Result<(), ListenerError> {
     if user.is_empty() && group.is_empty() {
         return Ok(());
     }
