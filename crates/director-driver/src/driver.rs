@@ -670,17 +670,21 @@ impl State {
                 DirectorsState::Ring(net) => net.execute(),
                 DirectorsState::Standalone(_) => Vec::new(),
             };
-            if overflowed.is_empty() {
+            if !overflowed.is_empty() {
+                let now = self.clock.now().as_secs();
+                if let DirectorsState::Ring(net) = &mut self.directors {
+                    for conn in overflowed {
+                        net.ring.closed(conn, now, self.core.director_mut());
+                    }
+                }
+                continue;
+            }
+            // A resumed batch runs more requests, whose effects and ring messages must go
+            // out now, not with the next event.
+            if !self.resume_sync_waiters() {
                 break;
             }
-            let now = self.clock.now().as_secs();
-            if let DirectorsState::Ring(net) = &mut self.directors {
-                for conn in overflowed {
-                    net.ring.closed(conn, now, self.core.director_mut());
-                }
-            }
         }
-        self.resume_sync_waiters();
     }
 
     /// Something happened on a ring connection.
@@ -730,10 +734,11 @@ impl State {
         }
     }
 
-    /// Resumes the admin batches that waited for the ring, once it is synced.
-    fn resume_sync_waiters(&mut self) {
+    /// Resumes the admin batches that waited for the ring, once it is synced; whether any
+    /// was resumed.
+    fn resume_sync_waiters(&mut self) -> bool {
         if self.sync_waiters.is_empty() || !self.synced() {
-            return;
+            return false;
         }
         let now = self.clock.now();
         for w in std::mem::take(&mut self.sync_waiters) {
@@ -743,6 +748,7 @@ impl State {
             }
             self.continue_batch(held, Some(w.reply), now);
         }
+        true
     }
 
     /// Batches that waited for the ring longer than Dovecot's 30 s get its answer.

@@ -71,7 +71,11 @@ pub fn load(cli: &Cli) -> anyhow::Result<Loaded> {
         let served_fifo = l.socket_type == SocketType::Notify
             && l.location.is_some()
             && matches!(l.transport, ListenerTransport::Fifo { .. });
-        if !served_fifo && !matches!(l.socket_type, SocketType::Admin | SocketType::AuthHttp) {
+        let served_ring = l.socket_type == SocketType::Ring && !ds.is_standalone();
+        if !served_fifo
+            && !served_ring
+            && !matches!(l.socket_type, SocketType::Admin | SocketType::AuthHttp)
+        {
             ignored.push(format!(
                 "service director listener {:?} ({:?}): not served yet",
                 l.name, l.socket_type

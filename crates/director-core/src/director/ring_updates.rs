@@ -166,7 +166,18 @@ impl Director {
             h.down = new_down;
             h.last_updown_change = new_updown;
         }
-        self.mark_changed(id);
+        if merged {
+            // The merge is a change of ours: it goes round as ours, and a third change that
+            // meets it before the ring syncs is merged again.
+            self.mark_changed(id);
+        } else {
+            // Learnt from the ring, not changed here. Dovecot marks it desynced all the
+            // same, so that a next change from the same admin, arriving before this
+            // director's own re-sync, is merged down to the smaller vhost count and lost
+            // (its ring answered two of three pipelined HOST-SET/UPDATE/DOWN and never
+            // applied the update). Only a host changed here is desynced.
+            self.hosts.touch();
+        }
         self.after_users_dropped(now);
         if merged {
             match self.ring_host_of(id) {
