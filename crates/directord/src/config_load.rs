@@ -71,7 +71,7 @@ pub fn load(cli: &Cli) -> anyhow::Result<Loaded> {
         let served_fifo = l.socket_type == SocketType::Notify
             && l.location.is_some()
             && matches!(l.transport, ListenerTransport::Fifo { .. });
-        let served_ring = l.socket_type == SocketType::Ring && !ds.is_standalone();
+        let served_ring = l.socket_type == SocketType::Ring && settings.ring.is_some();
         if !served_fifo
             && !served_ring
             && !matches!(l.socket_type, SocketType::Admin | SocketType::AuthHttp)
@@ -284,6 +284,11 @@ fn ring_settings(ds: &DirectorSettings) -> anyhow::Result<Option<RingSettings>> 
     // A listener on the any-address is whichever listed director we can bind locally.
     let is_local = |ip: &std::net::IpAddr| std::net::TcpListener::bind((*ip, 0)).is_ok();
     let me = find_self(first, &servers, is_local).map_err(|e| anyhow!("{e}"))?;
+    if servers.iter().all(|s| *s == me) {
+        // A ring of one: nothing to connect to, so nothing to listen for; served as a
+        // standalone director that lists itself under its ring address.
+        return Ok(None);
+    }
     let mut config = RingConfig::new(me, servers);
     config.ping_idle_timeout_secs = u64::from(ds.ping_idle_timeout_secs);
     config.ping_max_timeout_secs = u64::from(ds.ping_max_timeout_secs);
