@@ -25,6 +25,7 @@
 //! with an error for its supervisor to restart it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
@@ -132,6 +133,8 @@ struct Shared {
     wake: Notify,
     /// `None` while running.
     exit: watch::Sender<Option<DriverExit>>,
+    /// Logins that found the state busy and went through the driver task's queue.
+    queued_logins: AtomicU64,
 }
 
 /// The locked state. Dropped during a panic, it marks the driver crashed (the mutex is
@@ -268,6 +271,7 @@ impl DirectorHandle {
             FastLogin::Answered(rx) => rx,
             FastLogin::Stopped => return None,
             FastLogin::Busy => {
+                self.shared.queued_logins.fetch_add(1, Ordering::Relaxed);
                 let (reply, rx) = oneshot::channel();
                 self.tx
                     .send(DriverMsg::Login { username, reply })
@@ -370,6 +374,12 @@ impl DirectorHandle {
     /// driver has stopped.
     pub fn waiting_logins(&self) -> usize {
         self.shared.lock().map_or(0, |st| st.logins.len())
+    }
+
+    /// How many logins so far found the state busy and were queued for the driver task
+    /// instead of being decided on the caller's thread.
+    pub fn queued_logins(&self) -> u64 {
+        self.shared.queued_logins.load(Ordering::Relaxed)
     }
 
     /// Waits until the driver has ended, and says how.
@@ -545,6 +555,7 @@ pub fn spawn(
         state: Mutex::new(state),
         wake: Notify::new(),
         exit: watch::Sender::new(None),
+        queued_logins: AtomicU64::new(0),
     });
     if let Some(mut state) = shared.lock() {
         // The ring's first connection attempts.
