@@ -720,6 +720,7 @@ impl State {
             }
             RingEvent::Line { conn, message } => {
                 if net.knows(conn) {
+                    net.observe(conn, &message);
                     net.ring.line(conn, message, now, dir);
                 }
             }
@@ -833,9 +834,9 @@ impl State {
         };
         let notice = RingNotice::of(&request);
         match request {
-            AdminRequest::DirectorList => {
-                AdminStart::Done(AdminReply::DirectorList(net.ring.status(secs)))
-            }
+            AdminRequest::DirectorList => AdminStart::Done(AdminReply::DirectorList(
+                net.ring.status(secs, |c| net.counters(c)),
+            )),
             AdminRequest::DirectorAdd { ip, port } => {
                 net.ring
                     .director_add(ip, port, secs, self.core.director_mut());

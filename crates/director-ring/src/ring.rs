@@ -126,6 +126,22 @@ impl RingConfig {
     }
 }
 
+/// What the owner of a connection's socket counts for `DIRECTOR-LIST` (all 0 where nobody
+/// counts, as in the in-memory tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnCounters {
+    /// Round trip of the latest answered `PING`, in milliseconds.
+    pub last_ping_msecs: u64,
+    /// Bytes read from the peer.
+    pub bytes_in: u64,
+    /// Bytes written to the peer.
+    pub bytes_out: u64,
+    /// Bytes queued for the peer and not yet written.
+    pub buffered: u64,
+    /// The most that was ever queued.
+    pub peak_buffered: u64,
+}
+
 /// A summary of the ring for logs, metrics and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RingOverview {
@@ -1771,13 +1787,18 @@ impl Ring {
 
     /// `DIRECTOR-LIST` rows (§8.4), in order: connections whose peer is not known yet,
     /// then every director by (ip, port) with a row per connection to it, or one row
-    /// without a connection. Byte counters are the driver's; they read 0 here.
-    pub fn status(&self, now: u64) -> Vec<DirectorListEntry> {
+    /// without a connection. The byte counters and ping times are the socket owner's:
+    /// `counters` gives them per connection.
+    pub fn status(
+        &self,
+        now: u64,
+        counters: impl Fn(ConnId) -> ConnCounters,
+    ) -> Vec<DirectorListEntry> {
         let mut rows = Vec::new();
-        for c in self.conns.values() {
+        for (id, c) in &self.conns {
             if c.peer.is_none() {
                 rows.push(DirectorListEntry {
-                    fields: self.conn_status(c),
+                    fields: self.conn_status(c, counters(*id)),
                 });
             }
         }
@@ -1807,7 +1828,7 @@ impl Ring {
                     "out"
                 };
                 let mut f = head(kind);
-                f.extend(self.conn_status(c));
+                f.extend(self.conn_status(c, counters(*id)));
                 rows.push(DirectorListEntry { fields: f });
             }
             if any {
@@ -1836,7 +1857,7 @@ impl Ring {
         rows
     }
 
-    fn conn_status(&self, c: &Conn) -> Vec<String> {
+    fn conn_status(&self, c: &Conn, n: ConnCounters) -> Vec<String> {
         let state = if !c.handshaked {
             if c.incoming() {
                 format!("handshaking - {} USERs received", c.users_received)
@@ -1850,11 +1871,11 @@ impl Ring {
         };
         vec![
             state,
-            "0".into(),
-            "0".into(),
-            "0".into(),
-            "0".into(),
-            "0".into(),
+            n.last_ping_msecs.to_string(),
+            n.bytes_in.to_string(),
+            n.bytes_out.to_string(),
+            n.buffered.to_string(),
+            n.peak_buffered.to_string(),
             c.last_input.to_string(),
             c.last_output.to_string(),
         ]

@@ -4,6 +4,7 @@
 
 mod sim;
 
+use director_ring::ConnCounters;
 use sim::*;
 
 fn overview(net: &Net, i: usize) -> director_ring::RingOverview {
@@ -405,7 +406,7 @@ fn director_list_rows() {
     let now = net.now;
     let rows: Vec<Vec<String>> = net.nodes[0]
         .ring
-        .status(now)
+        .status(now, |_| ConnCounters::default())
         .into_iter()
         .map(|r| r.fields)
         .collect();
@@ -482,7 +483,9 @@ fn a_director_removed_by_admin_is_dropped_from_the_ring_everywhere() {
         .is_empty());
     for i in [0, 1, 3] {
         // Listed as removed until the next ring sync purges it.
-        let rows = net.nodes[i].ring.status(net.now);
+        let rows = net.nodes[i]
+            .ring
+            .status(net.now, |_| ConnCounters::default());
         let row = rows.iter().find(|r| r.fields[0] == "127.0.0.13");
         assert!(
             row.is_none_or(|r| r.fields[2] == "removed"),
@@ -536,7 +539,7 @@ fn a_standalone_director_lists_added_directors_without_connecting() {
     let mut dir = director_core::Director::new(director_core::CoreSettings::default()).unwrap();
     ring.start(T0, &mut dir);
     let rows = |ring: &director_ring::Ring| -> Vec<String> {
-        ring.status(T0)
+        ring.status(T0, |_| ConnCounters::default())
             .into_iter()
             .map(|r| r.fields.join("\t"))
             .collect()
