@@ -46,7 +46,7 @@ use crate::effects::sessions::{KickFuture, LocalSessions};
 use crate::limits::{
     DRIVER_QUEUE_CAPACITY, MIN_REFRESH_PERIOD, RING_EVENT_QUEUE_CAPACITY, RING_SYNC_WAIT,
 };
-use crate::ring_net::{RingEvent, RingNet};
+use crate::ring_net::{Executed, RingEvent, RingNet};
 use crate::ring_view::RingView;
 
 /// Messages into the driver task.
@@ -677,15 +677,18 @@ impl State {
     fn settle(&mut self) {
         loop {
             self.run_effects();
-            let overflowed = match &mut self.directors {
+            let executed = match &mut self.directors {
                 DirectorsState::Ring(net) => net.execute(),
-                DirectorsState::Standalone(_) => Vec::new(),
+                DirectorsState::Standalone(_) => Executed::default(),
             };
-            if !overflowed.is_empty() {
+            if !executed.overflowed.is_empty() || !executed.written.is_empty() {
                 let now = self.clock.now().as_secs();
                 if let DirectorsState::Ring(net) = &mut self.directors {
-                    for conn in overflowed {
+                    for conn in executed.overflowed {
                         net.ring.closed(conn, now, self.core.director_mut());
+                    }
+                    for conn in executed.written {
+                        net.ring.written(conn, now, self.core.director_mut());
                     }
                 }
                 continue;
@@ -727,6 +730,11 @@ impl State {
             RingEvent::DecodeError { conn, error } => {
                 if net.knows(conn) {
                     net.ring.decode_error(conn, &error, now, dir);
+                }
+            }
+            RingEvent::Written { conn } => {
+                if net.knows(conn) {
+                    net.ring.written(conn, now, dir);
                 }
             }
             RingEvent::Closed { conn } => {

@@ -6,11 +6,13 @@
 //! writer task, which writes the lines the driver queued. The bytes queued for one peer are
 //! counted: past `director_output_buffer_size` the peer is disconnected, as Dovecot does,
 //! instead of letting a stalled peer grow our memory. Bytes in and out, the peak of the
-//! queue and the last `PING` round trip are counted here too, for `DIRECTOR-LIST`.
+//! queue and the last `PING` round trip are counted here too, for `DIRECTOR-LIST`. When
+//! the ring asks (`Output::NotifyWritten`: a handshake sends its users a round at a time),
+//! the connection reports once its queue is written out.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +54,8 @@ pub(crate) enum RingEvent {
         conn: ConnId,
         error: RingDecodeError,
     },
+    /// Everything queued for the connection was written, and the ring asked to know.
+    Written { conn: ConnId },
     /// The connection ended (EOF or an I/O error).
     Closed { conn: ConnId },
 }
@@ -64,6 +68,9 @@ struct Peer {
     lines: mpsc::UnboundedSender<Vec<u8>>,
     /// Bytes queued and not yet written; shared with the writer task.
     queued: Arc<AtomicUsize>,
+    /// The ring wants [`RingEvent::Written`] when `queued` reaches 0; whoever turns it off
+    /// (the writer task, or [`RingNet::execute`] finding the queue empty) reports it.
+    notify_written: Arc<AtomicBool>,
     peak_queued: usize,
     /// Bytes read and written; shared with the reader and writer tasks.
     bytes_in: Arc<AtomicU64>,
@@ -72,6 +79,15 @@ struct Peer {
     ping_sent: Option<Instant>,
     last_ping_msecs: u64,
     reader: tokio::task::AbortHandle,
+}
+
+/// What [`RingNet::execute`] leaves for the driver to tell the ring.
+#[derive(Default)]
+pub(crate) struct Executed {
+    /// Dropped because their output buffer overflowed.
+    pub overflowed: Vec<ConnId>,
+    /// Everything queued was written already.
+    pub written: Vec<ConnId>,
 }
 
 /// The ring and its open connections.
@@ -103,6 +119,8 @@ impl RingNet {
         let (lines, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
         let queued = Arc::new(AtomicUsize::new(0));
         let written = Arc::clone(&queued);
+        let notify_written = Arc::new(AtomicBool::new(false));
+        let notify = Arc::clone(&notify_written);
         let bytes_out = Arc::new(AtomicU64::new(0));
         let out_count = Arc::clone(&bytes_out);
         let bytes_in = Arc::new(AtomicU64::new(0));
@@ -112,9 +130,15 @@ impl RingNet {
             while let Some(line) = queue.recv().await {
                 let n = line.len();
                 let ok = write.write_all(&line).await.is_ok();
-                written.fetch_sub(n, Ordering::Relaxed);
+                let left = written.fetch_sub(n, Ordering::AcqRel) - n;
                 if ok {
                     out_count.fetch_add(n as u64, Ordering::Relaxed);
+                    if left == 0
+                        && notify.swap(false, Ordering::AcqRel)
+                        && sink.send(RingEvent::Written { conn }).await.is_err()
+                    {
+                        return;
+                    }
                 }
                 if !ok {
                     // The reader notices too; one Closed is enough, and the driver ignores
@@ -163,6 +187,7 @@ impl RingNet {
             Peer {
                 lines,
                 queued,
+                notify_written,
                 peak_queued: 0,
                 bytes_in,
                 bytes_out,
@@ -214,9 +239,10 @@ impl RingNet {
     }
 
     /// Carries out what the ring asked for. Returns connections that had to be dropped
-    /// because their output buffer overflowed (the ring must be told they closed).
-    pub fn execute(&mut self) -> Vec<ConnId> {
-        let mut overflowed = Vec::new();
+    /// because their output buffer overflowed (the ring must be told they closed), and
+    /// connections whose queue was already written when the ring asked to know.
+    pub fn execute(&mut self) -> Executed {
+        let mut done = Executed::default();
         while let Some(out) = self.ring.poll_output() {
             match out {
                 Output::Send { conn, message } => {
@@ -237,10 +263,20 @@ impl RingNet {
                             "Director output buffer full, disconnecting"
                         );
                         self.forget(conn);
-                        overflowed.push(conn);
+                        done.overflowed.push(conn);
                         continue;
                     }
                     let _ = peer.lines.send(line);
+                }
+                Output::NotifyWritten { conn } => {
+                    if let Some(peer) = self.peers.get(&conn) {
+                        peer.notify_written.store(true, Ordering::Release);
+                        if peer.queued.load(Ordering::Acquire) == 0
+                            && peer.notify_written.swap(false, Ordering::AcqRel)
+                        {
+                            done.written.push(conn);
+                        }
+                    }
                 }
                 Output::Connect { addr } => self.connect(addr),
                 Output::Disconnect { conn, reason } => {
@@ -250,7 +286,7 @@ impl RingNet {
                 }
             }
         }
-        overflowed
+        done
     }
 
     fn connect(&self, addr: DirectorAddr) {

@@ -69,7 +69,7 @@ pub mod topology;
 
 pub use ring::{
     ConnCounters, ConnId, Direction, Output, Ring, RingConfig, RingOverview, CONNECT_TIMEOUT_SECS,
-    DONE_TIMEOUT_SECS, ME_TIMEOUT_SECS, PING_IDLE_SECS, PING_UNSYNCED_SECS,
-    RING_ALONE_GIVE_UP_SECS, RING_RETRY_SECS, SYNC_RESEND_SECS,
+    DONE_TIMEOUT_SECS, HANDSHAKE_USERS_PER_ROUND, ME_TIMEOUT_SECS, PING_IDLE_SECS,
+    PING_UNSYNCED_SECS, RING_ALONE_GIVE_UP_SECS, RING_RETRY_SECS, SYNC_RESEND_SECS,
 };
 pub use topology::{addr_cmp, closer_left, closer_right, find_self, SelfError, STANDALONE_SELF};

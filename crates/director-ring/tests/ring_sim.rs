@@ -179,6 +179,58 @@ fn a_restarted_director_relearns_users_and_its_sequence_restarts() {
     }
 }
 
+/// A ring holding more users than one handshake round: a restarted director gets them a
+/// round at a time (the sender waits until each round is written, so the output buffer
+/// limit holds however many users there are), and a change the sender makes in the middle
+/// reaches it after the sender's `DONE`, not inside the handshake.
+#[test]
+fn a_joining_director_gets_many_users_in_rounds_and_changes_meanwhile_after_done() {
+    let mut net = Net::new(3);
+    net.start_all();
+    net.advance(60);
+    let n = director_ring::HANDSHAKE_USERS_PER_ROUND * 2 + 500;
+    for k in 0..n {
+        net.login(0, &format!("bulk{k}")).expect("routed");
+    }
+    net.hold_written = true;
+    net.restart(1);
+    let &(sender, conn) = net
+        .held_written
+        .first()
+        .expect("a handshake waits for its round");
+    // Only the first round went out on that connection so far.
+    let sent = |net: &Net| {
+        net.wire
+            .iter()
+            .filter(|w| w.from == daddr(sender + 1) && w.conn == conn && w.line.starts_with("U\t"))
+            .count()
+    };
+    assert_eq!(sent(&net), director_ring::HANDSHAKE_USERS_PER_ROUND);
+    net.admin_host_set(sender, backend(7), 33);
+    let new_host = backend(7).to_string();
+    let to_joiner = |net: &Net, prefix: &str| {
+        net.wire.iter().position(|w| {
+            w.from == daddr(sender + 1)
+                && w.conn == conn
+                && w.line.starts_with(prefix)
+                && (prefix != "HOST\t" || w.line.contains(&new_host))
+        })
+    };
+    assert_eq!(to_joiner(&net, "HOST\t"), None, "held back until DONE");
+    net.release_written();
+    net.advance(5);
+    assert_ring_formed(&net);
+    assert_eq!(sent(&net), n);
+    let done = to_joiner(&net, "DONE").expect("DONE");
+    let host = to_joiner(&net, "HOST\t").expect("the change, after DONE");
+    assert!(host > done);
+    assert!(net.hosts(1).contains(&(backend(7), 33, false)));
+    for k in (0..n).step_by(997) {
+        let u = format!("bulk{k}");
+        assert_eq!(net.user_host(1, &u), net.user_host(0, &u), "{u}");
+    }
+}
+
 #[test]
 fn two_directors_assigning_one_new_user_at_once_converge_on_the_lower_ip() {
     let mut net = Net::new(3);
