@@ -3,6 +3,8 @@
 //! rcgen, and the Python client script.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod ring;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
