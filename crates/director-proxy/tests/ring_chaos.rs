@@ -10,13 +10,18 @@
 //!   themselves there) until the client ends it. When a login of user `u` has been served
 //!   by backend `B` (its `ID` answered) and is still open, every other tracked session of
 //!   `u` on another backend must already be closed by its proxy: its client socket has
-//!   the end of stream (or a reset) waiting. A proxy kills a session by closing both of
-//!   its sockets, and a kick (move, conflict, flush, remove, admin kick) is reported done
-//!   to the core, and from there round the ring, only after the kicked sessions closed
-//!   their sockets; the new login can only be routed to `B` after that report. On
-//!   loopback a close reaches the other socket within the closing system call, so a
-//!   session still open at that moment is one the director let live while routing its
-//!   user elsewhere.
+//!   the end of stream (or a reset) waiting. This is sound because of the order the
+//!   director keeps: a proxy kills a session by closing both of its connections, and a
+//!   user's kick (a move's, or an admin's) is reported done to the core, and from there
+//!   round the ring, only once the kicked sessions closed them; the move lets the user's
+//!   logins through only after every director reported its kick. A flushed or removed
+//!   host's sessions are told to stop before the change leaves their director, and a login
+//!   elsewhere needs that change to go round the ring and a backend login first. On
+//!   loopback the kernel delivers a close to the other socket as the closing call runs, so
+//!   a session the check finds open is one a director let live while its user was routed
+//!   elsewhere. Two directors that both went on assigning new users while cut off from
+//!   each other would fail it too: the ring keeps a director that lost a neighbour unsynced
+//!   until it is in a ring again (or has been alone for 20 s, far longer than the cuts here).
 //! * **The ring converges once the chaos stops**: with every director back up and the
 //!   relays calm, every director reports the ring synced, `HOST-LIST` is the same
 //!   everywhere (but for each director's own time of the last up/down change) and so is
@@ -27,12 +32,12 @@
 //! which would mean that routing is broken rather than delayed.
 //!
 //! `cargo test -p director-proxy --test ring_chaos` runs a fixed seed. A longer run on a
-//! random seed (printed at the start and in the summary; pass it back to replay the same
-//! choices):
+//! random seed (printed in hex at the start and in the summary; pass it back as
+//! `DIRECTOR_CHAOS_SEED=<hex>` to replay the same choices):
 //!
 //! ```text
-//! DIRECTOR_CHAOS_SEED=random DIRECTOR_CHAOS_USERS=50000 \
-//!     cargo test --release -p director-proxy --test ring_chaos -- --nocapture
+//! DIRECTOR_CHAOS_SEED=random DIRECTOR_CHAOS_USERS=50000 DIRECTOR_CHAOS_KILLS=10 \
+//!     cargo test -p director-proxy --test ring_chaos -- --nocapture
 //! ```
 //!
 //! `DIRECTOR_CHAOS_KILLS` bounds the directors killed (default 3). The timing of real
