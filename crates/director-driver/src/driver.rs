@@ -46,7 +46,7 @@ use crate::effects::sessions::{KickFuture, LocalSessions};
 use crate::limits::{
     DRIVER_QUEUE_CAPACITY, MIN_REFRESH_PERIOD, RING_EVENT_QUEUE_CAPACITY, RING_SYNC_WAIT,
 };
-use crate::ring_net::{Executed, RingEvent, RingNet};
+use crate::ring_net::{Executed, RingDialer, RingEvent, RingNet};
 use crate::ring_view::RingView;
 
 /// Messages into the driver task.
@@ -86,6 +86,8 @@ pub enum Directors {
         config: RingConfig,
         /// `director_output_buffer_size`: most bytes queued for one peer.
         output_buffer_size: usize,
+        /// Where each director is dialed: [`RingDialer::listed`] but in tests.
+        dialer: RingDialer,
     },
 }
 
@@ -527,6 +529,7 @@ pub fn spawn(
         Directors::Ring {
             config,
             output_buffer_size,
+            dialer,
         } => {
             let mut ring = Ring::new(config);
             ring.start(now.as_secs(), core.director_mut());
@@ -534,6 +537,7 @@ pub fn spawn(
                 ring,
                 output_buffer_size,
                 ring_tx.clone(),
+                dialer,
             )))
         }
     };

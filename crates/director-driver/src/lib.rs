@@ -23,6 +23,7 @@ pub use clock::Clock;
 pub use core_api::CoreError;
 pub use driver::{spawn, DirectorHandle, Directors, DriverConfig, DriverExit};
 pub use effects::sessions::{KickFuture, LocalSessions, NoLocalSessions};
+pub use ring_net::RingDialer;
 pub use ring_view::RingView;
 
 /// What the core answers a login with.

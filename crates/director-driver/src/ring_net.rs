@@ -22,6 +22,50 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+/// Where the ring dials a director: the address `director_servers` lists for it, unless a
+/// test puts something in between.
+///
+/// A ring member is dialed at its listed address and checked by its IP when it connects, so
+/// nothing can sit between two directors on one machine. Dovecot's own ring test
+/// (`director-test`) gave its director a test-only option to dial elsewhere so that a relay
+/// could delay, bunch and cut the ring's traffic; this is ours, set only by code (it is no
+/// setting). Connections are still made from our own ring address, so a relay can tell who
+/// dialed and connect onwards from that same address, and the peer's check still holds.
+#[derive(Clone, Default)]
+pub struct RingDialer(Option<Arc<DialFn>>);
+
+/// A dialer's mapping from a listed director to the address actually dialed.
+type DialFn = dyn Fn(DirectorAddr) -> SocketAddr + Send + Sync;
+
+impl RingDialer {
+    /// Dials every director at its listed address (the only choice outside tests).
+    pub fn listed() -> Self {
+        RingDialer(None)
+    }
+
+    /// Dials director `addr` at `target(addr)` instead.
+    pub fn via(target: impl Fn(DirectorAddr) -> SocketAddr + Send + Sync + 'static) -> Self {
+        RingDialer(Some(Arc::new(target)))
+    }
+
+    /// The address to dial for `addr`.
+    fn target(&self, addr: DirectorAddr) -> SocketAddr {
+        match &self.0 {
+            Some(f) => f(addr),
+            None => SocketAddr::new(addr.ip, addr.port),
+        }
+    }
+}
+
+impl std::fmt::Debug for RingDialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Some(_) => "RingDialer(custom)",
+            None => "RingDialer(listed)",
+        })
+    }
+}
+
 /// Connects to `target` from `from` (port chosen by the kernel); from anywhere when `from`
 /// is the any-address or of the other family.
 async fn connect_from(from: std::net::IpAddr, target: SocketAddr) -> std::io::Result<TcpStream> {
@@ -97,16 +141,18 @@ pub(crate) struct RingNet {
     next_id: u64,
     output_limit: usize,
     sink: EventSink,
+    dialer: RingDialer,
 }
 
 impl RingNet {
-    pub fn new(ring: Ring, output_limit: usize, sink: EventSink) -> Self {
+    pub fn new(ring: Ring, output_limit: usize, sink: EventSink, dialer: RingDialer) -> Self {
         RingNet {
             ring,
             peers: HashMap::new(),
             next_id: 1,
             output_limit,
             sink,
+            dialer,
         }
     }
 
@@ -293,8 +339,8 @@ impl RingNet {
         let sink = self.sink.clone();
         // From our own ring address, as Dovecot does: the peer accepts only listed IPs.
         let from = self.ring.me().ip;
+        let target = self.dialer.target(addr);
         tokio::spawn(async move {
-            let target = SocketAddr::new(addr.ip, addr.port);
             let limit = Duration::from_secs(CONNECT_TIMEOUT_SECS);
             match tokio::time::timeout(limit, connect_from(from, target)).await {
                 Ok(Ok(stream)) => {
@@ -310,5 +356,29 @@ impl RingNet {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dialer_dials_the_listed_address_unless_told_otherwise() {
+        let listed = DirectorAddr {
+            ip: "127.0.0.7".parse().unwrap(),
+            port: 9090,
+        };
+        assert_eq!(
+            RingDialer::listed().target(listed),
+            "127.0.0.7:9090".parse().unwrap()
+        );
+        assert_eq!(
+            RingDialer::default().target(listed),
+            "127.0.0.7:9090".parse().unwrap()
+        );
+        let relay: SocketAddr = "127.0.0.9:4000".parse().unwrap();
+        let via = RingDialer::via(move |a| SocketAddr::new(relay.ip(), relay.port() + a.port % 10));
+        assert_eq!(via.target(listed), "127.0.0.9:4000".parse().unwrap());
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use director_core::{user_hash, HashFormat};
 use director_driver::{KickFuture, LocalSessions};
@@ -67,10 +67,35 @@ struct Inner {
 }
 
 impl Inner {
-    fn kill_ids(&mut self, ids: Vec<u64>, reason: KillReason) -> usize {
+    /// The sessions of exactly this routing user name.
+    fn user_ids(&self, username: &[u8]) -> Vec<u64> {
+        self.by_user
+            .get(username)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The sessions whose user hashes to `hash`, but for those proxied to `except_ip`
+    /// (sessions still logging in have no backend yet and are included).
+    fn hash_ids(&self, hash: u32, except_ip: Option<IpAddr>) -> Vec<u64> {
+        self.by_hash
+            .get(&hash)
+            .map(|s| {
+                s.iter()
+                    .copied()
+                    .filter(|id| {
+                        let backend = self.sessions.get(id).and_then(|e| e.info.backend);
+                        except_ip.is_none() || backend != except_ip
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn kill_ids(&mut self, ids: &[u64], reason: KillReason) -> usize {
         let mut n = 0;
         for id in ids {
-            if let Some(e) = self.sessions.get(&id) {
+            if let Some(e) = self.sessions.get(id) {
                 if e.kill.borrow().is_none() {
                     n += 1;
                 }
@@ -86,6 +111,10 @@ impl Inner {
 pub struct SessionRegistry {
     inner: Mutex<Inner>,
     hash_format: HashFormat,
+    /// Bumped each time a session leaves the registry: what a kick waits on.
+    left: watch::Sender<u64>,
+    /// Ourselves, for the kick futures (which must not keep the registry alive).
+    me: Weak<SessionRegistry>,
 }
 
 impl std::fmt::Debug for SessionRegistry {
@@ -156,6 +185,13 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
+        self.deregister();
+        self.registry.left.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+impl SessionGuard {
+    fn deregister(&mut self) {
         let mut inner = self.registry.lock();
         if let Some(e) = inner.sessions.remove(&self.id) {
             if let Some(set) = inner.by_user.get_mut(&e.info.username) {
@@ -193,21 +229,32 @@ fn session_id(id: u64) -> String {
 /// ready immediately with the number of sessions told to stop.
 impl LocalSessions for SessionRegistry {
     fn kick_user_hash(&self, user_hash: u32, except_ip: Option<IpAddr>) -> KickFuture {
-        let n = SessionRegistry::kick_user_hash(self, user_hash, except_ip);
+        let (ids, n) = {
+            let mut inner = self.lock();
+            let ids = inner.hash_ids(user_hash, except_ip);
+            let n = inner.kill_ids(&ids, KillReason::Moved);
+            (ids, n)
+        };
         tracing::info!(user_hash, except = ?except_ip, kicked = n, "KICK-DIRECTOR-HASH");
-        Box::pin(std::future::ready(n))
+        self.until_gone(ids, n)
     }
 
     fn kick_user(&self, user: Vec<u8>) -> KickFuture {
-        let n = SessionRegistry::kick_user(self, &user);
+        let (ids, n) = {
+            let mut inner = self.lock();
+            let ids = inner.user_ids(&user);
+            let n = inner.kill_ids(&ids, KillReason::Kicked);
+            (ids, n)
+        };
         tracing::info!(user = %LogText(&user), kicked = n, "KICK");
-        Box::pin(std::future::ready(n))
+        self.until_gone(ids, n)
     }
 
     fn kick_user_alt(&self, field: String, value: String) -> KickFuture {
-        let n = self.kick_alt(&field, &value);
+        let ids = self.alt_ids(&field, &value);
+        let n = self.lock().kill_ids(&ids, KillReason::Kicked);
         tracing::info!(field = %LogText(field.as_bytes()), value = %LogText(value.as_bytes()), kicked = n, "KICK-ALT");
-        Box::pin(std::future::ready(n))
+        self.until_gone(ids, n)
     }
 
     fn kick_backend(&self, ip: IpAddr) -> usize {
@@ -222,9 +269,11 @@ impl LocalSessions for SessionRegistry {
 impl SessionRegistry {
     /// An empty registry hashing user names with `director_username_hash`.
     pub fn new(hash_format: HashFormat) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
             inner: Mutex::new(Inner::default()),
             hash_format,
+            left: watch::Sender::new(0),
+            me: me.clone(),
         })
     }
 
@@ -286,28 +335,45 @@ impl SessionRegistry {
     /// many were told to stop.
     pub fn kick_user(&self, username: &[u8]) -> usize {
         let mut inner = self.lock();
-        let ids: Vec<u64> = inner
-            .by_user
-            .get(username)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        inner.kill_ids(ids, KillReason::Kicked)
+        let ids = inner.user_ids(username);
+        inner.kill_ids(&ids, KillReason::Kicked)
     }
 
     /// `KICK-ALT <field> <value>`: Dovecot matches a passdb `user_<field>` alternative name.
     /// The proxy has no passdb, so the only field it knows is `user` (the login name, same
     /// as [`kick_user`](Self::kick_user)); any other field matches nothing and returns 0.
     pub fn kick_alt(&self, field: &str, value: &str) -> usize {
+        let ids = self.alt_ids(field, value);
+        self.lock().kill_ids(&ids, KillReason::Kicked)
+    }
+
+    fn alt_ids(&self, field: &str, value: &str) -> Vec<u64> {
         if field == "user" {
-            let mut inner = self.lock();
-            let ids: Vec<u64> = inner
-                .by_user
-                .get(value.as_bytes())
-                .map(|s| s.iter().copied().collect())
-                .unwrap_or_default();
-            return inner.kill_ids(ids, KillReason::Kicked);
+            return self.lock().user_ids(value.as_bytes());
         }
-        0
+        Vec::new()
+    }
+
+    /// Resolves to `kicked` once none of the sessions `ids` is registered any more. A
+    /// session leaves the registry only after it closed its client and backend
+    /// connections, so a kick reported done (to the core, and by it round the ring) means
+    /// that those sessions no longer serve anyone: the user's next login, routed to another
+    /// backend, cannot overlap them.
+    fn until_gone(&self, ids: Vec<u64>, kicked: usize) -> KickFuture {
+        // Subscribed before the first look: a session that leaves in between is seen.
+        let mut left = self.left.subscribe();
+        let me = self.me.clone();
+        Box::pin(async move {
+            loop {
+                let open = me.upgrade().is_some_and(|r| {
+                    let inner = r.lock();
+                    ids.iter().any(|id| inner.sessions.contains_key(id))
+                });
+                if !open || left.changed().await.is_err() {
+                    return kicked;
+                }
+            }
+        })
     }
 
     /// `KICK-DIRECTOR-HASH <hash> [<except_ip>]`: stops every session whose user hashes to
@@ -315,20 +381,8 @@ impl SessionRegistry {
     /// have no backend yet and are stopped too).
     pub fn kick_user_hash(&self, hash: u32, except_ip: Option<IpAddr>) -> usize {
         let mut inner = self.lock();
-        let ids: Vec<u64> = inner
-            .by_hash
-            .get(&hash)
-            .map(|s| {
-                s.iter()
-                    .copied()
-                    .filter(|id| {
-                        let backend = inner.sessions.get(id).and_then(|e| e.info.backend);
-                        except_ip.is_none() || backend != except_ip
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        inner.kill_ids(ids, KillReason::Moved)
+        let ids = inner.hash_ids(hash, except_ip);
+        inner.kill_ids(&ids, KillReason::Moved)
     }
 
     /// Stops every session proxied to `ip` (`remove` and `flush -F` of that host), and
@@ -344,14 +398,14 @@ impl SessionRegistry {
             .filter(|e| e.info.backend == Some(ip))
             .map(|e| e.info.id)
             .collect();
-        inner.kill_ids(ids, KillReason::Kicked)
+        inner.kill_ids(&ids, KillReason::Kicked)
     }
 
     /// Stops every session (end of the shutdown drain).
     pub fn kill_all(&self) -> usize {
         let mut inner = self.lock();
         let ids: Vec<u64> = inner.sessions.keys().copied().collect();
-        inner.kill_ids(ids, KillReason::Shutdown)
+        inner.kill_ids(&ids, KillReason::Shutdown)
     }
 
     /// Number of registered sessions.
@@ -460,6 +514,42 @@ mod tests {
             .sum();
         let mean = f64::from(differing) / 999.0;
         assert!((40.0..56.0).contains(&mean), "mean differing bits {mean}");
+    }
+
+    /// A kick is done only once the kicked sessions left the registry, which they do after
+    /// closing their connections: the move it belongs to (and so the user's next login on
+    /// another backend) waits for that.
+    #[tokio::test]
+    async fn a_kick_is_done_when_the_kicked_sessions_are_gone() {
+        let r = SessionRegistry::new(HashFormat::default());
+        let a1 = r.register(b"alice", Protocol::Imap, addr());
+        let a2 = r.register(b"alice", Protocol::Imap, addr());
+        let bob = r.register(b"bob", Protocol::Imap, addr());
+        let mut kick = LocalSessions::kick_user_hash(&*r, r.hash_of(b"alice"), None);
+        let pending = |kick: &mut KickFuture| {
+            let waker = std::task::Waker::noop();
+            let mut cx = std::task::Context::from_waker(waker);
+            kick.as_mut().poll(&mut cx).is_pending()
+        };
+        assert!(pending(&mut kick), "both sessions still open");
+        assert_eq!(a1.wait_killed().await, KillReason::Moved);
+        drop(a1);
+        assert!(pending(&mut kick), "one session still open");
+        drop(bob);
+        assert!(
+            pending(&mut kick),
+            "an unrelated session does not end the kick"
+        );
+        drop(a2);
+        assert_eq!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), kick)
+                .await
+                .expect("the kick ends once both are gone"),
+            2
+        );
+        // Nothing to kick: done at once.
+        let none = LocalSessions::kick_user(&*r, b"nobody".to_vec());
+        assert_eq!(none.await, 0);
     }
 
     #[test]

@@ -489,6 +489,9 @@ async fn login<P: LoginProtocol>(
         r = phase => r,
         reason = guard.wait_killed() => {
             tracing::info!(user = %LogText(&username), ?reason, "login stopped by kick");
+            // The backend connection went with `phase`; the client's goes before the
+            // session leaves the registry, which is what the kick waits for.
+            client.stream = Stream::Gone;
             return LoginEnd::Abort;
         }
     };
@@ -522,6 +525,10 @@ async fn login<P: LoginProtocol>(
                 }
                 SpliceEnd::Killed(reason) => {
                     tracing::info!(user = %LogText(&username), host = %route.ip, ?reason, "session killed");
+                    // Both connections close, with no goodbye, before the session leaves the
+                    // registry (the guard, below): only then is the kick done.
+                    drop(std::mem::replace(&mut backend, Stream::Gone));
+                    client.stream = Stream::Gone;
                 }
                 SpliceEnd::ClientError(e) => {
                     tracing::debug!(user = %LogText(&username), error = %e, "client connection failed");
@@ -672,6 +679,8 @@ pub(crate) async fn splice(
     tokio::pin!(kill);
     loop {
         tokio::select! {
+            // A killed session forwards nothing more, even with bytes waiting on either side.
+            biased;
             reason = &mut kill => return SpliceEnd::Killed(reason),
             r = client.read(&mut cbuf) => match r {
                 Ok(0) => {

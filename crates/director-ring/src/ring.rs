@@ -628,6 +628,19 @@ impl Ring {
             self.right = None;
             self.connect_right(now, false);
         }
+        if self.left.is_none() || self.right.is_none() {
+            // As Dovecot: we aren't synced until we are connected to a ring again. A
+            // director cut off from its neighbours that went on assigning new users by its
+            // own host list would send users to other backends than the rest of the ring
+            // does; until it is in a ring again (or has been alone for
+            // RING_ALONE_GIVE_UP_SECS) its new users wait.
+            self.sync_seq = self.sync_seq.wrapping_add(1);
+            if self.synced {
+                tracing::info!("Ring is unsynced: a neighbour connection is gone");
+            }
+            self.synced = false;
+            self.alone_declared = false;
+        }
     }
 
     /// After our left went away, the first handshaked incoming connection becomes left.

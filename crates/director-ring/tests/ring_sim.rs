@@ -383,6 +383,29 @@ fn a_director_alone_retries_every_second_and_declares_itself_alone_after_20_s() 
 }
 
 #[test]
+fn a_director_cut_off_from_the_ring_assigns_no_new_users_until_alone_for_20_s() {
+    let mut net = Net::new(3);
+    net.start_all();
+    net.advance(60);
+    net.isolate(0);
+    // Cut off, it can no longer tell what the others assign: new users wait there, while
+    // the other two, still a ring, serve them.
+    assert!(!net.nodes[0].ring.overview().synced);
+    assert!(net.login(0, "newcomer").is_none());
+    assert!(net.login(1, "newcomer").is_some());
+    net.advance(19);
+    assert!(!net.nodes[0].ring.overview().synced);
+    // After trying to reach the others for 20 s it is the only director left.
+    net.advance(2);
+    assert!(net.nodes[0].ring.overview().synced);
+    assert!(net.login(0, "latecomer").is_some());
+    // The network comes back: the ring forms again around it.
+    net.unreachable.clear();
+    net.advance(35);
+    assert_ring_formed(&net);
+}
+
+#[test]
 fn a_hung_director_is_dropped_by_ping_timeout_and_the_ring_closes_around_it() {
     let mut net = Net::new(4);
     net.start_all();

@@ -60,6 +60,7 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
             Directors::Ring {
                 config: ring.config.clone(),
                 output_buffer_size: ring.output_buffer_size,
+                dialer: director_driver::RingDialer::listed(),
             }
         }
         None => Directors::Standalone(RingView::new(settings.self_addr.0, settings.self_addr.1)),

@@ -1,7 +1,10 @@
 //! Shared harness: three REAL Dovecot backends (testkit), the director core run by its one
 //! driver (as in `directord`), the proxy on its own 127.x address, certificates made with
-//! rcgen, and the Python client script.
+//! rcgen, and the Python client script. `ring` builds a ring of such directors with relays on
+//! its links, for the chaos test.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod ring;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -170,6 +170,21 @@ impl Net {
         self.pump();
     }
 
+    /// Cuts director `i` off the network while it runs: its links close and nobody can
+    /// connect to it or be connected from it until `unreachable` no longer lists it.
+    pub fn isolate(&mut self, i: usize) {
+        self.unreachable.push(i);
+        let ends: Vec<End> = self.peers.keys().filter(|e| e.0 == i).copied().collect();
+        for e in ends {
+            if let Some(remote) = self.peers.remove(&e) {
+                self.peers.remove(&remote);
+                self.queue.push_back(InFlight::Closed { to: remote });
+                self.queue.push_back(InFlight::Closed { to: e });
+            }
+        }
+        self.pump();
+    }
+
     /// Restarts director `i` with empty state (a new process).
     pub fn restart(&mut self, i: usize) {
         if self.nodes[i].alive {
