@@ -933,9 +933,13 @@ impl Ring {
             },
             now,
         );
+        // Users restored from a saved state are not offered before we met the ring: see
+        // `Director::has_unconfirmed_restored_users`.
+        let offered = !dir.has_unconfirmed_restored_users();
         let users: Vec<HandshakeUser> = dir
             .users()
             .iter()
+            .filter(|_| offered)
             .filter_map(|u| {
                 let ip = dir.hosts().get(u.host)?.ip;
                 Some(HandshakeUser {
