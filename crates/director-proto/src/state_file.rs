@@ -216,12 +216,18 @@ pub fn decode(input: &[u8]) -> Result<Snapshot, StateFileError> {
         let line = lines.next().map_err(|k| err(&lines, k))?;
         let kind = line.split(|&b| b == b'\t').next().unwrap_or_default();
         let (this, parsed) = match kind {
-            b"host" => (Section::Hosts, parse_host(line).map(|h| snapshot.hosts.push(h))),
+            b"host" => (
+                Section::Hosts,
+                parse_host(line).map(|h| snapshot.hosts.push(h)),
+            ),
             b"config" => (
                 Section::Config,
                 parse_config(line).map(|ip| snapshot.config_hosts.push(ip)),
             ),
-            b"user" => (Section::Users, parse_user(line).map(|u| snapshot.users.push(u))),
+            b"user" => (
+                Section::Users,
+                parse_user(line).map(|u| snapshot.users.push(u)),
+            ),
             b"end" => {
                 check_end(line, &input[..body_len], &snapshot).map_err(|k| err(&lines, k))?;
                 if lines.pos != input.len() {
@@ -233,12 +239,7 @@ pub fn decode(input: &[u8]) -> Result<Snapshot, StateFileError> {
                 }
                 return Ok(snapshot);
             }
-            _ => {
-                return Err(err(
-                    &lines,
-                    StateFileErrorKind::Unexpected(preview(line)),
-                ))
-            }
+            _ => return Err(err(&lines, StateFileErrorKind::Unexpected(preview(line)))),
         };
         if this < section {
             return Err(err(&lines, StateFileErrorKind::Unexpected(preview(line))));

@@ -41,14 +41,16 @@ fn host() -> impl Strategy<Value = RingHost> {
         any::<u64>(),
         proptest::option::of(text()),
     )
-        .prop_map(|(ip, vhost_count, tag, down, last_updown_change, hostname)| RingHost {
-            ip,
-            vhost_count,
-            tag,
-            down,
-            last_updown_change,
-            hostname: hostname.filter(|h| !h.is_empty()),
-        })
+        .prop_map(
+            |(ip, vhost_count, tag, down, last_updown_change, hostname)| RingHost {
+                ip,
+                vhost_count,
+                tag,
+                down,
+                last_updown_change,
+                hostname: hostname.filter(|h| !h.is_empty()),
+            },
+        )
 }
 
 fn snapshot() -> impl Strategy<Value = Snapshot> {
@@ -203,28 +205,45 @@ fn errors_say_what_and_where() {
         StateFileErrorKind::NotAStateFile
     );
     assert_eq!(kind_of(b"").1, StateFileErrorKind::Truncated);
-    let v2 = String::from_utf8(good.clone()).unwrap().replacen("state\t1", "state\t2", 1);
+    let v2 = String::from_utf8(good.clone())
+        .unwrap()
+        .replacen("state\t1", "state\t2", 1);
     assert_eq!(
         kind_of(v2.as_bytes()).1,
         StateFileErrorKind::UnsupportedVersion("2".into())
     );
 
     // A changed user line: the checksum catches it on the end line (line 8).
-    let changed = String::from_utf8(good.clone()).unwrap().replacen("user\t42", "user\t43", 1);
+    let changed = String::from_utf8(good.clone())
+        .unwrap()
+        .replacen("user\t42", "user\t43", 1);
     let (line, kind) = kind_of(changed.as_bytes());
     assert_eq!(line, 8);
-    assert!(matches!(kind, StateFileErrorKind::ChecksumMismatch { .. }), "{kind:?}");
+    assert!(
+        matches!(kind, StateFileErrorKind::ChecksumMismatch { .. }),
+        "{kind:?}"
+    );
     let e = decode(changed.as_bytes()).unwrap_err();
     let byte = changed.find("end\t").unwrap();
     assert_eq!(e.byte, byte);
-    assert!(e.to_string().starts_with(&format!("line 8 (byte {byte}): checksum mismatch")), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("line 8 (byte {byte}): checksum mismatch")),
+        "{e}"
+    );
 
     let mut trailing = good.clone();
     trailing.extend_from_slice(b"x");
     assert_eq!(kind_of(&trailing).1, StateFileErrorKind::TrailingData);
 
-    let long = format!("director-state\t1\nsaved\t1\nhost\t{}\n", "x".repeat(MAX_LINE_LEN));
-    assert_eq!(kind_of(long.as_bytes()), (3, StateFileErrorKind::LineTooLong));
+    let long = format!(
+        "director-state\t1\nsaved\t1\nhost\t{}\n",
+        "x".repeat(MAX_LINE_LEN)
+    );
+    assert_eq!(
+        kind_of(long.as_bytes()),
+        (3, StateFileErrorKind::LineTooLong)
+    );
 
     // Sections in order: a host after a user is out of place.
     let text = String::from_utf8(good).unwrap();

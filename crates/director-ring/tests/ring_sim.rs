@@ -622,7 +622,10 @@ fn a_director_restarted_from_its_saved_state_takes_the_rings_state() {
         let u = format!("s{n}");
         assert_eq!(net.user_host(1, &u), net.user_host(0, &u), "{u}");
     }
-    assert_eq!(net.nodes[1].dir.users().len(), net.nodes[0].dir.users().len());
+    assert_eq!(
+        net.nodes[1].dir.users().len(),
+        net.nodes[0].dir.users().len()
+    );
 }
 
 #[test]
