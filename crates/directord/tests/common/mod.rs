@@ -122,6 +122,8 @@ impl Daemon {
         cmd.arg("-o")
             .arg(format!("base_dir={}", base_dir.display()));
         cmd.arg("-o").arg(format!("log_path={}", log.display()));
+        cmd.arg("-o")
+            .arg(format!("state_dir={}", dir.path().join("state").display()));
         cmd.args(args);
         cmd.env("DIRECTORD_LOG", "debug");
         cmd.stdin(Stdio::null())
