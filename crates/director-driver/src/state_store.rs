@@ -107,9 +107,17 @@ impl StateStore {
         }
     }
 
-    /// Renames the file aside as `director-state.corrupt-<now>`; returns the new path.
+    /// Renames the file aside as `director-state.corrupt-<now>` (`-<now>.<n>` when that
+    /// name is taken: an earlier copy is never replaced); returns the new path.
     pub fn keep_aside(&self, now: u64) -> Result<PathBuf, StateStoreError> {
-        let aside = self.dir.join(format!("{STATE_FILE_NAME}.corrupt-{now}"));
+        let base = format!("{STATE_FILE_NAME}.corrupt-{now}");
+        let aside = (0..1000)
+            .map(|n| match n {
+                0 => self.dir.join(&base),
+                n => self.dir.join(format!("{base}.{n}")),
+            })
+            .find(|p| !p.exists())
+            .unwrap_or_else(|| self.dir.join(&base));
         fs::rename(&self.path, &aside).map_err(io_err("rename aside", &self.path))?;
         Ok(aside)
     }
@@ -206,5 +214,14 @@ mod tests {
         assert_eq!(aside, dir.path().join("director-state.corrupt-1700000123"));
         assert!(aside.exists());
         assert!(matches!(store.read(), ReadOutcome::Missing));
+        // A second bad file in the same second keeps the first copy.
+        fs::write(store.path(), b"garbage").unwrap();
+        assert!(matches!(store.read(), ReadOutcome::Corrupt(_)));
+        let second = store.keep_aside(1_700_000_123).unwrap();
+        assert_eq!(
+            second,
+            dir.path().join("director-state.corrupt-1700000123.1")
+        );
+        assert_eq!(fs::read(&aside).unwrap(), &bytes[..bytes.len() - 5]);
     }
 }
