@@ -244,7 +244,9 @@ fn sigterm_saves_everything_and_a_restart_restores_it() {
     // only by the save at SIGTERM.
     let mut s = setup("1 hour");
     let state_dir = s.daemon.state_dir();
-    wait_for_state(&state_dir, "the config's hosts", |snap| snap.hosts.len() == 4);
+    wait_for_state(&state_dir, "the config's hosts", |snap| {
+        snap.hosts.len() == 4
+    });
     let hosts = change_hosts(&s);
     let mut before = Vec::new();
     for i in 0..20 {
