@@ -46,7 +46,9 @@ fn main() -> anyhow::Result<()> {
             bail!("login {i} was not routed");
         }
     }
-    let now = t0 + 900;
+    // The last second before the oldest expires: every user is restored.
+    let now = t0 + 899;
+    let users = d.counters().users;
 
     let started = Instant::now();
     let snapshot = d.snapshot(now);
@@ -69,14 +71,14 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let report = e.restore(&read, now)?;
     let t_restore = started.elapsed();
-    if report.users != n as usize {
-        bail!("restored {} users of {n}", report.users);
+    if report.users != users {
+        bail!("restored {} users of {users}", report.users);
     }
 
     println!(
-        "users={n} file_bytes={} bytes/user={:.1}",
+        "logins={n} users={users} file_bytes={} bytes/user={:.1}",
         bytes.len(),
-        bytes.len() as f64 / f64::from(n.max(1))
+        bytes.len() as f64 / users.max(1) as f64
     );
     println!(
         "save: snapshot under the lock {}, encode {}, write+fsync+rename {}",
