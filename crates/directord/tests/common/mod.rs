@@ -150,7 +150,7 @@ impl Daemon {
         let base_dir = dir.join("run");
         let log = dir.join("directord.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_directord"));
-        cmd.arg("-c").arg(&config);
+        cmd.arg("-c").arg(config);
         // Keep every file of the test daemon inside its temp dir, whatever the config says.
         cmd.arg("-o")
             .arg(format!("base_dir={}", base_dir.display()));
