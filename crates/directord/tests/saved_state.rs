@@ -205,9 +205,15 @@ fn kill_9_during_a_login_storm_then_restart_brings_back_hosts_and_older_assignme
             })
         })
         .collect();
+    // A save during the storm, then more logins that no save holds yet: the kill falls
+    // between two saves, with logins in flight.
+    wait_for_state(&state_dir, "users of the storm", |snap| {
+        snap.users.len() >= 40
+    });
+    let mark = done.load(Ordering::Relaxed) + 20;
     let deadline = Instant::now() + WAIT;
-    while done.load(Ordering::Relaxed) < 40 {
-        assert!(Instant::now() < deadline, "the storm never got going");
+    while done.load(Ordering::Relaxed) < mark {
+        assert!(Instant::now() < deadline, "the storm stopped");
         std::thread::sleep(Duration::from_millis(5));
     }
     s.daemon.signal(Signal::SIGKILL);
@@ -217,6 +223,8 @@ fn kill_9_during_a_login_storm_then_restart_brings_back_hosts_and_older_assignme
     for t in storm {
         t.join().expect("storm thread");
     }
+    // The last save before the kill: every user in it must come back, storm users included.
+    let last = read_state(&state_dir).expect("a whole state file after the kill");
 
     s.daemon.restart();
     let log = s.daemon.wait_log("restored the saved state");
@@ -230,6 +238,15 @@ fn kill_9_during_a_login_storm_then_restart_brings_back_hosts_and_older_assignme
         request(&s.daemon, "HOST-LIST-REMOVED"),
         format!("{}\n\n", s.spare)
     );
+    let listed: BTreeMap<u32, IpAddr> = request(&s.daemon, "USER-LIST")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].parse().expect("hash"), f[2].parse().expect("ip"))
+        })
+        .collect();
+    assert_eq!(listed, saved_users(&last), "every saved assignment is back");
     for (user, ip) in &before {
         assert_eq!(current_host(&s.daemon, user), ip.to_string(), "{user}");
         let (c, reached) = Imap::login(s.imap, user);
