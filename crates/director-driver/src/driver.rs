@@ -29,6 +29,7 @@
 //! with an error for its supervisor to restart it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ use crate::effects::sessions::{KickFuture, LocalSessions};
 use crate::limits::{
     DRIVER_QUEUE_CAPACITY, MIN_REFRESH_PERIOD, RING_EVENT_QUEUE_CAPACITY, RING_SYNC_WAIT,
 };
-use crate::ring_net::{RingEvent, RingNet};
+use crate::ring_net::{Executed, RingEvent, RingNet};
 use crate::ring_view::RingView;
 use crate::state_store::{ReadOutcome, StateStore};
 
@@ -178,6 +179,8 @@ struct Shared {
     wake: Notify,
     /// `None` while running.
     exit: watch::Sender<Option<DriverExit>>,
+    /// Logins that found the state busy and went through the driver task's queue.
+    queued_logins: AtomicU64,
 }
 
 /// The locked state. Dropped during a panic, it marks the driver crashed (the mutex is
@@ -316,6 +319,7 @@ impl DirectorHandle {
             FastLogin::Answered(rx) => rx,
             FastLogin::Stopped => return None,
             FastLogin::Busy => {
+                self.shared.queued_logins.fetch_add(1, Ordering::Relaxed);
                 let (reply, rx) = oneshot::channel();
                 self.tx
                     .send(DriverMsg::Login { username, reply })
@@ -441,6 +445,12 @@ impl DirectorHandle {
             Ok(Err(e)) => SaveOutcome::Failed(e),
             Err(e) => SaveOutcome::Failed(format!("the save task failed: {e}")),
         }
+    }
+
+    /// How many logins so far found the state busy and were queued for the driver task
+    /// instead of being decided on the caller's thread.
+    pub fn queued_logins(&self) -> u64 {
+        self.shared.queued_logins.load(Ordering::Relaxed)
     }
 
     /// Waits until the driver has ended, and says how.
@@ -718,6 +728,7 @@ pub fn spawn(
         state: Mutex::new(state),
         wake: Notify::new(),
         exit: watch::Sender::new(None),
+        queued_logins: AtomicU64::new(0),
     });
     if let Some(mut state) = shared.lock() {
         // The ring's first connection attempts.
@@ -926,15 +937,18 @@ impl State {
     fn settle(&mut self) {
         loop {
             self.run_effects();
-            let overflowed = match &mut self.directors {
+            let executed = match &mut self.directors {
                 DirectorsState::Ring(net) => net.execute(),
-                DirectorsState::Standalone(_) => Vec::new(),
+                DirectorsState::Standalone(_) => Executed::default(),
             };
-            if !overflowed.is_empty() {
+            if !executed.overflowed.is_empty() || !executed.written.is_empty() {
                 let now = self.clock.now().as_secs();
                 if let DirectorsState::Ring(net) = &mut self.directors {
-                    for conn in overflowed {
+                    for conn in executed.overflowed {
                         net.ring.closed(conn, now, self.core.director_mut());
+                    }
+                    for conn in executed.written {
+                        net.ring.written(conn, now, self.core.director_mut());
                     }
                 }
                 continue;
@@ -969,12 +983,18 @@ impl State {
             }
             RingEvent::Line { conn, message } => {
                 if net.knows(conn) {
+                    net.observe(conn, &message);
                     net.ring.line(conn, message, now, dir);
                 }
             }
             RingEvent::DecodeError { conn, error } => {
                 if net.knows(conn) {
                     net.ring.decode_error(conn, &error, now, dir);
+                }
+            }
+            RingEvent::Written { conn } => {
+                if net.knows(conn) {
+                    net.ring.written(conn, now, dir);
                 }
             }
             RingEvent::Closed { conn } => {
@@ -1083,9 +1103,9 @@ impl State {
         };
         let notice = RingNotice::of(&request);
         match request {
-            AdminRequest::DirectorList => {
-                AdminStart::Done(AdminReply::DirectorList(net.ring.status(secs)))
-            }
+            AdminRequest::DirectorList => AdminStart::Done(AdminReply::DirectorList(
+                net.ring.status(secs, |c| net.counters(c)),
+            )),
             AdminRequest::DirectorAdd { ip, port } => {
                 net.ring
                     .director_add(ip, port, secs, self.core.director_mut());

@@ -5,16 +5,19 @@
 //! and parses lines with `RingDecoder` and hands every message to the driver task, and a
 //! writer task, which writes the lines the driver queued. The bytes queued for one peer are
 //! counted: past `director_output_buffer_size` the peer is disconnected, as Dovecot does,
-//! instead of letting a stalled peer grow our memory.
+//! instead of letting a stalled peer grow our memory. Bytes in and out, the peak of the
+//! queue and the last `PING` round trip are counted here too, for `DIRECTOR-LIST`. When
+//! the ring asks (`Output::NotifyWritten`: a handshake sends its users a round at a time),
+//! the connection reports once its queue is written out.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use director_proto::ring::{DirectorAddr, RingDecodeError, RingDecoder, RingMessage};
-use director_ring::{ConnId, Output, Ring, CONNECT_TIMEOUT_SECS};
+use director_ring::{ConnCounters, ConnId, Output, Ring, CONNECT_TIMEOUT_SECS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -51,6 +54,8 @@ pub(crate) enum RingEvent {
         conn: ConnId,
         error: RingDecodeError,
     },
+    /// Everything queued for the connection was written, and the ring asked to know.
+    Written { conn: ConnId },
     /// The connection ended (EOF or an I/O error).
     Closed { conn: ConnId },
 }
@@ -61,8 +66,28 @@ pub(crate) type EventSink = mpsc::Sender<RingEvent>;
 
 struct Peer {
     lines: mpsc::UnboundedSender<Vec<u8>>,
+    /// Bytes queued and not yet written; shared with the writer task.
     queued: Arc<AtomicUsize>,
+    /// The ring wants [`RingEvent::Written`] when `queued` reaches 0; whoever turns it off
+    /// (the writer task, or [`RingNet::execute`] finding the queue empty) reports it.
+    notify_written: Arc<AtomicBool>,
+    peak_queued: usize,
+    /// Bytes read and written; shared with the reader and writer tasks.
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: Arc<AtomicU64>,
+    /// When our unanswered `PING` was queued.
+    ping_sent: Option<Instant>,
+    last_ping_msecs: u64,
     reader: tokio::task::AbortHandle,
+}
+
+/// What [`RingNet::execute`] leaves for the driver to tell the ring.
+#[derive(Default)]
+pub(crate) struct Executed {
+    /// Dropped because their output buffer overflowed.
+    pub overflowed: Vec<ConnId>,
+    /// Everything queued was written already.
+    pub written: Vec<ConnId>,
 }
 
 /// The ring and its open connections.
@@ -94,12 +119,27 @@ impl RingNet {
         let (lines, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
         let queued = Arc::new(AtomicUsize::new(0));
         let written = Arc::clone(&queued);
+        let notify_written = Arc::new(AtomicBool::new(false));
+        let notify = Arc::clone(&notify_written);
+        let bytes_out = Arc::new(AtomicU64::new(0));
+        let out_count = Arc::clone(&bytes_out);
+        let bytes_in = Arc::new(AtomicU64::new(0));
+        let in_count = Arc::clone(&bytes_in);
         let sink = self.sink.clone();
         tokio::spawn(async move {
             while let Some(line) = queue.recv().await {
                 let n = line.len();
                 let ok = write.write_all(&line).await.is_ok();
-                written.fetch_sub(n, Ordering::Relaxed);
+                let left = written.fetch_sub(n, Ordering::AcqRel) - n;
+                if ok {
+                    out_count.fetch_add(n as u64, Ordering::Relaxed);
+                    if left == 0
+                        && notify.swap(false, Ordering::AcqRel)
+                        && sink.send(RingEvent::Written { conn }).await.is_err()
+                    {
+                        return;
+                    }
+                }
                 if !ok {
                     // The reader notices too; one Closed is enough, and the driver ignores
                     // a second one for a connection it no longer has.
@@ -134,7 +174,10 @@ impl RingNet {
                         let _ = sink.send(RingEvent::Closed { conn }).await;
                         return;
                     }
-                    Ok(n) => decoder.commit(n),
+                    Ok(n) => {
+                        in_count.fetch_add(n as u64, Ordering::Relaxed);
+                        decoder.commit(n);
+                    }
                 }
             }
         })
@@ -144,10 +187,39 @@ impl RingNet {
             Peer {
                 lines,
                 queued,
+                notify_written,
+                peak_queued: 0,
+                bytes_in,
+                bytes_out,
+                ping_sent: None,
+                last_ping_msecs: 0,
                 reader,
             },
         );
         conn
+    }
+
+    /// Notes what the socket owner measures of a line that arrived: a `PONG`'s round trip.
+    pub fn observe(&mut self, conn: ConnId, message: &RingMessage) {
+        if let (RingMessage::Pong(_), Some(peer)) = (message, self.peers.get_mut(&conn)) {
+            if let Some(sent) = peer.ping_sent.take() {
+                peer.last_ping_msecs =
+                    u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX);
+            }
+        }
+    }
+
+    /// `DIRECTOR-LIST`'s counters of `conn` (zeros for a connection we no longer have).
+    pub fn counters(&self, conn: ConnId) -> ConnCounters {
+        self.peers
+            .get(&conn)
+            .map_or_else(ConnCounters::default, |p| ConnCounters {
+                last_ping_msecs: p.last_ping_msecs,
+                bytes_in: p.bytes_in.load(Ordering::Relaxed),
+                bytes_out: p.bytes_out.load(Ordering::Relaxed),
+                buffered: p.queued.load(Ordering::Relaxed) as u64,
+                peak_buffered: p.peak_queued as u64,
+            })
     }
 
     /// Whether `conn` is open.
@@ -167,17 +239,22 @@ impl RingNet {
     }
 
     /// Carries out what the ring asked for. Returns connections that had to be dropped
-    /// because their output buffer overflowed (the ring must be told they closed).
-    pub fn execute(&mut self) -> Vec<ConnId> {
-        let mut overflowed = Vec::new();
+    /// because their output buffer overflowed (the ring must be told they closed), and
+    /// connections whose queue was already written when the ring asked to know.
+    pub fn execute(&mut self) -> Executed {
+        let mut done = Executed::default();
         while let Some(out) = self.ring.poll_output() {
             match out {
                 Output::Send { conn, message } => {
-                    let Some(peer) = self.peers.get(&conn) else {
+                    let Some(peer) = self.peers.get_mut(&conn) else {
                         continue;
                     };
+                    if matches!(message, RingMessage::Ping(_)) {
+                        peer.ping_sent = Some(Instant::now());
+                    }
                     let line = message.encode();
                     let queued = peer.queued.fetch_add(line.len(), Ordering::Relaxed) + line.len();
+                    peer.peak_queued = peer.peak_queued.max(queued);
                     if queued > self.output_limit {
                         tracing::error!(
                             conn = conn.0,
@@ -186,10 +263,20 @@ impl RingNet {
                             "Director output buffer full, disconnecting"
                         );
                         self.forget(conn);
-                        overflowed.push(conn);
+                        done.overflowed.push(conn);
                         continue;
                     }
                     let _ = peer.lines.send(line);
+                }
+                Output::NotifyWritten { conn } => {
+                    if let Some(peer) = self.peers.get(&conn) {
+                        peer.notify_written.store(true, Ordering::Release);
+                        if peer.queued.load(Ordering::Acquire) == 0
+                            && peer.notify_written.swap(false, Ordering::AcqRel)
+                        {
+                            done.written.push(conn);
+                        }
+                    }
                 }
                 Output::Connect { addr } => self.connect(addr),
                 Output::Disconnect { conn, reason } => {
@@ -199,7 +286,7 @@ impl RingNet {
                 }
             }
         }
-        overflowed
+        done
     }
 
     fn connect(&self, addr: DirectorAddr) {

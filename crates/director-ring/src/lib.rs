@@ -55,8 +55,8 @@
 //! * A director that sent `CONNECT` does not ignore the peer's input for 10 s, and an
 //!   ignored `CONNECT` does not close the requesting connection after 1 s.
 //! * Declaring ourselves alone keeps an existing left connection.
-//! * `PING`/`PONG` carry 0 as the buffered byte count; `DIRECTOR-LIST` byte counters, the
-//!   ping time and the last sync round trip read 0.
+//! * `PING`/`PONG` carry 0 as the buffered byte count; `DIRECTOR-LIST`'s last sync round
+//!   trip reads 0.
 //! * Peers older than protocol 1.9 are not served their dialect (handshake users as
 //!   `USER`, shorter `HOST` lines); 1.5–1.8 peers are accepted and get 1.9 lines except
 //!   for the `USER` timestamp.
@@ -68,8 +68,8 @@ pub mod ring;
 pub mod topology;
 
 pub use ring::{
-    ConnId, Direction, Output, Ring, RingConfig, RingOverview, CONNECT_TIMEOUT_SECS,
-    DONE_TIMEOUT_SECS, ME_TIMEOUT_SECS, PING_IDLE_SECS, PING_UNSYNCED_SECS,
-    RING_ALONE_GIVE_UP_SECS, RING_RETRY_SECS, SYNC_RESEND_SECS,
+    ConnCounters, ConnId, Direction, Output, Ring, RingConfig, RingOverview, CONNECT_TIMEOUT_SECS,
+    DONE_TIMEOUT_SECS, HANDSHAKE_USERS_PER_ROUND, ME_TIMEOUT_SECS, PING_IDLE_SECS,
+    PING_UNSYNCED_SECS, RING_ALONE_GIVE_UP_SECS, RING_RETRY_SECS, SYNC_RESEND_SECS,
 };
 pub use topology::{addr_cmp, closer_left, closer_right, find_self, SelfError, STANDALONE_SELF};

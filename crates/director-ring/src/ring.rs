@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
+use director_core::host::TagId;
 use director_core::{Director, Effect, RingHost, RingHostOutcome, RingStatus, RingUserOutcome};
 use director_proto::admin::DirectorListEntry;
 use director_proto::ring::{
@@ -22,6 +23,9 @@ use director_proto::ring::{
 
 use crate::topology::{addr_text, closer_left, closer_right, Directors, SHORT_CONNECTION_SECS};
 
+/// Handshake `U` lines queued per [`Output::NotifyWritten`] round: about 300 KiB, far below
+/// `director_output_buffer_size`, however many users the ring holds.
+pub const HANDSHAKE_USERS_PER_ROUND: usize = 10_000;
 /// An outgoing connection that isn't established within this many seconds is given up
 /// (Dovecot: 10 s).
 pub const CONNECT_TIMEOUT_SECS: u64 = 10;
@@ -91,6 +95,13 @@ pub enum Output {
         /// The director's ring listener.
         addr: DirectorAddr,
     },
+    /// Call [`Ring::written`] once everything queued for the connection so far has been
+    /// written: the handshake's users go out a round at a time, so that a ring of millions
+    /// of users stays within the output buffer limit.
+    NotifyWritten {
+        /// The connection.
+        conn: ConnId,
+    },
     /// Close the connection after writing what was queued for it; `reason` is for the
     /// log (Dovecot's wording where known). Don't report [`Ring::closed`] for it.
     Disconnect {
@@ -124,6 +135,22 @@ impl RingConfig {
             ping_max_timeout_secs: DEFAULT_PING_MAX_TIMEOUT_SECS,
         }
     }
+}
+
+/// What the owner of a connection's socket counts for `DIRECTOR-LIST` (all 0 where nobody
+/// counts, as in the in-memory tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnCounters {
+    /// Round trip of the latest answered `PING`, in milliseconds.
+    pub last_ping_msecs: u64,
+    /// Bytes read from the peer.
+    pub bytes_in: u64,
+    /// Bytes written to the peer.
+    pub bytes_out: u64,
+    /// Bytes queued for the peer and not yet written.
+    pub buffered: u64,
+    /// The most that was ever queued.
+    pub peak_buffered: u64,
 }
 
 /// A summary of the ring for logs, metrics and tests.
@@ -164,6 +191,9 @@ struct Conn {
     handshaked: bool,
     users_received: u64,
     users_sent: u64,
+    /// While our handshake's users are being sent: who is left, and what must wait until
+    /// our `DONE` (the peer takes nothing else in the middle of a handshake).
+    sending_users: Option<UserSend>,
     connected_at: u64,
     last_input: u64,
     last_output: u64,
@@ -191,6 +221,7 @@ impl Conn {
             handshaked: false,
             users_received: 0,
             users_sent: 0,
+            sending_users: None,
             connected_at: now,
             last_input: now,
             last_output: now,
@@ -203,6 +234,16 @@ impl Conn {
     fn incoming(&self) -> bool {
         self.direction == Direction::Incoming
     }
+}
+
+/// Our handshake's users still to send on one connection.
+#[derive(Debug, Clone)]
+struct UserSend {
+    /// The users as (tag, hash) when the handshake began; each is looked up again when its
+    /// turn comes, so the peer gets its state of that moment.
+    left: std::vec::IntoIter<(TagId, u32)>,
+    /// Lines for this peer that came up meanwhile, sent after our `DONE`.
+    deferred: Vec<RingMessage>,
 }
 
 /// Whether a seq-tracked message is new to us.
@@ -501,6 +542,10 @@ impl Ring {
 
     fn send(&mut self, id: ConnId, message: RingMessage, now: u64) {
         if let Some(c) = self.conns.get_mut(&id) {
+            if let Some(sending) = &mut c.sending_users {
+                sending.deferred.push(message);
+                return;
+            }
             c.last_output = now;
             self.outputs.push_back(Output::Send { conn: id, message });
         }
@@ -935,34 +980,75 @@ impl Ring {
         );
         // Users restored from a saved state are not offered before we met the ring: see
         // `Director::has_unconfirmed_restored_users`.
-        let offered = !dir.has_unconfirmed_restored_users();
-        let users: Vec<HandshakeUser> = dir
-            .users()
-            .iter()
-            .filter(|_| offered)
-            .filter_map(|u| {
-                let ip = dir.hosts().get(u.host)?.ip;
-                Some(HandshakeUser {
-                    hash: u.hash,
-                    ip,
-                    timestamp: u.timestamp,
-                    weak: u.weak,
-                })
-            })
-            .collect();
-        let n = users.len() as u64;
-        for u in users {
-            self.send(id, RingMessage::HandshakeUser(u), now);
-        }
+        let users: Vec<(TagId, u32)> = if dir.has_unconfirmed_restored_users() {
+            Vec::new()
+        } else {
+            dir.users().iter().map(|u| (u.tag, u.hash)).collect()
+        };
         if let Some(c) = self.conns.get_mut(&id) {
-            c.users_sent = n;
+            c.sending_users = Some(UserSend {
+                left: users.into_iter(),
+                deferred: Vec::new(),
+            });
         }
+        self.send_handshake_users(id, now, dir);
+    }
+
+    /// Sends the next round of our handshake's users, then asks to hear when they are
+    /// written; after the last round, `OPTIONS`, `DONE` and whatever waited for them.
+    fn send_handshake_users(&mut self, id: ConnId, now: u64, dir: &Director) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(sending) = &mut c.sending_users else {
+            return;
+        };
+        let mut sent = 0;
+        for (tag, hash) in sending.left.by_ref() {
+            let Some(u) = dir.users().peek(tag, hash) else {
+                // Expired or dropped since the handshake began.
+                continue;
+            };
+            let Some(host) = dir.hosts().get(u.host) else {
+                continue;
+            };
+            let message = RingMessage::HandshakeUser(HandshakeUser {
+                hash: u.hash,
+                ip: host.ip,
+                timestamp: u.timestamp,
+                weak: u.weak,
+            });
+            self.outputs.push_back(Output::Send { conn: id, message });
+            sent += 1;
+            if sent == HANDSHAKE_USERS_PER_ROUND {
+                break;
+            }
+        }
+        c.users_sent += sent as u64;
+        c.last_output = now;
+        if sending.left.len() > 0 {
+            self.outputs.push_back(Output::NotifyWritten { conn: id });
+            return;
+        }
+        let deferred = c
+            .sending_users
+            .take()
+            .map(|s| s.deferred)
+            .unwrap_or_default();
         self.send(
             id,
             RingMessage::Options(vec![OPTION_CONSISTENT_HASHING.to_vec()]),
             now,
         );
         self.send(id, RingMessage::Done, now);
+        for message in deferred {
+            self.send(id, message, now);
+        }
+    }
+
+    /// Everything queued for `conn` until its last [`Output::NotifyWritten`] was written.
+    pub fn written(&mut self, conn: ConnId, now: u64, dir: &Director) {
+        self.send_handshake_users(conn, now, dir);
     }
 
     fn host_hand_start(
@@ -1775,13 +1861,18 @@ impl Ring {
 
     /// `DIRECTOR-LIST` rows (§8.4), in order: connections whose peer is not known yet,
     /// then every director by (ip, port) with a row per connection to it, or one row
-    /// without a connection. Byte counters are the driver's; they read 0 here.
-    pub fn status(&self, now: u64) -> Vec<DirectorListEntry> {
+    /// without a connection. The byte counters and ping times are the socket owner's:
+    /// `counters` gives them per connection.
+    pub fn status(
+        &self,
+        now: u64,
+        counters: impl Fn(ConnId) -> ConnCounters,
+    ) -> Vec<DirectorListEntry> {
         let mut rows = Vec::new();
-        for c in self.conns.values() {
+        for (id, c) in &self.conns {
             if c.peer.is_none() {
                 rows.push(DirectorListEntry {
-                    fields: self.conn_status(c),
+                    fields: self.conn_status(c, counters(*id)),
                 });
             }
         }
@@ -1811,7 +1902,7 @@ impl Ring {
                     "out"
                 };
                 let mut f = head(kind);
-                f.extend(self.conn_status(c));
+                f.extend(self.conn_status(c, counters(*id)));
                 rows.push(DirectorListEntry { fields: f });
             }
             if any {
@@ -1840,7 +1931,7 @@ impl Ring {
         rows
     }
 
-    fn conn_status(&self, c: &Conn) -> Vec<String> {
+    fn conn_status(&self, c: &Conn, n: ConnCounters) -> Vec<String> {
         let state = if !c.handshaked {
             if c.incoming() {
                 format!("handshaking - {} USERs received", c.users_received)
@@ -1854,11 +1945,11 @@ impl Ring {
         };
         vec![
             state,
-            "0".into(),
-            "0".into(),
-            "0".into(),
-            "0".into(),
-            "0".into(),
+            n.last_ping_msecs.to_string(),
+            n.bytes_in.to_string(),
+            n.bytes_out.to_string(),
+            n.buffered.to_string(),
+            n.peak_buffered.to_string(),
             c.last_input.to_string(),
             c.last_output.to_string(),
         ]

@@ -142,6 +142,8 @@ impl Live {
                             let _ = s.write_all(&message.encode());
                         }
                     }
+                    // Blocking writes: what was queued is written.
+                    Output::NotifyWritten { conn } => self.ring.written(conn, now, &self.dir),
                     Output::Connect { addr } => self.connect(addr),
                     Output::Disconnect { conn, .. } => {
                         if let Some(s) = self.streams.remove(&conn) {

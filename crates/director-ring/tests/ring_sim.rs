@@ -4,6 +4,7 @@
 
 mod sim;
 
+use director_ring::ConnCounters;
 use sim::*;
 
 fn overview(net: &Net, i: usize) -> director_ring::RingOverview {
@@ -175,6 +176,58 @@ fn a_restarted_director_relearns_users_and_its_sequence_restarts() {
             net.hosts(i).contains(&(backend(5), 20, false)),
             "director {i}"
         );
+    }
+}
+
+/// A ring holding more users than one handshake round: a restarted director gets them a
+/// round at a time (the sender waits until each round is written, so the output buffer
+/// limit holds however many users there are), and a change the sender makes in the middle
+/// reaches it after the sender's `DONE`, not inside the handshake.
+#[test]
+fn a_joining_director_gets_many_users_in_rounds_and_changes_meanwhile_after_done() {
+    let mut net = Net::new(3);
+    net.start_all();
+    net.advance(60);
+    let n = director_ring::HANDSHAKE_USERS_PER_ROUND * 2 + 500;
+    for k in 0..n {
+        net.login(0, &format!("bulk{k}")).expect("routed");
+    }
+    net.hold_written = true;
+    net.restart(1);
+    let &(sender, conn) = net
+        .held_written
+        .first()
+        .expect("a handshake waits for its round");
+    // Only the first round went out on that connection so far.
+    let sent = |net: &Net| {
+        net.wire
+            .iter()
+            .filter(|w| w.from == daddr(sender + 1) && w.conn == conn && w.line.starts_with("U\t"))
+            .count()
+    };
+    assert_eq!(sent(&net), director_ring::HANDSHAKE_USERS_PER_ROUND);
+    net.admin_host_set(sender, backend(7), 33);
+    let new_host = backend(7).to_string();
+    let to_joiner = |net: &Net, prefix: &str| {
+        net.wire.iter().position(|w| {
+            w.from == daddr(sender + 1)
+                && w.conn == conn
+                && w.line.starts_with(prefix)
+                && (prefix != "HOST\t" || w.line.contains(&new_host))
+        })
+    };
+    assert_eq!(to_joiner(&net, "HOST\t"), None, "held back until DONE");
+    net.release_written();
+    net.advance(5);
+    assert_ring_formed(&net);
+    assert_eq!(sent(&net), n);
+    let done = to_joiner(&net, "DONE").expect("DONE");
+    let host = to_joiner(&net, "HOST\t").expect("the change, after DONE");
+    assert!(host > done);
+    assert!(net.hosts(1).contains(&(backend(7), 33, false)));
+    for k in (0..n).step_by(997) {
+        let u = format!("bulk{k}");
+        assert_eq!(net.user_host(1, &u), net.user_host(0, &u), "{u}");
     }
 }
 
@@ -405,7 +458,7 @@ fn director_list_rows() {
     let now = net.now;
     let rows: Vec<Vec<String>> = net.nodes[0]
         .ring
-        .status(now)
+        .status(now, |_| ConnCounters::default())
         .into_iter()
         .map(|r| r.fields)
         .collect();
@@ -482,7 +535,9 @@ fn a_director_removed_by_admin_is_dropped_from_the_ring_everywhere() {
         .is_empty());
     for i in [0, 1, 3] {
         // Listed as removed until the next ring sync purges it.
-        let rows = net.nodes[i].ring.status(net.now);
+        let rows = net.nodes[i]
+            .ring
+            .status(net.now, |_| ConnCounters::default());
         let row = rows.iter().find(|r| r.fields[0] == "127.0.0.13");
         assert!(
             row.is_none_or(|r| r.fields[2] == "removed"),
@@ -536,7 +591,7 @@ fn a_standalone_director_lists_added_directors_without_connecting() {
     let mut dir = director_core::Director::new(director_core::CoreSettings::default()).unwrap();
     ring.start(T0, &mut dir);
     let rows = |ring: &director_ring::Ring| -> Vec<String> {
-        ring.status(T0)
+        ring.status(T0, |_| ConnCounters::default())
             .into_iter()
             .map(|r| r.fields.join("\t"))
             .collect()

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::ring::{wait_same, wait_synced, Member, RingSpec};
+use common::ring::{wait_same, wait_synced, wait_until, Member, RingSpec};
 use common::Daemon;
 use nix::sys::signal::Signal;
 use testkit::LoopbackAllocator;
@@ -157,8 +157,64 @@ fn pipelined_host_changes_are_all_applied_and_answered() {
         assert_eq!(c.read_line().as_deref(), Some("OK"));
     }
     let list = wait_same(&ring, "host list", Member::hosts);
+    if !list.contains(&"127.0.1.60\t70\t0\t\tD".to_string()) {
+        for (i, d) in ring.iter().enumerate() {
+            eprintln!("=== director {i}:\n{}", daemon(d).log_text());
+        }
+    }
     assert!(
         list.contains(&"127.0.1.60\t70\t0\t\tD".to_string()),
         "{list:?}"
     );
+}
+
+/// `DIRECTOR-LIST` (and so `doveadm director ring status`) counts each ring connection's
+/// traffic: what a director wrote to its right neighbour is what that neighbour read from
+/// its left, once the ring is quiet.
+#[test]
+fn director_list_counts_the_bytes_of_each_ring_connection() {
+    let spec = RingSpec::new(3);
+    let ring = start_all(&spec);
+    assert_eq!(ring[0].admin("HOST-SET\t127.0.1.8\t10"), ["OK"]);
+    // (peer ip, kind) → (bytes in, bytes out, buffered, peak) of one director's rows.
+    let rows = |m: &Member| -> Vec<(String, String, [u64; 4])> {
+        m.admin("DIRECTOR-LIST")
+            .iter()
+            .map(|l| l.split('\t').collect::<Vec<_>>())
+            .filter(|f| f.len() == 12 && (f[2] == "left" || f[2] == "right"))
+            .map(|f| {
+                let n = |i: usize| f[i].parse::<u64>().expect("a counter");
+                (f[0].to_string(), f[2].to_string(), [n(6), n(7), n(8), n(9)])
+            })
+            .collect()
+    };
+    let ips: Vec<String> = spec.ips.iter().map(ToString::to_string).collect();
+    let mut last = Vec::new();
+    wait_until(
+        "every right link's bytes out equal its peer's bytes in",
+        || {
+            last = ring.iter().map(rows).collect::<Vec<_>>();
+            (0..ring.len()).all(|i| {
+                let Some((right_ip, _, mine)) = last[i].iter().find(|r| r.1 == "right") else {
+                    return false;
+                };
+                let Some(j) = ips.iter().position(|ip| ip == right_ip) else {
+                    return false;
+                };
+                last[j]
+                    .iter()
+                    .find(|r| r.1 == "left" && r.0 == ips[i])
+                    .is_some_and(|(_, _, theirs)| mine[1] > 0 && mine[1] == theirs[0])
+            })
+        },
+    );
+    for (i, d) in last.iter().enumerate() {
+        for (ip, kind, [bytes_in, bytes_out, buffered, peak]) in d {
+            assert!(
+                *bytes_in > 0 && *bytes_out > 0,
+                "director {i} {kind} {ip}: {d:?}"
+            );
+            assert!(*peak > 0 && *buffered <= *peak, "director {i}: {d:?}");
+        }
+    }
 }

@@ -154,6 +154,12 @@ impl DovecotDirector {
         wait_director_list(&self.instance, self.admin_tcp_addr(), want_synced, timeout)
     }
 
+    /// The `director-userdb` socket: auth-master `PASS` lookups through the director, the
+    /// path LMTP and doveadm proxying take to a user's backend.
+    pub fn userdb_socket_path(&self) -> PathBuf {
+        self.instance.base_dir().join("director-userdb")
+    }
+
     /// The UNIX admin socket, `base_dir/director-admin` (what `doveadm director -a` takes).
     pub fn admin_socket_path(&self) -> PathBuf {
         self.instance.base_dir().join("director-admin")

@@ -115,7 +115,9 @@ impl Director {
                 h.down = r.down;
                 h.last_updown_change = r.last_updown_change;
             }
-            self.mark_changed(id);
+            // Learnt, not changed here: not desynced (see the update case below), or a
+            // next change of it arriving before our own re-sync would be merged away.
+            self.hosts.touch();
             self.retry_pending(now);
             return RingHostOutcome::Applied;
         };
@@ -472,6 +474,26 @@ mod tests {
         );
         let r = d.ring_host_record(&ip("10.0.0.9")).unwrap();
         assert_eq!((r.vhost_count, r.down, r.last_updown_change), (6, true, 7));
+    }
+
+    #[test]
+    fn a_host_learnt_from_the_ring_takes_the_next_update_as_is() {
+        let mut d = ringed();
+        assert_eq!(
+            d.ring_host(&host("10.0.0.9", 10, false, 0), NOW),
+            RingHostOutcome::Applied
+        );
+        // The same admin's next change arrives before this director's own re-sync.
+        assert_eq!(
+            d.ring_host(&host("10.0.0.9", 70, false, 0), NOW),
+            RingHostOutcome::Applied
+        );
+        assert_eq!(
+            d.ring_host(&host("10.0.0.9", 70, true, NOW), NOW),
+            RingHostOutcome::Applied
+        );
+        let r = d.ring_host_record(&ip("10.0.0.9")).unwrap();
+        assert_eq!((r.vhost_count, r.down), (70, true));
     }
 
     #[test]

@@ -112,8 +112,9 @@ async fn logins_are_routed_whether_the_state_is_free_or_busy() {
         async move { d.login(b"user9".to_vec()).await }
     });
     // The slow login can only finish once the state is released: release it only after
-    // the login is queued in the driver's channel.
-    while d.tx.capacity() == DRIVER_QUEUE_CAPACITY {
+    // the login took the queue. (The driver task may already have dequeued it and be
+    // blocked on the state, so the channel's fill level says nothing.)
+    while d.queued_logins() == 0 {
         tokio::task::yield_now().await;
     }
     assert!(!slow.is_finished(), "waits for the state");

@@ -81,6 +81,10 @@ pub struct Net {
     pub disconnects: Vec<(usize, String)>,
     /// Queued login requests that finished (director, id, host).
     pub requests_done: Vec<(usize, director_core::RequestId, Option<IpAddr>)>,
+    /// Hold `Output::NotifyWritten` (a peer that reads slowly) instead of answering at once.
+    pub hold_written: bool,
+    /// The held ones (director, connection).
+    pub held_written: Vec<(usize, ConnId)>,
 }
 
 impl Net {
@@ -103,6 +107,8 @@ impl Net {
             connects: Vec::new(),
             disconnects: Vec::new(),
             requests_done: Vec::new(),
+            hold_written: false,
+            held_written: Vec::new(),
         };
         for i in 0..n {
             let node = net.fresh_node(i);
@@ -207,6 +213,17 @@ impl Net {
         }
     }
 
+    /// Stops holding `NotifyWritten` and answers the held ones.
+    pub fn release_written(&mut self) {
+        self.hold_written = false;
+        let now = self.now;
+        for (i, conn) in std::mem::take(&mut self.held_written) {
+            let node = &mut self.nodes[i];
+            node.ring.written(conn, now, &node.dir);
+        }
+        self.pump();
+    }
+
     /// Runs until nothing is in flight and no node has output.
     pub fn pump(&mut self) {
         for _ in 0..MAX_STEPS {
@@ -305,6 +322,14 @@ impl Net {
                 let node = &mut self.nodes[i];
                 node.ring
                     .connected(lid, addr.ip, Direction::Outgoing(addr), now, &mut node.dir);
+            }
+            // Lines are handed over at once here: everything queued is "written".
+            Output::NotifyWritten { conn } if self.hold_written => {
+                self.held_written.push((i, conn));
+            }
+            Output::NotifyWritten { conn } => {
+                let node = &mut self.nodes[i];
+                node.ring.written(conn, now, &node.dir);
             }
             Output::Disconnect { conn, reason } => {
                 self.disconnects.push((i, reason));

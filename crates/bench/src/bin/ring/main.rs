@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! cargo build --release -p directord -p director-bench
-//! target/release/ring [--directors 3,5] [--rounds 20]
+//! target/release/ring [--directors 3,5] [--rounds 20] [--users 1000000] [--logins 10000]
 //! ```
+//!
+//! The second part (`load.rs`, skipped with `--no-load`) loads a ring of three with users
+//! and measures ring traffic per new-user login, memory per user and the time to rejoin.
 //!
 //! `DIRECTORD_BIN` names the `directord` to run (default: next to this program). Needs
 //! Dovecot (`apt-get install -y dovecot-core`). Each ring runs on its own 127.x addresses;
@@ -23,6 +26,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+mod load;
 use testkit::{AdminClient, DirectorOptions, DovecotDirector, LoopbackAllocator};
 
 const MAIL_SERVERS: &str = "127.0.1.1 127.0.1.2 127.0.1.3";
@@ -81,63 +86,79 @@ fn directord_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn start_ours(bin: &Path, ips: &[Ipv4Addr], port: u16) -> anyhow::Result<Vec<Ours>> {
+fn servers(ips: &[Ipv4Addr], port: u16) -> String {
     let servers: Vec<String> = ips.iter().map(|ip| format!("{ip}:{port}")).collect();
-    let mut ring = Vec::new();
-    for ip in ips {
-        let dir = tempfile::tempdir()?;
-        let run = dir.path().join("run");
-        let conf = dir.path().join("directord.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "base_dir = {run}\nstate_dir = {run}\nlog_path = {log}\n\
-                 director_servers = {servers}\ndirector_mail_servers = {MAIL_SERVERS}\n\
-                 service director {{\n  unix_listener director-admin {{\n    mode = 0600\n  }}\n\
-                 \x20 inet_listener director {{\n    address = {ip}\n    port = {port}\n  }}\n}}\n",
-                run = run.display(),
-                log = dir.path().join("directord.log").display(),
-                servers = servers.join(" "),
-            ),
-        )?;
-        let mut child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("start {}", bin.display()))?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut first = String::new();
-        BufReader::new(stdout).read_line(&mut first)?;
-        let socket = first
-            .trim_end()
-            .strip_prefix("directord: admin socket ")
-            .with_context(|| format!("unexpected first line {first:?}"))?
-            .into();
-        ring.push(Ours {
-            child,
-            socket,
-            _dir: dir,
-        });
-    }
-    Ok(ring)
+    servers.join(" ")
+}
+
+/// One of our directors on `ip`, in the ring `servers`, with `extra` config lines.
+fn start_one_ours(
+    bin: &Path,
+    ip: Ipv4Addr,
+    port: u16,
+    servers: &str,
+    extra: &str,
+) -> anyhow::Result<Ours> {
+    let dir = tempfile::tempdir()?;
+    let run = dir.path().join("run");
+    let conf = dir.path().join("directord.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "base_dir = {run}\nstate_dir = {run}\nlog_path = {log}\n\
+             director_servers = {servers}\ndirector_mail_servers = {MAIL_SERVERS}\n\
+             service director {{\n  unix_listener director-admin {{\n    mode = 0600\n  }}\n\
+             \x20 inet_listener director {{\n    address = {ip}\n    port = {port}\n  }}\n{extra}}}\n",
+            run = run.display(),
+            log = dir.path().join("directord.log").display(),
+        ),
+    )?;
+    let mut child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first)?;
+    let socket = first
+        .trim_end()
+        .strip_prefix("directord: admin socket ")
+        .with_context(|| format!("unexpected first line {first:?}"))?
+        .into();
+    Ok(Ours {
+        child,
+        socket,
+        _dir: dir,
+    })
+}
+
+fn start_ours(bin: &Path, ips: &[Ipv4Addr], port: u16) -> anyhow::Result<Vec<Ours>> {
+    let servers = servers(ips, port);
+    ips.iter()
+        .map(|ip| start_one_ours(bin, *ip, port, &servers, ""))
+        .collect()
+}
+
+/// One Dovecot director on `ip`, in the ring `servers`.
+fn start_one_dovecot(ip: Ipv4Addr, port: u16, servers: &str) -> anyhow::Result<DovecotDirector> {
+    DovecotDirector::start(
+        DirectorOptions::new(MAIL_SERVERS)
+            .with_ip(ip)
+            .with_ring_port(port)
+            .with_director_servers(servers)
+            .without_sync_wait(),
+    )
+    .map_err(anyhow::Error::from)
 }
 
 fn start_dovecot(ips: &[Ipv4Addr], port: u16) -> anyhow::Result<Vec<DovecotDirector>> {
-    let servers: Vec<String> = ips.iter().map(|ip| format!("{ip}:{port}")).collect();
+    let servers = servers(ips, port);
     ips.iter()
-        .map(|ip| {
-            DovecotDirector::start(
-                DirectorOptions::new(MAIL_SERVERS)
-                    .with_ip(*ip)
-                    .with_ring_port(port)
-                    .with_director_servers(servers.join(" "))
-                    .without_sync_wait(),
-            )
-            .map_err(anyhow::Error::from)
-        })
+        .map(|ip| start_one_dovecot(*ip, port, &servers))
         .collect()
 }
 
@@ -202,6 +223,9 @@ fn ms(d: Duration) -> f64 {
 fn main() -> anyhow::Result<()> {
     let mut directors = vec![3usize, 5];
     let mut rounds = 20usize;
+    let mut users = 1_000_000u32;
+    let mut logins = 10_000u32;
+    let (mut convergence, mut loaded) = (true, true);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -214,24 +238,39 @@ fn main() -> anyhow::Result<()> {
                     .collect::<Result<_, _>>()?
             }
             "--rounds" => rounds = args.next().context("--rounds N")?.parse()?,
-            other => {
-                bail!("unknown argument {other:?}; usage: ring [--directors 3,5] [--rounds 20]")
-            }
+            "--users" => users = args.next().context("--users N")?.parse()?,
+            "--logins" => logins = args.next().context("--logins N")?.parse()?,
+            "--no-convergence" => convergence = false,
+            "--no-load" => loaded = false,
+            other => bail!(
+                "unknown argument {other:?}; usage: ring [--directors 3,5] [--rounds 20] \
+                 [--users 1000000] [--logins 10000] [--no-convergence] [--no-load]"
+            ),
         }
     }
     testkit::require_dovecot();
     let bin = directord_binary()?;
+    if convergence {
+        convergence_table(&bin, &directors, rounds)?;
+    }
+    if loaded {
+        load::run(&bin, users, logins.max(1))?;
+    }
+    Ok(())
+}
+
+fn convergence_table(bin: &Path, directors: &[usize], rounds: usize) -> anyhow::Result<()> {
     println!("## Convergence after a host change (HOST-SET on one director until all list it)\n");
     println!("| directors | ring | median ms | p90 ms | max ms | ours / dovecot (median) |");
     println!("|---|---|---|---|---|---|");
-    for &n in &directors {
+    for &n in directors {
         let mut medians = Vec::new();
         for kind in ["ours", "dovecot"] {
             let mut alloc = LoopbackAllocator::new();
             let ips: Vec<Ipv4Addr> = (0..n).map(|_| alloc.next_ip()).collect();
             let port = testkit::free_port(IpAddr::V4(ips[0]))?;
             let ring = if kind == "ours" {
-                Ring::Ours(start_ours(&bin, &ips, port)?)
+                Ring::Ours(start_ours(bin, &ips, port)?)
             } else {
                 Ring::Dovecot(start_dovecot(&ips, port)?)
             };

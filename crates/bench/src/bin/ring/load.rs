@@ -1,0 +1,402 @@
+//! A loaded ring: ring traffic per new-user login, memory per user on every director, and
+//! the time a restarted director takes to rejoin a ring holding all those users.
+//!
+//! For each kind (ours, then Dovecot's), three directors on fresh 127.x addresses:
+//! 1. **Traffic**: the sum of every director's ring `bytes out` (`DIRECTOR-LIST`) around
+//!    `logins` new-user logins through director 0's login path, less the cost of the
+//!    `HOST-SET` that marks the end (measured alone first). Ours: nginx `auth_http` requests
+//!    (`inet_listener director-auth-http`); Dovecot's: auth-master `PASS` lookups on its
+//!    `director-userdb` socket. Both create the assignment through the director's request
+//!    path, as a proxy's login does.
+//! 2. **Memory**: `users` assignments made with pipelined `USER-MOVE` on director 0 (chunks
+//!    of 50,000, as the admin benchmark does), a `HOST-SET` that comes back once every
+//!    director has processed them (a ring is FIFO), 12 s to settle, then each director
+//!    process's RSS growth divided by the users it lists.
+//! 3. **Join**: director 2 is stopped and started again; the time from starting it until
+//!    it reports `ring synced` (it has received every user from its neighbours by then).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use testkit::{AdminClient, DovecotDirector, LoopbackAllocator};
+
+use super::{servers, start_one_dovecot, start_one_ours, wait_synced, Ours, MAIL_SERVERS, WAIT};
+
+/// `USER-MOVE`s sent before their replies are read.
+const CHUNK: u32 = 50_000;
+/// Auth-master `PASS` lookups in flight.
+const WINDOW: u32 = 100;
+/// Time for the allocator to return what the loading freed (jemalloc's background purge).
+const SETTLE: Duration = Duration::from_secs(12);
+
+/// What one ring measured.
+struct Figures {
+    bytes_per_login: f64,
+    users_listed: [u64; 3],
+    bytes_per_user: [f64; 3],
+    join: Duration,
+}
+
+enum Member {
+    Ours(Ours),
+    Dovecot(DovecotDirector),
+}
+
+impl Member {
+    fn admin(&self) -> anyhow::Result<AdminClient> {
+        Ok(match self {
+            Member::Ours(d) => AdminClient::connect_unix(&d.socket)?,
+            Member::Dovecot(d) => d.admin_client()?,
+        })
+    }
+
+    fn admin_socket(&self) -> std::path::PathBuf {
+        match self {
+            Member::Ours(d) => d.socket.clone(),
+            Member::Dovecot(d) => d.admin_socket_path(),
+        }
+    }
+
+    /// The process that holds the director's state.
+    fn pid(&self) -> anyhow::Result<i32> {
+        match self {
+            Member::Ours(d) => Ok(i32::try_from(d.child.id())?),
+            Member::Dovecot(d) => {
+                let master = d.master_pid().context("Dovecot is not running")?;
+                dovecot_director_pid(master)
+            }
+        }
+    }
+}
+
+/// The `director` child of a Dovecot master.
+fn dovecot_director_pid(master: i32) -> anyhow::Result<i32> {
+    for entry in std::fs::read_dir("/proc")? {
+        let name = entry?.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let comm = &stat[..close];
+        let ppid = stat[close + 2..].split_whitespace().nth(1);
+        if comm.contains("director") && ppid == Some(master.to_string().as_str()) {
+            return Ok(pid);
+        }
+    }
+    bail!("no director process under Dovecot master {master}")
+}
+
+fn rss_kb(pid: i32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")
+}
+
+/// The sum of `bytes out` of every ring connection of every director.
+fn ring_bytes_out(admins: &mut [AdminClient]) -> anyhow::Result<u64> {
+    let mut sum = 0;
+    for a in admins.iter_mut() {
+        for row in a.command("DIRECTOR-LIST")? {
+            let f: Vec<&str> = row.split('\t').collect();
+            if f.len() == 12 {
+                sum += f[7].parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Ok(sum)
+}
+
+/// `HOST-SET` on director 0; returns once it went round and the ring is synced again.
+/// On a connection of its own with a long read timeout: a ring still settling after its
+/// start, or busy with a million users, may take longer than [`AdminClient`]'s 10 s.
+fn marker(ring: &[Member], admins: &mut [AdminClient], ip: &str) -> anyhow::Result<()> {
+    let (mut w, mut r) = raw_admin(&ring[0].admin_socket())?;
+    let deadline = Instant::now() + WAIT;
+    let mut reply = String::new();
+    loop {
+        w.write_all(format!("HOST-SET\t{ip}\t1\n").as_bytes())?;
+        reply.clear();
+        r.read_line(&mut reply)?;
+        match reply.trim_end() {
+            "OK" => break,
+            // Dovecot's answer after 30 s without a synced ring.
+            "Ring sync timed out" if Instant::now() < deadline => continue,
+            other => bail!("HOST-SET {ip} answered {other:?}"),
+        }
+    }
+    wait_synced(admins)
+}
+
+/// A raw admin connection for pipelining, past [`AdminClient`]'s list-length bound.
+fn raw_admin(path: &Path) -> anyhow::Result<(UnixStream, BufReader<UnixStream>)> {
+    let s = UnixStream::connect(path).with_context(|| format!("connect {}", path.display()))?;
+    s.set_read_timeout(Some(WAIT))?;
+    let mut w = s.try_clone()?;
+    w.write_all(b"VERSION\tdirector-doveadm\t1\t0\n")?;
+    let mut r = BufReader::new(s);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting)?;
+    if !greeting.starts_with("VERSION\t") {
+        bail!("admin greeting {greeting:?}");
+    }
+    Ok((w, r))
+}
+
+/// `users` assignments with pipelined `USER-MOVE`, spread over the mail servers.
+fn load_users(admin: &Path, users: u32) -> anyhow::Result<()> {
+    let (w, mut r) = raw_admin(admin)?;
+    let hosts: Vec<&str> = MAIL_SERVERS.split(' ').collect();
+    let mut line = String::new();
+    let mut sent = 0;
+    while sent < users {
+        let n = CHUNK.min(users - sent);
+        let mut batch = Vec::with_capacity(n as usize * 40);
+        for i in sent..sent + n {
+            let host = hosts[i as usize % hosts.len()];
+            writeln!(batch, "USER-MOVE\tringload{i}@example.com\t{host}")?;
+        }
+        // Written from a thread: the replies must be read while the chunk is written.
+        let mut writer = w.try_clone()?;
+        let t = std::thread::spawn(move || writer.write_all(&batch));
+        for _ in 0..n {
+            line.clear();
+            if r.read_line(&mut line)? == 0 {
+                bail!("admin connection closed during USER-MOVE");
+            }
+            // TRYAGAIN: a name whose 32-bit hash another name of this chunk has, whose
+            // move is still under way (135 of a million names collide); one record either way.
+            if line != "OK\n" && line != "TRYAGAIN\n" {
+                bail!("USER-MOVE answered {line:?}");
+            }
+        }
+        t.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        sent += n;
+    }
+    w.shutdown(std::net::Shutdown::Both)?;
+    Ok(())
+}
+
+/// Lines of `USER-LIST`.
+fn users_listed(admin: &Path) -> anyhow::Result<u64> {
+    let (mut w, mut r) = raw_admin(admin)?;
+    w.write_all(b"USER-LIST\n")?;
+    let mut n = 0;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            bail!("USER-LIST ended early");
+        }
+        if line == b"\n" {
+            return Ok(n);
+        }
+        n += 1;
+    }
+}
+
+/// `n` new users through our `auth_http` endpoint.
+fn logins_ours(addr: SocketAddr, n: u32) -> anyhow::Result<()> {
+    for i in 0..n {
+        let mut s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(WAIT))?;
+        write!(
+            s,
+            "GET /auth HTTP/1.0\r\nAuth-User: ringlogin{i}@example.com\r\n\
+             Auth-Protocol: imap\r\nClient-IP: 127.0.0.1\r\n\r\n"
+        )?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        if !answer.contains("Auth-Status: OK") {
+            bail!("auth_http answered {answer:?}");
+        }
+    }
+    Ok(())
+}
+
+/// `n` new users through Dovecot's `director-userdb` socket (auth-master `PASS`).
+fn logins_dovecot(socket: &Path, n: u32) -> anyhow::Result<()> {
+    let s = UnixStream::connect(socket).with_context(|| format!("connect {}", socket.display()))?;
+    s.set_read_timeout(Some(WAIT))?;
+    let mut w = s.try_clone()?;
+    w.write_all(b"VERSION\t1\t0\n")?;
+    let mut r = BufReader::new(s);
+    let (mut sent, mut got, mut line) = (0u32, 0u32, String::new());
+    while got < n {
+        let mut batch = String::new();
+        while sent < n && sent - got < WINDOW {
+            sent += 1;
+            batch.push_str(&format!(
+                "PASS\t{sent}\tringlogin{sent}@example.com\tservice=lmtp\n"
+            ));
+        }
+        w.write_all(batch.as_bytes())?;
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            bail!("director-userdb closed");
+        }
+        if line.starts_with("PASS\t") {
+            got += 1;
+        } else if line.starts_with("NOTFOUND") || line.starts_with("FAIL") {
+            bail!("director-userdb answered {line:?}");
+        }
+    }
+    Ok(())
+}
+
+fn measure(kind: &str, bin: &Path, users: u32, logins: u32) -> anyhow::Result<Figures> {
+    let mut alloc = LoopbackAllocator::new();
+    let ips: Vec<Ipv4Addr> = (0..3).map(|_| alloc.next_ip()).collect();
+    let [port, http_port] = testkit::free_ports(IpAddr::V4(ips[0]), [None, None])?;
+    let servers = servers(&ips, port);
+    let auth_http = SocketAddr::new(IpAddr::V4(ips[0]), http_port);
+    let start = |i: usize| -> anyhow::Result<Member> {
+        Ok(if kind == "ours" {
+            let extra = if i == 0 {
+                format!(
+                    "  inet_listener director-auth-http {{\n    address = {}\n    port = {}\n  }}\n",
+                    auth_http.ip(),
+                    auth_http.port()
+                )
+            } else {
+                String::new()
+            };
+            Member::Ours(start_one_ours(bin, ips[i], port, &servers, &extra)?)
+        } else {
+            Member::Dovecot(start_one_dovecot(ips[i], port, &servers)?)
+        })
+    };
+    let mut ring = (0..3).map(start).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut admins = ring
+        .iter()
+        .map(Member::admin)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    wait_synced(&mut admins)?;
+
+    let t0 = Instant::now();
+    let step = |what: &str| {
+        eprintln!(
+            "ring load: {kind}: {what} at {:.1} s",
+            t0.elapsed().as_secs_f64()
+        )
+    };
+    step("synced");
+    // Traffic.
+    let b0 = ring_bytes_out(&mut admins)?;
+    marker(&ring, &mut admins, "127.0.3.1")?;
+    let marker_cost = ring_bytes_out(&mut admins)? - b0;
+    let b1 = ring_bytes_out(&mut admins)?;
+    match &ring[0] {
+        Member::Ours(_) => logins_ours(auth_http, logins)?,
+        Member::Dovecot(d) => logins_dovecot(&d.userdb_socket_path(), logins)?,
+    }
+    marker(&ring, &mut admins, "127.0.3.2")?;
+    let b2 = ring_bytes_out(&mut admins)?;
+    let bytes_per_login = (b2 - b1).saturating_sub(marker_cost) as f64 / f64::from(logins);
+
+    step("logins done");
+    // Memory.
+    let pids = ring
+        .iter()
+        .map(Member::pid)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let before = pids
+        .iter()
+        .map(|p| rss_kb(*p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    load_users(&ring[0].admin_socket(), users)?;
+    step("users loaded on director 0");
+    // Fresh admin connections: the others sat idle through the loading.
+    let mut admins = ring
+        .iter()
+        .map(Member::admin)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    marker(&ring, &mut admins, "127.0.3.3")?;
+    step("every director has them");
+    std::thread::sleep(SETTLE);
+    let mut users_listed_by = [0u64; 3];
+    let mut bytes_per_user = [0f64; 3];
+    for i in 0..3 {
+        let after = rss_kb(pids[i])?;
+        users_listed_by[i] = users_listed(&ring[i].admin_socket())?;
+        bytes_per_user[i] =
+            after.saturating_sub(before[i]) as f64 * 1024.0 / users_listed_by[i].max(1) as f64;
+    }
+
+    step("memory measured");
+    // Join.
+    drop(admins);
+    drop(ring.pop());
+    let started = Instant::now();
+    ring.push(start(2)?);
+    let mut admins = ring
+        .iter()
+        .map(Member::admin)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    wait_synced(&mut admins[2..])?;
+    let join = started.elapsed();
+    step("rejoined");
+    let rejoined = users_listed(&ring[2].admin_socket())?;
+    if rejoined != users_listed_by[0] {
+        bail!(
+            "{kind}: the rejoined director lists {rejoined} users, director 0 {}",
+            users_listed_by[0]
+        );
+    }
+    Ok(Figures {
+        bytes_per_login,
+        users_listed: users_listed_by,
+        bytes_per_user,
+        join,
+    })
+}
+
+/// Runs both rings and prints the table.
+pub fn run(bin: &Path, users: u32, logins: u32) -> anyhow::Result<()> {
+    println!(
+        "\n## A loaded ring of 3: {logins} new-user logins, then {users} assignments, then a restart\n"
+    );
+    println!(
+        "| ring | ring bytes per new-user login | users listed (each director) | bytes per user (d0 / d1 / d2) | rejoin with all users, s |"
+    );
+    println!("|---|---|---|---|---|");
+    let mut all = Vec::new();
+    for kind in ["ours", "dovecot"] {
+        let f = measure(kind, bin, users, logins)?;
+        println!(
+            "| {kind} | {:.1} | {} / {} / {} | {:.1} / {:.1} / {:.1} | {:.2} |",
+            f.bytes_per_login,
+            f.users_listed[0],
+            f.users_listed[1],
+            f.users_listed[2],
+            f.bytes_per_user[0],
+            f.bytes_per_user[1],
+            f.bytes_per_user[2],
+            f.join.as_secs_f64()
+        );
+        all.push(f);
+    }
+    let (o, d) = (&all[0], &all[1]);
+    let ratio = |a: f64, b: f64| a / b.max(f64::MIN_POSITIVE);
+    println!(
+        "| ours / dovecot | {:.2} | | {:.2} / {:.2} / {:.2} | {:.2} |",
+        ratio(o.bytes_per_login, d.bytes_per_login),
+        ratio(o.bytes_per_user[0], d.bytes_per_user[0]),
+        ratio(o.bytes_per_user[1], d.bytes_per_user[1]),
+        ratio(o.bytes_per_user[2], d.bytes_per_user[2]),
+        ratio(o.join.as_secs_f64(), d.join.as_secs_f64()),
+    );
+    Ok(())
+}
