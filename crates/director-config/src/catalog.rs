@@ -157,6 +157,22 @@ pub const SETTINGS: &[SettingDef] = &[
         "addresses of `inet_listener`s that name none",
     ),
     def(
+        "state_dir",
+        "/var/lib/dovecot",
+        Text,
+        Director,
+        false,
+        "the hosts and user assignments are saved to `director-state` here",
+    ),
+    def(
+        "director_state_save_interval",
+        "5 secs",
+        Time,
+        Director,
+        true,
+        "save the state this often when it changed (and at shutdown); `0`: never save or restore it",
+    ),
+    def(
         "director_servers",
         "",
         Text,

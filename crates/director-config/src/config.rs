@@ -40,12 +40,13 @@ impl Config {
         Ok(Self::from_parser(parser))
     }
 
-    /// The embedded [`DEFAULT_CONFIG`] with `base_dir` set to
+    /// The embedded [`DEFAULT_CONFIG`] with `base_dir` and `state_dir` set to
     /// [`default_standalone_base_dir`].
     pub fn default_standalone() -> Result<Config, ConfigError> {
         let mut config = Self::parse_str(DEFAULT_CONFIG, "<builtin>")?;
         let base_dir = default_standalone_base_dir();
         config.apply_override(&format!("base_dir={}", base_dir.display()))?;
+        config.apply_override(&format!("state_dir={}", base_dir.display()))?;
         Ok(config)
     }
 

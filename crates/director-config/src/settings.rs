@@ -89,6 +89,10 @@ pub struct DirectorSettings {
     pub info_log_path: String,
     /// `debug_log_path` (empty = same as `info_log_path`).
     pub debug_log_path: String,
+    /// `state_dir` (Dovecot default `/var/lib/dovecot`): where the state is saved.
+    pub state_dir: PathBuf,
+    /// `director_state_save_interval` in seconds (ours, default 5; 0 = no saved state).
+    pub state_save_interval_secs: u32,
     /// `director_servers`, resolved; empty = standalone.
     pub director_servers: Vec<DirectorServer>,
     /// `director_mail_servers`, expanded and resolved ("initial config").
@@ -479,6 +483,8 @@ impl DirectorSettings {
             log_path: string("log_path"),
             info_log_path: string("info_log_path"),
             debug_log_path: string("debug_log_path"),
+            state_dir: PathBuf::from(string("state_dir")),
+            state_save_interval_secs: time("director_state_save_interval")?,
             director_servers,
             mail_servers,
             username_hash: string("director_username_hash"),
@@ -508,6 +514,16 @@ impl DirectorSettings {
             auth_http_wait_secs,
             ignored,
         })
+    }
+
+    /// Where the state is saved and how often, unless saving is off (an empty `state_dir`
+    /// or `director_state_save_interval = 0`).
+    pub fn saved_state(&self) -> Option<(PathBuf, std::time::Duration)> {
+        if self.state_dir.as_os_str().is_empty() || self.state_save_interval_secs == 0 {
+            return None;
+        }
+        let interval = std::time::Duration::from_secs(u64::from(self.state_save_interval_secs));
+        Some((self.state_dir.clone(), interval))
     }
 
     /// Whether this director runs alone (no `director_servers`).

@@ -14,6 +14,9 @@
 //! * [`Director::set_ring_status`]`(RingStatus, now)` — standalone default: handshaked,
 //!   synced, alone, no peers
 //! * [`Director::reload_config_hosts`]`(Vec<ConfigHost>, now) -> Result<ReloadReport, SetupError>`
+//! * saved state (`director/state.rs`): [`Director::snapshot`]`(now) -> Snapshot`,
+//!   [`Director::restore`]`(&Snapshot, now) -> Result<RestoreReport, RestoreError>`,
+//!   [`Director::state_changes`]
 //!
 //! Effects and time
 //! * [`Director::poll_effect`]`() -> Option<Effect>`
@@ -74,8 +77,10 @@ use crate::vhost_ring::{HashingMode, RingSet, VhashCache};
 mod moves;
 mod requests;
 mod ring_updates;
+mod state;
 
 pub use ring_updates::{RingHost, RingHostOutcome, RingUserOutcome, UnknownHostError};
+pub use state::{RestoreError, RestoreReport, SavedUser, Snapshot};
 
 /// Queued login requests fail after this many seconds (§6).
 pub const REQUEST_TIMEOUT_SECS: u64 = 30;
@@ -311,6 +316,8 @@ pub struct Director {
     ring: RingStatus,
     next_ticket: u64,
     next_request: u64,
+    /// See [`Director::has_unconfirmed_restored_users`].
+    restored_unconfirmed: bool,
 }
 
 impl Director {
@@ -341,6 +348,7 @@ impl Director {
             ring: RingStatus::STANDALONE,
             next_ticket: 1,
             next_request: 1,
+            restored_unconfirmed: false,
         })
     }
 
@@ -401,6 +409,9 @@ impl Director {
     /// waiting requests.
     pub fn set_ring_status(&mut self, status: RingStatus, now: u64) {
         self.ring = status;
+        if status.handshaked {
+            self.restored_unconfirmed = false;
+        }
         if status.synced {
             let ids: Vec<HostId> = self.hosts.iter().map(|(id, _)| id).collect();
             for id in ids {

@@ -28,8 +28,8 @@ pub mod vhost_ring;
 
 pub use director::{
     AdminOutcome, CoreSettings, Counters, Director, HostError, ReloadReport, RequestOutcome,
-    RingHost, RingHostOutcome, RingStatus, RingUserOutcome, SetupError, UnknownHostError,
-    UserListEntry, UserMoveError,
+    RestoreError, RestoreReport, RingHost, RingHostOutcome, RingStatus, RingUserOutcome, SavedUser,
+    SetupError, Snapshot, UnknownHostError, UserListEntry, UserMoveError,
 };
 pub use effect::{AdminStatus, Effect, RequestError, RequestId, Route, Ticket, WaitReason};
 pub use hash::{parse_user_key, user_hash, HashError, HashFormat, HashFormatError, UserKey};

@@ -83,6 +83,9 @@ pub struct UserDirectory {
     tail: u32,
     expire_secs: u32,
     host_counts: Vec<u32>,
+    /// Bumped by every change of an assignment (added, refreshed, moved, dropped), so the
+    /// owner can tell whether the directory changed since it last saved it.
+    changes: u64,
 }
 
 fn sat32(t: u64) -> u32 {
@@ -99,6 +102,7 @@ impl UserDirectory {
             tail: NIL,
             expire_secs: expire_secs.max(MIN_USER_EXPIRE_SECS),
             host_counts: Vec::new(),
+            changes: 0,
         }
     }
 
@@ -115,6 +119,11 @@ impl UserDirectory {
     /// No users?
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// Grows whenever an assignment is added, refreshed, moved or dropped (never shrinks).
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Users assigned to a host.
@@ -275,6 +284,7 @@ impl UserDirectory {
 
     /// Removes record `ri` (swap-remove) and returns it.
     fn remove_index(&mut self, ri: u32) -> User {
+        self.changes += 1;
         let rec = self.records[ri as usize];
         if let Some(slot) = self.find_slot(rec.tag(), rec.hash) {
             self.table_remove_slot(slot);
@@ -391,6 +401,7 @@ impl UserDirectory {
             tag_flags: tag.0 & TAG_MASK,
         };
         self.records.push(rec);
+        self.changes += 1;
         self.table_insert(ri);
         self.link_sorted(ri);
         self.count_add(host.0);
@@ -402,6 +413,9 @@ impl UserDirectory {
     pub fn refresh(&mut self, tag: TagId, hash: u32, timestamp: u64, now: u64) -> Option<User> {
         let ri = self.index(tag, hash)?;
         let new_ts = sat32(timestamp.min(now)).max(self.records[ri as usize].timestamp);
+        if new_ts != self.records[ri as usize].timestamp {
+            self.changes += 1;
+        }
         self.unlink(ri);
         self.records[ri as usize].timestamp = new_ts;
         self.link_sorted(ri);
@@ -413,6 +427,7 @@ impl UserDirectory {
         let ri = self.index(tag, hash)?;
         let old = self.records[ri as usize].host;
         if old != host.0 {
+            self.changes += 1;
             self.count_sub(old);
             self.count_add(host.0);
             self.records[ri as usize].host = host.0;

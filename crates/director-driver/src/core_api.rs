@@ -182,6 +182,11 @@ impl CoreState {
         self.director.discard_new_user(username, "", ip, secs(now))
     }
 
+    /// The core, read-only (snapshots, the change counter, the ring status).
+    pub fn director(&self) -> &Director {
+        &self.director
+    }
+
     /// The core itself, for the ring, which applies what other directors tell it.
     pub fn director_mut(&mut self) -> &mut Director {
         &mut self.director

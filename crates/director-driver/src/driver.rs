@@ -17,6 +17,10 @@
 //!   made the deadline earlier or the clock was advanced.
 //! * Effects: admin replies and login answers are delivered while the state is held; kicks and
 //!   flush scripts run in tasks of their own and report back through the channel.
+//! * The saved state (`state_store.rs`): restored before anything is served; saved every
+//!   `director_state_save_interval` when something changed, the snapshot taken under the
+//!   state lock and encoded and written in a blocking task; [`DirectorHandle::save_state`]
+//!   saves at shutdown.
 //!
 //! A panic while the state is held is a bug that may have left the state half-changed, so
 //! the state is never used again: the driver stops, every later request gets `None` (admin
@@ -48,6 +52,7 @@ use crate::limits::{
 };
 use crate::ring_net::{Executed, RingDialer, RingEvent, RingNet};
 use crate::ring_view::RingView;
+use crate::state_store::{ReadOutcome, StateStore};
 
 /// Messages into the driver task.
 enum DriverMsg {
@@ -65,6 +70,8 @@ enum DriverMsg {
     KickDone { ticket: Ticket },
     /// A flush script finished.
     FlushDone { ticket: Ticket, success: bool },
+    /// A periodic save finished.
+    Saved { result: Result<SaveReport, String> },
 }
 
 /// How the driver ended.
@@ -101,6 +108,45 @@ pub struct DriverConfig {
     pub sessions: Arc<dyn LocalSessions>,
     /// Time source; keep a clone to advance it in tests.
     pub clock: Clock,
+    /// Where the state is saved and restored from; `None`: it lives in memory only.
+    pub state: Option<StateConfig>,
+}
+
+/// The saved state: where, and how often.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// The state file.
+    pub store: Arc<StateStore>,
+    /// `director_state_save_interval`: at most one save per interval, only after a change.
+    pub save_interval: Duration,
+}
+
+/// What a save wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaveReport {
+    /// Hosts saved.
+    pub hosts: usize,
+    /// Users saved.
+    pub users: usize,
+    /// Bytes written.
+    pub bytes: usize,
+    /// Time taken to encode and write, fsyncs included.
+    pub elapsed: Duration,
+    /// `false`: a newer snapshot had been written already, this one was dropped.
+    pub written: bool,
+}
+
+/// What [`DirectorHandle::save_state`] did.
+#[derive(Debug)]
+pub enum SaveOutcome {
+    /// Saved.
+    Saved(SaveReport),
+    /// No `state_dir` configured (or saving turned off).
+    Disabled,
+    /// The driver has stopped: there is no state to save.
+    Stopped,
+    /// The write failed (the reason).
+    Failed(String),
 }
 
 /// A cheap, clonable way to reach the driver.
@@ -226,10 +272,12 @@ impl Shared {
     /// driver task if the core's next deadline moved earlier than the one it sleeps towards.
     fn run<R>(&self, state: &mut State, f: impl FnOnce(&mut State, Duration) -> R) -> R {
         let before = state.core.next_deadline();
+        let save_before = state.save_due_at();
         let now = state.clock.now();
         let r = f(state, now);
         state.settle();
-        if earlier(state.core.next_deadline(), before) {
+        if earlier(state.core.next_deadline(), before) || earlier(state.save_due_at(), save_before)
+        {
             self.wake.notify_one();
         }
         r
@@ -307,7 +355,11 @@ impl DirectorHandle {
         match self.shared.lock() {
             Some(mut state) => {
                 let now = state.clock.now();
-                state.core.discard_new_user(username, route.ip, now)
+                let dropped = state.core.discard_new_user(username, route.ip, now);
+                drop(state);
+                // The saved state must learn it.
+                self.shared.wake.notify_one();
+                dropped
             }
             None => false,
         }
@@ -376,6 +428,25 @@ impl DirectorHandle {
     /// driver has stopped.
     pub fn waiting_logins(&self) -> usize {
         self.shared.lock().map_or(0, |st| st.logins.len())
+    }
+
+    /// Saves the state now (at shutdown): the snapshot is taken under the state lock, the
+    /// file is written in a blocking task.
+    pub async fn save_state(&self) -> SaveOutcome {
+        let job = {
+            let Some(mut state) = self.shared.lock() else {
+                return SaveOutcome::Stopped;
+            };
+            match state.save_job() {
+                Some(job) => job,
+                None => return SaveOutcome::Disabled,
+            }
+        };
+        match tokio::task::spawn_blocking(move || job.run()).await {
+            Ok(Ok(report)) => SaveOutcome::Saved(report),
+            Ok(Err(e)) => SaveOutcome::Failed(e),
+            Err(e) => SaveOutcome::Failed(format!("the save task failed: {e}")),
+        }
     }
 
     /// How many logins so far found the state busy and were queued for the driver task
@@ -465,7 +536,7 @@ enum BatchOutcome {
 }
 
 /// True when `after` is a deadline the driver task would not have been sleeping towards.
-fn earlier(after: Option<u64>, before: Option<u64>) -> bool {
+fn earlier<T: PartialOrd>(after: Option<T>, before: Option<T>) -> bool {
     match (after, before) {
         (Some(a), Some(b)) => a < b,
         (Some(_), None) => true,
@@ -508,8 +579,97 @@ struct State {
     /// Unix time of the next refresh of users with open local sessions.
     next_refresh: Duration,
     refresh_period: Duration,
+    /// The saved state, when configured.
+    persist: Option<Persist>,
     /// Set when the driver ends; later requests get `None`.
     stopped: bool,
+}
+
+/// The periodic save's bookkeeping.
+struct Persist {
+    config: StateConfig,
+    /// Unix time before which no periodic save starts.
+    next_save: Duration,
+    /// [`director_core::Director::state_changes`] at the last snapshot that was (or is
+    /// being) written; `None`: nothing saved yet, or the last save failed.
+    saved_changes: Option<u64>,
+    /// A periodic save is being written.
+    in_flight: bool,
+    /// Sequence number of the last snapshot taken (newer snapshots win in the store).
+    seq: u64,
+    /// The last save failed (its error was logged; repeats go to debug).
+    failing: bool,
+}
+
+/// A snapshot on its way to the disk.
+struct SaveJob {
+    snapshot: director_core::Snapshot,
+    seq: u64,
+    store: Arc<StateStore>,
+}
+
+impl SaveJob {
+    /// Encodes and writes; blocking.
+    fn run(self) -> Result<SaveReport, String> {
+        let started = std::time::Instant::now();
+        let bytes = director_proto::state_file::encode(&self.snapshot);
+        let written = self
+            .store
+            .write(self.seq, &bytes)
+            .map_err(|e| e.to_string())?;
+        Ok(SaveReport {
+            hosts: self.snapshot.hosts.len(),
+            users: self.snapshot.users.len(),
+            bytes: bytes.len(),
+            elapsed: started.elapsed(),
+            written,
+        })
+    }
+}
+
+/// Restores the saved state into a freshly built core, or says why it starts from the
+/// config. A file that does not decode, or whose content the core refuses, is kept aside.
+fn restore_saved_state(core: &mut CoreState, store: &StateStore, now: u64) {
+    let path = store.path().display().to_string();
+    let refused = |reason: String| match store.keep_aside(now) {
+        Ok(aside) => tracing::error!(
+            path = %path,
+            kept_as = %aside.display(),
+            reason = %reason,
+            "the saved state is unusable ({reason}): kept as {}, starting from the config",
+            aside.display()
+        ),
+        Err(e) => tracing::error!(
+            path = %path,
+            reason = %reason,
+            error = %e,
+            "the saved state is unusable ({reason}) and could not be kept aside; starting from the config"
+        ),
+    };
+    match store.read() {
+        ReadOutcome::Missing => {
+            tracing::info!(path = %path, "no saved state: starting from the config")
+        }
+        ReadOutcome::Unreadable(e) => tracing::error!(
+            path = %path,
+            error = %e,
+            "the saved state cannot be read: starting from the config"
+        ),
+        ReadOutcome::Corrupt(reason) => refused(reason),
+        ReadOutcome::Read(snapshot) => match core.director_mut().restore(&snapshot, now) {
+            Ok(r) => tracing::info!(
+                path = %path,
+                saved_at = snapshot.saved_at,
+                hosts = r.hosts,
+                users = r.users,
+                expired = r.expired,
+                added_from_config = ?r.added_from_config,
+                not_in_config = ?r.not_in_config,
+                "restored the saved state"
+            ),
+            Err(e) => refused(e.to_string()),
+        },
+    }
 }
 
 /// Builds the core and starts the driver task on the current tokio runtime; the task ends
@@ -523,6 +683,18 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(DRIVER_QUEUE_CAPACITY);
     let (ring_tx, ring_rx) = mpsc::channel(RING_EVENT_QUEUE_CAPACITY);
     let now = config.clock.now();
+    // Before the ring starts: it offers (or holds back) what was restored.
+    if let Some(state) = &config.state {
+        restore_saved_state(&mut core, &state.store, now.as_secs());
+    }
+    let persist = config.state.map(|config| Persist {
+        config,
+        next_save: now,
+        saved_changes: None,
+        in_flight: false,
+        seq: 0,
+        failing: false,
+    });
     let next_refresh = now + refresh_period;
     let directors = match config.directors {
         Directors::Standalone(view) => DirectorsState::Standalone(view),
@@ -553,6 +725,7 @@ pub fn spawn(
         not_before: 0,
         next_refresh,
         refresh_period,
+        persist,
         stopped: false,
     };
     let shared = Arc::new(Shared {
@@ -636,7 +809,93 @@ impl State {
         if let Some(d) = self.sync_waiters.iter().map(|w| w.deadline).min() {
             wake = wake.min(d);
         }
+        if let Some(d) = self.save_due_at() {
+            wake = wake.min(d);
+        }
         self.clock.instant_at(wake)
+    }
+
+    /// When the next periodic save may start: only once something changed since the last
+    /// one, none is being written, and the ring (if any) was joined: before that the state
+    /// is the restored one, about to be replaced by the ring's.
+    fn save_due_at(&self) -> Option<Duration> {
+        let p = self.persist.as_ref()?;
+        let changes = self.core.director().state_changes();
+        let handshaked = self.core.director().ring_status().handshaked;
+        (!p.in_flight && handshaked && p.saved_changes != Some(changes)).then_some(p.next_save)
+    }
+
+    /// Takes a snapshot for a save (under the state lock); `None` when nothing is saved.
+    fn save_job(&mut self) -> Option<SaveJob> {
+        let now = self.clock.now();
+        let changes = self.core.director().state_changes();
+        let snapshot = self.core.director().snapshot(now.as_secs());
+        let p = self.persist.as_mut()?;
+        p.seq += 1;
+        p.saved_changes = Some(changes);
+        Some(SaveJob {
+            snapshot,
+            seq: p.seq,
+            store: Arc::clone(&p.config.store),
+        })
+    }
+
+    /// Starts a periodic save if one is due: written in a blocking task, reported back
+    /// through the channel.
+    fn save_if_due(&mut self, now: Duration) {
+        match self.save_due_at() {
+            Some(at) if at <= now => {}
+            _ => return,
+        }
+        let Some(job) = self.save_job() else { return };
+        if let Some(p) = self.persist.as_mut() {
+            p.in_flight = true;
+            p.next_save = now + p.config.save_interval;
+        }
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = match tokio::task::spawn_blocking(move || job.run()).await {
+                Ok(r) => r,
+                Err(e) => Err(format!("the save task failed: {e}")),
+            };
+            if let Some(tx) = tx.upgrade() {
+                let _ = tx.send(DriverMsg::Saved { result }).await;
+            }
+        });
+    }
+
+    /// A periodic save finished.
+    fn saved(&mut self, result: Result<SaveReport, String>) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        p.in_flight = false;
+        let path = p.config.store.path().display().to_string();
+        match result {
+            Ok(r) => {
+                if std::mem::take(&mut p.failing) {
+                    tracing::info!(path = %path, "the state is saved again");
+                }
+                tracing::debug!(
+                    path = %path,
+                    hosts = r.hosts,
+                    users = r.users,
+                    bytes = r.bytes,
+                    elapsed_ms = r.elapsed.as_millis() as u64,
+                    written = r.written,
+                    "state saved"
+                );
+            }
+            Err(e) => {
+                // Retried at the next interval.
+                p.saved_changes = None;
+                if std::mem::replace(&mut p.failing, true) {
+                    tracing::debug!(path = %path, error = %e, "saving the state failed again");
+                } else {
+                    tracing::error!(path = %path, error = %e, "saving the state failed");
+                }
+            }
+        }
     }
 
     fn ring_deadline(&self) -> Option<u64> {
@@ -664,6 +923,7 @@ impl State {
             }
         }
         self.expire_sync_waiters(now);
+        self.save_if_due(now);
         if self.next_refresh <= now {
             self.next_refresh = now + self.refresh_period;
             let users = self.sessions.users_with_sessions();
@@ -801,6 +1061,7 @@ impl State {
             DriverMsg::Login { username, reply } => self.answer_login(&username, reply, now),
             DriverMsg::KickDone { ticket } => self.core.kick_done(ticket, now),
             DriverMsg::FlushDone { ticket, success } => self.core.flush_done(ticket, success, now),
+            DriverMsg::Saved { result } => self.saved(result),
         }
     }
 

@@ -32,6 +32,9 @@
 //!   [`ring::RingMessage`], [`ring::parse()`]/[`ring::parse_in`],
 //!   [`ring::RingMessage::encode_into`], [`ring::RingDecoder`] (bounded
 //!   framing), [`ring::RING_MAX_LINE_LEN`], [`ring::DEFAULT_OUTPUT_BUFFER_SIZE`].
+//! * [`state_file`] — the saved-state file (`state_dir/director-state`):
+//!   [`state_file::encode`], [`state_file::decode`] (bounded, self-checking:
+//!   [`state_file::StateFileError`] says what and where).
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
@@ -43,5 +46,6 @@ pub mod flush_script;
 pub mod line;
 pub mod log_text;
 pub mod ring;
+pub mod state_file;
 pub mod tabescape;
 pub mod value;

@@ -991,7 +991,13 @@ impl Ring {
             },
             now,
         );
-        let users: Vec<(TagId, u32)> = dir.users().iter().map(|u| (u.tag, u.hash)).collect();
+        // Users restored from a saved state are not offered before we met the ring: see
+        // `Director::has_unconfirmed_restored_users`.
+        let users: Vec<(TagId, u32)> = if dir.has_unconfirmed_restored_users() {
+            Vec::new()
+        } else {
+            dir.users().iter().map(|u| (u.tag, u.hash)).collect()
+        };
         if let Some(c) = self.conns.get_mut(&id) {
             c.sending_users = Some(UserSend {
                 left: users.into_iter(),

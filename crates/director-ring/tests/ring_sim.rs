@@ -665,3 +665,80 @@ fn a_restarted_director_relearns_twenty_thousand_users_in_its_handshake() {
         "one U line per user, to the restarted director"
     );
 }
+
+#[test]
+fn a_director_restarted_from_its_saved_state_takes_the_rings_state() {
+    let mut net = Net::new(3);
+    net.start_all();
+    net.advance(60);
+    for n in 1..=30 {
+        net.login(0, &format!("s{n}")).expect("routed");
+    }
+    let saved = net.nodes[1].dir.snapshot(net.now);
+    assert_eq!(saved.users.len(), 30);
+    // While director 1 is down, the ring loses a host (and its users) and gains one.
+    net.kill(1);
+    net.advance(30);
+    net.admin_host_remove(0, backend(3));
+    net.admin_host_set(0, backend(7), 20);
+    net.advance(5);
+    let failures_before = net.disconnects.len();
+    net.restart_from(1, &saved);
+    net.advance(5);
+    assert_ring_formed(&net);
+    // Its saved users named the removed host: they were not offered, so no peer dropped
+    // the handshake, and the ring's hosts and users replaced the saved ones.
+    let protocol_errors: Vec<_> = net.disconnects[failures_before..]
+        .iter()
+        .filter(|(_, reason)| reason.contains("unknown host"))
+        .collect();
+    assert!(protocol_errors.is_empty(), "{protocol_errors:?}");
+    assert_hosts_agree(&net);
+    assert!(net.hosts(1).iter().all(|h| h.0 != backend(3)));
+    assert!(net.hosts(1).iter().any(|h| h.0 == backend(7)));
+    for n in 1..=30 {
+        let u = format!("s{n}");
+        assert_eq!(net.user_host(1, &u), net.user_host(0, &u), "{u}");
+    }
+    assert_eq!(
+        net.nodes[1].dir.users().len(),
+        net.nodes[0].dir.users().len()
+    );
+}
+
+#[test]
+fn a_whole_ring_restarted_from_saved_states_keeps_its_hosts_and_users() {
+    let mut net = Net::new(3);
+    net.start_all();
+    net.advance(60);
+    net.admin_host_set(2, backend(4), 50);
+    net.admin_host_down(0, backend(1), true);
+    net.advance(2);
+    let mut routed = Vec::new();
+    for n in 1..=40 {
+        let u = format!("w{n}");
+        let host = net.login(n % 3, &u).expect("routed").ip;
+        routed.push((u, host));
+    }
+    net.advance(2);
+    let saved: Vec<_> = (0..3).map(|i| net.nodes[i].dir.snapshot(net.now)).collect();
+    for i in 0..3 {
+        net.kill(i);
+    }
+    net.advance(10);
+    for (i, s) in saved.iter().enumerate() {
+        net.restart_from(i, s);
+    }
+    net.advance(5);
+    assert_ring_formed(&net);
+    assert_hosts_agree(&net);
+    let hosts = net.hosts(0);
+    assert!(hosts.contains(&(backend(4), 50, false)), "{hosts:?}");
+    assert!(hosts.contains(&(backend(1), 100, true)), "{hosts:?}");
+    for (u, host) in &routed {
+        for i in 0..3 {
+            assert_eq!(net.user_host(i, u), Some(*host), "{u} on {i}");
+        }
+        assert_eq!(net.login(1, u).map(|r| r.ip), Some(*host), "{u}");
+    }
+}

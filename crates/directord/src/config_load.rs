@@ -240,6 +240,7 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
             info_log_path: ds.info_log_path.clone(),
             debug_log_path: ds.debug_log_path.clone(),
         },
+        saved_state: ds.saved_state(),
         core,
         self_addr,
         ring,

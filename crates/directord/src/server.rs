@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use director_driver::{
     Clock, DirectorHandle, Directors, DriverConfig, DriverExit, LocalSessions, RingView,
+    SaveOutcome, StateConfig, StateStore,
 };
 
 use crate::admin::connection::ConnectionContext;
@@ -65,11 +66,25 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         }
         None => Directors::Standalone(RingView::new(settings.self_addr.0, settings.self_addr.1)),
     };
+    let state = match &settings.saved_state {
+        Some((dir, save_interval)) => Some(StateConfig {
+            store: Arc::new(StateStore::open(dir).with_context(|| {
+                format!(
+                    "state_dir {}: the state is saved there (director_state_save_interval = 0 \
+                     turns saving off)",
+                    dir.display()
+                )
+            })?),
+            save_interval: *save_interval,
+        }),
+        None => None,
+    };
     let (director, driver_task) = director_driver::spawn(DriverConfig {
         core: settings.core.clone(),
         directors,
         sessions,
         clock: Clock::new(),
+        state,
     })
     .context("build the director state")?;
 
@@ -181,11 +196,34 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
             tracing::warn!(path = %path.display(), error = %e, "could not remove admin socket");
         }
     }
+    // Last, once nothing changes the state any more; never after a panic abandoned it.
+    if outcome.is_ok() {
+        save_at_shutdown(&director).await;
+    }
     drop(director);
     // Connection tasks still hold handles; don't wait for idle clients.
     driver_task.abort();
     core_thread.stop();
     outcome
+}
+
+/// The final save of the state (SIGTERM, SIGINT).
+async fn save_at_shutdown(director: &DirectorHandle) {
+    let outcome = director.save_state().await;
+    match outcome {
+        SaveOutcome::Saved(r) => tracing::info!(
+            hosts = r.hosts,
+            users = r.users,
+            bytes = r.bytes,
+            elapsed_ms = r.elapsed.as_millis() as u64,
+            "state saved at shutdown"
+        ),
+        SaveOutcome::Disabled => {}
+        SaveOutcome::Stopped => tracing::error!("state not saved at shutdown: the driver stopped"),
+        SaveOutcome::Failed(e) => {
+            tracing::error!(error = %e, "saving the state at shutdown failed")
+        }
+    }
 }
 
 /// The thread that runs the director driver and the admin connections.

@@ -34,6 +34,8 @@ pub struct DaemonSettings {
     pub notify_fifos: Vec<NotifyFifo>,
     /// Log destinations.
     pub log: LogTargets,
+    /// `state_dir` and `director_state_save_interval`, unless saving is off.
+    pub saved_state: Option<(PathBuf, std::time::Duration)>,
     /// What the core is built from.
     pub core: CoreSettings,
     /// Our identity in a standalone `DIRECTOR-LIST` (127.0.0.1:0).

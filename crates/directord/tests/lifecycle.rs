@@ -76,6 +76,11 @@ fn stale_socket_file_is_replaced() {
         .arg(format!("base_dir={}", d.base_dir.display()))
         .arg("-o")
         .arg(format!("log_path={}", d.log.display()))
+        .arg("-o")
+        .arg(format!(
+            "state_dir={}",
+            d.dir.path().join("state").display()
+        ))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -12,7 +12,7 @@ use super::{Director, KickPurpose};
 use crate::effect::Effect;
 use crate::host::{ip_cmp, HostId, VHOST_MAX};
 
-/// A mail host as the ring carries it (`HOST` lines).
+/// A mail host as the ring carries it (`HOST` lines) and as the saved state keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RingHost {
     /// Backend address.
@@ -129,8 +129,12 @@ impl Director {
         let mut new_updown = r.last_updown_change.max(cur.last_updown_change);
         let differs = cur.vhost_count != vhosts || cur.down != r.down || cur.tag != r.tag;
         if !differs {
-            if let Some(h) = self.hosts.get_mut(id) {
-                h.last_updown_change = new_updown;
+            if new_updown != cur.last_updown_change {
+                if let Some(h) = self.hosts.get_mut(id) {
+                    h.last_updown_change = new_updown;
+                }
+                // Saved with the host: the saved state must learn it.
+                self.hosts.touch();
             }
             return RingHostOutcome::Unchanged;
         }
@@ -204,6 +208,7 @@ impl Director {
     /// Handshake `HOST-HAND-START 1` while our ring is not handshaked: we adopt the
     /// peer's host list, so ours is deleted first (with its users).
     pub fn ring_clear_hosts(&mut self, now: u64) {
+        self.restored_unconfirmed = false;
         let ids: Vec<HostId> = self.hosts.iter().map(|(id, _)| id).collect();
         for id in ids {
             self.forget_users_of(id);

@@ -40,6 +40,7 @@ fn start_with(
         directors: Directors::Standalone(RingView::new(ip("127.0.0.1"), 0)),
         sessions,
         clock: Clock::new(),
+        state: None,
     })
     .unwrap()
 }
@@ -229,4 +230,108 @@ async fn dropping_every_handle_stops_the_driver() {
     let (d, task) = start_with(settings(2), Arc::new(NoLocalSessions));
     drop(d);
     assert_eq!(task.await.unwrap(), DriverExit::Stopped);
+}
+
+fn start_saving(store: Arc<StateStore>, clock: Clock) -> DirectorHandle {
+    spawn(DriverConfig {
+        core: settings(2),
+        directors: Directors::Standalone(RingView::new(ip("127.0.0.1"), 0)),
+        sessions: Arc::new(NoLocalSessions),
+        clock,
+        state: Some(StateConfig {
+            store,
+            save_interval: Duration::from_secs(3600),
+        }),
+    })
+    .unwrap()
+    .0
+}
+
+/// Polls the state file until `ok` holds for what it decodes to (bounded).
+async fn wait_for_saved(store: &StateStore, ok: impl Fn(&director_core::Snapshot) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let ReadOutcome::Read(s) = store.read() {
+            if ok(&s) {
+                return;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never saved");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn users_of(d: &DirectorHandle) -> usize {
+    d.shared.lock().unwrap().core.director().counters().users
+}
+
+/// The first change is saved at once, later ones once per interval and at shutdown; a new
+/// driver restores the hosts and the users, and drops users that expired meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_is_saved_and_a_new_driver_restores_it_with_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(StateStore::open(dir.path()).unwrap());
+    let t0 = Duration::from_secs(1_700_000_000);
+    let a = start_saving(Arc::clone(&store), Clock::starting_at(t0));
+    let alice = a.login(b"alice".to_vec()).await.unwrap().unwrap();
+    wait_for_saved(&store, |s| s.users.len() == 1).await;
+    // Within the interval nothing more is written; the shutdown save writes the rest.
+    let bob = a.login(b"bob".to_vec()).await.unwrap().unwrap();
+    let down = AdminRequest::HostDown {
+        ip: ip("127.0.1.2"),
+    };
+    assert_eq!(a.admin(down).await.unwrap(), b"OK\n");
+    match store.read() {
+        ReadOutcome::Read(s) => assert_eq!(s.users.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    match a.save_state().await {
+        SaveOutcome::Saved(r) => assert_eq!((r.hosts, r.users, r.written), (2, 2, true)),
+        other => panic!("{other:?}"),
+    }
+    drop(a);
+
+    let b = start_saving(
+        Arc::clone(&store),
+        Clock::starting_at(t0 + Duration::from_secs(60)),
+    );
+    assert_eq!(users_of(&b), 2);
+    assert_eq!(
+        b.login(b"alice".to_vec()).await.unwrap().unwrap().ip,
+        alice.ip
+    );
+    assert_eq!(b.login(b"bob".to_vec()).await.unwrap().unwrap().ip, bob.ip);
+    let hosts = b.admin(AdminRequest::HostList).await.unwrap();
+    let hosts = String::from_utf8(hosts).unwrap();
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.starts_with("127.0.1.2\t") && l.contains("\tD\t")),
+        "{hosts}"
+    );
+    assert!(matches!(b.save_state().await, SaveOutcome::Saved(_)));
+    drop(b);
+
+    // 15 minutes after the last refresh (director_user_expire) both have expired.
+    let later = t0 + Duration::from_secs(60 + 900);
+    let c = start_saving(store, Clock::starting_at(later));
+    assert_eq!(users_of(&c), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_state_file_is_kept_aside_and_the_config_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(StateStore::open(dir.path()).unwrap());
+    std::fs::write(store.path(), b"director-state\t1\nsaved\t17").unwrap();
+    let t0 = Duration::from_secs(1_700_000_000);
+    let d = start_saving(Arc::clone(&store), Clock::starting_at(t0));
+    assert_eq!(users_of(&d), 0);
+    let aside = dir.path().join("director-state.corrupt-1700000000");
+    assert_eq!(
+        std::fs::read(&aside).unwrap(),
+        b"director-state\t1\nsaved\t17"
+    );
+    // And the director saves a good state again.
+    d.login(b"alice".to_vec()).await.unwrap().unwrap();
+    wait_for_saved(&store, |s| s.users.len() == 1 && s.hosts.len() == 2).await;
 }

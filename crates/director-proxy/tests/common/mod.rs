@@ -213,6 +213,7 @@ impl Lab {
             directors: Directors::Standalone(RingView::new(proxy_ip.into(), 0)),
             sessions: Arc::clone(&registry) as _,
             clock: Clock::new(),
+            state: None,
         })
         .expect("director driver starts");
         let hook = opts.hook.clone().unwrap_or_else(|| Arc::new(NoBackendHook));

@@ -194,6 +194,17 @@ impl Net {
         self.start(i);
     }
 
+    /// Restarts director `i` as a new process that restored `saved` (its saved state).
+    pub fn restart_from(&mut self, i: usize, saved: &director_core::Snapshot) {
+        if self.nodes[i].alive {
+            self.kill(i);
+        }
+        self.nodes[i] = self.fresh_node(i);
+        let now = self.now;
+        self.nodes[i].dir.restore(saved, now).expect("restore");
+        self.start(i);
+    }
+
     /// Advances time second by second, running every due timer.
     pub fn advance(&mut self, secs: u64) {
         for _ in 0..secs {

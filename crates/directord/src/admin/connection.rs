@@ -201,6 +201,7 @@ pub(crate) mod tests {
             directors: Directors::Standalone(RingView::new(STANDALONE_SELF.0, STANDALONE_SELF.1)),
             sessions: Arc::new(NoLocalSessions),
             clock: Clock::new(),
+            state: None,
         })
         .unwrap();
         ConnectionContext { director }

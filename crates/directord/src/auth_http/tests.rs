@@ -38,6 +38,7 @@ fn start(core: CoreSettings, sessions: Arc<dyn LocalSessions>) -> DirectorHandle
         directors: Directors::Standalone(RingView::new(ip("127.0.0.1"), 0)),
         sessions,
         clock: Clock::new(),
+        state: None,
     })
     .unwrap()
     .0

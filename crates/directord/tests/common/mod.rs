@@ -62,6 +62,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub log: PathBuf,
     pub config: PathBuf,
+    /// The extra command-line arguments it was started with.
+    args: Vec<String>,
 }
 
 /// The config text every test daemon uses, with `extra` appended.
@@ -116,12 +118,45 @@ impl Daemon {
     fn start_in(dir: tempfile::TempDir, config: PathBuf, args: &[&str]) -> Daemon {
         let base_dir = dir.path().join("run");
         let log = dir.path().join("directord.log");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (child, socket) = Self::launch(dir.path(), &config, &args);
+        Daemon {
+            child: Some(child),
+            dir,
+            base_dir,
+            socket,
+            log,
+            config,
+            args,
+        }
+    }
+
+    /// Starts a new process on the same config, files and saved state, once the previous
+    /// one has exited (see [`Daemon::wait_exit`]).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the previous directord still runs");
+        let (child, socket) = Self::launch(self.dir.path(), &self.config, &self.args);
+        self.child = Some(child);
+        self.socket = socket;
+    }
+
+    /// Where the test daemon saves its state (`state_dir`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Starts the binary; returns it and the admin socket it printed.
+    fn launch(dir: &Path, config: &Path, args: &[String]) -> (Child, PathBuf) {
+        let base_dir = dir.join("run");
+        let log = dir.join("directord.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_directord"));
-        cmd.arg("-c").arg(&config);
+        cmd.arg("-c").arg(config);
         // Keep every file of the test daemon inside its temp dir, whatever the config says.
         cmd.arg("-o")
             .arg(format!("base_dir={}", base_dir.display()));
         cmd.arg("-o").arg(format!("log_path={}", log.display()));
+        cmd.arg("-o")
+            .arg(format!("state_dir={}", dir.join("state").display()));
         cmd.args(args);
         cmd.env("DIRECTORD_LOG", "debug");
         cmd.stdin(Stdio::null())
@@ -154,14 +189,7 @@ impl Daemon {
                 .strip_prefix("directord: admin socket ")
                 .unwrap_or_else(|| panic!("unexpected first line {first:?}")),
         );
-        Daemon {
-            child: Some(child),
-            dir,
-            base_dir,
-            socket,
-            log,
-            config,
-        }
+        (child, socket)
     }
 
     pub fn pid(&self) -> Pid {
@@ -208,6 +236,23 @@ impl Daemon {
             assert!(
                 Instant::now() < deadline,
                 "log never contained {needle:?}; log:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (bounded) until the log past byte `from` contains `needle`; returns that part.
+    pub fn wait_log_from(&self, from: usize, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = self.log_text();
+            let tail = text.get(from..).unwrap_or_default();
+            if tail.contains(needle) {
+                return tail.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "log never contained {needle:?} after byte {from}; log:\n{tail}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -59,7 +59,7 @@ impl Directord {
         std::fs::write(
             &config,
             format!(
-                "base_dir = {run}\nlog_path = {log}\ninfo_log_path =\ndebug_log_path =\n{config_body}",
+                "base_dir = {run}\nstate_dir = {run}\nlog_path = {log}\ninfo_log_path =\ndebug_log_path =\n{config_body}",
                 run = dir.path().join("run").display(),
                 log = log.display(),
             ),

@@ -105,7 +105,7 @@ fn start_one_ours(
     std::fs::write(
         &conf,
         format!(
-            "base_dir = {run}\nlog_path = {log}\n\
+            "base_dir = {run}\nstate_dir = {run}\nlog_path = {log}\n\
              director_servers = {servers}\ndirector_mail_servers = {MAIL_SERVERS}\n\
              service director {{\n  unix_listener director-admin {{\n    mode = 0600\n  }}\n\
              \x20 inet_listener director {{\n    address = {ip}\n    port = {port}\n  }}\n{extra}}}\n",

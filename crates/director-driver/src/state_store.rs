@@ -1,0 +1,227 @@
+//! The saved state on disk: `state_dir/director-state`, read once at start and replaced
+//! atomically on every save.
+//!
+//! A save writes a temporary file in the same directory, fsyncs it, renames it over the
+//! old file and fsyncs the directory, so that after a crash (or a power cut) the file is
+//! either the previous save or this one, never a mix. A file that does not decode is
+//! renamed aside (`director-state.corrupt-<unix time>`) for an operator to look at, and the
+//! director starts from its config. The format is `director_proto::state_file`'s.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use director_core::Snapshot;
+use director_proto::state_file::{self, MAX_FILE_LEN};
+
+/// The file's name in `state_dir`.
+pub const STATE_FILE_NAME: &str = "director-state";
+
+/// A failed file operation, with what was done to which path.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {source}")]
+pub struct StateStoreError {
+    /// What we tried.
+    pub op: &'static str,
+    /// On which path.
+    pub path: PathBuf,
+    /// Why it failed.
+    pub source: std::io::Error,
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateStoreError {
+    let path = path.to_path_buf();
+    move |source| StateStoreError { op, path, source }
+}
+
+/// What was found at start.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    /// No saved state (a first start): start from the config.
+    Missing,
+    /// A valid file.
+    Read(Snapshot),
+    /// A file that is not a valid state file (truncated, altered, another version): why.
+    Corrupt(String),
+    /// The file could not be read at all (permissions, I/O error).
+    Unreadable(StateStoreError),
+}
+
+/// The state file of one director.
+#[derive(Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+    path: PathBuf,
+    /// The sequence number of the newest snapshot written. Held while writing: saves are
+    /// one at a time, and an older snapshot never replaces a newer one.
+    written: Mutex<u64>,
+}
+
+impl StateStore {
+    /// The store in `dir`, created (mode 0750) if missing.
+    pub fn open(dir: &Path) -> Result<StateStore, StateStoreError> {
+        if !dir.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .map_err(io_err("create state_dir", dir))?;
+        }
+        Ok(StateStore {
+            dir: dir.to_path_buf(),
+            path: dir.join(STATE_FILE_NAME),
+            written: Mutex::new(0),
+        })
+    }
+
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads and decodes the file.
+    pub fn read(&self) -> ReadOutcome {
+        let mut file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ReadOutcome::Missing,
+            Err(e) => return ReadOutcome::Unreadable(io_err("open", &self.path)(e)),
+        };
+        let len = match file.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => return ReadOutcome::Unreadable(io_err("stat", &self.path)(e)),
+        };
+        if len > MAX_FILE_LEN {
+            return ReadOutcome::Corrupt(format!(
+                "{len} bytes, more than the {MAX_FILE_LEN} a state file may have"
+            ));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        if let Err(e) = file.read_to_end(&mut bytes) {
+            return ReadOutcome::Unreadable(io_err("read", &self.path)(e));
+        }
+        match state_file::decode(&bytes) {
+            Ok(s) => ReadOutcome::Read(s),
+            Err(e) => ReadOutcome::Corrupt(e.to_string()),
+        }
+    }
+
+    /// Renames the file aside as `director-state.corrupt-<now>` (`-<now>.<n>` when that
+    /// name is taken: an earlier copy is never replaced); returns the new path.
+    pub fn keep_aside(&self, now: u64) -> Result<PathBuf, StateStoreError> {
+        let base = format!("{STATE_FILE_NAME}.corrupt-{now}");
+        let aside = (0..1000)
+            .map(|n| match n {
+                0 => self.dir.join(&base),
+                n => self.dir.join(format!("{base}.{n}")),
+            })
+            .find(|p| !p.exists())
+            .unwrap_or_else(|| self.dir.join(&base));
+        fs::rename(&self.path, &aside).map_err(io_err("rename aside", &self.path))?;
+        Ok(aside)
+    }
+
+    /// Writes `bytes` as the state, atomically, unless a snapshot newer than `seq` was
+    /// written already (then `Ok(false)`). Blocks: run it off the driver's thread.
+    pub fn write(&self, seq: u64, bytes: &[u8]) -> Result<bool, StateStoreError> {
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        if seq <= *written {
+            return Ok(false);
+        }
+        let tmp = self.dir.join(format!(".{STATE_FILE_NAME}.tmp"));
+        {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_err("create", &tmp))?;
+            f.write_all(bytes).map_err(io_err("write", &tmp))?;
+            f.sync_all().map_err(io_err("fsync", &tmp))?;
+        }
+        fs::rename(&tmp, &self.path).map_err(io_err("rename into place", &tmp))?;
+        // The rename is durable only once the directory is.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync", &self.dir))?;
+        *written = seq;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(users: u32) -> Snapshot {
+        Snapshot {
+            saved_at: 1_700_000_000,
+            hosts: vec![director_core::RingHost {
+                ip: "10.0.0.1".parse().unwrap(),
+                vhost_count: 100,
+                tag: String::new(),
+                down: false,
+                last_updown_change: 0,
+                hostname: None,
+            }],
+            config_hosts: vec![],
+            users: (0..users)
+                .map(|i| director_core::SavedUser {
+                    hash: i + 1,
+                    host: 0,
+                    timestamp: 1_700_000_000,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn writes_atomically_and_never_goes_back_to_an_older_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state")).unwrap();
+        assert!(matches!(store.read(), ReadOutcome::Missing));
+        let two = state_file::encode(&snapshot(2));
+        assert!(store.write(2, &two).unwrap());
+        // An older snapshot that finishes late is dropped.
+        assert!(!store.write(1, &state_file::encode(&snapshot(1))).unwrap());
+        match store.read() {
+            ReadOutcome::Read(s) => assert_eq!(s, snapshot(2)),
+            other => panic!("{other:?}"),
+        }
+        let names: Vec<String> = fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![STATE_FILE_NAME.to_string()]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(store.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_reported_and_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let bytes = state_file::encode(&snapshot(3));
+        fs::write(store.path(), &bytes[..bytes.len() - 5]).unwrap();
+        match store.read() {
+            ReadOutcome::Corrupt(why) => assert!(why.contains("truncated"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let aside = store.keep_aside(1_700_000_123).unwrap();
+        assert_eq!(aside, dir.path().join("director-state.corrupt-1700000123"));
+        assert!(aside.exists());
+        assert!(matches!(store.read(), ReadOutcome::Missing));
+        // A second bad file in the same second keeps the first copy.
+        fs::write(store.path(), b"garbage").unwrap();
+        assert!(matches!(store.read(), ReadOutcome::Corrupt(_)));
+        let second = store.keep_aside(1_700_000_123).unwrap();
+        assert_eq!(
+            second,
+            dir.path().join("director-state.corrupt-1700000123.1")
+        );
+        assert_eq!(fs::read(&aside).unwrap(), &bytes[..bytes.len() - 5]);
+    }
+}
