@@ -304,6 +304,8 @@ impl Member {
                 },
                 sessions,
                 clock: Clock::new(),
+                // A restarted member starts empty and relearns from the ring.
+                state: None,
             })
             .expect("a member driver starts");
             let std = std::net::TcpListener::bind(ring_addr).expect("bind the ring listener");
