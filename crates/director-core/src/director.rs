@@ -64,16 +64,16 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-use crate::effect::{
-    AdminStatus, Effect, KillCtx, KillState, RequestError, RequestId, Route, Ticket, WaitReason,
-};
+use crate::effect::{AdminStatus, Effect, RequestError, RequestId, Route, Ticket, WaitReason};
 use crate::hash::{HashError, HashFormat, UserKey};
 use crate::host::{HostId, HostInfo, HostList, HostListError, TagId, VHOST_DEFAULT, VHOST_MAX};
 use crate::hosts_hash::hosts_hash;
 use crate::lookup::{ConfigHost, InitialConfig, UserLookup};
 use crate::user_directory::{User, UserDirectory};
 use crate::vhost_ring::{HashingMode, RingSet, VhashCache};
+use kills::Kills;
 
+mod kills;
 mod moves;
 mod requests;
 mod ring_updates;
@@ -306,7 +306,7 @@ pub struct Director {
     vhash_cache: VhashCache,
     initial: InitialConfig,
     users: UserDirectory,
-    kills: HashMap<(TagId, u32), KillCtx>,
+    kills: Kills,
     kick_tickets: HashMap<Ticket, KickPurpose>,
     flush_tickets: HashMap<Ticket, (TagId, u32)>,
     pending_requests: VecDeque<PendingRequest>,
@@ -338,7 +338,7 @@ impl Director {
             vhash_cache,
             initial,
             users,
-            kills: HashMap::new(),
+            kills: Kills::default(),
             kick_tickets: HashMap::new(),
             flush_tickets: HashMap::new(),
             pending_requests: VecDeque::new(),
@@ -395,9 +395,7 @@ impl Director {
 
     /// Approximate heap bytes of the user directory and kill contexts.
     pub fn heap_bytes(&self) -> usize {
-        self.users.heap_bytes()
-            + self.kills.capacity()
-                * (std::mem::size_of::<KillCtx>() + std::mem::size_of::<(TagId, u32)>())
+        self.users.heap_bytes() + self.kills.heap_bytes()
     }
 
     /// Current ring status.
@@ -435,11 +433,8 @@ impl Director {
     pub fn next_timeout(&self) -> Option<u64> {
         let mut t = self.users.next_expiry();
         let mut consider = |x: u64| t = Some(t.map_or(x, |c: u64| c.min(x)));
-        for k in self.kills.values() {
-            match (k.state, k.delay_deadline) {
-                (KillState::Delay, Some(d)) => consider(d),
-                _ => consider(k.move_deadline),
-            }
+        if let Some(d) = self.kills.next_deadline() {
+            consider(d);
         }
         if let Some(r) = self.pending_requests.front() {
             consider(r.deadline);
@@ -451,17 +446,7 @@ impl Director {
     /// timeouts.
     pub fn handle_timeout(&mut self, now: u64) {
         self.users.expire(now);
-        let mut due: Vec<((TagId, u32), bool)> = Vec::new();
-        for (key, k) in &self.kills {
-            match (k.state, k.delay_deadline) {
-                (KillState::Delay, Some(d)) if d <= now => due.push((*key, false)),
-                (KillState::Delay, _) => {}
-                _ if k.move_deadline <= now => due.push((*key, true)),
-                _ => {}
-            }
-        }
-        due.sort_unstable();
-        for (key, timed_out) in due {
+        for (key, timed_out) in self.kills.due(now) {
             if timed_out {
                 tracing::warn!(hash = key.1, "user move timed out");
             }
@@ -691,7 +676,7 @@ impl Director {
         for u in self.users.remove_host(id) {
             self.kills.remove(&(u.tag, u.hash));
         }
-        self.shrink_kills();
+        self.kills.shrink();
         if let Some(ip) = self.host_ip(id) {
             self.effects.push_back(Effect::KickBackend { ip });
         }

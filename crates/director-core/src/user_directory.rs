@@ -86,6 +86,10 @@ pub struct UserDirectory {
     /// Bumped by every change of an assignment (added, refreshed, moved, dropped), so the
     /// owner can tell whether the directory changed since it last saved it.
     changes: u64,
+    /// Records stepped over to find a place in expiry order: a test checks it stays
+    /// proportional to the users refreshed.
+    #[cfg(test)]
+    link_steps: u64,
 }
 
 fn sat32(t: u64) -> u32 {
@@ -103,6 +107,8 @@ impl UserDirectory {
             expire_secs: expire_secs.max(MIN_USER_EXPIRE_SECS),
             host_counts: Vec::new(),
             changes: 0,
+            #[cfg(test)]
+            link_steps: 0,
         }
     }
 
@@ -234,6 +240,10 @@ impl UserDirectory {
         let mut after = self.tail;
         while after != NIL && self.records[after as usize].timestamp > ts {
             after = self.records[after as usize].prev;
+            #[cfg(test)]
+            {
+                self.link_steps += 1;
+            }
         }
         let next = if after == NIL {
             self.head
@@ -412,13 +422,17 @@ impl UserDirectory {
     /// expiry order (the tail for a refresh to now). Returns the updated record.
     pub fn refresh(&mut self, tag: TagId, hash: u32, timestamp: u64, now: u64) -> Option<User> {
         let ri = self.index(tag, hash)?;
-        let new_ts = sat32(timestamp.min(now)).max(self.records[ri as usize].timestamp);
-        if new_ts != self.records[ri as usize].timestamp {
+        let old_ts = self.records[ri as usize].timestamp;
+        let new_ts = sat32(timestamp.min(now)).max(old_ts);
+        // An unchanged timestamp keeps the record's place. Relinking it would walk back from
+        // the tail past every newer record: a handshake refreshing a million users that
+        // mostly don't change would cost O(users) each.
+        if new_ts != old_ts {
             self.changes += 1;
+            self.unlink(ri);
+            self.records[ri as usize].timestamp = new_ts;
+            self.link_sorted(ri);
         }
-        self.unlink(ri);
-        self.records[ri as usize].timestamp = new_ts;
-        self.link_sorted(ri);
         Some(Self::to_user(&self.records[ri as usize]))
     }
 
@@ -635,6 +649,30 @@ mod tests {
         assert_eq!(u.timestamp, 1000);
         assert_eq!(d.refresh(T, 7, 500, 2000).map(|u| u.timestamp), Some(1000));
         assert_eq!(d.refresh(T, 7, 3000, 2000).map(|u| u.timestamp), Some(2000));
+    }
+
+    /// A handshake from a peer that holds the same users refreshes every one of them with
+    /// the timestamp it already has: that must not walk the expiry list each time (a
+    /// restarted director's rejoin into a ring of a million users never finished).
+    #[test]
+    fn unchanged_refreshes_keep_their_place_without_walking() {
+        const N: u32 = 10_000;
+        let mut d = UserDirectory::new(900);
+        for hash in 1..=N {
+            d.insert(T, hash, HostId(0), 1000 + u64::from(hash), 20_000);
+        }
+        let before: Vec<u32> = d.iter().map(|u| u.hash).collect();
+        let steps = d.link_steps;
+        for hash in 1..=N {
+            let u = d.refresh(T, hash, 1000 + u64::from(hash), 20_000);
+            assert_eq!(u.map(|u| u.timestamp), Some(1000 + hash));
+        }
+        for hash in 1..=N {
+            d.refresh(T, hash, 500, 20_000);
+        }
+        assert_eq!(d.link_steps, steps);
+        assert_eq!(d.iter().map(|u| u.hash).collect::<Vec<_>>(), before);
+        d.check_invariants().expect("invariants");
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl Director {
         now: u64,
     ) {
         let key = (tag, hash);
-        if self.kills.contains_key(&key) {
+        if self.kills.contains(&key) {
             return; // a kill is already in progress: just keep going
         }
         self.users.set_killing(tag, hash, true);
@@ -107,12 +107,14 @@ impl Director {
         };
         if let KickPurpose::Kill(tag, hash) = purpose {
             let key = (tag, hash);
-            let ours = self
-                .kills
-                .get_mut(&key)
-                .filter(|k| k.kick_ticket == Some(ticket));
-            if let Some(k) = ours {
-                k.kick_ticket = None;
+            let ours = self.kills.update(&key, |k| {
+                let ours = k.kick_ticket == Some(ticket);
+                if ours {
+                    k.kick_ticket = None;
+                }
+                ours
+            });
+            if ours == Some(true) {
                 self.kill_finished(key, now);
             }
         }
@@ -121,34 +123,37 @@ impl Director {
 
     pub(super) fn kill_finished(&mut self, key: (TagId, u32), now: u64) {
         let has_right = self.ring.has_right;
-        let Some(k) = self.kills.get_mut(&key) else {
+        let Some(k) = self.kills.get(&key) else {
             return;
         };
         if !has_right {
             self.flush_step(key, now);
         } else if k.self_initiated || k.state == KillState::NotifyReceived {
-            k.state = KillState::WaitingForEveryone;
+            self.kills
+                .update(&key, |k| k.state = KillState::WaitingForEveryone);
             self.effects
                 .push_back(Effect::RingUserKilled { hash: key.1 });
         } else {
-            k.state = KillState::WaitingForNotify;
+            self.kills
+                .update(&key, |k| k.state = KillState::WaitingForNotify);
         }
     }
 
     pub(super) fn flush_step(&mut self, key: (TagId, u32), now: u64) {
         let socket = self.settings.flush_socket.clone().filter(|s| !s.is_empty());
         let kick_delay = u64::from(self.settings.kick_delay_secs);
-        let Some(k) = self.kills.get_mut(&key) else {
+        let Some(k) = self.kills.get(&key) else {
             return;
         };
         if let (Some(socket), Some(old), Some(new_ip), true) =
             (socket, k.old_host.clone(), k.new_ip, k.self_initiated)
         {
-            let ticket = Ticket(self.next_ticket);
-            self.next_ticket += 1;
-            k.state = KillState::Flushing;
-            k.flush_ticket = Some(ticket);
             let socket = expand_flush_socket(&socket, &new_ip, k.new_hostname.as_deref());
+            let ticket = self.ticket();
+            self.kills.update(&key, |k| {
+                k.state = KillState::Flushing;
+                k.flush_ticket = Some(ticket);
+            });
             self.flush_tickets.insert(ticket, key);
             self.effects.push_back(Effect::RunFlushScript {
                 ticket,
@@ -162,8 +167,10 @@ impl Director {
                 },
             });
         } else {
-            k.state = KillState::Delay;
-            k.delay_deadline = Some(now.saturating_add(kick_delay));
+            self.kills.update(&key, |k| {
+                k.state = KillState::Delay;
+                k.delay_deadline = Some(now.saturating_add(kick_delay));
+            });
         }
     }
 
@@ -174,29 +181,18 @@ impl Director {
             return;
         };
         let kick_delay = u64::from(self.settings.kick_delay_secs);
-        let Some(k) = self
-            .kills
-            .get_mut(&key)
-            .filter(|k| k.flush_ticket == Some(ticket))
-        else {
+        if self.kills.get(&key).map(|k| k.flush_ticket) != Some(Some(ticket)) {
             return;
-        };
-        k.flush_ticket = None;
+        }
         if success {
             self.finish_kill(key, now);
         } else {
             tracing::warn!(hash = key.1, "flush script failed");
-            k.state = KillState::Delay;
-            k.delay_deadline = Some(now.saturating_add(kick_delay));
-        }
-    }
-
-    /// Kill contexts are transient (a flush of a large host creates many at once); give the
-    /// memory back once most of them are gone instead of keeping the peak for ever.
-    pub(super) fn shrink_kills(&mut self) {
-        let (len, cap) = (self.kills.len(), self.kills.capacity());
-        if cap > 1024 && len < cap / 8 {
-            self.kills.shrink_to(len * 2);
+            self.kills.update(&key, |k| {
+                k.flush_ticket = None;
+                k.state = KillState::Delay;
+                k.delay_deadline = Some(now.saturating_add(kick_delay));
+            });
         }
     }
 
@@ -204,7 +200,7 @@ impl Director {
         let Some(k) = self.kills.remove(&key) else {
             return;
         };
-        self.shrink_kills();
+        self.kills.shrink();
         if let Some(t) = k.flush_ticket {
             self.flush_tickets.remove(&t);
         }
@@ -243,14 +239,12 @@ impl Director {
             }
             match self.kills.get(&key).map(|k| k.state) {
                 Some(KillState::Killing) => {
-                    if let Some(k) = self.kills.get_mut(&key) {
-                        k.state = KillState::NotifyReceived;
-                    }
+                    self.kills
+                        .update(&key, |k| k.state = KillState::NotifyReceived);
                 }
                 Some(KillState::WaitingForNotify) => {
-                    if let Some(k) = self.kills.get_mut(&key) {
-                        k.state = KillState::WaitingForEveryone;
-                    }
+                    self.kills
+                        .update(&key, |k| k.state = KillState::WaitingForEveryone);
                     self.effects.push_back(Effect::RingUserKilled { hash });
                 }
                 Some(KillState::NotifyReceived) => {}
@@ -269,17 +263,18 @@ impl Director {
 
     /// Ring `USER-KILLED-EVERYWHERE hash` (unseen seq). Returns true if the message should
     /// be forwarded (our user was waiting for everyone).
+    ///
+    /// Looked up tag by tag, as Dovecot does: a loaded ring has a kill context per moved
+    /// user, and this message comes once per move.
     pub fn ring_user_killed_everywhere(&mut self, hash: u32, now: u64) -> bool {
         let mut forward = false;
-        let keys: Vec<(TagId, u32)> = self
-            .kills
-            .iter()
-            .filter(|(k, c)| k.1 == hash && c.state == KillState::WaitingForEveryone)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in keys {
-            self.flush_step(key, now);
-            forward = true;
+        let tags: Vec<TagId> = self.hosts.tag_ids().collect();
+        for tag in tags {
+            let key = (tag, hash);
+            if self.kills.get(&key).map(|k| k.state) == Some(KillState::WaitingForEveryone) {
+                self.flush_step(key, now);
+                forward = true;
+            }
         }
         forward
     }

@@ -669,3 +669,63 @@ fn a_refused_first_login_leaves_no_assignment() {
     assert!(!d.discard_new_user(b"real", "", other, T0 + 1));
     assert_eq!(d.counters().users, 1);
 }
+
+/// A ring loaded with moves keeps one kill context per moved user for the kick delay, and
+/// the driver asks for the next deadline after every event: the work per move must not
+/// grow with the moves in flight (scanning every context made a ring of 100,000 moves
+/// spend minutes of CPU and miss its sync).
+#[test]
+fn many_moves_in_flight_cost_constant_work_each() {
+    const N: u32 = 5_000;
+    let ring = RingStatus {
+        handshaked: true,
+        synced: true,
+        has_right: true,
+        has_peers: true,
+    };
+    let hosts = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
+    // `origin` moves users on admin request; `middle` learns them from the ring.
+    let mut origin = director(&hosts);
+    let mut middle = director(&hosts);
+    origin.set_ring_status(ring, T0);
+    middle.set_ring_status(ring, T0);
+    let visited = |d: &Director| d.kills.visited.get();
+    let (o0, m0) = (visited(&origin), visited(&middle));
+    for hash in 1..=N {
+        let to = ip(hosts[(hash % 3) as usize]);
+        origin
+            .user_move(&UserKey::Hash(hash), to, T0)
+            .expect("move");
+        origin.next_timeout();
+        assert!(middle.ring_user_move(hash, to, T0));
+        middle.next_timeout();
+        // The token goes round: left of `middle` killed the user, then back to `origin`.
+        middle.ring_user_killed(hash, T0);
+        middle.next_timeout();
+        origin.ring_user_killed(hash, T0 + 1);
+        origin.next_timeout();
+        assert!(middle.ring_user_killed_everywhere(hash, T0 + 1));
+        middle.next_timeout();
+    }
+    assert_eq!(origin.counters().moves_in_progress, N);
+    assert_eq!(middle.counters().moves_in_progress, N);
+    let delay = u64::from(DEFAULT_KICK_DELAY_SECS);
+    assert_eq!(origin.next_timeout(), Some(T0 + 1 + delay));
+    origin.handle_timeout(T0 + 1 + delay);
+    middle.handle_timeout(T0 + 1 + delay);
+    assert_eq!(origin.counters().moves_in_progress, 0);
+    assert_eq!(middle.counters().moves_in_progress, 0);
+    // Each sent the token on once per user; only the origin announces the end.
+    for (d, announced) in [(&mut origin, N as usize), (&mut middle, 0)] {
+        let effects = drain(d);
+        let killed = |e: &Effect| matches!(e, Effect::RingUserKilled { .. });
+        let everywhere = |e: &Effect| matches!(e, Effect::RingUserKilledEverywhere { .. });
+        assert_eq!(effects.iter().filter(|e| killed(e)).count(), N as usize);
+        assert_eq!(effects.iter().filter(|e| everywhere(e)).count(), announced);
+    }
+    // A few context look-ups per event; a scan of all of them would be N per event.
+    let per_move_origin = (visited(&origin) - o0) / u64::from(N);
+    let per_move_middle = (visited(&middle) - m0) / u64::from(N);
+    assert!(per_move_origin <= 20, "{per_move_origin} contexts per move");
+    assert!(per_move_middle <= 20, "{per_move_middle} contexts per move");
+}
