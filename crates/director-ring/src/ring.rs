@@ -23,8 +23,8 @@ use director_proto::ring::{
 
 use crate::topology::{addr_text, closer_left, closer_right, Directors, SHORT_CONNECTION_SECS};
 
-/// Handshake `U` lines queued per [`Output::NotifyWritten`] round: about 300 KiB, far below
-/// `director_output_buffer_size`, however many users the ring holds.
+/// Handshake `U` lines queued per [`Output::NotifyWritten`] round at most: about 300 KiB,
+/// far below the default `director_output_buffer_size`, however many users the ring holds.
 pub const HANDSHAKE_USERS_PER_ROUND: usize = 10_000;
 /// An outgoing connection that isn't established within this many seconds is given up
 /// (Dovecot: 10 s).
@@ -123,6 +123,8 @@ pub struct RingConfig {
     pub ping_idle_timeout_secs: u64,
     /// `director_ping_max_timeout` in seconds.
     pub ping_max_timeout_secs: u64,
+    /// Handshake `U` lines per round (see [`RingConfig::fit_output_buffer`]).
+    pub handshake_users_per_round: usize,
 }
 
 impl RingConfig {
@@ -133,7 +135,17 @@ impl RingConfig {
             servers,
             ping_idle_timeout_secs: DEFAULT_PING_IDLE_TIMEOUT_SECS,
             ping_max_timeout_secs: DEFAULT_PING_MAX_TIMEOUT_SECS,
+            handshake_users_per_round: HANDSHAKE_USERS_PER_ROUND,
         }
+    }
+
+    /// Sizes a handshake round to a quarter of `director_output_buffer_size`, so that one
+    /// round never fills a peer's queue (at most [`HANDSHAKE_USERS_PER_ROUND`]).
+    pub fn fit_output_buffer(&mut self, output_buffer_size: usize) {
+        // The longest U line: an IPv6 address, both 32-bit numbers at their widest, weak.
+        const LONGEST_U_LINE: usize = 72;
+        self.handshake_users_per_round =
+            (output_buffer_size / 4 / LONGEST_U_LINE).clamp(1, HANDSHAKE_USERS_PER_ROUND);
     }
 }
 
@@ -1033,7 +1045,7 @@ impl Ring {
             });
             self.outputs.push_back(Output::Send { conn: id, message });
             sent += 1;
-            if sent == HANDSHAKE_USERS_PER_ROUND {
+            if sent == self.config.handshake_users_per_round {
                 break;
             }
         }

@@ -742,3 +742,20 @@ fn a_whole_ring_restarted_from_saved_states_keeps_its_hosts_and_users() {
         assert_eq!(net.login(1, u).map(|r| r.ip), Some(*host), "{u}");
     }
 }
+
+/// A handshake round is a quarter of `director_output_buffer_size` at most, so a small
+/// buffer never overflows on one round; the default buffer takes the largest round.
+#[test]
+fn handshake_rounds_fit_the_output_buffer() {
+    let mut config = director_ring::RingConfig::new(daddr(1), vec![daddr(1), daddr(2)]);
+    config.fit_output_buffer(64 * 1024);
+    assert!(config.handshake_users_per_round * 72 <= 16 * 1024);
+    assert!(config.handshake_users_per_round > 100);
+    config.fit_output_buffer(10 * 1024 * 1024);
+    assert_eq!(
+        config.handshake_users_per_round,
+        director_ring::HANDSHAKE_USERS_PER_ROUND
+    );
+    config.fit_output_buffer(0);
+    assert_eq!(config.handshake_users_per_round, 1);
+}
