@@ -8,10 +8,9 @@
 //!    (`inet_listener director-auth-http`); Dovecot's: auth-master `PASS` lookups on its
 //!    `director-userdb` socket. Both create the assignment through the director's request
 //!    path, as a proxy's login does.
-//! 2. **Memory**: `users` assignments made with pipelined `USER-MOVE` on director 0 (chunks
-//!    of 50,000, as the admin benchmark does), a `HOST-SET` that comes back once every
-//!    director has processed them (a ring is FIFO), 12 s to settle, then each director
-//!    process's RSS growth divided by the users it lists.
+//! 2. **Memory**: `users` more new-user logins the same way, a `HOST-SET` that comes back
+//!    once every director has processed them (a ring is FIFO), 12 s to settle, then each
+//!    director process's RSS growth divided by the users it lists.
 //! 3. **Join**: director 2 is stopped and started again; the time from starting it until
 //!    it reports `ring synced` (it has received every user from its neighbours by then).
 
@@ -24,10 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use testkit::{AdminClient, DovecotDirector, LoopbackAllocator};
 
-use super::{servers, start_one_dovecot, start_one_ours, wait_synced, Ours, MAIL_SERVERS, WAIT};
+use super::{servers, start_one_dovecot, start_one_ours, wait_synced, Ours, WAIT};
 
-/// `USER-MOVE`s sent before their replies are read.
-const CHUNK: u32 = 50_000;
 /// Auth-master `PASS` lookups in flight.
 const WINDOW: u32 = 100;
 /// Time for the allocator to return what the loading freed (jemalloc's background purge).
@@ -155,40 +152,6 @@ fn raw_admin(path: &Path) -> anyhow::Result<(UnixStream, BufReader<UnixStream>)>
     Ok((w, r))
 }
 
-/// `users` assignments with pipelined `USER-MOVE`, spread over the mail servers.
-fn load_users(admin: &Path, users: u32) -> anyhow::Result<()> {
-    let (w, mut r) = raw_admin(admin)?;
-    let hosts: Vec<&str> = MAIL_SERVERS.split(' ').collect();
-    let mut line = String::new();
-    let mut sent = 0;
-    while sent < users {
-        let n = CHUNK.min(users - sent);
-        let mut batch = Vec::with_capacity(n as usize * 40);
-        for i in sent..sent + n {
-            let host = hosts[i as usize % hosts.len()];
-            writeln!(batch, "USER-MOVE\tringload{i}@example.com\t{host}")?;
-        }
-        // Written from a thread: the replies must be read while the chunk is written.
-        let mut writer = w.try_clone()?;
-        let t = std::thread::spawn(move || writer.write_all(&batch));
-        for _ in 0..n {
-            line.clear();
-            if r.read_line(&mut line)? == 0 {
-                bail!("admin connection closed during USER-MOVE");
-            }
-            // TRYAGAIN: a name whose 32-bit hash another name of this chunk has, whose
-            // move is still under way (135 of a million names collide); one record either way.
-            if line != "OK\n" && line != "TRYAGAIN\n" {
-                bail!("USER-MOVE answered {line:?}");
-            }
-        }
-        t.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
-        sent += n;
-    }
-    w.shutdown(std::net::Shutdown::Both)?;
-    Ok(())
-}
-
 /// Lines of `USER-LIST`.
 fn users_listed(admin: &Path) -> anyhow::Result<u64> {
     let (mut w, mut r) = raw_admin(admin)?;
@@ -207,27 +170,49 @@ fn users_listed(admin: &Path) -> anyhow::Result<u64> {
     }
 }
 
-/// `n` new users through our `auth_http` endpoint.
-fn logins_ours(addr: SocketAddr, n: u32) -> anyhow::Result<()> {
-    for i in 0..n {
-        let mut s = TcpStream::connect(addr)?;
-        s.set_read_timeout(Some(WAIT))?;
-        write!(
-            s,
-            "GET /auth HTTP/1.0\r\nAuth-User: ringlogin{i}@example.com\r\n\
-             Auth-Protocol: imap\r\nClient-IP: 127.0.0.1\r\n\r\n"
-        )?;
-        let mut answer = String::new();
-        s.read_to_string(&mut answer)?;
-        if !answer.contains("Auth-Status: OK") {
-            bail!("auth_http answered {answer:?}");
-        }
+/// Clients asking our `auth_http` endpoint at once, each from its own 127.0.9.x address
+/// (a million short connections from one address would run out of ports).
+const HTTP_CLIENTS: u32 = 4;
+
+/// `n` new users (`{prefix}{i}@example.com`) through our `auth_http` endpoint.
+fn logins_ours(addr: SocketAddr, prefix: &str, n: u32) -> anyhow::Result<()> {
+    let threads: Vec<_> = (0..HTTP_CLIENTS)
+        .map(|t| {
+            let prefix = prefix.to_string();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 9, t as u8 + 1)), 0);
+                let mut answer = String::new();
+                for i in (t..n).step_by(HTTP_CLIENTS as usize) {
+                    let socket =
+                        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+                    socket.bind(&from.into())?;
+                    socket.connect(&addr.into())?;
+                    let mut s: TcpStream = socket.into();
+                    s.set_read_timeout(Some(WAIT))?;
+                    write!(
+                        s,
+                        "GET /auth HTTP/1.0\r\nAuth-User: {prefix}{i}@example.com\r\n\
+                         Auth-Protocol: imap\r\nClient-IP: 127.0.0.1\r\n\r\n"
+                    )?;
+                    answer.clear();
+                    s.read_to_string(&mut answer)?;
+                    if !answer.contains("Auth-Status: OK") {
+                        bail!("auth_http answered {answer:?}");
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join()
+            .map_err(|_| anyhow::anyhow!("an auth_http client panicked"))??;
     }
     Ok(())
 }
 
 /// `n` new users through Dovecot's `director-userdb` socket (auth-master `PASS`).
-fn logins_dovecot(socket: &Path, n: u32) -> anyhow::Result<()> {
+fn logins_dovecot(socket: &Path, prefix: &str, n: u32) -> anyhow::Result<()> {
     let s = UnixStream::connect(socket).with_context(|| format!("connect {}", socket.display()))?;
     s.set_read_timeout(Some(WAIT))?;
     let mut w = s.try_clone()?;
@@ -239,7 +224,7 @@ fn logins_dovecot(socket: &Path, n: u32) -> anyhow::Result<()> {
         while sent < n && sent - got < WINDOW {
             sent += 1;
             batch.push_str(&format!(
-                "PASS\t{sent}\tringlogin{sent}@example.com\tservice=lmtp\n"
+                "PASS\t{sent}\t{prefix}{sent}@example.com\tservice=lmtp\n"
             ));
         }
         w.write_all(batch.as_bytes())?;
@@ -298,10 +283,11 @@ fn measure(kind: &str, bin: &Path, users: u32, logins: u32) -> anyhow::Result<Fi
     marker(&ring, &mut admins, "127.0.3.1")?;
     let marker_cost = ring_bytes_out(&mut admins)? - b0;
     let b1 = ring_bytes_out(&mut admins)?;
-    match &ring[0] {
-        Member::Ours(_) => logins_ours(auth_http, logins)?,
-        Member::Dovecot(d) => logins_dovecot(&d.userdb_socket_path(), logins)?,
-    }
+    let login = |prefix: &str, n: u32| match &ring[0] {
+        Member::Ours(_) => logins_ours(auth_http, prefix, n),
+        Member::Dovecot(d) => logins_dovecot(&d.userdb_socket_path(), prefix, n),
+    };
+    login("ringlogin", logins)?;
     marker(&ring, &mut admins, "127.0.3.2")?;
     let b2 = ring_bytes_out(&mut admins)?;
     let bytes_per_login = (b2 - b1).saturating_sub(marker_cost) as f64 / f64::from(logins);
@@ -316,7 +302,7 @@ fn measure(kind: &str, bin: &Path, users: u32, logins: u32) -> anyhow::Result<Fi
         .iter()
         .map(|p| rss_kb(*p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    load_users(&ring[0].admin_socket(), users)?;
+    login("ringload", users)?;
     step("users loaded on director 0");
     // Fresh admin connections: the others sat idle through the loading.
     let mut admins = ring

@@ -150,6 +150,8 @@ fn start_one_dovecot(ip: Ipv4Addr, port: u16, servers: &str) -> anyhow::Result<D
             .with_ip(ip)
             .with_ring_port(port)
             .with_director_servers(servers)
+            // A million users outgrow the default 256 MB address space of a service.
+            .with_extra("default_vsz_limit = 0")
             .without_sync_wait(),
     )
     .map_err(anyhow::Error::from)
