@@ -21,6 +21,7 @@ use std::net::IpAddr;
 use director_core::{RingHost, SavedUser, Snapshot};
 
 use crate::tabescape::{escape_into, unescape};
+use crate::value::write_uint;
 
 /// First word of the first line.
 pub const MAGIC: &str = "director-state";
@@ -107,17 +108,17 @@ pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + snapshot.hosts.len() * 64 + snapshot.users.len() * 26);
     out.extend_from_slice(MAGIC.as_bytes());
     out.push(b'\t');
-    push_u64(&mut out, u64::from(VERSION));
+    write_uint(&mut out, u64::from(VERSION));
     out.extend_from_slice(b"\nsaved\t");
-    push_u64(&mut out, snapshot.saved_at);
+    write_uint(&mut out, snapshot.saved_at);
     out.push(b'\n');
     for h in &snapshot.hosts {
         out.extend_from_slice(b"host\t");
         out.extend_from_slice(h.ip.to_string().as_bytes());
         out.push(b'\t');
-        push_u64(&mut out, u64::from(h.vhost_count));
+        write_uint(&mut out, u64::from(h.vhost_count));
         out.extend_from_slice(if h.down { b"\tD" } else { b"\tU" });
-        push_u64(&mut out, h.last_updown_change);
+        write_uint(&mut out, h.last_updown_change);
         out.push(b'\t');
         escape_into(&mut out, h.tag.as_bytes());
         out.push(b'\t');
@@ -131,39 +132,24 @@ pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
     }
     for u in &snapshot.users {
         out.extend_from_slice(b"user\t");
-        push_u64(&mut out, u64::from(u.hash));
+        write_uint(&mut out, u64::from(u.hash));
         out.push(b'\t');
-        push_u64(&mut out, u64::from(u.host));
+        write_uint(&mut out, u64::from(u.host));
         out.push(b'\t');
-        push_u64(&mut out, u64::from(u.timestamp));
+        write_uint(&mut out, u64::from(u.timestamp));
         out.push(b'\n');
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(b"end\t");
-    push_u64(&mut out, snapshot.hosts.len() as u64);
+    write_uint(&mut out, snapshot.hosts.len() as u64);
     out.push(b'\t');
-    push_u64(&mut out, snapshot.config_hosts.len() as u64);
+    write_uint(&mut out, snapshot.config_hosts.len() as u64);
     out.push(b'\t');
-    push_u64(&mut out, snapshot.users.len() as u64);
+    write_uint(&mut out, snapshot.users.len() as u64);
     out.push(b'\t');
     out.extend_from_slice(format!("{crc:08x}").as_bytes());
     out.push(b'\n');
     out
-}
-
-/// Decimal without allocating: the user lines are most of a save's work.
-fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
 }
 
 /// Where the decoder is: each section may only follow the ones before it.
