@@ -48,7 +48,8 @@ use crate::core_api::{status_reply, AdminStart, CoreError, CoreState};
 use crate::effects::flush;
 use crate::effects::sessions::{KickFuture, LocalSessions};
 use crate::limits::{
-    DRIVER_QUEUE_CAPACITY, MIN_REFRESH_PERIOD, RING_EVENT_QUEUE_CAPACITY, RING_SYNC_WAIT,
+    DRIVER_QUEUE_CAPACITY, MIN_REFRESH_PERIOD, RING_EVENTS_PER_LOCK, RING_EVENT_QUEUE_CAPACITY,
+    RING_SYNC_WAIT,
 };
 use crate::ring_net::{Executed, RingDialer, RingEvent, RingNet};
 use crate::ring_view::RingView;
@@ -769,6 +770,14 @@ async fn run(
             Some(event) = ring_rx.recv() => {
                 let Some(mut state) = shared.lock() else { break };
                 state.ring_event(event);
+                // Lines that are already queued are handled under the same lock: a
+                // handshake brings a million of them.
+                for _ in 1..RING_EVENTS_PER_LOCK {
+                    match ring_rx.try_recv() {
+                        Ok(event) => state.ring_event(event),
+                        Err(_) => break,
+                    }
+                }
             }
             _ = tokio::time::sleep_until(deadline) => {
                 let Some(mut state) = shared.lock() else { break };

@@ -25,3 +25,8 @@ pub const RING_EVENT_QUEUE_CAPACITY: usize = 4096;
 /// How long a ring-gated admin command waits for the ring to be synced (Dovecot: 30 s, then
 /// `Ring sync timed out`).
 pub const RING_SYNC_WAIT: Duration = Duration::from_secs(30);
+
+/// Ring events the driver task handles per taking of the state: enough to cut the locking
+/// per line of a handshake, few enough that logins meanwhile wait well under a millisecond
+/// (and go through the driver's channel rather than wait).
+pub const RING_EVENTS_PER_LOCK: usize = 256;

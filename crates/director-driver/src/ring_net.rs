@@ -80,6 +80,9 @@ async fn connect_from(from: std::net::IpAddr, target: SocketAddr) -> std::io::Re
     socket.connect(target).await
 }
 
+/// Most bytes of queued lines a connection's writer puts into one write.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
 /// What a ring connection's tasks tell the driver.
 pub(crate) enum RingEvent {
     /// A connection we opened is up.
@@ -173,9 +176,20 @@ impl RingNet {
         let in_count = Arc::clone(&bytes_in);
         let sink = self.sink.clone();
         tokio::spawn(async move {
+            let mut batch = Vec::new();
             while let Some(line) = queue.recv().await {
-                let n = line.len();
-                let ok = write.write_all(&line).await.is_ok();
+                // Whatever else is queued goes out in the same write: a handshake's million
+                // users would otherwise cost a system call each, here and at the reader.
+                batch.clear();
+                batch.extend_from_slice(&line);
+                while batch.len() < WRITE_BATCH_BYTES {
+                    match queue.try_recv() {
+                        Ok(more) => batch.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                let n = batch.len();
+                let ok = write.write_all(&batch).await.is_ok();
                 let left = written.fetch_sub(n, Ordering::AcqRel) - n;
                 if ok {
                     out_count.fetch_add(n as u64, Ordering::Relaxed);
