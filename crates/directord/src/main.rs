@@ -24,6 +24,7 @@ mod logging;
 mod proxy_notify;
 mod ring_listener;
 mod server;
+mod service_notify;
 mod settings;
 
 use std::process::ExitCode;

@@ -15,6 +15,7 @@ use director_driver::{
 
 use crate::admin::connection::ConnectionContext;
 use crate::admin::listener;
+use crate::service_notify::ServiceNotify;
 use crate::settings::DaemonSettings;
 
 /// Re-reads the configuration for SIGHUP; returns the new settings or why not.
@@ -25,6 +26,7 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     // Handlers first: a SIGHUP/SIGTERM that arrives right after we announce the socket must
     // not hit the default action (terminate).
     let signals = Signals::install()?;
+    let service = ServiceNotify::from_env();
     // The director state and the admin sockets run on one thread of their own, like
     // Dovecot's single director process: admin requests and the driver then never cross
     // threads (a wake-up between threads costs more than a USER-LOOKUP). The mail proxy
@@ -179,10 +181,14 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         socket = %main_socket.display(),
         "directord started"
     );
+    service.ready();
 
-    let outcome = signals.wait(&director, proxy.as_ref(), &reloader).await;
+    let outcome = signals
+        .wait(&director, proxy.as_ref(), &reloader, &service)
+        .await;
 
     tracing::info!("shutting down");
+    service.stopping();
     if let Some(proxy) = proxy {
         // Stop accepting, let proxied sessions drain (director_proxy_drain_time), then close.
         proxy.shutdown(None).await;
@@ -294,10 +300,15 @@ impl Signals {
         director: &DirectorHandle,
         proxy: Option<&director_proxy::Proxy>,
         reloader: &Reloader,
+        service: &ServiceNotify,
     ) -> anyhow::Result<()> {
         loop {
             tokio::select! {
-                _ = self.hup.recv() => reload(director, proxy, reloader).await,
+                _ = self.hup.recv() => {
+                    service.reloading();
+                    reload(director, proxy, reloader).await;
+                    service.ready();
+                }
                 _ = self.term.recv() => { tracing::info!("SIGTERM received"); return Ok(()); }
                 _ = self.int.recv() => { tracing::info!("SIGINT received"); return Ok(()); }
                 exit = director.stopped() => {

@@ -42,6 +42,7 @@ mod instance;
 mod loopback;
 mod lua_proxy;
 mod mail_clients;
+mod man_page;
 mod tools;
 
 pub use admin::{AdminClient, ADMIN_LINE_MAX, ADMIN_MULTILINE_COMMANDS};
@@ -53,6 +54,7 @@ pub use error::KitError;
 pub use loopback::{free_port, free_ports, LoopbackAllocator};
 pub use lua_proxy::{require_auth_lua, DovecotLuaProxy, AUTH_LUA_MODULE};
 pub use mail_clients::{mail_clients_script, run_mail_clients};
+pub use man_page::{man_page_path, man_section, render_man_page};
 pub use tools::{
     require_backend_services, require_dovecot, require_python3, require_submission_and_sieve,
     run_doveadm_real, INSTALL_HINT,

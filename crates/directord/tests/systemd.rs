@@ -1,0 +1,225 @@
+//! Running as a service: the notify protocol of a systemd `Type=notify` unit
+//! (`sd_notify(3)`), the unit file and sample config in `contrib/systemd/`, and directord(8),
+//! which says what `--help` says.
+//!
+//! systemd itself does not run here (no init in the test machine), so the tests play its
+//! part of the protocol: a datagram socket named by `NOTIFY_SOCKET`, as systemd creates.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Hang guard for one notification; the daemon sends each at once.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
+}
+
+/// Starts directord with `NOTIFY_SOCKET` set to `name`; returns it and its admin socket.
+fn start(dir: &Path, notify_name: &str) -> (Child, PathBuf) {
+    let config = dir.join("directord.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "base_dir = {}\nlog_path = {}\nstate_dir = {}\n\
+             director_mail_servers = 127.0.1.1 127.0.1.2\n",
+            dir.join("run").display(),
+            dir.join("directord.log").display(),
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_directord"))
+        .arg("-c")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", notify_name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn directord");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let socket = line
+        .trim_end()
+        .strip_prefix("directord: admin socket ")
+        .unwrap_or_else(|| panic!("first line {line:?}"))
+        .into();
+    (child, socket)
+}
+
+fn next(sock: &UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = sock
+        .recv(&mut buf)
+        .expect("a notification within the hang guard");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// The admin socket answers (the daemon is serving).
+fn serving(socket: &Path) -> bool {
+    use std::io::Write;
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
+        return false;
+    };
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(b"VERSION\tdirector-doveadm\t1\t0\nHOST-LIST\n")
+        .unwrap();
+    let mut r = BufReader::new(s);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).unwrap();
+    let mut first = String::new();
+    r.read_line(&mut first).unwrap();
+    greeting.starts_with("VERSION\t") && first.starts_with("127.0.1.1\t")
+}
+
+fn ready_reload_and_stop(notify_name: &str, sock: &UnixDatagram, dir: &Path) {
+    let (mut child, admin) = start(dir, notify_name);
+    let ready = next(sock);
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    // By READY=1 the listeners are bound: the admin socket answers.
+    assert!(serving(&admin));
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+
+    kill(pid, Signal::SIGHUP).unwrap();
+    let reloading = next(sock);
+    assert!(
+        reloading.lines().any(|l| l == "RELOADING=1"),
+        "{reloading:?}"
+    );
+    let usec = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .expect("MONOTONIC_USEC with RELOADING=1");
+    assert!(usec.parse::<u64>().unwrap() > 0);
+    let ready = next(sock);
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+
+    kill(pid, Signal::SIGTERM).unwrap();
+    let stopping = next(sock);
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn ready_reloading_and_stopping_reach_a_notify_socket_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    ready_reload_and_stop(path.to_str().unwrap(), &sock, dir.path());
+}
+
+#[test]
+fn an_abstract_notify_socket_works_too() {
+    use std::os::linux::net::SocketAddrExt;
+    let dir = tempfile::tempdir().unwrap();
+    // systemd names its socket in the abstract namespace as `@...`.
+    let name = format!("directord-test-notify-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let sock = UnixDatagram::bind_addr(&addr).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    ready_reload_and_stop(&format!("@{name}"), &sock, dir.path());
+}
+
+/// `systemd-analyze verify` finds nothing to say about the unit (its `ExecStart` pointed at
+/// the binary under test, since verify checks that the program exists).
+#[test]
+fn the_unit_file_verifies() {
+    let unit = std::fs::read_to_string(repo_file("contrib/systemd/directord.service")).unwrap();
+    assert!(unit.contains("Type=notify"));
+    let dir = tempfile::tempdir().unwrap();
+    let here = unit.replace("/usr/local/sbin/directord", env!("CARGO_BIN_EXE_directord"));
+    let path = dir.path().join("directord.service");
+    std::fs::write(&path, here).unwrap();
+    // Its Documentation= names our man pages: verify looks them up with man(1).
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .env("MANPATH", testkit::man_page_path(""))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("systemd-analyze: {e}; install it with `apt-get install -y systemd`")
+        });
+    let said = String::from_utf8_lossy(&out.stderr);
+    // Only lines about our unit count: verify also loads the units it depends on.
+    let ours: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("directord.service"))
+        .collect();
+    assert!(out.status.success() && ours.is_empty(), "{said}");
+}
+
+/// The sample config is read as written (its ring addresses are examples; `-n` reads and
+/// checks the whole config without binding).
+#[test]
+fn the_sample_config_is_accepted() {
+    let out = Command::new(env!("CARGO_BIN_EXE_directord"))
+        .arg("-c")
+        .arg(repo_file("contrib/systemd/directord.conf"))
+        .arg("-n")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "base_dir = /run/directord",
+        "state_dir = /var/lib/directord",
+        "director_servers = 10.0.0.5:9090 10.0.0.6:9090 10.0.0.7:9090",
+    ] {
+        assert!(shown.contains(line), "{shown}");
+    }
+}
+
+/// The options a text names: words starting with `-`.
+fn options(text: &str) -> std::collections::BTreeSet<String> {
+    text.split(|c: char| c.is_whitespace() || c == '[' || c == ']' || c == ',')
+        .map(|w| w.trim_end_matches(['.', ')', ';', ':']))
+        .filter(|w| {
+            w.starts_with('-')
+                && w.chars()
+                    .nth(1)
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '-')
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every option `directord --help` lists is in directord(8)'s OPTIONS, and the other way
+/// round.
+#[test]
+fn directord_help_and_its_man_page_list_the_same_options() {
+    let help = Command::new(env!("CARGO_BIN_EXE_directord"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help =
+        String::from_utf8_lossy(&help.stdout).into_owned() + &String::from_utf8_lossy(&help.stderr);
+    let page = testkit::render_man_page("man8/directord.8");
+    let section = testkit::man_section(&page, "OPTIONS", "SIGNALS");
+    let in_help = options(&help);
+    for o in ["-c", "-n", "-o", "-F", "--version", "--settings-table"] {
+        assert!(in_help.contains(o), "--help lacks {o}: {help}");
+    }
+    assert_eq!(
+        in_help,
+        options(section),
+        "--help: {help}\nman page: {section}"
+    );
+}
