@@ -579,9 +579,9 @@ impl Director {
         match self.hosts.lookup(&ip) {
             Some(id) => self.update_existing(id, tag, vhosts)?,
             None => {
-                let id =
-                    self.hosts
-                        .add(ip, tag.unwrap_or(""), vhosts.unwrap_or(VHOST_DEFAULT), None)?;
+                let vhosts = vhosts.unwrap_or(VHOST_DEFAULT);
+                let id = self.hosts.add(ip, tag.unwrap_or(""), vhosts, None)?;
+                tracing::info!(host = %ip, tag = tag.unwrap_or(""), vhosts, "host added");
                 self.mark_changed(id);
             }
         }
@@ -650,6 +650,7 @@ impl Director {
         }
         h.down = down;
         h.last_updown_change = now;
+        tracing::info!(host = %ip, state = if down { "down" } else { "up" }, "host state changed");
         self.mark_changed(id);
         self.retry_pending(now);
         Ok(())
@@ -692,6 +693,7 @@ impl Director {
     /// `HOST-REMOVE ip`: delete the host and drop its users (no kicking).
     pub fn host_remove(&mut self, ip: IpAddr, now: u64) -> Result<(), HostError> {
         let id = self.hosts.lookup(&ip).ok_or(HostError::NotFound)?;
+        tracing::info!(host = %ip, users = self.users.user_count(id), "host removed");
         self.forget_users_of(id);
         // The host leaves the ring before anything is routed or moved again: a resumed
         // HOST-RESET-USERS job must not move a user onto the host being removed.
@@ -706,6 +708,7 @@ impl Director {
         match ip {
             Some(ip) => {
                 let id = self.hosts.lookup(&ip).ok_or(HostError::NotFound)?;
+                tracing::info!(host = %ip, users = self.users.user_count(id), "host flushed");
                 self.drop_users_of(id, now);
             }
             None => {
@@ -872,6 +875,7 @@ impl Director {
                 Ok(())
             }
             _ => {
+                tracing::info!(user_hash = hash, host = %ip, "user moved");
                 self.start_move(tag, hash, host, true, now);
                 Ok(())
             }

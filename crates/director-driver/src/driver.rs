@@ -1083,9 +1083,20 @@ impl State {
     ) {
         match self.core.request(username, now) {
             RequestOutcome::Ready(route) => {
+                tracing::debug!(
+                    user = %director_proto::log_text::LogText(username),
+                    host = %route.ip,
+                    new_user = route.new_user,
+                    "login routed"
+                );
                 let _ = reply.send(Ok(route));
             }
             RequestOutcome::Failed(e) => {
+                tracing::debug!(
+                    user = %director_proto::log_text::LogText(username),
+                    error = %e,
+                    "login not routed"
+                );
                 let _ = reply.send(Err(e));
             }
             RequestOutcome::Queued(id, reason) => {
