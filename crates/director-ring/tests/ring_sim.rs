@@ -759,3 +759,50 @@ fn handshake_rounds_fit_the_output_buffer() {
     config.fit_output_buffer(0);
     assert_eq!(config.handshake_users_per_round, 1);
 }
+
+/// A login that created a user's assignment and then failed at the backend: in a ring the
+/// `USER` has already gone round, and no ring message takes an assignment back. The
+/// director whose login failed must keep the assignment like the others (it expires
+/// everywhere as usual); dropping it there alone left that director without a user the
+/// rest of the ring kept, for good, and a later login there could pick another backend.
+#[test]
+fn a_failed_first_login_in_a_ring_keeps_the_assignment_everywhere() {
+    let mut net = Net::new(3);
+    net.start_all();
+    let route = net
+        .login(2, "ghost")
+        .expect("routed at once on a synced ring");
+    assert!(route.new_user);
+    for i in 0..3 {
+        assert_eq!(net.user_host(i, "ghost"), Some(route.ip), "director {i}");
+    }
+    let now = net.now;
+    assert!(
+        !net.nodes[2]
+            .dir
+            .discard_new_user(b"ghost", "", route.ip, now),
+        "the ring knows the user: not dropped on one director alone"
+    );
+    net.advance(5);
+    for i in 0..3 {
+        assert_eq!(net.user_host(i, "ghost"), Some(route.ip), "director {i}");
+    }
+    let lists: Vec<_> = (0..3)
+        .map(|i| net.nodes[i].dir.user_list(None, net.now))
+        .collect();
+    assert_eq!(lists[0], lists[1]);
+    assert_eq!(lists[0], lists[2]);
+
+    // Once a director has had a ring peer, it keeps that rule while cut off: the peers it
+    // had may know the user.
+    net.isolate(2);
+    net.advance(30);
+    let lonely = net
+        .login(2, "lonely")
+        .expect("alone for long enough: routed");
+    assert!(lonely.new_user);
+    let now = net.now;
+    assert!(!net.nodes[2]
+        .dir
+        .discard_new_user(b"lonely", "", lonely.ip, now));
+}
