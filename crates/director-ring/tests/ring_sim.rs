@@ -806,3 +806,70 @@ fn a_failed_first_login_in_a_ring_keeps_the_assignment_everywhere() {
         .dir
         .discard_new_user(b"lonely", "", lonely.ip, now));
 }
+
+/// A handshake `U` naming a host the receiver no longer has (it removed the host while
+/// the sender had not heard of that yet) is not a broken peer: as in Dovecot, the
+/// receiver drops the link without marking the sender failed, the ring re-forms, and a
+/// new handshake brings every user the cut one had not delivered yet.
+#[test]
+fn a_handshake_user_on_an_unknown_host_drops_the_link_without_a_failure_mark() {
+    let mut net = Net::new(3);
+    net.start_all();
+    net.advance(60);
+    let n = director_ring::HANDSHAKE_USERS_PER_ROUND * 2 + 500;
+    let users: Vec<String> = (0..n).map(|k| format!("bulk{k}")).collect();
+    for u in &users {
+        net.login(0, u).expect("routed");
+    }
+    net.hold_written = true;
+    net.restart(1);
+    let &(sender, conn) = net
+        .held_written
+        .first()
+        .expect("a handshake waits for its round");
+    assert_eq!(sender, 0, "director 0 has the users to send");
+    let to = net
+        .wire
+        .iter()
+        .find(|w| w.from == daddr(1) && w.conn == conn)
+        .expect("the handshake's first lines")
+        .to;
+    let receiver = (0..3).find(|&i| daddr(i + 1) == to).expect("a director");
+    let before = net.disconnects.len();
+    let line = format!("U\t4242\t{}\t{}\n", backend(9), net.now);
+    net.inject_on(sender, conn, line.as_bytes());
+    let dropped: Vec<_> = net.disconnects[before..]
+        .iter()
+        .filter(|(who, reason)| *who == receiver && reason.contains("unknown host"))
+        .collect();
+    assert_eq!(
+        dropped.len(),
+        1,
+        "the receiver drops the link: {:?}",
+        net.disconnects
+    );
+    let rows: Vec<Vec<String>> = net.nodes[receiver]
+        .ring
+        .status(net.now, |_| ConnCounters::default())
+        .into_iter()
+        .map(|r| r.fields)
+        .collect();
+    let row = rows
+        .iter()
+        .find(|r| r[0] == "127.0.0.11")
+        .expect("director 0's row");
+    assert_eq!(row[3], "0", "no failure marked on director 0: {row:?}");
+
+    net.release_written();
+    net.advance(5);
+    assert_ring_formed(&net);
+    for u in &users {
+        let on0 = net.user_host(0, u);
+        assert!(on0.is_some());
+        assert_eq!(
+            net.user_host(receiver, u),
+            on0,
+            "{u} on director {receiver}"
+        );
+    }
+}
