@@ -318,6 +318,9 @@ pub struct Director {
     next_request: u64,
     /// See [`Director::has_unconfirmed_restored_users`].
     restored_unconfirmed: bool,
+    /// A ring connection has existed: other directors may have been told about any user
+    /// we have (a `USER` or a handshake), so none may be dropped here alone.
+    ring_peers_seen: bool,
 }
 
 impl Director {
@@ -349,6 +352,7 @@ impl Director {
             next_ticket: 1,
             next_request: 1,
             restored_unconfirmed: false,
+            ring_peers_seen: false,
         })
     }
 
@@ -407,6 +411,7 @@ impl Director {
     /// waiting requests.
     pub fn set_ring_status(&mut self, status: RingStatus, now: u64) {
         self.ring = status;
+        self.ring_peers_seen |= status.has_peers;
         if status.handshaked {
             self.restored_unconfirmed = false;
         }

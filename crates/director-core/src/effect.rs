@@ -134,8 +134,8 @@ pub struct Route {
     /// Backend host name from the config, if known (sent as `host=`, with `hostip=`).
     pub hostname: Option<String>,
     /// This request created the user's assignment. If the backend then refuses the login,
-    /// the assignment is dropped again ([`crate::Director::discard_new_user`]), so made-up
-    /// names cost nothing.
+    /// a director that has never been in a ring drops the assignment again
+    /// ([`crate::Director::discard_new_user`]), so made-up names cost nothing.
     pub new_user: bool,
 }
 

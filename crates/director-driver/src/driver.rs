@@ -348,7 +348,8 @@ impl DirectorHandle {
 
     /// The backend refused a login whose request created the user's assignment
     /// ([`Route::new_user`]), and no other session of the user is open or logging in: drop
-    /// the assignment, so that made-up names cost nothing. Returns whether it was dropped.
+    /// the assignment, so that made-up names cost nothing (only while the director has never
+    /// had a ring peer: see `Director::discard_new_user`). Returns whether it was dropped.
     pub fn discard_new_user(&self, username: &[u8], route: &Route) -> bool {
         if !route.new_user {
             return false;

@@ -1134,8 +1134,24 @@ impl Ring {
             return Err("Invalid input: U outside the handshake".into());
         }
         c.users_received += 1;
-        dir.ring_handshake_user(u.hash, &u.ip, u.timestamp, u.weak, now)
-            .map_err(|e| format!("Invalid input: {e}"))
+        if dir
+            .ring_handshake_user(u.hash, &u.ip, u.timestamp, u.weak, now)
+            .is_err()
+        {
+            // A host we removed while the peer had not heard of it yet: the peer is not
+            // broken, only behind. As Dovecot, the link goes without marking the peer
+            // failed, so the ring reconnects at once and the new handshake (after the
+            // removal reached the peer) carries the rest of its users; a failure mark
+            // would keep the link down for 60 s.
+            tracing::error!(peer = ?self.peer_of(id).map(|p| addr_text(&p)), host = %u.ip,
+                "USER used unknown host in handshake");
+            self.close(
+                id,
+                &format!("Invalid input: U used unknown host {}", u.ip),
+                now,
+            );
+        }
+        Ok(())
     }
 
     fn handle_done(&mut self, id: ConnId, now: u64) -> Handled {

@@ -759,3 +759,117 @@ fn handshake_rounds_fit_the_output_buffer() {
     config.fit_output_buffer(0);
     assert_eq!(config.handshake_users_per_round, 1);
 }
+
+/// A login that created a user's assignment and then failed at the backend: in a ring the
+/// `USER` has already gone round, and no ring message takes an assignment back. The
+/// director whose login failed must keep the assignment like the others (it expires
+/// everywhere as usual); dropping it there alone left that director without a user the
+/// rest of the ring kept, for good, and a later login there could pick another backend.
+#[test]
+fn a_failed_first_login_in_a_ring_keeps_the_assignment_everywhere() {
+    let mut net = Net::new(3);
+    net.start_all();
+    let route = net
+        .login(2, "ghost")
+        .expect("routed at once on a synced ring");
+    assert!(route.new_user);
+    for i in 0..3 {
+        assert_eq!(net.user_host(i, "ghost"), Some(route.ip), "director {i}");
+    }
+    let now = net.now;
+    assert!(
+        !net.nodes[2]
+            .dir
+            .discard_new_user(b"ghost", "", route.ip, now),
+        "the ring knows the user: not dropped on one director alone"
+    );
+    net.advance(5);
+    for i in 0..3 {
+        assert_eq!(net.user_host(i, "ghost"), Some(route.ip), "director {i}");
+    }
+    let lists: Vec<_> = (0..3)
+        .map(|i| net.nodes[i].dir.user_list(None, net.now))
+        .collect();
+    assert_eq!(lists[0], lists[1]);
+    assert_eq!(lists[0], lists[2]);
+
+    // Once a director has had a ring peer, it keeps that rule while cut off: the peers it
+    // had may know the user.
+    net.isolate(2);
+    net.advance(30);
+    let lonely = net
+        .login(2, "lonely")
+        .expect("alone for long enough: routed");
+    assert!(lonely.new_user);
+    let now = net.now;
+    assert!(!net.nodes[2]
+        .dir
+        .discard_new_user(b"lonely", "", lonely.ip, now));
+}
+
+/// A handshake `U` naming a host the receiver no longer has (it removed the host while
+/// the sender had not heard of that yet) is not a broken peer: as in Dovecot, the
+/// receiver drops the link without marking the sender failed, the ring re-forms, and a
+/// new handshake brings every user the cut one had not delivered yet.
+#[test]
+fn a_handshake_user_on_an_unknown_host_drops_the_link_without_a_failure_mark() {
+    let mut net = Net::new(3);
+    net.start_all();
+    net.advance(60);
+    let n = director_ring::HANDSHAKE_USERS_PER_ROUND * 2 + 500;
+    let users: Vec<String> = (0..n).map(|k| format!("bulk{k}")).collect();
+    for u in &users {
+        net.login(0, u).expect("routed");
+    }
+    net.hold_written = true;
+    net.restart(1);
+    let &(sender, conn) = net
+        .held_written
+        .first()
+        .expect("a handshake waits for its round");
+    assert_eq!(sender, 0, "director 0 has the users to send");
+    let to = net
+        .wire
+        .iter()
+        .find(|w| w.from == daddr(1) && w.conn == conn)
+        .expect("the handshake's first lines")
+        .to;
+    let receiver = (0..3).find(|&i| daddr(i + 1) == to).expect("a director");
+    let before = net.disconnects.len();
+    let line = format!("U\t4242\t{}\t{}\n", backend(9), net.now);
+    net.inject_on(sender, conn, line.as_bytes());
+    let dropped: Vec<_> = net.disconnects[before..]
+        .iter()
+        .filter(|(who, reason)| *who == receiver && reason.contains("unknown host"))
+        .collect();
+    assert_eq!(
+        dropped.len(),
+        1,
+        "the receiver drops the link: {:?}",
+        net.disconnects
+    );
+    let rows: Vec<Vec<String>> = net.nodes[receiver]
+        .ring
+        .status(net.now, |_| ConnCounters::default())
+        .into_iter()
+        .map(|r| r.fields)
+        .collect();
+    let row = rows
+        .iter()
+        .find(|r| r[0] == "127.0.0.11")
+        .expect("director 0's row");
+    assert_eq!(row[3], "0", "no failure marked on director 0: {row:?}");
+
+    net.release_written();
+    net.advance(5);
+    assert_ring_formed(&net);
+    for u in &users {
+        let on0 = net.user_host(0, u);
+        assert!(on0.is_some());
+        assert_eq!(
+            net.user_host(receiver, u),
+            on0,
+            "{u} on director {receiver}"
+        );
+    }
+}

@@ -123,9 +123,16 @@ impl Director {
     /// unless it has since moved or is being moved. The caller makes sure that no other
     /// session of the user is open or logging in. Returns whether it was dropped.
     ///
-    /// With peers in a ring the `USER` already went round, so the assignment stays there
-    /// and expires as usual; locally nothing is kept for a name that never logged in.
+    /// Only a director that has never had a ring peer drops it. In a ring the `USER` (or a
+    /// handshake) may already have told the others, and no ring message takes an
+    /// assignment back: dropping it here alone would leave this director without a user
+    /// the rest of the ring keeps (for good, unless the user logs in again), and a later
+    /// login here could pick another backend than the ring's. So, as in Dovecot, the
+    /// assignment stays and expires as usual everywhere.
     pub fn discard_new_user(&mut self, username: &[u8], tag: &str, ip: IpAddr, now: u64) -> bool {
+        if self.ring_peers_seen {
+            return false;
+        }
         let Ok(hash) = user_hash(username, &self.settings.username_hash) else {
             return false;
         };

@@ -435,6 +435,18 @@ impl Net {
         self.pump();
     }
 
+    /// Injects raw bytes as if director `from` had sent them on its connection `conn`.
+    pub fn inject_on(&mut self, from: usize, conn: ConnId, bytes: &[u8]) {
+        let end = (from, conn);
+        let to = *self.peers.get(&end).expect("no such connection");
+        self.queue.push_back(InFlight::Bytes {
+            to,
+            from: end,
+            bytes: bytes.to_vec(),
+        });
+        self.pump();
+    }
+
     /// Runs an admin host command on director `i` the way the driver will: the core
     /// applies it, then the ring sends it round.
     pub fn admin_host_set(&mut self, i: usize, ip: IpAddr, vhosts: u32) {
