@@ -1,0 +1,226 @@
+//! Backend health checks with real Dovecot backends: a stopped backend is marked down within
+//! the configured bound while logins keep succeeding on the others, and comes back when it
+//! is started again; a backend that accepts TCP but never greets is marked down; a host an
+//! operator marked down stays down; the last up host of a tag is never marked down.
+//!
+//! Every wait polls `HOST-LIST` (or the log) against a deadline computed from the settings.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use common::imap::Imap;
+use common::Daemon;
+use testkit::{free_ports, require_dovecot, BackendOptions, DovecotBackend, LoopbackAllocator};
+
+const INTERVAL: Duration = Duration::from_millis(200);
+const TIMEOUT: Duration = Duration::from_millis(500);
+const FAILS: u32 = 2;
+const SUCCESSES: u32 = 2;
+const HOLD_DOWN: Duration = Duration::from_secs(1);
+
+/// Longest a host may take to be marked down once it fails every probe: a round may have
+/// just started, then `FAILS` rounds, each an interval plus a probe timeout.
+fn down_bound() -> Duration {
+    (INTERVAL + TIMEOUT) * (FAILS + 1)
+}
+
+/// Longest a recovered host may take to be marked up: the hold-down, then `SUCCESSES`
+/// rounds.
+fn up_bound() -> Duration {
+    HOLD_DOWN + (INTERVAL + TIMEOUT) * (SUCCESSES + 1)
+}
+
+/// Slack for a loaded machine (process scheduling, not the checker's timing).
+const SLACK: Duration = Duration::from_secs(2);
+
+struct Setup {
+    daemon: Daemon,
+    imap: SocketAddr,
+    imap_port: u16,
+}
+
+/// A daemon proxying IMAP to `hosts` (addresses, some perhaps without a backend) on
+/// `imap_port`, with health checks every [`INTERVAL`].
+fn start_daemon(mut alloc: LoopbackAllocator, hosts: &[Ipv4Addr], imap_port: u16) -> Setup {
+    let pip = IpAddr::V4(alloc.next_ip());
+    let [pi] = free_ports(pip, [None]).expect("free proxy port");
+    let servers: Vec<String> = hosts.iter().map(|i| i.to_string()).collect();
+    let extra = format!(
+        "director_mail_servers = {}\n\
+         director_backend_port_imap = {imap_port}\n\
+         disable_plaintext_auth = no\n\
+         ssl = no\n\
+         director_health_check_interval = {} ms\n\
+         director_health_check_timeout = {} ms\n\
+         director_health_check_fails = {FAILS}\n\
+         director_health_check_successes = {SUCCESSES}\n\
+         director_health_check_hold_down = {} ms\n\
+         service imap-login {{\n inet_listener imap {{\n address = {pip}\n port = {pi}\n }}\n}}\n",
+        servers.join(" "),
+        INTERVAL.as_millis(),
+        TIMEOUT.as_millis(),
+        HOLD_DOWN.as_millis(),
+    );
+    Setup {
+        daemon: Daemon::start(&extra),
+        imap: SocketAddr::new(pip, pi),
+        imap_port,
+    }
+}
+
+/// `n` real backends on their own addresses, and a daemon in front of them.
+fn setup(n: usize) -> (Setup, Vec<DovecotBackend>) {
+    require_dovecot();
+    let mut alloc = LoopbackAllocator::new();
+    let ips: Vec<Ipv4Addr> = (0..n).map(|_| alloc.next_ip()).collect();
+    let backends = DovecotBackend::start_group(&ips, [None; 3], |_| {}).expect("backends start");
+    let port = backends[0].imap_addr().port();
+    (start_daemon(alloc, &ips, port), backends)
+}
+
+/// Whether each host is down, from `HOST-LIST`.
+fn host_states(d: &Daemon) -> Vec<(IpAddr, bool)> {
+    d.client()
+        .request("HOST-LIST")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].parse().expect("host IP"), f[4] == "D")
+        })
+        .collect()
+}
+
+fn is_down(d: &Daemon, ip: Ipv4Addr) -> bool {
+    host_states(d)
+        .into_iter()
+        .find(|(h, _)| *h == IpAddr::V4(ip))
+        .expect("host listed")
+        .1
+}
+
+/// Polls until `ip` is down (`down`) or up, failing `bound` (plus [`SLACK`]) after `start`
+/// (when the backend changed); returns how long it took.
+fn wait_state(d: &Daemon, ip: Ipv4Addr, down: bool, bound: Duration, start: Instant) -> Duration {
+    loop {
+        if is_down(d, ip) == down {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < bound + SLACK,
+            "{ip} not {} within {bound:?}; hosts {:?}; log:\n{}",
+            if down { "down" } else { "up" },
+            host_states(d),
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Logs in `count` users through the proxy; every login succeeds, none on `not`.
+fn logins_avoid(s: &Setup, not: Ipv4Addr, count: usize) {
+    for i in 0..count {
+        let (mut c, ip) = Imap::login(s.imap, &format!("user{i}@example.com"));
+        assert_ne!(ip, IpAddr::V4(not), "user{i} sent to a host marked down");
+        c.cmd("z", "LOGOUT");
+    }
+}
+
+#[test]
+fn a_stopped_backend_is_marked_down_within_the_bound_and_comes_back_when_started() {
+    let (s, mut backends) = setup(3);
+    assert!(host_states(&s.daemon).iter().all(|(_, down)| !down));
+    let victim = backends[0].ip();
+    let stopped = Instant::now();
+    backends[0].stop().expect("stop the backend");
+    let took = wait_state(&s.daemon, victim, true, down_bound(), stopped);
+    eprintln!("marked down after {took:?} (bound {:?})", down_bound());
+    s.daemon.wait_log("health checks marked the host down");
+    logins_avoid(&s, victim, 20);
+
+    let mut opts = BackendOptions::new(victim);
+    opts.imap_port = Some(s.imap_port);
+    opts.pop3_port = Some(backends[0].pop3_addr().port());
+    opts.lmtp_port = Some(backends[0].lmtp_addr().port());
+    backends[0] = DovecotBackend::start_with(opts).expect("restart the backend");
+    // It greets now (start_with waited for that).
+    let took = wait_state(&s.daemon, victim, false, up_bound(), Instant::now());
+    eprintln!("marked up after {took:?} (bound {:?})", up_bound());
+    // Logins reach it again: some user hashes to it.
+    let reached = (0..100).any(|i| {
+        let (mut c, ip) = Imap::login(s.imap, &format!("back{i}@example.com"));
+        c.cmd("z", "LOGOUT");
+        ip == IpAddr::V4(victim)
+    });
+    assert!(reached, "no login reached the host after it came back");
+}
+
+#[test]
+fn a_backend_that_accepts_tcp_but_never_greets_is_marked_down() {
+    require_dovecot();
+    let mut alloc = LoopbackAllocator::new();
+    let ips: Vec<Ipv4Addr> = (0..2).map(|_| alloc.next_ip()).collect();
+    let backends = DovecotBackend::start_group(&ips, [None; 3], |_| {}).expect("backends start");
+    let port = backends[0].imap_addr().port();
+    // The kernel completes the TCP handshake into the backlog; nothing ever greets.
+    let mute_ip = alloc.next_ip();
+    let mute = TcpListener::bind((mute_ip, port)).expect("bind the mute listener");
+    let mut hosts = ips.clone();
+    hosts.push(mute_ip);
+    let s = start_daemon(alloc, &hosts, port);
+    wait_state(&s.daemon, mute_ip, true, down_bound(), Instant::now());
+    logins_avoid(&s, mute_ip, 20);
+    for ip in ips {
+        assert!(!is_down(&s.daemon, ip), "{ip} is healthy");
+    }
+    drop(mute);
+}
+
+#[test]
+fn a_host_an_operator_marked_down_stays_down_while_healthy() {
+    let (s, mut backends) = setup(3);
+    let manual = backends[1].ip();
+    assert_eq!(
+        s.daemon
+            .client()
+            .request(&format!("HOST-DOWN\t{manual}"))
+            .trim_end(),
+        "OK"
+    );
+    // Take a second host down and back up: by the time the checker has brought it back,
+    // the manually downed host has passed at least as many rounds.
+    let victim = backends[0].ip();
+    let stopped = Instant::now();
+    backends[0].stop().expect("stop the backend");
+    wait_state(&s.daemon, victim, true, down_bound(), stopped);
+    let mut opts = BackendOptions::new(victim);
+    opts.imap_port = Some(s.imap_port);
+    opts.pop3_port = Some(backends[0].pop3_addr().port());
+    opts.lmtp_port = Some(backends[0].lmtp_addr().port());
+    backends[0] = DovecotBackend::start_with(opts).expect("restart the backend");
+    wait_state(&s.daemon, victim, false, up_bound(), Instant::now());
+    assert!(
+        is_down(&s.daemon, manual),
+        "the checker brought up a host marked down by hand"
+    );
+}
+
+#[test]
+fn the_last_up_host_is_never_marked_down() {
+    let (s, mut backends) = setup(2);
+    let first = backends[0].ip();
+    let last = backends[1].ip();
+    let stopped = Instant::now();
+    backends[0].stop().expect("stop the first backend");
+    wait_state(&s.daemon, first, true, down_bound(), stopped);
+    let from = s.daemon.log_text().len();
+    backends[1].stop().expect("stop the last backend");
+    s.daemon
+        .wait_log_from(from, "every up host of the tag fails its health checks");
+    assert!(
+        !is_down(&s.daemon, last),
+        "the last up host was marked down"
+    );
+}
