@@ -1,7 +1,9 @@
 //! Backend health checks with real Dovecot backends: a stopped backend is marked down within
 //! the configured bound while logins keep succeeding on the others, and comes back when it
 //! is started again; a backend that accepts TCP but never greets is marked down; a host an
-//! operator marked down stays down; the last up host of a tag is never marked down.
+//! operator marked down stays down; the last up host of a tag is never marked down; in a
+//! ring one director decides and every director sees its decision, and when it dies the
+//! next lowest-addressed director takes over.
 //!
 //! Every wait polls `HOST-LIST` (or the log) against a deadline computed from the settings.
 
@@ -11,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use common::imap::Imap;
+use common::ring::{wait_synced, wait_until, Member, RingSpec};
 use common::Daemon;
 use testkit::{free_ports, require_dovecot, BackendOptions, DovecotBackend, LoopbackAllocator};
 
@@ -43,7 +46,12 @@ struct Setup {
 
 /// A daemon proxying IMAP to `hosts` (addresses, some perhaps without a backend) on
 /// `imap_port`, with health checks every [`INTERVAL`].
-fn start_daemon(mut alloc: LoopbackAllocator, hosts: &[Ipv4Addr], imap_port: u16) -> Setup {
+fn start_daemon(
+    mut alloc: LoopbackAllocator,
+    hosts: &[Ipv4Addr],
+    imap_port: u16,
+    extra: &str,
+) -> Setup {
     let pip = IpAddr::V4(alloc.next_ip());
     let [pi] = free_ports(pip, [None]).expect("free proxy port");
     let servers: Vec<String> = hosts.iter().map(|i| i.to_string()).collect();
@@ -52,16 +60,11 @@ fn start_daemon(mut alloc: LoopbackAllocator, hosts: &[Ipv4Addr], imap_port: u16
          director_backend_port_imap = {imap_port}\n\
          disable_plaintext_auth = no\n\
          ssl = no\n\
-         director_health_check_interval = {} ms\n\
-         director_health_check_timeout = {} ms\n\
-         director_health_check_fails = {FAILS}\n\
-         director_health_check_successes = {SUCCESSES}\n\
-         director_health_check_hold_down = {} ms\n\
-         service imap-login {{\n inet_listener imap {{\n address = {pip}\n port = {pi}\n }}\n}}\n",
+         {}\
+         service imap-login {{\n inet_listener imap {{\n address = {pip}\n port = {pi}\n }}\n}}\n\
+         {extra}",
         servers.join(" "),
-        INTERVAL.as_millis(),
-        TIMEOUT.as_millis(),
-        HOLD_DOWN.as_millis(),
+        health_config(),
     );
     Setup {
         daemon: Daemon::start(&extra),
@@ -72,12 +75,31 @@ fn start_daemon(mut alloc: LoopbackAllocator, hosts: &[Ipv4Addr], imap_port: u16
 
 /// `n` real backends on their own addresses, and a daemon in front of them.
 fn setup(n: usize) -> (Setup, Vec<DovecotBackend>) {
+    setup_with(n, "")
+}
+
+/// [`setup`] with `extra` config lines.
+fn setup_with(n: usize, extra: &str) -> (Setup, Vec<DovecotBackend>) {
     require_dovecot();
     let mut alloc = LoopbackAllocator::new();
     let ips: Vec<Ipv4Addr> = (0..n).map(|_| alloc.next_ip()).collect();
     let backends = DovecotBackend::start_group(&ips, [None; 3], |_| {}).expect("backends start");
     let port = backends[0].imap_addr().port();
-    (start_daemon(alloc, &ips, port), backends)
+    (start_daemon(alloc, &ips, port, extra), backends)
+}
+
+/// The health-check lines of the config, as every test uses them.
+fn health_config() -> String {
+    format!(
+        "director_health_check_interval = {} ms\n\
+         director_health_check_timeout = {} ms\n\
+         director_health_check_fails = {FAILS}\n\
+         director_health_check_successes = {SUCCESSES}\n\
+         director_health_check_hold_down = {} ms\n",
+        INTERVAL.as_millis(),
+        TIMEOUT.as_millis(),
+        HOLD_DOWN.as_millis(),
+    )
 }
 
 /// Whether each host is down, from `HOST-LIST`.
@@ -119,6 +141,27 @@ fn wait_state(d: &Daemon, ip: Ipv4Addr, down: bool, bound: Duration, start: Inst
     }
 }
 
+/// Logs in users named `prefix{i}` until one lands on `ip`; that user's name.
+fn user_on(s: &Setup, ip: Ipv4Addr, prefix: &str) -> String {
+    (0..200)
+        .map(|i| format!("{prefix}{i}@example.com"))
+        .find(|user| {
+            let (mut c, at) = Imap::login(s.imap, user);
+            c.cmd("z", "LOGOUT");
+            at == IpAddr::V4(ip)
+        })
+        .unwrap_or_else(|| panic!("no user landed on {ip}"))
+}
+
+/// `USER-LIST` of host `ip`: one line per assigned user.
+fn users_of(d: &Daemon, ip: Ipv4Addr) -> usize {
+    d.client()
+        .request(&format!("USER-LIST\t{ip}"))
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
+}
+
 /// Logs in `count` users through the proxy; every login succeeds, none on `not`.
 fn logins_avoid(s: &Setup, not: Ipv4Addr, count: usize) {
     for i in 0..count {
@@ -133,11 +176,17 @@ fn a_stopped_backend_is_marked_down_within_the_bound_and_comes_back_when_started
     let (s, mut backends) = setup(3);
     assert!(host_states(&s.daemon).iter().all(|(_, down)| !down));
     let victim = backends[0].ip();
+    user_on(&s, victim, "pinned");
     let stopped = Instant::now();
     backends[0].stop().expect("stop the backend");
     let took = wait_state(&s.daemon, victim, true, down_bound(), stopped);
     eprintln!("marked down after {took:?} (bound {:?})", down_bound());
     s.daemon.wait_log("health checks marked the host down");
+    // As `doveadm director down`: its users stay assigned (no flush unless configured).
+    assert!(
+        users_of(&s.daemon, victim) > 0,
+        "users of the down host dropped"
+    );
     logins_avoid(&s, victim, 20);
 
     let mut opts = BackendOptions::new(victim);
@@ -158,6 +207,28 @@ fn a_stopped_backend_is_marked_down_within_the_bound_and_comes_back_when_started
 }
 
 #[test]
+fn with_flush_on_the_users_of_a_host_marked_down_are_flushed() {
+    let (s, mut backends) = setup_with(2, "director_health_check_flush = yes\n");
+    let victim = backends[0].ip();
+    let user = user_on(&s, victim, "flushed");
+    assert!(users_of(&s.daemon, victim) > 0);
+    let stopped = Instant::now();
+    backends[0].stop().expect("stop the backend");
+    wait_state(&s.daemon, victim, true, down_bound(), stopped);
+    let start = Instant::now();
+    while users_of(&s.daemon, victim) > 0 {
+        assert!(
+            start.elapsed() < SLACK,
+            "the down host's users were not flushed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (mut c, at) = Imap::login(s.imap, &user);
+    c.cmd("z", "LOGOUT");
+    assert_eq!(at, IpAddr::V4(backends[1].ip()), "{user} after the flush");
+}
+
+#[test]
 fn a_backend_that_accepts_tcp_but_never_greets_is_marked_down() {
     require_dovecot();
     let mut alloc = LoopbackAllocator::new();
@@ -169,7 +240,7 @@ fn a_backend_that_accepts_tcp_but_never_greets_is_marked_down() {
     let mute = TcpListener::bind((mute_ip, port)).expect("bind the mute listener");
     let mut hosts = ips.clone();
     hosts.push(mute_ip);
-    let s = start_daemon(alloc, &hosts, port);
+    let s = start_daemon(alloc, &hosts, port, "");
     wait_state(&s.daemon, mute_ip, true, down_bound(), Instant::now());
     logins_avoid(&s, mute_ip, 20);
     for ip in ips {
@@ -222,5 +293,70 @@ fn the_last_up_host_is_never_marked_down() {
     assert!(
         !is_down(&s.daemon, last),
         "the last up host was marked down"
+    );
+}
+
+#[test]
+fn in_a_ring_the_lowest_director_decides_every_director_sees_it_and_a_successor_takes_over() {
+    require_dovecot();
+    let spec = RingSpec::new(3);
+    let mut alloc = LoopbackAllocator::new();
+    let ips: Vec<Ipv4Addr> = (0..3).map(|_| alloc.next_ip()).collect();
+    let mut backends =
+        DovecotBackend::start_group(&ips, [None; 3], |_| {}).expect("backends start");
+    let port = backends[0].imap_addr().port();
+    let mail: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+    // The later director_mail_servers replaces the ring config's default one.
+    let extra = format!(
+        "director_mail_servers = {}\ndirector_backend_port_imap = {port}\n{}",
+        mail.join(" "),
+        health_config()
+    );
+    let mut directors: Vec<Member> = (0..3)
+        .map(|i| Member::Ours(Daemon::start(&spec.config(i, &extra))))
+        .collect();
+    wait_synced(&directors);
+    let log = |m: &Member| match m {
+        Member::Ours(d) => d.log_text(),
+        Member::Dovecot(_) => unreachable!("a ring of ours"),
+    };
+    let down_everywhere = |ring: &[Member], ip: Ipv4Addr| {
+        ring.iter().all(|d| {
+            d.hosts()
+                .iter()
+                .any(|l| l.starts_with(&format!("{ip}\t")) && l.ends_with("\tD"))
+        })
+    };
+
+    let first = ips[0];
+    backends[0].stop().expect("stop a backend");
+    wait_until(&format!("every director shows {first} down"), || {
+        down_everywhere(&directors, first)
+    });
+    // The lowest-addressed director (the spec's first) decided; the others did not.
+    let marked = "health checks marked the host down";
+    assert!(log(&directors[0]).contains(marked));
+    for d in &directors[1..] {
+        assert!(
+            !log(d).contains(marked),
+            "a second director decided:\n{}",
+            log(d)
+        );
+    }
+
+    // The decider dies; the ring closes around it and the next lowest decides.
+    drop(directors.remove(0));
+    wait_synced(&directors);
+    let second = ips[1];
+    backends[1].stop().expect("stop another backend");
+    wait_until(
+        &format!("the remaining directors show {second} down"),
+        || down_everywhere(&directors, second),
+    );
+    assert!(log(&directors[0]).contains(marked));
+    assert!(
+        !log(&directors[1]).contains(marked),
+        "{}",
+        log(&directors[1])
     );
 }

@@ -17,6 +17,7 @@ pub mod probe;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -24,11 +25,15 @@ use director_config::{ConfigError, Values};
 use director_driver::DirectorHandle;
 use director_proto::admin::{AdminReply, AdminRequest, ReplyReader, StatusReply};
 use director_proxy::Protocol;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use decide::{Change, Decider, HostState, Policy};
+
+/// Probes in flight at once, so that a large host list does not open thousands of sockets
+/// at the same moment.
+const MAX_PARALLEL_PROBES: usize = 256;
 
 /// The `director_health_check_*` settings, when checks are on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,11 +137,14 @@ async fn round(
     start: Instant,
 ) -> anyhow::Result<()> {
     let hosts = host_list(director).await?;
+    let slots = Arc::new(Semaphore::new(MAX_PARALLEL_PROBES));
     let mut probes = JoinSet::new();
     for host in &hosts {
         for &(protocol, port) in &settings.probes {
-            let (ip, timeout) = (host.ip, settings.timeout);
+            let (ip, timeout, slots) = (host.ip, settings.timeout, slots.clone());
             probes.spawn(async move {
+                // The semaphore is never closed, so a permit always comes.
+                let _slot = slots.acquire_owned().await;
                 let result = probe::probe(protocol, SocketAddr::new(ip, port), timeout).await;
                 (ip, protocol, result)
             });
