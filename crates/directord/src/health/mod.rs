@@ -236,3 +236,65 @@ async fn host_list(director: &DirectorHandle) -> anyhow::Result<Vec<HostState>> 
         other => Err(anyhow!("unexpected HOST-LIST reply {other:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use director_config::Config;
+
+    fn read(text: &str, served: &[Protocol]) -> Result<Option<HealthSettings>, ConfigError> {
+        let config = Config::parse_str(text, "t.conf").expect("parses");
+        HealthSettings::from_values(&Values::new(config.root()), served, |p| match p {
+            Protocol::Imap => 1143,
+            Protocol::Lmtp => 1024,
+            _ => 1,
+        })
+    }
+
+    #[test]
+    fn checks_are_off_unless_an_interval_is_set() {
+        assert_eq!(read("", &[Protocol::Imap]).expect("valid"), None);
+        assert_eq!(
+            read("director_health_check_interval = 0\n", &[]).expect("valid"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_protocols_default_to_the_served_ones_else_imap_with_their_backend_ports() {
+        let s = read("director_health_check_interval = 200 ms\n", &[])
+            .expect("valid")
+            .expect("on");
+        assert_eq!(s.interval, Duration::from_millis(200));
+        assert_eq!(s.probes, vec![(Protocol::Imap, 1143)]);
+        let s = read(
+            "director_health_check_interval = 1s\n",
+            &[Protocol::Lmtp, Protocol::Imap],
+        )
+        .expect("valid")
+        .expect("on");
+        assert_eq!(
+            s.probes,
+            vec![(Protocol::Lmtp, 1024), (Protocol::Imap, 1143)]
+        );
+        let s = read(
+            "director_health_check_interval = 1s\ndirector_health_check_protocols = lmtp lmtp\n",
+            &[Protocol::Imap],
+        )
+        .expect("valid")
+        .expect("on");
+        assert_eq!(s.probes, vec![(Protocol::Lmtp, 1024)]);
+    }
+
+    #[test]
+    fn an_unknown_protocol_is_an_error_naming_the_setting() {
+        let e = read(
+            "director_health_check_interval = 1s\ndirector_health_check_protocols = imap smtp\n",
+            &[],
+        )
+        .expect_err("smtp is not a protocol we probe");
+        let text = e.to_string();
+        assert!(text.contains("director_health_check_protocols"), "{text}");
+        assert!(text.contains("smtp"), "{text}");
+    }
+}
