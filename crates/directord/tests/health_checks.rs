@@ -1,9 +1,10 @@
 //! Backend health checks with real Dovecot backends: a stopped backend is marked down within
 //! the configured bound while logins keep succeeding on the others, and comes back when it
 //! is started again; a backend that accepts TCP but never greets is marked down; a host an
-//! operator marked down stays down; the last up host of a tag is never marked down; in a
-//! ring one director decides and every director sees its decision, and when it dies the
-//! next lowest-addressed director takes over.
+//! operator marked down stays down; the last up host of a tag is never marked down; a host
+//! whose checks alternate changes state at most once per hold-down; in a ring one director
+//! decides and every director sees its decision, and when it dies the next lowest-addressed
+//! director takes over.
 //!
 //! Every wait polls `HOST-LIST` (or the log) against a deadline computed from the settings.
 
@@ -359,4 +360,66 @@ fn in_a_ring_the_lowest_director_decides_every_director_sees_it_and_a_successor_
         "{}",
         log(&directors[1])
     );
+}
+
+#[test]
+fn a_host_whose_checks_alternate_changes_state_at_most_once_per_hold_down() {
+    require_dovecot();
+    let mut alloc = LoopbackAllocator::new();
+    let ips: Vec<Ipv4Addr> = (0..2).map(|_| alloc.next_ip()).collect();
+    let backends = DovecotBackend::start_group(&ips, [None; 3], |_| {}).expect("backends start");
+    let port = backends[0].imap_addr().port();
+    // A backend that fails `FAILS` probes, then greets `SUCCESSES` times, and so on: without
+    // the hold-down it would change state every few rounds.
+    let flappy = alloc.next_ip();
+    let listener = TcpListener::bind((flappy, port)).expect("bind the flapping listener");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let period = (FAILS + SUCCESSES) as usize;
+            for (n, conn) in listener.incoming().enumerate() {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                if n % period >= FAILS as usize {
+                    use std::io::Write;
+                    let _ = conn.write_all(b"* OK flappy ready\r\n");
+                }
+            }
+        })
+    };
+    let mut hosts = ips.clone();
+    hosts.push(flappy);
+    let s = start_daemon(alloc, &hosts, port, "");
+
+    // Watch the host's state until it has changed three times.
+    let mut last = (is_down(&s.daemon, flappy), Instant::now());
+    let mut gaps = Vec::new();
+    let deadline = Instant::now() + (up_bound() + down_bound()) * 3 + SLACK;
+    while gaps.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} changes seen",
+            gaps.len()
+        );
+        let now_down = is_down(&s.daemon, flappy);
+        if now_down != last.0 {
+            gaps.push(last.1.elapsed());
+            last = (now_down, Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The first gap runs from the start of the watch, not from a change.
+    for gap in &gaps[1..] {
+        // Each change is seen up to one HOST-LIST poll late.
+        assert!(
+            *gap + Duration::from_millis(100) >= HOLD_DOWN,
+            "two changes {gap:?} apart, hold-down {HOLD_DOWN:?}: {gaps:?}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(std::net::TcpStream::connect((flappy, port)));
+    server.join().expect("the flapping listener's thread");
 }
