@@ -327,6 +327,22 @@ pub const SETTINGS: &[SettingDef] = &[
         "protocols probed (`imap pop3 submission sieve lmtp`); empty: those of the proxy's listeners, else `imap`",
     ),
     def(
+        "director_health_check_user",
+        "",
+        Text,
+        Director,
+        true,
+        "when set, IMAP and POP3 probes also log in as this user and fail unless the backend accepts it",
+    ),
+    def(
+        "director_health_check_password",
+        "",
+        Secret,
+        Director,
+        true,
+        "the password of `director_health_check_user`",
+    ),
+    def(
         "director_health_check_flush",
         "no",
         Boolean,

@@ -1,10 +1,10 @@
 //! Backend health checks with real Dovecot backends: a stopped backend is marked down within
 //! the configured bound while logins keep succeeding on the others, and comes back when it
-//! is started again; a backend that accepts TCP but never greets is marked down; a host an
-//! operator marked down stays down; the last up host of a tag is never marked down; a host
-//! whose checks alternate changes state at most once per hold-down; in a ring one director
-//! decides and every director sees its decision, and when it dies the next lowest-addressed
-//! director takes over.
+//! is started again; a backend that accepts TCP but never greets, or greets but refuses the
+//! test user, is marked down; a host an operator marked down stays down; the last up host of
+//! a tag is never marked down; a host whose checks alternate changes state at most once per
+//! hold-down; in a ring one director decides and every director sees its decision, and when
+//! it dies the next lowest-addressed director takes over.
 //!
 //! Every wait polls `HOST-LIST` (or the log) against a deadline computed from the settings.
 
@@ -81,10 +81,19 @@ fn setup(n: usize) -> (Setup, Vec<DovecotBackend>) {
 
 /// [`setup`] with `extra` config lines.
 fn setup_with(n: usize, extra: &str) -> (Setup, Vec<DovecotBackend>) {
+    setup_configured(n, extra, |_| {})
+}
+
+/// [`setup_with`], with each backend's options adjusted by `configure`.
+fn setup_configured(
+    n: usize,
+    extra: &str,
+    configure: impl FnMut(&mut BackendOptions),
+) -> (Setup, Vec<DovecotBackend>) {
     require_dovecot();
     let mut alloc = LoopbackAllocator::new();
     let ips: Vec<Ipv4Addr> = (0..n).map(|_| alloc.next_ip()).collect();
-    let backends = DovecotBackend::start_group(&ips, [None; 3], |_| {}).expect("backends start");
+    let backends = DovecotBackend::start_group(&ips, [None; 3], configure).expect("backends start");
     let port = backends[0].imap_addr().port();
     (start_daemon(alloc, &ips, port, extra), backends)
 }
@@ -227,6 +236,35 @@ fn with_flush_on_the_users_of_a_host_marked_down_are_flushed() {
     let (mut c, at) = Imap::login(s.imap, &user);
     c.cmd("z", "LOGOUT");
     assert_eq!(at, IpAddr::V4(backends[1].ip()), "{user} after the flush");
+}
+
+#[test]
+fn with_a_test_user_a_backend_that_greets_but_refuses_the_login_is_marked_down() {
+    let mut first = None;
+    let (s, backends) = setup_configured(
+        3,
+        &format!(
+            "director_health_check_user = probe@example.com\n\
+             director_health_check_password = {}\n",
+            testkit::BACKEND_PASSWORD
+        ),
+        |o| {
+            // The first backend knows the user under another password.
+            if *first.get_or_insert(o.ip) == o.ip {
+                o.password = "another-password".to_owned();
+            }
+        },
+    );
+    let refusing = backends[0].ip();
+    wait_state(&s.daemon, refusing, true, down_bound(), Instant::now());
+    logins_avoid(&s, refusing, 20);
+    for b in &backends[1..] {
+        assert!(
+            !is_down(&s.daemon, b.ip()),
+            "{} accepts the test user",
+            b.ip()
+        );
+    }
 }
 
 #[test]

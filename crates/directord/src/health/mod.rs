@@ -48,6 +48,8 @@ pub struct HealthSettings {
     pub probes: Vec<(Protocol, u16)>,
     /// Flush a host's users when it is marked down.
     pub flush: bool,
+    /// The test user the IMAP and POP3 probes log in as, and its password.
+    pub login: Option<probe::TestLogin>,
 }
 
 impl HealthSettings {
@@ -92,6 +94,12 @@ impl HealthSettings {
             },
             probes,
             flush: v.boolean("director_health_check_flush")?,
+            login: v
+                .non_empty("director_health_check_user")
+                .map(|user| probe::TestLogin {
+                    user: user.trim().to_owned(),
+                    password: v.text("director_health_check_password").to_owned(),
+                }),
         }))
     }
 }
@@ -142,10 +150,12 @@ async fn round(
     for host in &hosts {
         for &(protocol, port) in &settings.probes {
             let (ip, timeout, slots) = (host.ip, settings.timeout, slots.clone());
+            let login = settings.login.clone();
             probes.spawn(async move {
                 // The semaphore is never closed, so a permit always comes.
                 let _slot = slots.acquire_owned().await;
-                let result = probe::probe(protocol, SocketAddr::new(ip, port), timeout).await;
+                let addr = SocketAddr::new(ip, port);
+                let result = probe::probe(protocol, addr, timeout, login.as_ref()).await;
                 (ip, protocol, result)
             });
         }

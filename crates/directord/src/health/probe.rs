@@ -1,47 +1,145 @@
-//! One probe: connect to a backend's port and read its greeting within a timeout.
+//! One probe: connect to a backend's port and read its greeting within a timeout; with a
+//! test user, an IMAP or POP3 probe also logs in.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use director_proxy::Protocol;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Longest greeting read (ManageSieve's capability list is the longest, well under this).
-const MAX_GREETING_BYTES: u64 = 8192;
+/// Longest line read from a backend (a ManageSieve capability line is the longest, well
+/// under this); a backend sending more fails the probe.
+const MAX_LINE_BYTES: usize = 8192;
 
-/// Connects to `addr` and reads the `protocol` greeting, all within `timeout`. An error says
-/// what failed.
-pub async fn probe(protocol: Protocol, addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
-    tokio::time::timeout(timeout, greet(protocol, addr))
-        .await
-        .with_context(|| format!("no greeting within {timeout:?}"))?
+/// The test user a probe logs in as (`director_health_check_user`, `_password`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TestLogin {
+    /// The user.
+    pub user: String,
+    /// Its password.
+    pub password: String,
 }
 
-async fn greet(protocol: Protocol, addr: SocketAddr) -> anyhow::Result<()> {
-    let stream = TcpStream::connect(addr).await.context("connect")?;
-    let mut reader = BufReader::new(stream.take(MAX_GREETING_BYTES));
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if reader
-            .read_until(b'\n', &mut line)
-            .await
-            .context("read the greeting")?
-            == 0
-        {
-            bail!("closed before a greeting");
+impl std::fmt::Debug for TestLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password stays out of logs.
+        f.debug_struct("TestLogin")
+            .field("user", &self.user)
+            .finish()
+    }
+}
+
+/// Connects to `addr`, reads the `protocol` greeting and, with `login`, logs in (IMAP and
+/// POP3; the other protocols are judged by their greeting), all within `timeout`. An error
+/// says what failed.
+pub async fn probe(
+    protocol: Protocol,
+    addr: SocketAddr,
+    timeout: Duration,
+    login: Option<&TestLogin>,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(timeout, check(protocol, addr, login))
+        .await
+        .with_context(|| format!("no verdict within {timeout:?}"))?
+}
+
+async fn check(
+    protocol: Protocol,
+    addr: SocketAddr,
+    login: Option<&TestLogin>,
+) -> anyhow::Result<()> {
+    let mut stream = TcpStream::connect(addr).await.context("connect")?;
+    greet(protocol, &mut stream).await?;
+    let Some(login) = login else {
+        return Ok(());
+    };
+    match protocol {
+        Protocol::Imap => {
+            let command = format!(
+                "h LOGIN {} {}\r\n",
+                imap_quoted(&login.user),
+                imap_quoted(&login.password)
+            );
+            stream
+                .write_all(command.as_bytes())
+                .await
+                .context("send LOGIN")?;
+            let reply = reply_line(&mut stream, |l| l.starts_with(b"h ")).await?;
+            if !reply.starts_with(b"h OK") {
+                bail!(
+                    "test user login refused: {:?}",
+                    String::from_utf8_lossy(reply.trim_ascii_end())
+                );
+            }
+            let _ = stream.write_all(b"l LOGOUT\r\n").await;
         }
-        match greeting_verdict(protocol, &line) {
-            Verdict::Ok => return Ok(()),
-            Verdict::More => continue,
-            Verdict::Bad => bail!(
-                "unexpected greeting {:?}",
-                String::from_utf8_lossy(line.trim_ascii_end())
-            ),
+        Protocol::Pop3 => {
+            for (what, line) in [("USER", &login.user), ("PASS", &login.password)] {
+                if line.contains(['\r', '\n']) {
+                    bail!("the test user or password has a line break");
+                }
+                stream
+                    .write_all(format!("{what} {line}\r\n").as_bytes())
+                    .await
+                    .with_context(|| format!("send {what}"))?;
+                let reply = reply_line(&mut stream, |_| true).await?;
+                if !reply.starts_with(b"+OK") {
+                    bail!(
+                        "test user {what} refused: {:?}",
+                        String::from_utf8_lossy(reply.trim_ascii_end())
+                    );
+                }
+            }
+            let _ = stream.write_all(b"QUIT\r\n").await;
+        }
+        Protocol::Submission | Protocol::ManageSieve | Protocol::Lmtp => {}
+    }
+    Ok(())
+}
+
+/// An IMAP quoted string.
+fn imap_quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Reads lines until one `last` accepts; that line.
+async fn reply_line(
+    stream: &mut TcpStream,
+    last: impl Fn(&[u8]) -> bool,
+) -> anyhow::Result<Vec<u8>> {
+    // Byte by byte: lines are short, and nothing past the line may be consumed.
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if stream.read(&mut byte).await.context("read a reply")? == 0 {
+            bail!("closed before a reply");
+        }
+        line.push(byte[0]);
+        if byte[0] == b'\n' {
+            if last(&line) {
+                return Ok(line);
+            }
+            line.clear();
+        } else if line.len() > MAX_LINE_BYTES {
+            bail!("reply line too long");
         }
     }
+}
+
+/// Reads the greeting and judges it.
+async fn greet(protocol: Protocol, stream: &mut TcpStream) -> anyhow::Result<()> {
+    let line = reply_line(stream, |l| greeting_verdict(protocol, l) != Verdict::More)
+        .await
+        .context("read the greeting")?;
+    if greeting_verdict(protocol, &line) != Verdict::Ok {
+        bail!(
+            "unexpected greeting {:?}",
+            String::from_utf8_lossy(line.trim_ascii_end())
+        );
+    }
+    Ok(())
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -78,6 +176,12 @@ fn greeting_verdict(protocol: Protocol, line: &[u8]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imap_strings_are_quoted_with_their_escapes() {
+        assert_eq!(imap_quoted("user@example.com"), "\"user@example.com\"");
+        assert_eq!(imap_quoted("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    }
 
     #[test]
     fn each_protocol_greeting_is_judged_by_its_prefix() {
