@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::tree::Section;
-use crate::units::{parse_size_bytes, parse_time_secs};
+use crate::units::{parse_size_bytes, parse_time_msecs, parse_time_secs};
 
 /// What kind of value a setting takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub enum Kind {
     Text,
     /// A time interval (`30 secs`, `1 min`); read in seconds.
     Time,
+    /// A time interval that may be given in milliseconds (`200 ms`, `5 secs`).
+    TimeMsecs,
     /// A size (`10 M`); read in bytes.
     Size,
     /// An unsigned 32-bit number.
@@ -102,7 +104,7 @@ const fn def(
     }
 }
 
-use Kind::{Boolean, Number, Secret, Size, Text, Time};
+use Kind::{Boolean, Number, Secret, Size, Text, Time, TimeMsecs};
 use Part::{Admin, AuthHttp, Director, Proxy};
 
 /// Every setting the director reads.
@@ -275,6 +277,78 @@ pub const SETTINGS: &[SettingDef] = &[
         Director,
         false,
         "Dovecot 2.3.19's older name of `auth_master_user_separator`",
+    ),
+    def(
+        "director_health_check_interval",
+        "0",
+        TimeMsecs,
+        Director,
+        true,
+        "probe every backend this often (TCP connect and greeting per protocol); `0`: no health checks",
+    ),
+    def(
+        "director_health_check_timeout",
+        "5 secs",
+        TimeMsecs,
+        Director,
+        true,
+        "a probe that has not connected and read the greeting by then fails",
+    ),
+    def(
+        "director_health_check_fails",
+        "3",
+        Number,
+        Director,
+        true,
+        "failed rounds in a row before a host is marked down (as `doveadm director down`)",
+    ),
+    def(
+        "director_health_check_successes",
+        "2",
+        Number,
+        Director,
+        true,
+        "good rounds in a row before a host the checker marked down is marked up again",
+    ),
+    def(
+        "director_health_check_hold_down",
+        "1 min",
+        TimeMsecs,
+        Director,
+        true,
+        "the checker changes a host's state at most once per this period (no flapping)",
+    ),
+    def(
+        "director_health_check_protocols",
+        "",
+        Text,
+        Director,
+        true,
+        "protocols probed (`imap pop3 submission sieve lmtp`); empty: those of the proxy's listeners, else `imap`",
+    ),
+    def(
+        "director_health_check_user",
+        "",
+        Text,
+        Director,
+        true,
+        "when set, IMAP and POP3 probes also log in as this user and fail unless the backend accepts it",
+    ),
+    def(
+        "director_health_check_password",
+        "",
+        Secret,
+        Director,
+        true,
+        "the password of `director_health_check_user`",
+    ),
+    def(
+        "director_health_check_flush",
+        "no",
+        Boolean,
+        Director,
+        true,
+        "also flush a host's users when the checker marks it down (as poolmon did)",
     ),
     def(
         "director_consistent_hashing",
@@ -642,6 +716,13 @@ impl<'a> Values<'a> {
         self.seconds(key).map(|s| Duration::from_secs(u64::from(s)))
     }
 
+    /// A millisecond time setting ([`Kind::TimeMsecs`]).
+    pub fn duration_msecs(&self, key: &str) -> Result<Duration, ConfigError> {
+        parse_time_msecs(self.text(key))
+            .map(|ms| Duration::from_millis(u64::from(ms)))
+            .map_err(|m| self.error(key, m))
+    }
+
     /// A size setting, in bytes.
     pub fn bytes(&self, key: &str) -> Result<u64, ConfigError> {
         parse_size_bytes(self.text(key)).map_err(|m| self.error(key, m))
@@ -673,6 +754,7 @@ mod tests {
             );
             match s.kind {
                 Kind::Time => assert!(parse_time_secs(s.default).is_ok(), "{}", s.key),
+                Kind::TimeMsecs => assert!(parse_time_msecs(s.default).is_ok(), "{}", s.key),
                 Kind::Size => assert!(parse_size_bytes(s.default).is_ok(), "{}", s.key),
                 Kind::Number => assert!(
                     crate::settings::parse_u32_setting(s.default).is_ok(),

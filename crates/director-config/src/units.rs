@@ -69,6 +69,32 @@ pub fn parse_time_secs(value: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("Time interval is too large: {value}"))
 }
 
+/// Parses a Dovecot millisecond time interval (Dovecot's `time_msecs` settings): the units of
+/// [`parse_time_secs`] plus `ms msec msecs millisecond milliseconds`. The result must fit in
+/// 32 bits of milliseconds.
+pub fn parse_time_msecs(value: &str) -> Result<u32, String> {
+    let Some((n, unit)) = split_number(value) else {
+        return Err(format!("Invalid time interval: {value}"));
+    };
+    let mult = if unit.is_empty() {
+        if n == 0 {
+            return Ok(0);
+        }
+        return Err(format!(
+            "Time interval '{value}' is missing units (add e.g. 's' for seconds)"
+        ));
+    } else if is_ms_unit(unit) {
+        1
+    } else {
+        time_unit_secs(unit)
+            .ok_or_else(|| format!("Invalid time interval: {value}"))?
+            .saturating_mul(1000)
+    };
+    n.checked_mul(mult)
+        .and_then(|ms| u32::try_from(ms).ok())
+        .ok_or_else(|| format!("Time interval is too large: {value}"))
+}
+
 /// Parses a Dovecot size into bytes. The error is Dovecot's text.
 pub fn parse_size_bytes(value: &str) -> Result<u64, String> {
     let invalid = || format!("Invalid size: {value}");
@@ -133,6 +159,17 @@ pub fn format_size_bytes(bytes: u64) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn millisecond_intervals_take_ms_and_the_second_units() {
+        assert_eq!(parse_time_msecs("200 ms"), Ok(200));
+        assert_eq!(parse_time_msecs("200msecs"), Ok(200));
+        assert_eq!(parse_time_msecs("2 secs"), Ok(2000));
+        assert_eq!(parse_time_msecs("1 min"), Ok(60_000));
+        assert_eq!(parse_time_msecs("0"), Ok(0));
+        assert!(parse_time_msecs("5").is_err());
+        assert!(parse_time_msecs("50 days").is_err());
+    }
 
     /// (input, doveconf -h output or error) recorded from doveconf 2.3.19.1.
     const TIME_VECTORS: &[(&str, Result<&str, &str>)] = &[

@@ -61,6 +61,18 @@ pub fn load(cli: &Cli) -> anyhow::Result<Loaded> {
         pop3: proxy.backend_port(director_proxy::Protocol::Pop3),
         smtp: proxy.backend_port(director_proxy::Protocol::Submission),
     };
+    let mut served: Vec<director_proxy::Protocol> = Vec::new();
+    for l in &proxy.listeners {
+        if !served.contains(&l.protocol) {
+            served.push(l.protocol);
+        }
+    }
+    settings.health = crate::health::HealthSettings::from_values(
+        &director_config::Values::new(config.root()),
+        &served,
+        |p| proxy.backend_port(p),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
     settings.proxy = Some(proxy).filter(|p| !p.listeners.is_empty());
     let mut ignored: Vec<String> = ds
         .ignored
@@ -245,6 +257,7 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
         self_addr,
         ring,
         proxy: None,
+        health: None,
     })
 }
 

@@ -19,6 +19,7 @@ mod admin;
 mod auth_http;
 mod cli;
 mod config_load;
+mod health;
 mod limits;
 mod logging;
 mod proxy_notify;

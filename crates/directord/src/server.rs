@@ -145,6 +145,14 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
             shutdown_rx.clone(),
         )));
     }
+    if let Some(health) = settings.health.clone() {
+        tracing::info!(interval = ?health.interval, protocols = ?health.probes, "backend health checks on");
+        loops.push(core_thread.handle.spawn(crate::health::run(
+            director.clone(),
+            health,
+            shutdown_rx.clone(),
+        )));
+    }
     drop(ctx);
     // The proxy starts its own worker threads; the rest stays on the main thread.
     drop(core_context);

@@ -45,6 +45,8 @@ pub struct DaemonSettings {
     /// The built-in mail proxy, when the config has `service imap-login` / `pop3-login` /
     /// `submission-login` / `managesieve-login` / `lmtp` inet listeners.
     pub proxy: Option<director_proxy::ProxySettings>,
+    /// Backend health checks, when `director_health_check_interval` is set.
+    pub health: Option<crate::health::HealthSettings>,
 }
 
 /// The director ring, when `director_servers` names other directors.

@@ -1,0 +1,463 @@
+//! Backend health checks with real Dovecot backends: a stopped backend is marked down within
+//! the configured bound while logins keep succeeding on the others, and comes back when it
+//! is started again; a backend that accepts TCP but never greets, or greets but refuses the
+//! test user, is marked down; a host an operator marked down stays down; the last up host of
+//! a tag is never marked down; a host whose checks alternate changes state at most once per
+//! hold-down; in a ring one director decides and every director sees its decision, and when
+//! it dies the next lowest-addressed director takes over.
+//!
+//! Every wait polls `HOST-LIST` (or the log) against a deadline computed from the settings.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use common::imap::Imap;
+use common::ring::{wait_synced, wait_until, Member, RingSpec};
+use common::Daemon;
+use testkit::{free_ports, require_dovecot, BackendOptions, DovecotBackend, LoopbackAllocator};
+
+const INTERVAL: Duration = Duration::from_millis(200);
+const TIMEOUT: Duration = Duration::from_millis(500);
+const FAILS: u32 = 2;
+const SUCCESSES: u32 = 2;
+const HOLD_DOWN: Duration = Duration::from_secs(1);
+
+/// Longest a host may take to be marked down once it fails every probe: a round may have
+/// just started, then `FAILS` rounds, each an interval plus a probe timeout.
+fn down_bound() -> Duration {
+    (INTERVAL + TIMEOUT) * (FAILS + 1)
+}
+
+/// Longest a recovered host may take to be marked up: the hold-down, then `SUCCESSES`
+/// rounds.
+fn up_bound() -> Duration {
+    HOLD_DOWN + (INTERVAL + TIMEOUT) * (SUCCESSES + 1)
+}
+
+/// Slack for a loaded machine (process scheduling, not the checker's timing).
+const SLACK: Duration = Duration::from_secs(2);
+
+struct Setup {
+    daemon: Daemon,
+    imap: SocketAddr,
+    imap_port: u16,
+}
+
+/// A daemon proxying IMAP to `hosts` (addresses, some perhaps without a backend) on
+/// `imap_port`, with health checks every [`INTERVAL`].
+fn start_daemon(
+    mut alloc: LoopbackAllocator,
+    hosts: &[Ipv4Addr],
+    imap_port: u16,
+    extra: &str,
+) -> Setup {
+    let pip = IpAddr::V4(alloc.next_ip());
+    let [pi] = free_ports(pip, [None]).expect("free proxy port");
+    let servers: Vec<String> = hosts.iter().map(|i| i.to_string()).collect();
+    let extra = format!(
+        "director_mail_servers = {}\n\
+         director_backend_port_imap = {imap_port}\n\
+         disable_plaintext_auth = no\n\
+         ssl = no\n\
+         {}\
+         service imap-login {{\n inet_listener imap {{\n address = {pip}\n port = {pi}\n }}\n}}\n\
+         {extra}",
+        servers.join(" "),
+        health_config(),
+    );
+    Setup {
+        daemon: Daemon::start(&extra),
+        imap: SocketAddr::new(pip, pi),
+        imap_port,
+    }
+}
+
+/// `n` real backends on their own addresses, and a daemon in front of them.
+fn setup(n: usize) -> (Setup, Vec<DovecotBackend>) {
+    setup_with(n, "")
+}
+
+/// [`setup`] with `extra` config lines.
+fn setup_with(n: usize, extra: &str) -> (Setup, Vec<DovecotBackend>) {
+    setup_configured(n, extra, |_| {})
+}
+
+/// [`setup_with`], with each backend's options adjusted by `configure`.
+fn setup_configured(
+    n: usize,
+    extra: &str,
+    configure: impl FnMut(&mut BackendOptions),
+) -> (Setup, Vec<DovecotBackend>) {
+    require_dovecot();
+    let mut alloc = LoopbackAllocator::new();
+    let ips: Vec<Ipv4Addr> = (0..n).map(|_| alloc.next_ip()).collect();
+    let backends = DovecotBackend::start_group(&ips, [None; 3], configure).expect("backends start");
+    let port = backends[0].imap_addr().port();
+    (start_daemon(alloc, &ips, port, extra), backends)
+}
+
+/// The health-check lines of the config, as every test uses them.
+fn health_config() -> String {
+    format!(
+        "director_health_check_interval = {} ms\n\
+         director_health_check_timeout = {} ms\n\
+         director_health_check_fails = {FAILS}\n\
+         director_health_check_successes = {SUCCESSES}\n\
+         director_health_check_hold_down = {} ms\n",
+        INTERVAL.as_millis(),
+        TIMEOUT.as_millis(),
+        HOLD_DOWN.as_millis(),
+    )
+}
+
+/// Whether each host is down, from `HOST-LIST`.
+fn host_states(d: &Daemon) -> Vec<(IpAddr, bool)> {
+    d.client()
+        .request("HOST-LIST")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].parse().expect("host IP"), f[4] == "D")
+        })
+        .collect()
+}
+
+fn is_down(d: &Daemon, ip: Ipv4Addr) -> bool {
+    host_states(d)
+        .into_iter()
+        .find(|(h, _)| *h == IpAddr::V4(ip))
+        .expect("host listed")
+        .1
+}
+
+/// Polls until `ip` is down (`down`) or up, failing `bound` (plus [`SLACK`]) after `start`
+/// (when the backend changed); returns how long it took.
+fn wait_state(d: &Daemon, ip: Ipv4Addr, down: bool, bound: Duration, start: Instant) -> Duration {
+    loop {
+        if is_down(d, ip) == down {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < bound + SLACK,
+            "{ip} not {} within {bound:?}; hosts {:?}; log:\n{}",
+            if down { "down" } else { "up" },
+            host_states(d),
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Logs in users named `prefix{i}` until one lands on `ip`; that user's name.
+fn user_on(s: &Setup, ip: Ipv4Addr, prefix: &str) -> String {
+    (0..200)
+        .map(|i| format!("{prefix}{i}@example.com"))
+        .find(|user| {
+            let (mut c, at) = Imap::login(s.imap, user);
+            c.cmd("z", "LOGOUT");
+            at == IpAddr::V4(ip)
+        })
+        .unwrap_or_else(|| panic!("no user landed on {ip}"))
+}
+
+/// `USER-LIST` of host `ip`: one line per assigned user.
+fn users_of(d: &Daemon, ip: Ipv4Addr) -> usize {
+    d.client()
+        .request(&format!("USER-LIST\t{ip}"))
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
+}
+
+/// Logs in `count` users through the proxy; every login succeeds, none on `not`.
+fn logins_avoid(s: &Setup, not: Ipv4Addr, count: usize) {
+    for i in 0..count {
+        let (mut c, ip) = Imap::login(s.imap, &format!("user{i}@example.com"));
+        assert_ne!(ip, IpAddr::V4(not), "user{i} sent to a host marked down");
+        c.cmd("z", "LOGOUT");
+    }
+}
+
+#[test]
+fn a_stopped_backend_is_marked_down_within_the_bound_and_comes_back_when_started() {
+    let (s, mut backends) = setup(3);
+    assert!(host_states(&s.daemon).iter().all(|(_, down)| !down));
+    let victim = backends[0].ip();
+    user_on(&s, victim, "pinned");
+    let stopped = Instant::now();
+    backends[0].stop().expect("stop the backend");
+    let took = wait_state(&s.daemon, victim, true, down_bound(), stopped);
+    eprintln!("marked down after {took:?} (bound {:?})", down_bound());
+    s.daemon.wait_log("health checks marked the host down");
+    // As `doveadm director down`: its users stay assigned (no flush unless configured).
+    assert!(
+        users_of(&s.daemon, victim) > 0,
+        "users of the down host dropped"
+    );
+    logins_avoid(&s, victim, 20);
+
+    let mut opts = BackendOptions::new(victim);
+    opts.imap_port = Some(s.imap_port);
+    opts.pop3_port = Some(backends[0].pop3_addr().port());
+    opts.lmtp_port = Some(backends[0].lmtp_addr().port());
+    backends[0] = DovecotBackend::start_with(opts).expect("restart the backend");
+    // It greets now (start_with waited for that).
+    let took = wait_state(&s.daemon, victim, false, up_bound(), Instant::now());
+    eprintln!("marked up after {took:?} (bound {:?})", up_bound());
+    // Logins reach it again: some user hashes to it.
+    let reached = (0..100).any(|i| {
+        let (mut c, ip) = Imap::login(s.imap, &format!("back{i}@example.com"));
+        c.cmd("z", "LOGOUT");
+        ip == IpAddr::V4(victim)
+    });
+    assert!(reached, "no login reached the host after it came back");
+}
+
+#[test]
+fn with_flush_on_the_users_of_a_host_marked_down_are_flushed() {
+    let (s, mut backends) = setup_with(2, "director_health_check_flush = yes\n");
+    let victim = backends[0].ip();
+    let user = user_on(&s, victim, "flushed");
+    assert!(users_of(&s.daemon, victim) > 0);
+    let stopped = Instant::now();
+    backends[0].stop().expect("stop the backend");
+    wait_state(&s.daemon, victim, true, down_bound(), stopped);
+    let start = Instant::now();
+    while users_of(&s.daemon, victim) > 0 {
+        assert!(
+            start.elapsed() < SLACK,
+            "the down host's users were not flushed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (mut c, at) = Imap::login(s.imap, &user);
+    c.cmd("z", "LOGOUT");
+    assert_eq!(at, IpAddr::V4(backends[1].ip()), "{user} after the flush");
+}
+
+#[test]
+fn with_a_test_user_a_backend_that_greets_but_refuses_the_login_is_marked_down() {
+    let mut first = None;
+    let (s, backends) = setup_configured(
+        3,
+        &format!(
+            "director_health_check_user = probe@example.com\n\
+             director_health_check_password = {}\n",
+            testkit::BACKEND_PASSWORD
+        ),
+        |o| {
+            // The first backend knows the user under another password.
+            if *first.get_or_insert(o.ip) == o.ip {
+                o.password = "another-password".to_owned();
+            }
+        },
+    );
+    let refusing = backends[0].ip();
+    wait_state(&s.daemon, refusing, true, down_bound(), Instant::now());
+    logins_avoid(&s, refusing, 20);
+    for b in &backends[1..] {
+        assert!(
+            !is_down(&s.daemon, b.ip()),
+            "{} accepts the test user",
+            b.ip()
+        );
+    }
+}
+
+#[test]
+fn a_backend_that_accepts_tcp_but_never_greets_is_marked_down() {
+    require_dovecot();
+    let mut alloc = LoopbackAllocator::new();
+    let ips: Vec<Ipv4Addr> = (0..2).map(|_| alloc.next_ip()).collect();
+    let backends = DovecotBackend::start_group(&ips, [None; 3], |_| {}).expect("backends start");
+    let port = backends[0].imap_addr().port();
+    // The kernel completes the TCP handshake into the backlog; nothing ever greets.
+    let mute_ip = alloc.next_ip();
+    let mute = TcpListener::bind((mute_ip, port)).expect("bind the mute listener");
+    let mut hosts = ips.clone();
+    hosts.push(mute_ip);
+    let s = start_daemon(alloc, &hosts, port, "");
+    wait_state(&s.daemon, mute_ip, true, down_bound(), Instant::now());
+    logins_avoid(&s, mute_ip, 20);
+    for ip in ips {
+        assert!(!is_down(&s.daemon, ip), "{ip} is healthy");
+    }
+    drop(mute);
+}
+
+#[test]
+fn a_host_an_operator_marked_down_stays_down_while_healthy() {
+    let (s, mut backends) = setup(3);
+    let manual = backends[1].ip();
+    assert_eq!(
+        s.daemon
+            .client()
+            .request(&format!("HOST-DOWN\t{manual}"))
+            .trim_end(),
+        "OK"
+    );
+    // Take a second host down and back up: by the time the checker has brought it back,
+    // the manually downed host has passed at least as many rounds.
+    let victim = backends[0].ip();
+    let stopped = Instant::now();
+    backends[0].stop().expect("stop the backend");
+    wait_state(&s.daemon, victim, true, down_bound(), stopped);
+    let mut opts = BackendOptions::new(victim);
+    opts.imap_port = Some(s.imap_port);
+    opts.pop3_port = Some(backends[0].pop3_addr().port());
+    opts.lmtp_port = Some(backends[0].lmtp_addr().port());
+    backends[0] = DovecotBackend::start_with(opts).expect("restart the backend");
+    wait_state(&s.daemon, victim, false, up_bound(), Instant::now());
+    assert!(
+        is_down(&s.daemon, manual),
+        "the checker brought up a host marked down by hand"
+    );
+}
+
+#[test]
+fn the_last_up_host_is_never_marked_down() {
+    let (s, mut backends) = setup(2);
+    let first = backends[0].ip();
+    let last = backends[1].ip();
+    let stopped = Instant::now();
+    backends[0].stop().expect("stop the first backend");
+    wait_state(&s.daemon, first, true, down_bound(), stopped);
+    let from = s.daemon.log_text().len();
+    backends[1].stop().expect("stop the last backend");
+    s.daemon
+        .wait_log_from(from, "every up host of the tag fails its health checks");
+    assert!(
+        !is_down(&s.daemon, last),
+        "the last up host was marked down"
+    );
+}
+
+#[test]
+fn in_a_ring_the_lowest_director_decides_every_director_sees_it_and_a_successor_takes_over() {
+    require_dovecot();
+    let spec = RingSpec::new(3);
+    let mut alloc = LoopbackAllocator::new();
+    let ips: Vec<Ipv4Addr> = (0..3).map(|_| alloc.next_ip()).collect();
+    let mut backends =
+        DovecotBackend::start_group(&ips, [None; 3], |_| {}).expect("backends start");
+    let port = backends[0].imap_addr().port();
+    let mail: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+    // The later director_mail_servers replaces the ring config's default one.
+    let extra = format!(
+        "director_mail_servers = {}\ndirector_backend_port_imap = {port}\n{}",
+        mail.join(" "),
+        health_config()
+    );
+    let mut directors: Vec<Member> = (0..3)
+        .map(|i| Member::Ours(Daemon::start(&spec.config(i, &extra))))
+        .collect();
+    wait_synced(&directors);
+    let log = |m: &Member| match m {
+        Member::Ours(d) => d.log_text(),
+        Member::Dovecot(_) => unreachable!("a ring of ours"),
+    };
+    let down_everywhere = |ring: &[Member], ip: Ipv4Addr| {
+        ring.iter().all(|d| {
+            d.hosts()
+                .iter()
+                .any(|l| l.starts_with(&format!("{ip}\t")) && l.ends_with("\tD"))
+        })
+    };
+
+    let first = ips[0];
+    backends[0].stop().expect("stop a backend");
+    wait_until(&format!("every director shows {first} down"), || {
+        down_everywhere(&directors, first)
+    });
+    // The lowest-addressed director (the spec's first) decided; the others did not.
+    let marked = "health checks marked the host down";
+    assert!(log(&directors[0]).contains(marked));
+    for d in &directors[1..] {
+        assert!(
+            !log(d).contains(marked),
+            "a second director decided:\n{}",
+            log(d)
+        );
+    }
+
+    // The decider dies; the ring closes around it and the next lowest decides.
+    drop(directors.remove(0));
+    wait_synced(&directors);
+    let second = ips[1];
+    backends[1].stop().expect("stop another backend");
+    wait_until(
+        &format!("the remaining directors show {second} down"),
+        || down_everywhere(&directors, second),
+    );
+    assert!(log(&directors[0]).contains(marked));
+    assert!(
+        !log(&directors[1]).contains(marked),
+        "{}",
+        log(&directors[1])
+    );
+}
+
+#[test]
+fn a_host_whose_checks_alternate_changes_state_at_most_once_per_hold_down() {
+    require_dovecot();
+    let mut alloc = LoopbackAllocator::new();
+    let ips: Vec<Ipv4Addr> = (0..2).map(|_| alloc.next_ip()).collect();
+    let backends = DovecotBackend::start_group(&ips, [None; 3], |_| {}).expect("backends start");
+    let port = backends[0].imap_addr().port();
+    // A backend that fails `FAILS` probes, then greets `SUCCESSES` times, and so on: without
+    // the hold-down it would change state every few rounds.
+    let flappy = alloc.next_ip();
+    let listener = TcpListener::bind((flappy, port)).expect("bind the flapping listener");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let period = (FAILS + SUCCESSES) as usize;
+            for (n, conn) in listener.incoming().enumerate() {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                if n % period >= FAILS as usize {
+                    use std::io::Write;
+                    let _ = conn.write_all(b"* OK flappy ready\r\n");
+                }
+            }
+        })
+    };
+    let mut hosts = ips.clone();
+    hosts.push(flappy);
+    let s = start_daemon(alloc, &hosts, port, "");
+
+    // Watch the host's state until it has changed three times.
+    let mut last = (is_down(&s.daemon, flappy), Instant::now());
+    let mut gaps = Vec::new();
+    let deadline = Instant::now() + (up_bound() + down_bound()) * 3 + SLACK;
+    while gaps.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} changes seen",
+            gaps.len()
+        );
+        let now_down = is_down(&s.daemon, flappy);
+        if now_down != last.0 {
+            gaps.push(last.1.elapsed());
+            last = (now_down, Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The first gap runs from the start of the watch, not from a change.
+    for gap in &gaps[1..] {
+        // Each change is seen up to one HOST-LIST poll late.
+        assert!(
+            *gap + Duration::from_millis(100) >= HOLD_DOWN,
+            "two changes {gap:?} apart, hold-down {HOLD_DOWN:?}: {gaps:?}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(std::net::TcpStream::connect((flappy, port)));
+    server.join().expect("the flapping listener's thread");
+}
