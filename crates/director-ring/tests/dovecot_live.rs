@@ -471,13 +471,20 @@ fn we_join_a_ring_of_two_dovecot_directors_in_the_middle() {
         let o = l.ring.overview();
         o.synced && o.left == Some(a) && o.right == Some(b)
     });
+    // Each Dovecot director reports synced once its own SYNC came back round, which may be
+    // a moment after ours did.
     for d in [&da, &db] {
-        let list = live.dovecot_admin(d, "DIRECTOR-LIST");
-        assert!(
-            list.iter()
-                .any(|l| l.contains("\tself\t") && l.contains("ring synced")),
-            "{list:?}"
-        );
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let list = live.dovecot_admin(d, "DIRECTOR-LIST");
+            if list
+                .iter()
+                .any(|l| l.contains("\tself\t") && l.contains("ring synced"))
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{list:?}");
+        }
     }
     let a_list = live.dovecot_admin(&da, "DIRECTOR-LIST");
     assert!(
