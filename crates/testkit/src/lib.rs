@@ -54,6 +54,6 @@ pub use loopback::{free_port, free_ports, LoopbackAllocator};
 pub use lua_proxy::{require_auth_lua, DovecotLuaProxy, AUTH_LUA_MODULE};
 pub use mail_clients::{mail_clients_script, run_mail_clients};
 pub use tools::{
-    require_backend_services, require_dovecot, require_python3, require_submission_and_sieve,
-    run_doveadm_real, INSTALL_HINT,
+    python3_with_module, require_backend_services, require_dovecot, require_python3,
+    require_submission_and_sieve, run_doveadm_real, INSTALL_HINT,
 };
