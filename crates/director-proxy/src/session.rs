@@ -287,7 +287,8 @@ pub(crate) fn is_own_listener(addr: SocketAddr, listeners: &[ListenerSpec]) -> b
 }
 
 /// Connects to the routed backend: TCP (with the connect timeout), the PROXY v2 header if
-/// configured, and implicit TLS if configured.
+/// configured, and implicit TLS if configured. A failure counts in the metrics, for every
+/// protocol (LMTP included).
 pub(crate) async fn connect_backend(
     shared: &Shared,
     route: &Route,
@@ -302,6 +303,7 @@ pub(crate) async fn connect_backend(
     r
 }
 
+/// [`connect_backend`]'s work, without the counting.
 async fn connect_backend_once(
     shared: &Shared,
     route: &Route,

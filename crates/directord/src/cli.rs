@@ -20,8 +20,8 @@ pub struct Cli {
     pub version: bool,
     /// `-h`/`--help`: print the usage and exit.
     pub help: bool,
-    /// `--settings-table PART`: print the README's settings table of `director`, `proxy` or
-    /// `admin` (Markdown) and exit.
+    /// `--settings-table PART`: print the README's settings table of one
+    /// [`director_config::Part`] (Markdown) and exit.
     pub settings_table: Option<director_config::Part>,
 }
 

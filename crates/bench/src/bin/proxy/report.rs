@@ -248,7 +248,12 @@ fn metrics_table(args: &Args, logins: &Logins, m: &MetricsPath) {
             "| {conc} | {} | {} | {} | {:.1} % ({:.1}–{:.1}) | {} / {} | {} / {} |",
             num(rate(&a), 0),
             num(rate(&b), 0),
-            pct(logins_of(&b) as f64, logins_of(&a) as f64),
+            // At c = 1 the paths take turns login by login: equal counts, nothing to compare.
+            if conc == 1 {
+                "–".to_string()
+            } else {
+                pct(logins_of(&b) as f64, logins_of(&a) as f64)
+            },
             median(&per_round) * 100.0,
             lo * 100.0,
             hi * 100.0,
