@@ -17,7 +17,8 @@
 //!
 //! (`--metrics` adds a fourth path, "directord+metrics": a second `directord` with its
 //! metrics listener on and scraped every second, to compare with the first, whose listener
-//! is off; `DIRECTORD_EXTRA_CONFIG='director_proxy_workers = 1'` appends settings to `directord`'s
+//! is off; `DIRECTORD_METRICS_BIN` runs that one from another binary;
+//! `DIRECTORD_EXTRA_CONFIG='director_proxy_workers = 1'` appends settings to `directord`'s
 //! config; `DIRECTORD_BIN=/path/to/directord` uses that binary instead and skips the build; a bare
 //! number as first argument is taken as `--secs`.) Needs Dovecot: `apt-get install -y
 //! dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd`.

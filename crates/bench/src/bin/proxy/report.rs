@@ -24,7 +24,7 @@ pub fn print(
     ratios(args, &logins.per_round);
     rounds(&logins.per_round);
     if let Some(m) = &b.metrics {
-        metrics_table(args, logins, m);
+        metrics_table(args, logins, m, &b.directord_bin);
     }
     cpu_table(&b.paths, &logins.cpu, has_dv);
     fetch_table(&b.paths, fetch);
@@ -200,18 +200,20 @@ fn ratios(args: &Args, per_round: &[(usize, usize, PathKind, Point)]) {
 }
 
 /// `--metrics`: the two `directord`s side by side, metrics listener off and on.
-fn metrics_table(args: &Args, logins: &Logins, m: &MetricsPath) {
+fn metrics_table(args: &Args, logins: &Logins, m: &MetricsPath, off_bin: &std::path::Path) {
     let (off, on) = (PathKind::Directord, PathKind::DirectordMetrics);
     println!(
         "\n## Metrics listener off vs on (`--metrics`)\n\n\
          directord = metrics listener off; directord+metrics = a second directord, same config \
          plus `inet_listener director-metrics`, scraped every {} s during the whole run \
          ({} scrapes answered, {} failed, {} bytes per page). On/off: pooled (all logins of all \
-         rounds) and the median of each round's ratio (min–max).\n",
+         rounds) and the median of each round's ratio (min–max). Binaries: off `{}`, on `{}`.\n",
         crate::scrape::SCRAPE_INTERVAL.as_secs(),
         m.scrapes.ok.load(Ordering::Relaxed),
         m.scrapes.failed.load(Ordering::Relaxed),
         m.scrapes.last_bytes.load(Ordering::Relaxed),
+        off_bin.display(),
+        m.bin.display(),
     );
     println!(
         "| c | off logins/s | on logins/s | on/off pooled | on/off per round | p50 ms off / on | p99 ms off / on |"

@@ -52,6 +52,8 @@ pub struct Bench {
 /// The "directord+metrics" path.
 pub struct MetricsPath {
     pub directord: Directord,
+    /// Its binary (`DIRECTORD_METRICS_BIN`, else the other's).
+    pub bin: PathBuf,
     pub scrapes: Arc<ScrapeStats>,
     scraper: tokio::task::JoinHandle<()>,
 }
@@ -110,7 +112,10 @@ impl Bench {
             let listener = SocketAddr::new(mip, free_port(mip)?);
             let config = directord::config(&mail_servers, bimap, imap)
                 + &directord::metrics_config(listener);
-            let d = Directord::start(&directord_bin, &config, imap)?;
+            // Another build for this path, e.g. to compare with one without the counters.
+            let bin = std::env::var_os("DIRECTORD_METRICS_BIN")
+                .map_or_else(|| directord_bin.clone(), PathBuf::from);
+            let d = Directord::start(&bin, &config, imap)?;
             d.wait_until_proxying().await?;
             scrape::scrape(listener)
                 .await
@@ -118,6 +123,7 @@ impl Bench {
             let (scrapes, scraper) = scrape::start(listener);
             Some(MetricsPath {
                 directord: d,
+                bin,
                 scrapes,
                 scraper,
             })
