@@ -47,11 +47,19 @@ pub enum Part {
     Admin,
     /// The nginx `auth_http` listener.
     AuthHttp,
+    /// The Prometheus metrics listener.
+    Metrics,
 }
 
 impl Part {
     /// Every part, in README order.
-    pub const ALL: [Part; 4] = [Part::Director, Part::Proxy, Part::Admin, Part::AuthHttp];
+    pub const ALL: [Part; 5] = [
+        Part::Director,
+        Part::Proxy,
+        Part::Admin,
+        Part::AuthHttp,
+        Part::Metrics,
+    ];
 
     /// The name `directord --settings-table` takes.
     pub fn name(self) -> &'static str {
@@ -60,6 +68,7 @@ impl Part {
             Part::Proxy => "proxy",
             Part::Admin => "admin",
             Part::AuthHttp => "auth-http",
+            Part::Metrics => "metrics",
         }
     }
 
@@ -105,7 +114,7 @@ const fn def(
 }
 
 use Kind::{Boolean, Number, Secret, Size, Text, Time, TimeMsecs};
-use Part::{Admin, AuthHttp, Director, Proxy};
+use Part::{Admin, AuthHttp, Director, Metrics, Proxy};
 
 /// Every setting the director reads.
 pub const SETTINGS: &[SettingDef] = &[
@@ -634,6 +643,31 @@ pub const SETTINGS: &[SettingDef] = &[
         AuthHttp,
         true,
         "the `Auth-Wait` of a temporary failure: nginx waits this long, gives the client the error and lets it retry",
+    ),
+    // The Prometheus metrics listener (`inet_listener director-metrics`).
+    def(
+        "director_metrics_allow_nets",
+        "127.0.0.0/8 ::1",
+        Text,
+        Metrics,
+        true,
+        "networks (`IP/bits` or `IP`) the `director-metrics` listener serves (the Prometheus servers); others are logged and closed without a reply",
+    ),
+    def(
+        "director_metrics_max_connections",
+        "10",
+        Number,
+        Metrics,
+        true,
+        "scrapes served at once; more wait in the listen backlog",
+    ),
+    def(
+        "director_metrics_timeout",
+        "10 secs",
+        Time,
+        Metrics,
+        true,
+        "a client that has not sent its whole request, or not taken the answer, within this time is closed",
     ),
 ];
 

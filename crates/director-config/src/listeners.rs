@@ -11,7 +11,8 @@
 //! last `-`): `auth`, `userdb`, `authreply`, `ring`, `admin`/`doveadm`,
 //! `notify`; otherwise inet → ring, unix → auth; FIFOs are always notify.
 //! Ours: an inet listener whose name ends in `auth-http` (`director-auth-http`) serves
-//! nginx's mail `auth_http` protocol; Dovecot has no such listener.
+//! nginx's mail `auth_http` protocol, and one whose name ends in `metrics`
+//! (`director-metrics`) serves Prometheus metrics over HTTP; Dovecot has neither.
 //! A TCP admin listener therefore exists only when configured, e.g.
 //! `inet_listener director-doveadm { port = ... }`.
 
@@ -61,6 +62,8 @@ pub enum SocketType {
     Notify,
     /// nginx's mail `auth_http` protocol (ours: `inet_listener director-auth-http`).
     AuthHttp,
+    /// Prometheus metrics over HTTP (ours: `inet_listener director-metrics`).
+    Metrics,
 }
 
 /// How a listener is reached.
@@ -137,6 +140,9 @@ pub fn socket_type_for(kind: &str, name: &str) -> SocketType {
     let base = name.rsplit('/').next().unwrap_or(name);
     if kind == "inet_listener" && base.ends_with("auth-http") {
         return SocketType::AuthHttp;
+    }
+    if kind == "inet_listener" && base.ends_with("metrics") {
+        return SocketType::Metrics;
     }
     let suffix = base.rsplit('-').next().unwrap_or(base);
     match suffix {
@@ -429,6 +435,10 @@ mod tests {
         assert_eq!(
             socket_type_for("inet_listener", "director-auth-http"),
             SocketType::AuthHttp
+        );
+        assert_eq!(
+            socket_type_for("inet_listener", "director-metrics"),
+            SocketType::Metrics
         );
         assert_eq!(
             socket_type_for("inet_listener", "director"),

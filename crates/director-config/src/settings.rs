@@ -151,6 +151,14 @@ pub struct DirectorSettings {
     pub auth_http_login_timeout_secs: u32,
     /// `director_auth_http_wait` in seconds (default 3): `Auth-Wait` of a temporary failure.
     pub auth_http_wait_secs: u32,
+    /// The Prometheus metrics listeners (`inet_listener director-metrics`, usually none).
+    pub metrics_listeners: Vec<Listener>,
+    /// `director_metrics_allow_nets`: who may scrape them (default loopback).
+    pub metrics_allow_nets: Vec<IpNet>,
+    /// `director_metrics_max_connections` (default 10, at least 1).
+    pub metrics_max_connections: u32,
+    /// `director_metrics_timeout` in seconds (default 10, at least 1).
+    pub metrics_timeout_secs: u32,
     /// Settings and sections present but not used, for debug logging.
     pub ignored: Vec<IgnoredSetting>,
 }
@@ -195,7 +203,8 @@ fn listener_error(l: &Listener, msg: String) -> ConfigError {
 /// Refuses a TCP admin listener on a wildcard address. It serves the full admin protocol
 /// (`HOST-SET`, `USER-MOVE`, ...), so it binds only addresses the operator named. The
 /// auth_http listener (`what` = "an auth_http listener") follows the same rule: it creates
-/// user assignments for whoever asks.
+/// user assignments for whoever asks; and so does the metrics listener, which names the
+/// backends and how busy they are.
 fn check_explicit_addresses(
     listeners: &[Listener],
     listen: &str,
@@ -432,6 +441,14 @@ impl DirectorSettings {
             .cloned()
             .collect();
         check_explicit_addresses(&auth_http_listeners, &listen, "an auth_http listener")?;
+        let metrics_listeners: Vec<Listener> = listeners
+            .iter()
+            .filter(|l| l.socket_type == SocketType::Metrics && l.is_enabled())
+            .cloned()
+            .collect();
+        check_explicit_addresses(&metrics_listeners, &listen, "a metrics listener")?;
+        let metrics_allow_nets = parse_nets(v.text("director_metrics_allow_nets"))
+            .map_err(|m| v.error("director_metrics_allow_nets", m))?;
         let auth_http_allow_nets = parse_nets(v.text("director_auth_http_allow_nets"))
             .map_err(|m| v.error("director_auth_http_allow_nets", m))?;
         let mut admin_allow_nets = parse_nets(v.text("director_admin_allow_nets"))
@@ -471,6 +488,14 @@ impl DirectorSettings {
             time("director_auth_http_login_timeout")?,
         )?;
         let auth_http_wait_secs = time("director_auth_http_wait")?;
+        let metrics_max_connections = at_least_one(
+            "director_metrics_max_connections",
+            uint("director_metrics_max_connections")?,
+        )?;
+        let metrics_timeout_secs = at_least_one(
+            "director_metrics_timeout",
+            time("director_metrics_timeout")?,
+        )?;
 
         let mut auth_master_user_separator = string("auth_master_user_separator");
         if auth_master_user_separator.is_empty() {
@@ -512,6 +537,10 @@ impl DirectorSettings {
             auth_http_timeout_secs,
             auth_http_login_timeout_secs,
             auth_http_wait_secs,
+            metrics_listeners,
+            metrics_allow_nets,
+            metrics_max_connections,
+            metrics_timeout_secs,
             ignored,
         })
     }

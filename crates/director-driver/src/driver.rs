@@ -51,6 +51,7 @@ use crate::limits::{
     DRIVER_QUEUE_CAPACITY, MIN_REFRESH_PERIOD, RING_EVENTS_PER_LOCK, RING_EVENT_QUEUE_CAPACITY,
     RING_SYNC_WAIT,
 };
+use crate::metrics::{DriverCounters, DriverMetrics, HostMetrics, RingMetrics};
 use crate::ring_net::{Executed, RingDialer, RingEvent, RingNet};
 use crate::ring_view::RingView;
 use crate::state_store::{ReadOutcome, StateStore};
@@ -301,6 +302,7 @@ impl DirectorHandle {
         };
         let rx = {
             let mut state = self.shared.lock()?;
+            state.counters.admin_requests += held.rest.len() as u64;
             let outcome = self
                 .shared
                 .run(&mut state, |st, now| st.continue_batch(held, None, now));
@@ -442,6 +444,39 @@ impl DirectorHandle {
                         .left
                         .is_none_or(|left| director_ring::topology::addr_cmp(&left, &me).is_gt())
             }
+        })
+    }
+
+    /// The state and counters a metrics scrape shows; `None` when the driver has stopped.
+    pub fn metrics(&self) -> Option<DriverMetrics> {
+        let state = self.shared.lock()?;
+        let director = state.core.director();
+        let hosts = director
+            .host_list()
+            .into_iter()
+            .map(|h| HostMetrics {
+                ip: h.ip,
+                up: !h.down,
+                vhosts: h.vhost_count,
+                users: h.user_count,
+            })
+            .collect();
+        let ring = match &state.directors {
+            DirectorsState::Standalone(_) => None,
+            DirectorsState::Ring(net) => {
+                let o = net.ring.overview();
+                Some(RingMetrics {
+                    peers: o.connections,
+                    synced: o.synced,
+                })
+            }
+        };
+        Some(DriverMetrics {
+            hosts,
+            users: director.users().len(),
+            ring,
+            counters: state.counters,
+            queued_logins: self.queued_logins(),
         })
     }
 
@@ -604,6 +639,8 @@ struct State {
     persist: Option<Persist>,
     /// Set when the driver ends; later requests get `None`.
     stopped: bool,
+    /// What the driver carried out, for the metrics.
+    counters: DriverCounters,
 }
 
 /// The periodic save's bookkeeping.
@@ -748,6 +785,7 @@ pub fn spawn(
         refresh_period,
         persist,
         stopped: false,
+        counters: DriverCounters::default(),
     };
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
@@ -1282,10 +1320,12 @@ impl State {
                     except_ip,
                 } => {
                     tracing::debug!(user_hash = hash, except = ?except_ip, "kicking user hash");
+                    self.counters.user_moves += 1;
                     let fut = self.sessions.kick_user_hash(hash, except_ip);
                     self.finish_kick(ticket, fut);
                 }
                 Effect::Kick { ticket, username } => {
+                    self.counters.user_kicks += 1;
                     let fut = self.sessions.kick_user(username);
                     self.finish_kick(ticket, fut);
                 }
@@ -1294,12 +1334,14 @@ impl State {
                     field,
                     value,
                 } => {
+                    self.counters.user_kicks_alt += 1;
                     let fut = self.sessions.kick_user_alt(field, value);
                     self.finish_kick(ticket, fut);
                 }
                 Effect::KickBackend { ip } => {
                     // Synchronous: the sessions are told to stop before any reply that
                     // follows this effect is written, so doveadm returns after the kick.
+                    self.counters.backend_kicks += 1;
                     let kicked = self.sessions.kick_backend(ip);
                     tracing::info!(host = %ip, kicked, "closed the sessions of a removed or flushed host");
                 }

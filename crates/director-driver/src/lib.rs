@@ -16,6 +16,7 @@ pub mod core_api;
 pub mod driver;
 pub mod effects;
 pub mod limits;
+pub mod metrics;
 mod ring_net;
 pub mod ring_view;
 pub mod state_store;
@@ -27,6 +28,7 @@ pub use driver::{
     StateConfig,
 };
 pub use effects::sessions::{KickFuture, LocalSessions, NoLocalSessions};
+pub use metrics::{DriverCounters, DriverMetrics, HostMetrics, RingMetrics};
 pub use ring_net::RingDialer;
 pub use ring_view::RingView;
 pub use state_store::{StateStore, StateStoreError, STATE_FILE_NAME};

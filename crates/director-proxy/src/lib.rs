@@ -15,11 +15,12 @@
 //!   [`LocalSessions`](director_driver::LocalSessions) implementation.
 //! * [`BackendFailureHook`] — told about failed backends (future automatic host-down).
 //! * [`Proxy::start`] / [`Proxy::reload`] / [`Proxy::shutdown`] — bind, serve, take new
-//!   settings on SIGHUP, drain on SIGTERM.
+//!   settings on SIGHUP, drain on SIGTERM; [`Proxy::metrics`] — the login counters.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod lmtp;
+pub mod metrics;
 pub mod proxy;
 pub mod registry;
 pub mod router;
@@ -29,6 +30,7 @@ pub mod stream;
 pub mod tls;
 mod workers;
 
+pub use metrics::{LoginResult, ProxyMetrics};
 pub use proxy::{Proxy, ProxyError, ReloadSummary};
 pub use registry::{KillReason, SessionGuard, SessionInfo, SessionRegistry};
 pub use router::{

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::metrics::ProxyMetrics;
 use crate::registry::SessionRegistry;
 use director_driver::DirectorHandle;
 
@@ -147,6 +148,7 @@ impl Proxy {
             director,
             registry,
             hook,
+            metrics: Arc::new(ProxyMetrics::new()),
             acceptor,
             connector,
             shutdown: shutdown_rx,
@@ -226,11 +228,17 @@ impl Proxy {
             director: old.director.clone(),
             registry: Arc::clone(&old.registry),
             hook: Arc::clone(&old.hook),
+            metrics: Arc::clone(&old.metrics),
             acceptor,
             connector,
             shutdown: old.shutdown.clone(),
         }));
         Ok(summary)
+    }
+
+    /// The login counters (they survive a reload).
+    pub fn metrics(&self) -> Arc<ProxyMetrics> {
+        Arc::clone(&self.current.get().metrics)
     }
 
     /// The bound listeners with their actual addresses.

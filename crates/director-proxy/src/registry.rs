@@ -437,6 +437,22 @@ impl SessionRegistry {
             .collect()
     }
 
+    /// Sessions routed to a backend, by backend and protocol, sorted (sessions still waiting
+    /// for their route are not counted). One pass under the lock, nothing cloned: the
+    /// metrics listener calls it at every scrape.
+    pub fn routed_counts(&self) -> Vec<(IpAddr, Protocol, u64)> {
+        let mut counts: HashMap<(IpAddr, Protocol), u64> = HashMap::new();
+        for e in self.lock().sessions.values() {
+            if let Some(ip) = e.info.backend {
+                *counts.entry((ip, e.info.protocol)).or_default() += 1;
+            }
+        }
+        let mut v: Vec<(IpAddr, Protocol, u64)> =
+            counts.into_iter().map(|((ip, p), n)| (ip, p, n)).collect();
+        v.sort_by_key(|(ip, p, _)| (*ip, p.name()));
+        v
+    }
+
     /// A snapshot of every session.
     pub fn sessions(&self) -> Vec<SessionInfo> {
         let mut v: Vec<SessionInfo> = self

@@ -22,6 +22,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use director_driver::DirectorHandle;
 use director_proto::log_text::LogText;
 
+use crate::metrics::{LoginResult, ProxyMetrics};
 use crate::registry::{KillReason, SessionGuard, SessionRegistry};
 
 use crate::router::{self, BackendFailureHook, BackendFailureKind, Route, RouteError};
@@ -57,6 +58,7 @@ pub(crate) struct Shared {
     pub director: DirectorHandle,
     pub registry: Arc<SessionRegistry>,
     pub hook: Arc<dyn BackendFailureHook>,
+    pub metrics: Arc<ProxyMetrics>,
     pub acceptor: Option<TlsAcceptor>,
     pub connector: Option<TlsConnector>,
     pub shutdown: watch::Receiver<bool>,
@@ -285,8 +287,24 @@ pub(crate) fn is_own_listener(addr: SocketAddr, listeners: &[ListenerSpec]) -> b
 }
 
 /// Connects to the routed backend: TCP (with the connect timeout), the PROXY v2 header if
-/// configured, and implicit TLS if configured.
+/// configured, and implicit TLS if configured. A failure counts in the metrics, for every
+/// protocol (LMTP included).
 pub(crate) async fn connect_backend(
+    shared: &Shared,
+    route: &Route,
+    protocol: Protocol,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Result<Stream, BackendErr> {
+    let r = connect_backend_once(shared, route, protocol, peer, local).await;
+    if r.is_err() {
+        shared.metrics.backend_connect_failed(route.ip);
+    }
+    r
+}
+
+/// [`connect_backend`]'s work, without the counting.
+async fn connect_backend_once(
     shared: &Shared,
     route: &Route,
     protocol: Protocol,
@@ -396,7 +414,8 @@ pub(crate) fn report_backend_failure(
 }
 
 enum ReplayErr {
-    Fail(LoginFailure),
+    /// What the client is told, and what the metrics count.
+    Fail(LoginFailure, LoginResult),
     Abort,
 }
 
@@ -408,6 +427,12 @@ async fn login<P: LoginProtocol>(
     buf: &mut [u8],
 ) -> LoginEnd {
     let protocol = P::PROTOCOL;
+    let started = Instant::now();
+    let finished = |result| {
+        shared
+            .metrics
+            .login_finished(protocol, result, started.elapsed())
+    };
     let username = routing_user(
         P::Login::credentials(&req),
         &shared.settings.master_user_separator,
@@ -415,6 +440,7 @@ async fn login<P: LoginProtocol>(
     let creds = P::Login::credentials(&req);
     if !is_routable(&username) || creds.authcid.contains(&0) || creds.authzid.contains(&0) {
         tracing::info!(user = %LogText(&username), protocol = protocol.name(), client = %client.peer, "login name refused: empty or containing NUL");
+        finished(LoginResult::Refused);
         return LoginEnd::Failed(LoginFailure::AuthFailed);
     }
     let guard = shared.registry.register(&username, protocol, client.peer);
@@ -429,7 +455,7 @@ async fn login<P: LoginProtocol>(
     let phase = async {
         let route = route_user(shared, &username)
             .await
-            .map_err(|_| ReplayErr::Fail(LoginFailure::Temporary))?;
+            .map_err(|_| ReplayErr::Fail(LoginFailure::Temporary, LoginResult::NoBackend))?;
         guard.set_backend(route.ip);
         // One deadline for the whole backend login (Dovecot's login_proxy_timeout): a backend
         // that trickles its replies cannot hold the login, and the client's slot, longer.
@@ -466,10 +492,10 @@ async fn login<P: LoginProtocol>(
         let failed = match outcome {
             Ok((backend, remaining)) => return Ok((route, backend, remaining)),
             Err(Replay::Client) => ReplayErr::Abort,
-            Err(Replay::Rejected) => ReplayErr::Fail(LoginFailure::Relayed),
+            Err(Replay::Rejected) => ReplayErr::Fail(LoginFailure::Relayed, LoginResult::Rejected),
             Err(Replay::Backend(e)) => {
                 report_backend_failure(shared, &username, &route, &e);
-                ReplayErr::Fail(LoginFailure::Temporary)
+                ReplayErr::Fail(LoginFailure::Temporary, LoginResult::BackendFailed)
             }
         };
         // The login failed. If it created the assignment and it is the user's only session
@@ -489,6 +515,7 @@ async fn login<P: LoginProtocol>(
         r = phase => r,
         reason = guard.wait_killed() => {
             tracing::info!(user = %LogText(&username), ?reason, "login stopped by kick");
+            finished(LoginResult::Aborted);
             // The backend connection went with `phase`; the client's goes before the
             // session leaves the registry, which is what the kick waits for.
             client.stream = Stream::Gone;
@@ -500,6 +527,7 @@ async fn login<P: LoginProtocol>(
     drop(bm);
     match result {
         Ok((route, mut backend, from_backend)) => {
+            finished(LoginResult::Ok);
             tracing::info!(
                 user = %LogText(&username),
                 host = %route.ip,
@@ -538,8 +566,14 @@ async fn login<P: LoginProtocol>(
             tracing::debug!(user = %LogText(&username), host = %route.ip, end = ?end, "session ended");
             LoginEnd::Done
         }
-        Err(ReplayErr::Abort) => LoginEnd::Abort,
-        Err(ReplayErr::Fail(why)) => LoginEnd::Failed(why),
+        Err(ReplayErr::Abort) => {
+            finished(LoginResult::Aborted);
+            LoginEnd::Abort
+        }
+        Err(ReplayErr::Fail(why, result)) => {
+            finished(result);
+            LoginEnd::Failed(why)
+        }
     }
 }
 

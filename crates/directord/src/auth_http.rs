@@ -18,16 +18,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use director_config::IpNet;
 use director_driver::{DirectorHandle, RequestError};
 use director_proto::auth_http::{
-    encode_bad_request, encode_response, AuthRequest, AuthResponse, MailProtocol, Request,
-    RequestReader,
+    encode_response, AuthRequest, AuthResponse, MailProtocol, Request,
 };
 use director_proto::log_text::LogText;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
@@ -43,9 +42,6 @@ pub const TEMPORARY_FAILURE: &str = "Temporary server problem, try again later";
 /// per attempt until the session ends, and its documentation asks the server to stop
 /// offering retries after 10-20 attempts.
 pub const MAX_RETRY_ATTEMPTS: u32 = 10;
-
-/// Bytes read from a client at once (a whole nginx request fits).
-const READ_CHUNK: usize = 4096;
 
 /// The backend port of each protocol nginx proxies (`director_backend_port_imap`, `_pop3`,
 /// and `_submission` for nginx's `smtp`).
@@ -98,26 +94,11 @@ impl AuthHttpSettings {
     }
 }
 
-/// Binds every auth_http listener (a wildcard never gets here; it is refused again).
+/// Binds every auth_http listener.
 pub fn bind_all(
     settings: &AuthHttpSettings,
 ) -> Result<Vec<(SocketAddr, TcpListener)>, ListenerError> {
-    settings
-        .listeners
-        .iter()
-        .map(|addr| {
-            if addr.ip().is_unspecified() {
-                return Err(ListenerError::Listen {
-                    what: addr.to_string(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        "an auth_http listener binds only an explicit address",
-                    ),
-                });
-            }
-            Ok((*addr, listener::bind_tcp(*addr)?))
-        })
-        .collect()
+    crate::http::bind_explicit(&settings.listeners, "an auth_http listener")
 }
 
 /// Serves the auth_http listeners: one slot pool, the allow-list, the timeouts.
@@ -158,7 +139,13 @@ impl AuthHttp {
                 let allowed = match &peer {
                     PeerName::Tcp(a) if settings.allows(a.ip()) => true,
                     _ => {
-                        refused(&refusals, &peer, addr);
+                        crate::http::log_refusal(
+                            &refusals,
+                            &peer,
+                            addr,
+                            "auth_http",
+                            "director_auth_http_allow_nets",
+                        );
                         false
                     }
                 };
@@ -176,28 +163,6 @@ impl AuthHttp {
     }
 }
 
-/// Logs a peer refused by the allow-list (rate-limited like the admin listener's).
-fn refused(log: &Mutex<RefusalLog>, peer: &PeerName, listener: SocketAddr) {
-    let verdict = match log.lock() {
-        Ok(mut l) => l.refusal(Instant::now()),
-        Err(poisoned) => poisoned.into_inner().refusal(Instant::now()),
-    };
-    if verdict.suppressed_before > 0 {
-        tracing::warn!(
-            listener = %listener,
-            count = verdict.suppressed_before,
-            "more auth_http connections were refused (not in director_auth_http_allow_nets) and not logged"
-        );
-    }
-    if verdict.log {
-        tracing::warn!(
-            peer = %peer,
-            listener = %listener,
-            "auth_http connection refused: address not in director_auth_http_allow_nets"
-        );
-    }
-}
-
 /// Serves one connection: one request, one answer, close.
 async fn serve(
     mut stream: TcpStream,
@@ -205,8 +170,11 @@ async fn serve(
     settings: &AuthHttpSettings,
     director: &DirectorHandle,
 ) {
-    let request = match tokio::time::timeout(settings.request_timeout, read_request(&mut stream))
-        .await
+    let request = match tokio::time::timeout(
+        settings.request_timeout,
+        crate::http::read_request(&mut stream),
+    )
+    .await
     {
         Ok(Ok(Some(request))) => request,
         Ok(Ok(None)) => return,
@@ -232,38 +200,6 @@ async fn serve(
             peer = %peer,
             "auth_http connection closed: answer not taken within director_auth_http_timeout"
         ),
-    }
-}
-
-/// Reads one request: `Ok(Some)`, `Ok(None)` when the peer went away (nothing to answer),
-/// `Err(bytes)` with the `400` answer for bytes that are not a request.
-async fn read_request(stream: &mut TcpStream) -> Result<Option<Request>, Vec<u8>> {
-    let mut reader = RequestReader::new();
-    let mut buf = [0u8; READ_CHUNK];
-    loop {
-        let n = match stream.read(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!(error = %e, "auth_http read failed");
-                return Ok(None);
-            }
-        };
-        if n == 0 {
-            if let Err(e) = reader.finish() {
-                tracing::debug!(error = %e, "auth_http client went away");
-            }
-            return Ok(None);
-        }
-        match reader.feed(&buf[..n]) {
-            Ok(Some(request)) => return Ok(Some(request)),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "auth_http request refused");
-                let mut out = Vec::new();
-                encode_bad_request(&e, &mut out);
-                return Err(out);
-            }
-        }
     }
 }
 

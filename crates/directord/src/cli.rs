@@ -20,8 +20,8 @@ pub struct Cli {
     pub version: bool,
     /// `-h`/`--help`: print the usage and exit.
     pub help: bool,
-    /// `--settings-table PART`: print the README's settings table of `director`, `proxy` or
-    /// `admin` (Markdown) and exit.
+    /// `--settings-table PART`: print the README's settings table of one
+    /// [`director_config::Part`] (Markdown) and exit.
     pub settings_table: Option<director_config::Part>,
 }
 
@@ -33,7 +33,7 @@ pub const USAGE: &str =
   -o KEY=VAL  override a setting (may be repeated)
   -F          run in the foreground (the only mode; directord never daemonizes)
   --version   print the version and exit
-  --settings-table director|proxy|admin|auth-http
+  --settings-table director|proxy|admin|auth-http|metrics
               print the settings of that part, their defaults and meanings (Markdown)
 ";
 
@@ -47,7 +47,7 @@ pub enum CliError {
     #[error("-o expects KEY=VALUE, got {0:?}")]
     BadOverride(String),
     /// `--settings-table` with a part that does not exist.
-    #[error("--settings-table takes director, proxy, admin or auth-http, not {0:?}")]
+    #[error("--settings-table takes director, proxy, admin, auth-http or metrics, not {0:?}")]
     UnknownPart(String),
     /// Anything we do not know.
     #[error("unknown argument {0:?}")]

@@ -20,6 +20,7 @@ use crate::admin::tcp::{AdminTlsAcceptor, TcpAdminSettings, TcpAdminSpec};
 use crate::auth_http::{AuthHttpSettings, BackendPorts};
 use crate::cli::Cli;
 use crate::logging::LogTargets;
+use crate::metrics::MetricsSettings;
 use crate::proxy_notify::NotifyFifo;
 use crate::settings::{DaemonSettings, RingSettings, STANDALONE_SELF};
 
@@ -86,7 +87,10 @@ pub fn load(cli: &Cli) -> anyhow::Result<Loaded> {
         let served_ring = l.socket_type == SocketType::Ring && settings.ring.is_some();
         if !served_fifo
             && !served_ring
-            && !matches!(l.socket_type, SocketType::Admin | SocketType::AuthHttp)
+            && !matches!(
+                l.socket_type,
+                SocketType::Admin | SocketType::AuthHttp | SocketType::Metrics
+            )
         {
             ignored.push(format!(
                 "service director listener {:?} ({:?}): not served yet",
@@ -182,29 +186,22 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
         idle_timeout: Duration::from_secs(u64::from(ds.admin_idle_timeout_secs)),
         tls,
     };
-    let mut auth_http_listeners = Vec::new();
-    for l in &ds.auth_http_listeners {
-        if let ListenerTransport::Inet {
-            addresses,
-            port,
-            ssl,
-            ..
-        } = &l.transport
-        {
-            if *ssl {
-                anyhow::bail!(
-                    "inet_listener {}: ssl = yes is not supported (nginx's auth_http speaks plain HTTP)",
-                    l.name
-                );
-            }
-            for a in addresses {
-                let ip = parse_listen_address(a).with_context(|| {
-                    format!("auth_http listener {}: {a:?} is not an IP address", l.name)
-                })?;
-                auth_http_listeners.push(SocketAddr::new(ip, *port));
-            }
-        }
-    }
+    let auth_http_listeners = http_addresses(
+        &ds.auth_http_listeners,
+        "auth_http",
+        "nginx's auth_http speaks plain HTTP",
+    )?;
+    let metrics = MetricsSettings {
+        listeners: http_addresses(
+            &ds.metrics_listeners,
+            "metrics",
+            "Prometheus scrapes it in plain HTTP",
+        )?,
+        allow_nets: ds.metrics_allow_nets.clone(),
+        max_connections: usize::try_from(ds.metrics_max_connections)
+            .context("director_metrics_max_connections")?,
+        timeout: Duration::from_secs(u64::from(ds.metrics_timeout_secs)),
+    };
     let auth_http = AuthHttpSettings {
         listeners: auth_http_listeners,
         allow_nets: ds.auth_http_allow_nets.clone(),
@@ -246,6 +243,7 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
         admin_sockets,
         admin_tcp,
         auth_http,
+        metrics,
         notify_fifos,
         log: LogTargets {
             log_path: ds.log_path.clone(),
@@ -259,6 +257,39 @@ pub fn from_director_settings(ds: &DirectorSettings) -> anyhow::Result<DaemonSet
         proxy: None,
         health: None,
     })
+}
+
+/// The addresses of plain-HTTP inet listeners (`what`: auth_http, metrics); `ssl = yes` is
+/// refused, for the reason `why_plain`.
+fn http_addresses(
+    listeners: &[Listener],
+    what: &str,
+    why_plain: &str,
+) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for l in listeners {
+        if let ListenerTransport::Inet {
+            addresses,
+            port,
+            ssl,
+            ..
+        } = &l.transport
+        {
+            if *ssl {
+                anyhow::bail!(
+                    "inet_listener {}: ssl = yes is not supported ({why_plain})",
+                    l.name
+                );
+            }
+            for a in addresses {
+                let ip = parse_listen_address(a).with_context(|| {
+                    format!("{what} listener {}: {a:?} is not an IP address", l.name)
+                })?;
+                out.push(SocketAddr::new(ip, *port));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The ring: where we listen, who we are, who the others are (`director_servers`), and its

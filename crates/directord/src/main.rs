@@ -11,7 +11,8 @@
 //! (`director-proxy`): logins are routed by the core, kicks close proxied sessions, and
 //! SIGTERM first stops accepting and lets sessions drain (`director_proxy_drain_time`).
 //! With `inet_listener director-auth-http` in `service director` it also answers nginx's
-//! mail `auth_http` requests with the backend the director picks (`auth_http.rs`).
+//! mail `auth_http` requests with the backend the director picks (`auth_http.rs`), and with
+//! `inet_listener director-metrics` it serves Prometheus metrics (`metrics.rs`).
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -20,8 +21,10 @@ mod auth_http;
 mod cli;
 mod config_load;
 mod health;
+mod http;
 mod limits;
 mod logging;
+mod metrics;
 mod proxy_notify;
 mod ring_listener;
 mod server;

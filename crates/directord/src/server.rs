@@ -40,6 +40,7 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     }
     let tcp = crate::admin::tcp::bind_all(&settings.admin_tcp)?;
     let auth_http = crate::auth_http::bind_all(&settings.auth_http)?;
+    let metrics = crate::metrics::bind_all(&settings.metrics)?;
     let mut notify = Vec::new();
     for spec in &settings.notify_fifos {
         notify.push((spec.path.clone(), crate::proxy_notify::open(spec)?));
@@ -174,6 +175,28 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         }
         _ => None,
     };
+    // After the proxy, whose counters it shows; on the director's thread, as the admin
+    // requests are (a scrape takes the state once, like one).
+    let metrics_server = crate::metrics::MetricsServer::new(
+        &settings.metrics,
+        crate::metrics::Sources {
+            director: director.clone(),
+            proxy: proxy.as_ref().map(|p| crate::metrics::ProxySource {
+                metrics: p.metrics(),
+                registry: p.registry(),
+                protocols: login_protocols(p),
+            }),
+        },
+    );
+    for (addr, l) in metrics {
+        tracing::info!(address = %addr, "metrics listener ready");
+        loops.push(core_thread.handle.spawn(metrics_server.accept_loop(
+            l,
+            addr,
+            shutdown_rx.clone(),
+        )));
+    }
+    drop(metrics_server);
 
     // The documented start-up line: scripts and tests read the socket path from it.
     let main_socket = socket_paths.first().cloned().unwrap_or_default();
@@ -379,4 +402,18 @@ async fn reload(
         }
         None => tracing::error!("reload failed: the director driver has stopped"),
     }
+}
+
+/// The protocols the proxy serves logins of (LMTP has none), in `Protocol::ALL` order.
+fn login_protocols(proxy: &director_proxy::Proxy) -> Vec<director_proxy::Protocol> {
+    director_proxy::Protocol::ALL
+        .into_iter()
+        .filter(|p| *p != director_proxy::Protocol::Lmtp)
+        .filter(|p| {
+            proxy
+                .local_addrs()
+                .iter()
+                .any(|(spec, _)| spec.protocol == *p)
+        })
+        .collect()
 }

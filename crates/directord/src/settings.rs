@@ -12,6 +12,7 @@ use crate::admin::listener::UnixSocketSpec;
 use crate::admin::tcp::TcpAdminSettings;
 use crate::auth_http::AuthHttpSettings;
 use crate::logging::LogTargets;
+use crate::metrics::MetricsSettings;
 use crate::proxy_notify::NotifyFifo;
 
 /// Standalone directors call themselves this (observed: `127.0.0.1\t0\tself`).
@@ -30,6 +31,9 @@ pub struct DaemonSettings {
     /// The nginx auth_http listeners (`inet_listener director-auth-http`, usually none) and
     /// their policy.
     pub auth_http: AuthHttpSettings,
+    /// The Prometheus metrics listeners (`inet_listener director-metrics`, usually none) and
+    /// their policy.
+    pub metrics: MetricsSettings,
     /// The proxy-notify FIFOs configured in `service director` (`fifo_listener PATH`).
     pub notify_fifos: Vec<NotifyFifo>,
     /// Log destinations.

@@ -56,6 +56,6 @@ pub use lua_proxy::{require_auth_lua, DovecotLuaProxy, AUTH_LUA_MODULE};
 pub use mail_clients::{mail_clients_script, run_mail_clients};
 pub use man_page::{man_page_path, man_section, render_man_page};
 pub use tools::{
-    require_backend_services, require_dovecot, require_python3, require_submission_and_sieve,
-    run_doveadm_real, INSTALL_HINT,
+    python3_with_module, require_backend_services, require_dovecot, require_python3,
+    require_submission_and_sieve, run_doveadm_real, INSTALL_HINT,
 };

@@ -3,7 +3,7 @@
 //! Tests must fail loudly when Dovecot is missing: a skipped compatibility test would hide
 //! exactly the regressions the kit exists to catch.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// What to run to get the binaries the kit needs.
@@ -61,6 +61,26 @@ pub fn require_python3() {
     if !ok {
         panic!("python3 not found: install it with `apt-get install -y python3`");
     }
+}
+
+/// A Python 3 that can import `module` (from Debian's `package`): `python3` on the `PATH`,
+/// else Debian's own `/usr/bin/python3` (where the package installs it, when the `PATH`
+/// has another Python first). Panics with an install hint when neither can.
+pub fn python3_with_module(module: &str, package: &str) -> PathBuf {
+    require_python3();
+    let imports = |python: &Path| {
+        Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    ["python3", "/usr/bin/python3"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| imports(p))
+        .unwrap_or_else(|| {
+            panic!("python3 cannot import {module}: install it with `apt-get install -y {package}`")
+        })
 }
 
 /// Dovecot's service binaries a backend needs (from dovecot-imapd, -pop3d and -lmtpd).

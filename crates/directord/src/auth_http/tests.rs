@@ -11,6 +11,7 @@ use director_driver::{
     NoLocalSessions, RingView,
 };
 use director_proto::admin::AdminRequest;
+use director_proto::auth_http::RequestReader;
 
 use super::*;
 

@@ -11,7 +11,7 @@ const DEFAULT_USERS: usize = 2000;
 /// Concurrencies measured unless `--conc` says otherwise.
 const CONCURRENCIES: [usize; 4] = [1, 4, 16, 64];
 
-const USAGE: &str = "usage: proxy [--secs N] [--rounds N] [--users N] [--conc N[,N...]] [--no-dovecot] [--split-cpus]";
+const USAGE: &str = "usage: proxy [--secs N] [--rounds N] [--users N] [--conc N[,N...]] [--no-dovecot] [--split-cpus] [--metrics]";
 
 pub struct Args {
     pub secs: u64,
@@ -24,6 +24,9 @@ pub struct Args {
     /// `--split-cpus`: backends on the upper half of the CPUs, everything else (client,
     /// `directord`, the Dovecot director) on the lower half.
     pub split_cpus: bool,
+    /// `--metrics`: also measure a second `directord` with its metrics listener on and
+    /// scraped ("directord+metrics"), to compare with the first, whose listener is off.
+    pub metrics: bool,
 }
 
 pub fn parse_args() -> anyhow::Result<Args> {
@@ -34,6 +37,7 @@ pub fn parse_args() -> anyhow::Result<Args> {
         conc: CONCURRENCIES.to_vec(),
         no_dovecot: false,
         split_cpus: false,
+        metrics: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -47,6 +51,7 @@ pub fn parse_args() -> anyhow::Result<Args> {
             "--rounds" => a.rounds = val("--rounds")? as usize,
             "--no-dovecot" => a.no_dovecot = true,
             "--split-cpus" => a.split_cpus = true,
+            "--metrics" => a.metrics = true,
             "--users" => a.users = val("--users")? as usize,
             "--conc" => {
                 a.conc = it

@@ -141,6 +141,7 @@ fn cpu_delta(before: &InstanceCpu, after: &InstanceCpu) -> HashMap<String, u64> 
 /// Everything whose CPU is charged to a point.
 pub struct CpuSnapshot {
     pub directord: u64,
+    pub directord_metrics: u64,
     pub dovecot: Option<InstanceCpu>,
     pub backends: Vec<InstanceCpu>,
     pub client: u64,
@@ -148,6 +149,8 @@ pub struct CpuSnapshot {
 
 pub struct Pids {
     pub directord: i32,
+    /// The `directord` with its metrics listener on (`--metrics`).
+    pub directord_metrics: Option<i32>,
     pub dovecot: Option<i32>,
     pub backends: Vec<i32>,
 }
@@ -155,6 +158,7 @@ pub struct Pids {
 pub fn snapshot(p: &Pids) -> CpuSnapshot {
     CpuSnapshot {
         directord: proc_stat(p.directord).map_or(0, |s| s.2),
+        directord_metrics: p.directord_metrics.and_then(proc_stat).map_or(0, |s| s.2),
         dovecot: p.dovecot.map(instance_cpu),
         backends: p.backends.iter().map(|m| instance_cpu(*m)).collect(),
         client: proc_stat(std::process::id() as i32).map_or(0, |s| s.2),
@@ -166,6 +170,7 @@ pub fn snapshot(p: &Pids) -> CpuSnapshot {
 pub struct PathCpu {
     pub logins: usize,
     pub directord: u64,
+    pub directord_metrics: u64,
     pub dovecot: HashMap<String, u64>,
     pub backends: u64,
     pub client: u64,
@@ -175,6 +180,7 @@ impl PathCpu {
     pub fn add(&mut self, logins: usize, a: &CpuSnapshot, b: &CpuSnapshot) {
         self.logins += logins;
         self.directord += b.directord.saturating_sub(a.directord);
+        self.directord_metrics += b.directord_metrics.saturating_sub(a.directord_metrics);
         if let (Some(x), Some(y)) = (&a.dovecot, &b.dovecot) {
             for (k, v) in cpu_delta(x, y) {
                 *self.dovecot.entry(k).or_default() += v;

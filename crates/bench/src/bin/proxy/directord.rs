@@ -41,6 +41,15 @@ pub fn config(mail_servers: &str, backend_imap_port: u16, imap: SocketAddr) -> S
     )
 }
 
+/// The metrics listener's block for `directord`'s config (`--metrics`).
+pub fn metrics_config(listener: SocketAddr) -> String {
+    format!(
+        "service director {{\n inet_listener director-metrics {{\n address = {}\n port = {}\n }}\n}}\n",
+        listener.ip(),
+        listener.port()
+    )
+}
+
 pub struct Directord {
     child: Option<Child>,
     _dir: tempfile::TempDir,

@@ -18,6 +18,8 @@ const PREPARE_CONCURRENCY: usize = 16;
 pub enum PathKind {
     Direct,
     Directord,
+    /// A second `directord`, its metrics listener on and scraped (`--metrics`).
+    DirectordMetrics,
     Dovecot,
 }
 
@@ -26,6 +28,7 @@ impl PathKind {
         match self {
             PathKind::Direct => "direct",
             PathKind::Directord => "directord",
+            PathKind::DirectordMetrics => "directord+metrics",
             PathKind::Dovecot => "dovecot-director",
         }
     }

@@ -12,10 +12,13 @@
 //! directord` into the same target dir, a no-op when up to date):
 //!
 //! ```text
-//! cargo run --release -p director-bench --bin proxy -- [--secs 5] [--rounds 3] [--users 2000] [--conc 1,4,16,64] [--no-dovecot] [--split-cpus]
+//! cargo run --release -p director-bench --bin proxy -- [--secs 5] [--rounds 3] [--users 2000] [--conc 1,4,16,64] [--no-dovecot] [--split-cpus] [--metrics]
 //! ```
 //!
-//! (`DIRECTORD_EXTRA_CONFIG='director_proxy_workers = 1'` appends settings to `directord`'s
+//! (`--metrics` adds a fourth path, "directord+metrics": a second `directord` with its
+//! metrics listener on and scraped every second, to compare with the first, whose listener
+//! is off; `DIRECTORD_METRICS_BIN` runs that one from another binary;
+//! `DIRECTORD_EXTRA_CONFIG='director_proxy_workers = 1'` appends settings to `directord`'s
 //! config; `DIRECTORD_BIN=/path/to/directord` uses that binary instead and skips the build; a bare
 //! number as first argument is taken as `--secs`.) Needs Dovecot: `apt-get install -y
 //! dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd`.
@@ -45,6 +48,7 @@ mod directord;
 mod load;
 mod measure;
 mod report;
+mod scrape;
 mod setup;
 
 #[tokio::main]

@@ -3,12 +3,13 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::process::Command;
+use std::sync::atomic::Ordering;
 
 use crate::args::Args;
 use crate::cpu::{clock_ticks, PathCpu};
 use crate::load::{percentile, PathKind, Point, Target};
 use crate::measure::{Logins, FETCH_BYTES, FETCH_RUNS};
-use crate::setup::Bench;
+use crate::setup::{Bench, MetricsPath};
 
 /// Prints every table of one run, then the notes.
 pub fn print(
@@ -22,6 +23,9 @@ pub fn print(
     medians(args, &logins.results, has_dv);
     ratios(args, &logins.per_round);
     rounds(&logins.per_round);
+    if let Some(m) = &b.metrics {
+        metrics_table(args, logins, m, &b.directord_bin);
+    }
     cpu_table(&b.paths, &logins.cpu, has_dv);
     fetch_table(&b.paths, fetch);
     notes(b);
@@ -192,6 +196,90 @@ fn ratios(args: &Args, per_round: &[(usize, usize, PathKind, Point)]) {
         "\nLatency percentiles pooled over all rounds (ms):\n\n\
          | c | p50 direct / directord / dovecot | added p50 directord | added p50 dovecot \
          | p99 direct / directord / dovecot |\n|---|---|---|---|---|\n{pooled_lat}"
+    );
+}
+
+/// `--metrics`: the two `directord`s side by side, metrics listener off and on.
+fn metrics_table(args: &Args, logins: &Logins, m: &MetricsPath, off_bin: &std::path::Path) {
+    let (off, on) = (PathKind::Directord, PathKind::DirectordMetrics);
+    println!(
+        "\n## Metrics listener off vs on (`--metrics`)\n\n\
+         directord = metrics listener off; directord+metrics = a second directord, same config \
+         plus `inet_listener director-metrics`, scraped every {} s during the whole run \
+         ({} scrapes answered, {} failed, {} bytes per page). On/off: pooled (all logins of all \
+         rounds) and the median of each round's ratio (min–max). Binaries: off `{}`, on `{}`.\n",
+        crate::scrape::SCRAPE_INTERVAL.as_secs(),
+        m.scrapes.ok.load(Ordering::Relaxed),
+        m.scrapes.failed.load(Ordering::Relaxed),
+        m.scrapes.last_bytes.load(Ordering::Relaxed),
+        off_bin.display(),
+        m.bin.display(),
+    );
+    println!(
+        "| c | off logins/s | on logins/s | on/off pooled | on/off per round | p50 ms off / on | p99 ms off / on |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for &conc in &args.conc {
+        let points = |k: PathKind| -> Vec<(usize, &Point)> {
+            let mut v: Vec<(usize, &Point)> = logins
+                .per_round
+                .iter()
+                .filter(|(c, _, pk, _)| *c == conc && *pk == k)
+                .map(|(_, r, _, p)| (*r, p))
+                .collect();
+            v.sort_by_key(|(r, _)| *r);
+            v
+        };
+        let (a, b) = (points(off), points(on));
+        let logins_of = |v: &[(usize, &Point)]| v.iter().map(|(_, p)| p.logins).sum::<usize>();
+        let rate =
+            |v: &[(usize, &Point)]| median(&v.iter().map(|(_, p)| p.rate).collect::<Vec<_>>());
+        let per_round: Vec<f64> = a
+            .iter()
+            .zip(&b)
+            .map(|((_, x), (_, y))| y.rate / x.rate)
+            .collect();
+        let lo = per_round.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = per_round.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let pooled_pct = |v: &[(usize, &Point)], q: f64| -> f64 {
+            let mut all: Vec<f64> = v.iter().flat_map(|(_, p)| p.lat.iter().copied()).collect();
+            all.sort_by(f64::total_cmp);
+            percentile(&all, q)
+        };
+        println!(
+            "| {conc} | {} | {} | {} | {:.1} % ({:.1}–{:.1}) | {} / {} | {} / {} |",
+            num(rate(&a), 0),
+            num(rate(&b), 0),
+            // At c = 1 the paths take turns login by login: equal counts, nothing to compare.
+            if conc == 1 {
+                "–".to_string()
+            } else {
+                pct(logins_of(&b) as f64, logins_of(&a) as f64)
+            },
+            median(&per_round) * 100.0,
+            lo * 100.0,
+            hi * 100.0,
+            num(pooled_pct(&a, 0.5), 2),
+            num(pooled_pct(&b, 0.5), 2),
+            num(pooled_pct(&a, 0.99), 2),
+            num(pooled_pct(&b, 0.99), 2),
+        );
+    }
+    let ticks = clock_ticks();
+    let per_k = |t: u64, n: usize| {
+        if n == 0 {
+            "–".to_string()
+        } else {
+            format!("{:.3}", t as f64 / ticks / n as f64 * 1000.0)
+        }
+    };
+    let c_off = logins.cpu.get(&off).cloned().unwrap_or_default();
+    let c_on = logins.cpu.get(&on).cloned().unwrap_or_default();
+    println!(
+        "\ndirectord CPU seconds per 1000 logins, each charged with its own path's points \
+         (c > 1): off {}, on {}.",
+        per_k(c_off.directord, c_off.logins),
+        per_k(c_on.directord_metrics, c_on.logins),
     );
 }
 

@@ -17,6 +17,7 @@ use crate::args::Args;
 use crate::cpu::{pin_threads, pin_tree, CpuSplit, Pids};
 use crate::directord::{self, lookup_homes, Directord};
 use crate::load::{prepare_users, run_point, user_name, PathKind, Target};
+use crate::scrape::{self, ScrapeStats};
 
 /// Warm-up of each proxy before the points (starts login processes, fills caches).
 const WARMUP: Duration = Duration::from_secs(1);
@@ -35,6 +36,8 @@ pub struct Bench {
     pub directord: Directord,
     /// The real Dovecot director proxy, or why it is not measured.
     pub dovecot: Result<DovecotDirectorProxy, String>,
+    /// `--metrics`: the second `directord`, with its metrics listener on and scraped.
+    pub metrics: Option<MetricsPath>,
     /// `directord`'s admin connection.
     pub admin: AdminClient,
     /// The measured paths, in their first round's order.
@@ -44,6 +47,15 @@ pub struct Bench {
     pub notes: Vec<String>,
     // Last: dropped after the proxies in front of them.
     pub backends: Vec<DovecotBackend>,
+}
+
+/// The "directord+metrics" path.
+pub struct MetricsPath {
+    pub directord: Directord,
+    /// Its binary (`DIRECTORD_METRICS_BIN`, else the other's).
+    pub bin: PathBuf,
+    pub scrapes: Arc<ScrapeStats>,
+    scraper: tokio::task::JoinHandle<()>,
 }
 
 impl Bench {
@@ -93,6 +105,32 @@ impl Bench {
         )?;
         directord.wait_until_proxying().await?;
 
+        // --metrics: the same config plus the metrics listener, scraped from now on.
+        let metrics = if args.metrics {
+            let mip = IpAddr::V4(alloc.next_ip());
+            let imap = SocketAddr::new(mip, free_port(mip)?);
+            let listener = SocketAddr::new(mip, free_port(mip)?);
+            let config = directord::config(&mail_servers, bimap, imap)
+                + &directord::metrics_config(listener);
+            // Another build for this path, e.g. to compare with one without the counters.
+            let bin = std::env::var_os("DIRECTORD_METRICS_BIN")
+                .map_or_else(|| directord_bin.clone(), PathBuf::from);
+            let d = Directord::start(&bin, &config, imap)?;
+            d.wait_until_proxying().await?;
+            scrape::scrape(listener)
+                .await
+                .context("the metrics listener of directord+metrics")?;
+            let (scrapes, scraper) = scrape::start(listener);
+            Some(MetricsPath {
+                directord: d,
+                bin,
+                scrapes,
+                scraper,
+            })
+        } else {
+            None
+        };
+
         // The real Dovecot director proxy, or why not.
         let dovecot = if args.no_dovecot {
             Err("skipped (--no-dovecot)".to_string())
@@ -128,11 +166,15 @@ impl Bench {
             (PathKind::Direct, Target::Direct(Arc::clone(&homes))),
             (PathKind::Directord, Target::Proxy(directord.imap)),
         ];
+        if let Some(m) = &metrics {
+            paths.push((PathKind::DirectordMetrics, Target::Proxy(m.directord.imap)));
+        }
         if let Ok(d) = &dovecot {
             paths.push((PathKind::Dovecot, Target::Proxy(d.imap_addr())));
         }
         let pids = Pids {
             directord: directord.pid(),
+            directord_metrics: metrics.as_ref().map(|m| m.directord.pid()),
             dovecot: dovecot.as_ref().ok().and_then(|d| d.master_pid()),
             backends: backends
                 .iter()
@@ -163,6 +205,7 @@ impl Bench {
             backend_lmtp_port: blmtp,
             directord,
             dovecot,
+            metrics,
             admin,
             paths,
             pids,
@@ -174,6 +217,10 @@ impl Bench {
     /// Stops `directord` first, then the Dovecot director, then the backends.
     pub fn stop(mut self) {
         self.directord.stop();
+        if let Some(mut m) = self.metrics.take() {
+            m.scraper.abort();
+            m.directord.stop();
+        }
         drop(self.dovecot);
         drop(self.backends);
     }
