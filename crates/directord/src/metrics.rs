@@ -9,7 +9,8 @@
 //! (default loopback), has its own pool of `director_metrics_max_connections` slots, and
 //! closes a client that has not sent its request within `director_metrics_timeout`.
 //!
-//! There is no health-check metric: the director has no backend health checks.
+//! With backend health checks on, their probes, failures and decisions are counted too (on
+//! the director that decides; the others count nothing).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +20,8 @@ use std::time::Duration;
 use director_config::IpNet;
 use director_driver::{DirectorHandle, DriverMetrics};
 use director_proxy::{Protocol, ProxyMetrics, SessionRegistry};
+
+use crate::health::HealthCounters;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -74,6 +77,8 @@ pub struct Sources {
     pub director: DirectorHandle,
     /// The built-in proxy, when it runs.
     pub proxy: Option<ProxySource>,
+    /// The backend health checks, when they run.
+    pub health: Option<Arc<HealthCounters>>,
 }
 
 /// Serves the metrics listeners: one slot pool, the allow-list, the timeout.
@@ -205,7 +210,48 @@ pub fn render(sources: &Sources) -> String {
     if let Some(d) = sources.director.metrics() {
         render_driver(&mut out, &d);
     }
+    if let Some(h) = &sources.health {
+        render_health(&mut out, h);
+    }
     out
+}
+
+fn render_health(out: &mut String, h: &HealthCounters) {
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    family(
+        out,
+        "director_health_probes_total",
+        "counter",
+        "Backend health probes run (one per host and protocol per round, on the deciding director).",
+    );
+    let _ = writeln!(out, "director_health_probes_total {}", load(&h.probes));
+    family(
+        out,
+        "director_health_probe_failures_total",
+        "counter",
+        "Backend health probes that failed.",
+    );
+    let _ = writeln!(
+        out,
+        "director_health_probe_failures_total {}",
+        load(&h.probe_failures)
+    );
+    family(
+        out,
+        "director_health_marked_total",
+        "counter",
+        "Hosts the health checks marked down or up.",
+    );
+    let _ = writeln!(
+        out,
+        "director_health_marked_total{{state=\"down\"}} {}",
+        load(&h.marked_down)
+    );
+    let _ = writeln!(
+        out,
+        "director_health_marked_total{{state=\"up\"}} {}",
+        load(&h.marked_up)
+    );
 }
 
 fn render_proxy(out: &mut String, proxy: &ProxySource) {

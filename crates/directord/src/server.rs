@@ -146,11 +146,16 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
             shutdown_rx.clone(),
         )));
     }
-    if let Some(health) = settings.health.clone() {
+    let health_counters = settings
+        .health
+        .as_ref()
+        .map(|_| Arc::new(crate::health::HealthCounters::default()));
+    if let (Some(health), Some(counters)) = (settings.health.clone(), &health_counters) {
         tracing::info!(interval = ?health.interval, protocols = ?health.probes, "backend health checks on");
         loops.push(core_thread.handle.spawn(crate::health::run(
             director.clone(),
             health,
+            Arc::clone(counters),
             shutdown_rx.clone(),
         )));
     }
@@ -186,6 +191,7 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
                 registry: p.registry(),
                 protocols: login_protocols(p),
             }),
+            health: health_counters,
         },
     );
     for (addr, l) in metrics {

@@ -216,9 +216,29 @@ fn a_stopped_backend_is_marked_down_within_the_bound_and_comes_back_when_started
     assert!(reached, "no login reached the host after it came back");
 }
 
+/// `GET /metrics` from a `director-metrics` listener.
+fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).expect("connect to the metrics listener");
+    c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// Also: the metrics count the probes, their failures and the decision.
 #[test]
 fn with_flush_on_the_users_of_a_host_marked_down_are_flushed() {
-    let (s, mut backends) = setup_with(2, "director_health_check_flush = yes\n");
+    let mip = LoopbackAllocator::new().next_ip();
+    let [mport] = free_ports(IpAddr::V4(mip), [None]).expect("a free metrics port");
+    let metrics = SocketAddr::new(IpAddr::V4(mip), mport);
+    let (s, mut backends) = setup_with(
+        2,
+        &format!(
+            "director_health_check_flush = yes\n\
+             service director {{\n inet_listener director-metrics {{\n address = {mip}\n port = {mport}\n }}\n}}\n"
+        ),
+    );
     let victim = backends[0].ip();
     let user = user_on(&s, victim, "flushed");
     assert!(users_of(&s.daemon, victim) > 0);
@@ -236,6 +256,17 @@ fn with_flush_on_the_users_of_a_host_marked_down_are_flushed() {
     let (mut c, at) = Imap::login(s.imap, &user);
     c.cmd("z", "LOGOUT");
     assert_eq!(at, IpAddr::V4(backends[1].ip()), "{user} after the flush");
+
+    let text = scrape(metrics);
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    assert_eq!(value("director_health_marked_total{state=\"down\"}"), 1);
+    assert_eq!(value("director_health_marked_total{state=\"up\"}"), 0);
+    assert!(value("director_health_probe_failures_total") >= u64::from(FAILS));
+    assert!(value("director_health_probes_total") > value("director_health_probe_failures_total"));
 }
 
 #[test]

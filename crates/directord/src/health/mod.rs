@@ -17,6 +17,7 @@ pub mod probe;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,10 +105,24 @@ impl HealthSettings {
     }
 }
 
+/// What the checker did, for the metrics.
+#[derive(Debug, Default)]
+pub struct HealthCounters {
+    /// Probes run (one per host and protocol per round).
+    pub probes: AtomicU64,
+    /// Probes that failed.
+    pub probe_failures: AtomicU64,
+    /// Hosts the checker marked down.
+    pub marked_down: AtomicU64,
+    /// Hosts the checker marked up again.
+    pub marked_up: AtomicU64,
+}
+
 /// Runs rounds until shutdown.
 pub async fn run(
     director: DirectorHandle,
     settings: HealthSettings,
+    counters: Arc<HealthCounters>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let start = Instant::now();
@@ -132,7 +147,7 @@ pub async fn run(
             decider = Decider::new(settings.policy);
             leading = true;
         }
-        if let Err(e) = round(&director, &settings, &mut decider, start).await {
+        if let Err(e) = round(&director, &settings, &mut decider, &counters, start).await {
             tracing::warn!(error = format!("{e:#}"), "health check round failed");
         }
     }
@@ -142,6 +157,7 @@ async fn round(
     director: &DirectorHandle,
     settings: &HealthSettings,
     decider: &mut Decider,
+    counters: &HealthCounters,
     start: Instant,
 ) -> anyhow::Result<()> {
     let hosts = host_list(director).await?;
@@ -163,9 +179,11 @@ async fn round(
     let mut passed: HashMap<IpAddr, bool> = HashMap::new();
     while let Some(done) = probes.join_next().await {
         let (ip, protocol, result) = done.context("health probe task")?;
+        counters.probes.fetch_add(1, Ordering::Relaxed);
         let ok = match result {
             Ok(()) => true,
             Err(e) => {
+                counters.probe_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(host = %ip, protocol = protocol.name(), error = format!("{e:#}"), "health probe failed");
                 false
             }
@@ -190,6 +208,11 @@ async fn round(
         match status(director, request).await? {
             StatusReply::Ok => {
                 decider.applied(change, start.elapsed());
+                let counter = match change {
+                    Change::Down(_) => &counters.marked_down,
+                    Change::Up(_) => &counters.marked_up,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(host = %ip, state = what, "health checks marked the host {what}");
             }
             other => {
