@@ -220,9 +220,10 @@ fn a_stopped_backend_is_marked_down_within_the_bound_and_comes_back_when_started
 fn scrape(addr: SocketAddr) -> String {
     use std::io::{Read, Write};
     let mut c = std::net::TcpStream::connect(addr).expect("connect to the metrics listener");
-    c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("send the request");
     let mut text = String::new();
-    c.read_to_string(&mut text).unwrap();
+    c.read_to_string(&mut text).expect("read the metrics");
     text
 }
 
