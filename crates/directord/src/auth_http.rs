@@ -17,7 +17,6 @@
 //! nginx never hangs on us.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use director_config::IpNet;
@@ -26,12 +25,9 @@ use director_proto::auth_http::{
     encode_response, AuthRequest, AuthResponse, MailProtocol, Request,
 };
 use director_proto::log_text::LogText;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::net::TcpListener;
 
-use crate::admin::listener::{self, ListenerError, PeerName};
-use crate::admin::tcp::RefusalLog;
+use crate::admin::listener::{ListenerError, PeerName};
 
 /// The `Auth-Status` text of a temporary failure (nginx's documented SMTP example); nginx
 /// gives it to the client after `Auth-Wait` seconds and lets it retry.
@@ -101,105 +97,43 @@ pub fn bind_all(
     crate::http::bind_explicit(&settings.listeners, "an auth_http listener")
 }
 
-/// Serves the auth_http listeners: one slot pool, the allow-list, the timeouts.
+/// The auth_http listeners' service: nginx's requests answered through the director.
 pub struct AuthHttp {
-    settings: Arc<AuthHttpSettings>,
-    slots: Arc<Semaphore>,
+    settings: AuthHttpSettings,
     director: DirectorHandle,
-    refusals: Arc<Mutex<RefusalLog>>,
 }
 
 impl AuthHttp {
-    /// The listeners' shared state.
-    pub fn new(settings: &AuthHttpSettings, director: DirectorHandle) -> AuthHttp {
-        AuthHttp {
-            settings: Arc::new(settings.clone()),
-            slots: Arc::new(Semaphore::new(settings.max_connections)),
-            director,
-            refusals: Arc::new(Mutex::new(RefusalLog::new())),
-        }
-    }
-
-    /// Accepts clients of one listener until `shutdown` flips to `true`.
-    pub fn accept_loop(
-        &self,
-        l: TcpListener,
-        addr: SocketAddr,
-        shutdown: watch::Receiver<bool>,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let settings = Arc::clone(&self.settings);
-        let director = self.director.clone();
-        let refusals = Arc::clone(&self.refusals);
-        listener::accept_with(
-            l,
-            format!("auth_http {addr}"),
-            Arc::clone(&self.slots),
-            self.settings.max_connections,
-            move |stream, peer| {
-                let allowed = match &peer {
-                    PeerName::Tcp(a) if settings.allows(a.ip()) => true,
-                    _ => {
-                        crate::http::log_refusal(
-                            &refusals,
-                            &peer,
-                            addr,
-                            "auth_http",
-                            "director_auth_http_allow_nets",
-                        );
-                        false
-                    }
-                };
-                let settings = Arc::clone(&settings);
-                let director = director.clone();
-                async move {
-                    if allowed {
-                        serve(stream, peer, &settings, &director).await;
-                    }
-                    // Otherwise dropping the stream closes it without a reply.
-                }
+    /// Serves nginx's requests with `settings`, routing through `director`.
+    pub fn server(
+        settings: &AuthHttpSettings,
+        director: DirectorHandle,
+    ) -> crate::http::HttpServer<AuthHttp> {
+        crate::http::HttpServer::new(
+            AuthHttp {
+                settings: settings.clone(),
+                director,
             },
-            shutdown,
+            settings.max_connections,
         )
     }
 }
 
-/// Serves one connection: one request, one answer, close.
-async fn serve(
-    mut stream: TcpStream,
-    peer: PeerName,
-    settings: &AuthHttpSettings,
-    director: &DirectorHandle,
-) {
-    let request = match tokio::time::timeout(
-        settings.request_timeout,
-        crate::http::read_request(&mut stream),
-    )
-    .await
-    {
-        Ok(Ok(Some(request))) => request,
-        Ok(Ok(None)) => return,
-        Ok(Err(bytes)) => {
-            let _ = tokio::time::timeout(settings.request_timeout, stream.write_all(&bytes)).await;
-            return;
-        }
-        Err(_) => {
-            tracing::info!(
-                peer = %peer,
-                "auth_http connection closed: no complete request within director_auth_http_timeout"
-            );
-            return;
-        }
-    };
-    let out = answer(&request, settings, director, &peer).await;
-    match tokio::time::timeout(settings.request_timeout, stream.write_all(&out)).await {
-        Ok(Ok(())) => {
-            let _ = stream.shutdown().await;
-        }
-        Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "auth_http answer not sent"),
-        Err(_) => tracing::info!(
-            peer = %peer,
-            "auth_http connection closed: answer not taken within director_auth_http_timeout"
-        ),
+impl crate::http::HttpService for AuthHttp {
+    const NAME: &'static str = "auth_http";
+    const ALLOW_NETS_SETTING: &'static str = "director_auth_http_allow_nets";
+    const TIMEOUT_SETTING: &'static str = "director_auth_http_timeout";
+
+    fn allows(&self, ip: IpAddr) -> bool {
+        self.settings.allows(ip)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.settings.request_timeout
+    }
+
+    async fn answer(&self, request: &Request, peer: &PeerName) -> Vec<u8> {
+        answer(request, &self.settings, &self.director, peer).await
     }
 }
 

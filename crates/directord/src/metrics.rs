@@ -14,20 +14,18 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use director_config::IpNet;
 use director_driver::{DirectorHandle, DriverMetrics};
+use director_proto::auth_http::Request;
 use director_proxy::{Protocol, ProxyMetrics, SessionRegistry};
 
 use crate::health::HealthCounters;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::net::TcpListener;
 
 use crate::admin::listener::{ListenerError, PeerName};
-use crate::admin::tcp::RefusalLog;
 
 /// Prometheus's text exposition format, version 0.0.4.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -81,95 +79,48 @@ pub struct Sources {
     pub health: Option<Arc<HealthCounters>>,
 }
 
-/// Serves the metrics listeners: one slot pool, the allow-list, the timeout.
-pub struct MetricsServer {
-    settings: Arc<MetricsSettings>,
-    slots: Arc<Semaphore>,
-    sources: Arc<Sources>,
-    refusals: Arc<Mutex<RefusalLog>>,
+/// The metrics listeners' service: `GET /metrics` renders [`Sources`].
+pub struct MetricsService {
+    settings: MetricsSettings,
+    sources: Sources,
 }
 
-impl MetricsServer {
-    /// The listeners' shared state.
-    pub fn new(settings: &MetricsSettings, sources: Sources) -> MetricsServer {
-        MetricsServer {
-            settings: Arc::new(settings.clone()),
-            slots: Arc::new(Semaphore::new(settings.max_connections)),
-            sources: Arc::new(sources),
-            refusals: Arc::new(Mutex::new(RefusalLog::new())),
-        }
-    }
-
-    /// Accepts clients of one listener until `shutdown` flips to `true`.
-    pub fn accept_loop(
-        &self,
-        l: TcpListener,
-        addr: SocketAddr,
-        shutdown: watch::Receiver<bool>,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let settings = Arc::clone(&self.settings);
-        let sources = Arc::clone(&self.sources);
-        let refusals = Arc::clone(&self.refusals);
-        crate::admin::listener::accept_with(
-            l,
-            format!("metrics {addr}"),
-            Arc::clone(&self.slots),
-            self.settings.max_connections,
-            move |stream, peer| {
-                let allowed = match &peer {
-                    PeerName::Tcp(a) if settings.allows(a.ip()) => true,
-                    _ => {
-                        crate::http::log_refusal(
-                            &refusals,
-                            &peer,
-                            addr,
-                            "metrics",
-                            "director_metrics_allow_nets",
-                        );
-                        false
-                    }
-                };
-                let timeout = settings.timeout;
-                let sources = Arc::clone(&sources);
-                async move {
-                    if allowed {
-                        serve(stream, peer, timeout, &sources).await;
-                    }
-                    // Otherwise dropping the stream closes it without a reply.
-                }
+impl MetricsService {
+    /// Serves the metrics of `sources` with `settings`.
+    pub fn server(
+        settings: &MetricsSettings,
+        sources: Sources,
+    ) -> crate::http::HttpServer<MetricsService> {
+        crate::http::HttpServer::new(
+            MetricsService {
+                settings: settings.clone(),
+                sources,
             },
-            shutdown,
+            settings.max_connections,
         )
     }
 }
 
-/// Serves one connection: one request, one answer, close.
-async fn serve(mut stream: TcpStream, peer: PeerName, timeout: Duration, sources: &Sources) {
-    let out = match tokio::time::timeout(timeout, crate::http::read_request(&mut stream)).await {
-        Ok(Ok(Some(request))) => {
-            let path = request.target.split(|b| *b == b'?').next().unwrap_or(&[]);
-            match (request.method.as_str(), path) {
-                ("GET", b"/metrics") => response("200 OK", CONTENT_TYPE, &render(sources)),
-                ("GET", _) => response("404 Not Found", "text/plain", "try /metrics\n"),
-                _ => response("405 Method Not Allowed", "text/plain", "GET only\n"),
-            }
+impl crate::http::HttpService for MetricsService {
+    const NAME: &'static str = "metrics";
+    const ALLOW_NETS_SETTING: &'static str = "director_metrics_allow_nets";
+    const TIMEOUT_SETTING: &'static str = "director_metrics_timeout";
+
+    fn allows(&self, ip: IpAddr) -> bool {
+        self.settings.allows(ip)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
+    async fn answer(&self, request: &Request, _peer: &PeerName) -> Vec<u8> {
+        let path = request.target.split(|b| *b == b'?').next().unwrap_or(&[]);
+        match (request.method.as_str(), path) {
+            ("GET", b"/metrics") => response("200 OK", CONTENT_TYPE, &render(&self.sources)),
+            ("GET", _) => response("404 Not Found", "text/plain", "try /metrics\n"),
+            _ => response("405 Method Not Allowed", "text/plain", "GET only\n"),
         }
-        Ok(Ok(None)) => return,
-        Ok(Err(bad_request)) => bad_request,
-        Err(_) => {
-            tracing::info!(peer = %peer, "metrics connection closed: no complete request within director_metrics_timeout");
-            return;
-        }
-    };
-    match tokio::time::timeout(timeout, stream.write_all(&out)).await {
-        Ok(Ok(())) => {
-            let _ = stream.shutdown().await;
-        }
-        Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "metrics answer not sent"),
-        Err(_) => tracing::info!(
-            peer = %peer,
-            "metrics connection closed: answer not taken within director_metrics_timeout"
-        ),
     }
 }
 

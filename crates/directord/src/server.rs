@@ -127,7 +127,8 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         )));
     }
     // nginx's auth_http requests are served on this thread too: each is one login.
-    let auth_http_server = crate::auth_http::AuthHttp::new(&settings.auth_http, director.clone());
+    let auth_http_server =
+        crate::auth_http::AuthHttp::server(&settings.auth_http, director.clone());
     for (addr, l) in auth_http {
         tracing::info!(address = %addr, "auth_http listener ready");
         loops.push(core_thread.handle.spawn(auth_http_server.accept_loop(
@@ -182,7 +183,7 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     };
     // After the proxy, whose counters it shows; on the director's thread, as the admin
     // requests are (a scrape takes the state once, like one).
-    let metrics_server = crate::metrics::MetricsServer::new(
+    let metrics_server = crate::metrics::MetricsService::server(
         &settings.metrics,
         crate::metrics::Sources {
             director: director.clone(),
