@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use common::doveadm::RealDoveadm;
 use common::{Daemon, HS, WAIT};
 use testkit::{free_port, LoopbackAllocator, INSTALL_HINT};
 
@@ -80,17 +81,12 @@ fn exchange(s: &mut TcpStream, request: &str, want: usize) -> String {
     String::from_utf8(got).unwrap()
 }
 
-/// Runs `directord ARGS` that must fail at start; returns its exit code and stderr.
-fn start_must_fail(args: &[&str], env: &[(&str, &Path)]) -> (i32, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_directord"));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
+/// Waits (bounded by [`WAIT`]) for `child` to exit and returns its status, stdout and
+/// stderr; past the bound it is killed and the test fails with `hang`.
+fn finish_within(
+    mut child: std::process::Child,
+    hang: &str,
+) -> (std::process::ExitStatus, String, String) {
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -99,58 +95,11 @@ fn start_must_fail(args: &[&str], env: &[(&str, &Path)]) -> (i32, String) {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("directord {args:?} kept running; it should have refused to start");
+            panic!("{hang}");
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(
-        !stdout.contains("admin socket"),
-        "it must not have announced a socket: {stdout}"
-    );
-    (status.code().unwrap_or(-1), stderr)
-}
-
-/// Runs the real `doveadm -c CONF director status -a TARGET`, bounded by [`WAIT`]; returns
-/// (exit code, stdout, stderr).
-fn real_doveadm_status(conf: &Path, target: &str) -> (i32, String, String) {
-    testkit::require_dovecot();
-    let mut child = Command::new("doveadm")
-        .arg("-c")
-        .arg(conf)
-        .args(["director", "status", "-a", target])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run doveadm ({e}); install it with `{INSTALL_HINT}`"));
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("doveadm director status -a {target} did not finish: locked out");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let mut out = String::new();
-    let mut err = String::new();
+    let (mut out, mut err) = (String::new(), String::new());
     child
         .stdout
         .take()
@@ -163,20 +112,49 @@ fn real_doveadm_status(conf: &Path, target: &str) -> (i32, String, String) {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    (status.code().unwrap_or(-1), out, err)
+    (status, out, err)
 }
 
-fn doveadm_conf(d: &Daemon) -> std::path::PathBuf {
-    let conf = d.dir.path().join("doveadm.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "base_dir = {}\nssl = no\nlog_path = /dev/stderr\n",
-            d.dir.path().join("doveadm-run").display()
-        ),
-    )
-    .unwrap();
-    conf
+/// Runs `directord ARGS` that must fail at start; returns its exit code and stderr.
+fn start_must_fail(args: &[&str], env: &[(&str, &Path)]) -> (i32, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_directord"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let (status, stdout, stderr) = finish_within(
+        child,
+        &format!("directord {args:?} kept running; it should have refused to start"),
+    );
+    assert!(
+        !stdout.contains("admin socket"),
+        "it must not have announced a socket: {stdout}"
+    );
+    (status.code().unwrap_or(-1), stderr)
+}
+
+/// Runs the real `doveadm -c CONF director status -a TARGET`, bounded by [`WAIT`]; returns
+/// (exit code, stdout, stderr).
+fn real_doveadm_status(conf: &Path, target: &str) -> (i32, String, String) {
+    testkit::require_dovecot();
+    let child = Command::new("doveadm")
+        .arg("-c")
+        .arg(conf)
+        .args(["director", "status", "-a", target])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run doveadm ({e}); install it with `{INSTALL_HINT}`"));
+    let (status, out, err) = finish_within(
+        child,
+        &format!("doveadm director status -a {target} did not finish: locked out"),
+    );
+    (status.code().unwrap_or(-1), out, err)
 }
 
 // --- 1. The TCP admin listener -------------------------------------------------------------
@@ -293,13 +271,14 @@ fn idle_tcp_clients_cannot_lock_out_the_unix_socket() {
         idle.push(s);
     }
     d.wait_log("admin connection limit reached");
-    let conf = doveadm_conf(&d);
-    let (code, out, err) = real_doveadm_status(&conf, d.socket.to_str().unwrap());
+    let doveadm = RealDoveadm::for_daemon(&d);
+    let conf = doveadm.conf();
+    let (code, out, err) = real_doveadm_status(conf, d.socket.to_str().unwrap());
     assert_eq!(code, 0, "doveadm over the UNIX socket: {out}{err}");
     assert!(out.contains("127.0.1.1"), "{out}");
 
     drop(idle);
-    let (code, out, err) = real_doveadm_status(&conf, &addr.to_string());
+    let (code, out, err) = real_doveadm_status(conf, &addr.to_string());
     assert_eq!(
         code, 0,
         "real doveadm -a ip:port from an allowed address: {out}{err}"

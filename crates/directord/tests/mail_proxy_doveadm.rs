@@ -28,11 +28,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::doveadm::RealDoveadm;
 use common::imap::Imap;
 use common::Daemon;
 use testkit::{
@@ -71,12 +71,14 @@ struct Ports {
 
 struct Lab {
     backends: Vec<DovecotBackend>,
-    daemon: Daemon,
+    /// Kept running for the test's length; reached through `doveadm`.
+    _daemon: Daemon,
     proxy_ip: IpAddr,
     proxy: Ports,
     /// Minimal config for `doveadm director …` (it only needs a base_dir and the hash
     /// format, which is Dovecot's default `%Lu` on both sides).
-    doveadm_conf: PathBuf,
+    /// Dovecot's doveadm against the daemon.
+    doveadm: RealDoveadm,
 }
 
 impl Lab {
@@ -111,18 +113,10 @@ impl Lab {
             servers = servers.join(" ")
         );
         let daemon = Daemon::start(&extra);
-        let doveadm_conf = daemon.dir.path().join("doveadm.conf");
-        std::fs::write(
-            &doveadm_conf,
-            format!(
-                "base_dir = {}\nssl = no\nlog_path = /dev/stderr\n",
-                daemon.dir.path().join("doveadm-run").display()
-            ),
-        )
-        .unwrap();
+        let doveadm = RealDoveadm::for_daemon(&daemon);
         Lab {
             backends,
-            daemon,
+            _daemon: daemon,
             proxy_ip: pip,
             proxy: Ports {
                 imap: pi,
@@ -131,7 +125,7 @@ impl Lab {
                 submission: psub,
                 sieve: psieve,
             },
-            doveadm_conf,
+            doveadm,
         }
     }
 
@@ -148,59 +142,6 @@ impl Lab {
             .iter()
             .find(|b| IpAddr::V4(b.ip()) == ip)
             .unwrap_or_else(|| panic!("no backend {ip}"))
-    }
-
-    /// The real `doveadm [GLOBAL] director SUB -a SOCKET ARGS…`; panics unless it exits 0.
-    fn director(&self, global: &[&str], sub: &str, args: &[&str]) -> String {
-        let out = Command::new("doveadm")
-            .arg("-c")
-            .arg(&self.doveadm_conf)
-            .args(global)
-            .arg("director")
-            .arg(sub)
-            .arg("-a")
-            .arg(&self.daemon.socket)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("run doveadm ({e}); install it with `{INSTALL_HINT}`"));
-        assert!(
-            out.status.success(),
-            "doveadm director {sub} {args:?}: {:?}\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `doveadm -f tab director status USER`: (current, hashed).
-    fn status(&self, user: &str) -> (Option<IpAddr>, IpAddr) {
-        let out = self.director(&["-f", "tab"], "status", &[user]);
-        let mut lines = out.lines();
-        let header: Vec<&str> = lines.next().unwrap_or_default().split('\t').collect();
-        let values: Vec<&str> = lines.next().unwrap_or_default().split('\t').collect();
-        let field = |name: &str| {
-            header
-                .iter()
-                .position(|h| *h == name)
-                .and_then(|i| values.get(i))
-                .copied()
-                .unwrap_or_else(|| panic!("no {name} in status output {out:?}"))
-        };
-        let current = field("status").parse().ok();
-        let hashed = field("hashed")
-            .parse()
-            .unwrap_or_else(|_| panic!("no hashed host for {user}: {out:?}"));
-        (current, hashed)
-    }
-
-    /// A user name starting with `prefix` whose hashed backend is `ip` (consistent hashing
-    /// spreads users evenly, so a few tries find one).
-    fn user_hashed_to(&self, prefix: &str, ip: IpAddr) -> String {
-        (0..200)
-            .map(|i| format!("{prefix}{i}@example.com"))
-            .find(|u| self.status(u).1 == ip)
-            .unwrap_or_else(|| panic!("no {prefix}* user hashes to {ip}"))
     }
 
     /// `doveadm who -1` on one real backend (its own anvil): (user, protocol) per connection.
@@ -369,7 +310,7 @@ fn every_protocol_lands_on_the_backend_doveadm_names() {
     // Dovecot's own doveadm names each user's backend before anyone logs in.
     let mut hashed = BTreeMap::new();
     for u in &users {
-        let (current, h) = lab.status(u);
+        let (current, h) = lab.doveadm.status(u);
         assert_eq!(current, None, "{u} not assigned before its first login");
         hashed.insert(u.clone(), h);
     }
@@ -443,7 +384,11 @@ fn every_protocol_lands_on_the_backend_doveadm_names() {
 
     // After the logins doveadm shows each user assigned where it said.
     for u in &users {
-        assert_eq!(lab.status(u).0, Some(hashed[u]), "{u} current = hashed");
+        assert_eq!(
+            lab.doveadm.status(u).0,
+            Some(hashed[u]),
+            "{u} current = hashed"
+        );
     }
 
     // Each backend's own log has every login and delivery of its users, and no other's.
@@ -506,7 +451,7 @@ fn every_protocol_lands_on_the_backend_doveadm_names() {
     // A user's parallel sessions all land on one backend: the one doveadm names, and the
     // backends' own session lists agree while they are open.
     let user = "parallel@example.com";
-    let (_, want) = lab.status(user);
+    let (_, want) = lab.doveadm.status(user);
     let script = mail_clients_script();
     let mut child = Command::new("python3")
         .arg(script)
@@ -559,7 +504,7 @@ fn every_protocol_lands_on_the_backend_doveadm_names() {
 
     // A wrong password: the backend refuses it (its log says so), and the client hears it.
     let user = "wrongpass@example.com";
-    let (_, want) = lab.status(user);
+    let (_, want) = lab.doveadm.status(user);
     for (proto, port) in [("imap", lab.proxy.imap), ("pop3", lab.proxy.pop3)] {
         let out = by_user(&lab.python(vec![
             proto.to_string(),
@@ -659,7 +604,7 @@ fn next_login_on(lab: &Lab, user: &str, new: IpAddr, step: &str) -> Imap {
     }
     lab.wait_sessions(new, user, had + 1);
     assert_eq!(
-        lab.status(user).0,
+        lab.doveadm.status(user).0,
         Some(new),
         "{step}: doveadm status {user}"
     );
@@ -676,7 +621,7 @@ fn other_than(lab: &Lab, not: &[IpAddr]) -> IpAddr {
 
 /// Moves `user` to `to` with doveadm and waits until the move is over (a login lands there).
 fn move_user(lab: &Lab, user: &str, to: IpAddr) {
-    lab.director(&[], "move", &[user, &to.to_string()]);
+    lab.doveadm.director(&[], "move", &[user, &to.to_string()]);
     let (c, ip) = Imap::login(lab.addr(lab.proxy.imap), user);
     assert_eq!(ip, to, "{user} after move to {to}");
     close(lab, c, user, to);
@@ -729,7 +674,7 @@ fn doveadm_move_flush_kick_down_and_remove_end_to_end() {
         .ips()
         .into_iter()
         .map(|ip| {
-            let user = lab.user_hashed_to("calm", ip);
+            let user = lab.doveadm.user_hashed_to("calm", ip);
             let session = open(&lab, &user, 1, ip).pop();
             Bystander { user, ip, session }
         })
@@ -738,10 +683,10 @@ fn doveadm_move_flush_kick_down_and_remove_end_to_end() {
     // --- move: the old sessions are killed; a login during the move waits for it and
     // lands on the new backend.
     let user = "mover@example.com";
-    let (_, old) = lab.status(user);
+    let (_, old) = lab.doveadm.status(user);
     let sessions = open(&lab, user, 2, old);
     let new = other_than(&lab, &[old]);
-    lab.director(&[], "move", &[user, &new.to_string()]);
+    lab.doveadm.director(&[], "move", &[user, &new.to_string()]);
     let addr = lab.addr(lab.proxy.imap);
     let during = std::thread::spawn(move || Imap::login(addr, "mover@example.com"));
     assert_closed(&lab, sessions, user, old, "move");
@@ -755,9 +700,9 @@ fn doveadm_move_flush_kick_down_and_remove_end_to_end() {
 
     // --- kick: the sessions are closed; the assignment stays.
     let user = "kicked@example.com";
-    let (_, home) = lab.status(user);
+    let (_, home) = lab.doveadm.status(user);
     let sessions = open(&lab, user, 2, home);
-    lab.director(&[], "kick", &[user]);
+    lab.doveadm.director(&[], "kick", &[user]);
     assert_closed(&lab, sessions, user, home, "kick");
     let c = next_login_on(&lab, user, home, "kick");
     close(&lab, c, user, home);
@@ -766,11 +711,11 @@ fn doveadm_move_flush_kick_down_and_remove_end_to_end() {
     // --- flush HOST: users off their hashed host are moved back (sessions killed); users
     // already on their hashed host, like the bystander there, stay.
     let user = "flushed@example.com";
-    let (_, hashed) = lab.status(user);
+    let (_, hashed) = lab.doveadm.status(user);
     let away = other_than(&lab, &[hashed]);
     move_user(&lab, user, away);
     let sessions = open(&lab, user, 2, away);
-    lab.director(&[], "flush", &[&away.to_string()]);
+    lab.doveadm.director(&[], "flush", &[&away.to_string()]);
     assert_closed(&lab, sessions, user, away, "flush HOST");
     let c = next_login_on(&lab, user, hashed, "flush HOST");
     close(&lab, c, user, hashed);
@@ -778,11 +723,11 @@ fn doveadm_move_flush_kick_down_and_remove_end_to_end() {
 
     // --- flush all.
     let user = "flushall@example.com";
-    let (_, hashed) = lab.status(user);
+    let (_, hashed) = lab.doveadm.status(user);
     let away = other_than(&lab, &[hashed]);
     move_user(&lab, user, away);
     let sessions = open(&lab, user, 2, away);
-    lab.director(&[], "flush", &["all"]);
+    lab.doveadm.director(&[], "flush", &["all"]);
     assert_closed(&lab, sessions, user, away, "flush all");
     let c = next_login_on(&lab, user, hashed, "flush all");
     close(&lab, c, user, hashed);
@@ -794,48 +739,50 @@ fn doveadm_move_flush_kick_down_and_remove_end_to_end() {
         ("update", Some("0"), "update", Some("100")),
     ] {
         let user = format!("drained-{name}@example.com");
-        let (_, home) = lab.status(&user);
+        let (_, home) = lab.doveadm.status(&user);
         let h = home.to_string();
-        let newcomer = lab.user_hashed_to(&format!("newcomer-{name}-"), home);
+        let newcomer = lab
+            .doveadm
+            .user_hashed_to(&format!("newcomer-{name}-"), home);
         let mut held = open(&lab, &user, 1, home).pop().unwrap();
         let args = |v: Option<&'static str>| -> Vec<&str> {
             let mut a = vec![h.as_str()];
             a.extend(v);
             a
         };
-        lab.director(&[], name, &args(drain_vhosts));
+        lab.doveadm.director(&[], name, &args(drain_vhosts));
         // Existing assignments stay (Dovecot's semantics): the open session lives on and a
         // second login of the same user still goes home, so the user is never split...
         assert!(held.noop_ok(), "{name}: open session survives");
         let c = next_login_on(&lab, &user, home, name);
         close(&lab, c, &user, home);
         // ...while a new user that hashed there goes elsewhere.
-        let (cur, elsewhere) = lab.status(&newcomer);
+        let (cur, elsewhere) = lab.doveadm.status(&newcomer);
         assert_eq!(cur, None);
         assert_ne!(elsewhere, home, "{name}: new users avoid {home}");
         let c = next_login_on(&lab, &newcomer, elsewhere, name);
         close(&lab, c, &newcomer, elsewhere);
         // A flush moves the users off the drained host, killing their sessions (the
         // bystander there included).
-        let (_, target) = lab.status(&user);
+        let (_, target) = lab.doveadm.status(&user);
         assert_ne!(target, home);
         let step = format!("{name} + flush");
-        lab.director(&[], "flush", &[&h]);
+        lab.doveadm.director(&[], "flush", &[&h]);
         assert_closed(&lab, vec![held], &user, home, &step);
         bystander_closed(&mut bystanders, home, &step);
         let mut c = next_login_on(&lab, &user, target, &step);
         check_bystanders(&lab, &mut bystanders, &step);
         // Undrain, then a flush of the host the user is on moves it home again.
-        lab.director(&[], undo, &args(undo_vhosts));
+        lab.doveadm.director(&[], undo, &args(undo_vhosts));
         assert!(c.noop_ok(), "{name}: session survives {undo}");
-        assert_eq!(lab.status(&user).1, home);
+        assert_eq!(lab.doveadm.status(&user).1, home);
         let step = format!("{undo} + flush");
-        lab.director(&[], "flush", &[&target.to_string()]);
+        lab.doveadm.director(&[], "flush", &[&target.to_string()]);
         assert_closed(&lab, vec![c], &user, target, &step);
         let c = next_login_on(&lab, &user, home, &step);
         close(&lab, c, &user, home);
         // Everyone back to their hashed host; the bystander of `home` returns there.
-        lab.director(&[], "flush", &["all"]);
+        lab.doveadm.director(&[], "flush", &["all"]);
         reopen_bystanders(&lab, &mut bystanders);
         check_bystanders(&lab, &mut bystanders, &step);
     }
@@ -844,14 +791,19 @@ fn doveadm_move_flush_kick_down_and_remove_end_to_end() {
     // proxied there is closed (the bystander's too), or a user whose next login is hashed
     // elsewhere would be served by two backends.
     let user = "forced@example.com";
-    let (_, hashed) = lab.status(user);
+    let (_, hashed) = lab.doveadm.status(user);
     let away = other_than(&lab, &[hashed]);
     move_user(&lab, user, away);
     let sessions = open(&lab, user, 2, away);
-    lab.director(&[], "flush", &["-F", &away.to_string()]);
+    lab.doveadm
+        .director(&[], "flush", &["-F", &away.to_string()]);
     assert_closed(&lab, sessions, user, away, "flush -F HOST");
     bystander_closed(&mut bystanders, away, "flush -F HOST");
-    assert_eq!(lab.status(user).0, None, "flush -F drops the host's users");
+    assert_eq!(
+        lab.doveadm.status(user).0,
+        None,
+        "flush -F drops the host's users"
+    );
     let c = next_login_on(&lab, user, hashed, "flush -F HOST");
     close(&lab, c, user, hashed);
     reopen_bystanders(&lab, &mut bystanders);
@@ -859,11 +811,11 @@ fn doveadm_move_flush_kick_down_and_remove_end_to_end() {
 
     // --- flush -F all: every session is closed; logins start over on the hashed hosts.
     let user = "forcedall@example.com";
-    let (_, hashed) = lab.status(user);
+    let (_, hashed) = lab.doveadm.status(user);
     let away = other_than(&lab, &[hashed]);
     move_user(&lab, user, away);
     let sessions = open(&lab, user, 2, away);
-    lab.director(&[], "flush", &["-F", "all"]);
+    lab.doveadm.director(&[], "flush", &["-F", "all"]);
     assert_closed(&lab, sessions, user, away, "flush -F all");
     for ip in lab.ips() {
         bystander_closed(&mut bystanders, ip, "flush -F all");
@@ -878,12 +830,12 @@ fn doveadm_move_flush_kick_down_and_remove_end_to_end() {
     // the user's next login, hashed elsewhere now, would split it), and the next login goes
     // to the user's new hashed host.
     let user = "removed@example.com";
-    let (_, gone) = lab.status(user);
+    let (_, gone) = lab.doveadm.status(user);
     let sessions = open(&lab, user, 2, gone);
-    lab.director(&[], "remove", &[&gone.to_string()]);
+    lab.doveadm.director(&[], "remove", &[&gone.to_string()]);
     assert_closed(&lab, sessions, user, gone, "remove");
     bystander_closed(&mut bystanders, gone, "remove");
-    let (cur, rehashed) = lab.status(user);
+    let (cur, rehashed) = lab.doveadm.status(user);
     assert_eq!(cur, None, "remove drops the host's users");
     assert_ne!(rehashed, gone);
     let c = next_login_on(&lab, user, rehashed, "remove");

@@ -30,11 +30,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::doveadm::RealDoveadm;
 use common::imap::Imap;
 use common::{Daemon, WAIT};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use testkit::{free_ports, DovecotBackend, LoopbackAllocator, BACKEND_PASSWORD, INSTALL_HINT};
+use testkit::{free_ports, DovecotBackend, LoopbackAllocator, BACKEND_PASSWORD};
 
 /// What to install when nginx or its mail module is missing.
 const NGINX_HINT: &str = "apt-get install -y nginx libnginx-mod-mail";
@@ -163,7 +164,8 @@ struct Lab {
     auth_http: SocketAddr,
     nginx: Nginx,
     at: Listeners,
-    doveadm_conf: PathBuf,
+    /// Dovecot's doveadm against the daemon.
+    doveadm: RealDoveadm,
 }
 
 impl Lab {
@@ -223,22 +225,14 @@ impl Lab {
             ),
             at.imap,
         );
-        let doveadm_conf = daemon.dir.path().join("doveadm.conf");
-        std::fs::write(
-            &doveadm_conf,
-            format!(
-                "base_dir = {}\nssl = no\nlog_path = /dev/stderr\n",
-                daemon.dir.path().join("doveadm-run").display()
-            ),
-        )
-        .unwrap();
+        let doveadm = RealDoveadm::for_daemon(&daemon);
         Lab {
             backends,
             daemon,
             auth_http,
             nginx,
             at,
-            doveadm_conf,
+            doveadm,
         }
     }
 
@@ -251,50 +245,6 @@ impl Lab {
             .iter()
             .find(|b| IpAddr::V4(b.ip()) == ip)
             .unwrap_or_else(|| panic!("no backend {ip}"))
-    }
-
-    /// The real `doveadm [GLOBAL] director SUB -a SOCKET ARGS…`; panics unless it exits 0.
-    fn director(&self, global: &[&str], sub: &str, args: &[&str]) -> String {
-        let out = Command::new("doveadm")
-            .arg("-c")
-            .arg(&self.doveadm_conf)
-            .args(global)
-            .arg("director")
-            .arg(sub)
-            .arg("-a")
-            .arg(&self.daemon.socket)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("run doveadm ({e}); install it with `{INSTALL_HINT}`"));
-        assert!(
-            out.status.success(),
-            "doveadm director {sub} {args:?}: {:?}\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `doveadm -f tab director status USER`: (current, hashed).
-    fn status(&self, user: &str) -> (Option<IpAddr>, IpAddr) {
-        let out = self.director(&["-f", "tab"], "status", &[user]);
-        let mut lines = out.lines();
-        let header: Vec<&str> = lines.next().unwrap_or_default().split('\t').collect();
-        let values: Vec<&str> = lines.next().unwrap_or_default().split('\t').collect();
-        let field = |name: &str| {
-            header
-                .iter()
-                .position(|h| *h == name)
-                .and_then(|i| values.get(i))
-                .copied()
-                .unwrap_or_else(|| panic!("no {name} in status output {out:?}"))
-        };
-        let current = field("status").parse().ok();
-        let hashed = field("hashed")
-            .parse()
-            .unwrap_or_else(|_| panic!("no hashed host for {user}: {out:?}"));
-        (current, hashed)
     }
 
     /// Lines of backend `ip`'s log containing every one of `needles`.
@@ -480,12 +430,16 @@ fn nginx_logins_land_where_doveadm_says_and_follow_a_move() {
     for (name, login) in protocols {
         for i in 0..6 {
             let user = format!("{name}-user{i}@example.com");
-            let (current, hashed) = lab.status(&user);
+            let (current, hashed) = lab.doveadm.status(&user);
             assert_eq!(current, None, "{user} has no assignment yet");
             let served = login(&lab, &user);
             assert_eq!(served, hashed, "{name} login of {user}");
             // The login created the assignment, as a login through the built-in proxy does.
-            assert_eq!(lab.status(&user).0, Some(hashed), "{user} after the login");
+            assert_eq!(
+                lab.doveadm.status(&user).0,
+                Some(hashed),
+                "{user} after the login"
+            );
             // And the next login goes to the same backend.
             assert_eq!(login(&lab, &user), hashed, "second {name} login of {user}");
         }
@@ -496,8 +450,12 @@ fn nginx_logins_land_where_doveadm_says_and_follow_a_move() {
             .into_iter()
             .find(|ip| *ip != first)
             .expect("another backend");
-        lab.director(&[], "move", &[&user, &to.to_string()]);
-        assert_eq!(lab.status(&user).0, Some(to), "{user} after the move");
+        lab.doveadm.director(&[], "move", &[&user, &to.to_string()]);
+        assert_eq!(
+            lab.doveadm.status(&user).0,
+            Some(to),
+            "{user} after the move"
+        );
         assert_eq!(
             login(&lab, &user),
             to,
@@ -512,7 +470,7 @@ fn nginx_logins_land_where_doveadm_says_and_follow_a_move() {
 fn passwords_are_checked_by_the_backend_and_bad_requests_get_their_reason() {
     let lab = Lab::start();
     let user = "wrong-password@example.com";
-    let (_, hashed) = lab.status(user);
+    let (_, hashed) = lab.doveadm.status(user);
     // Our answer does not depend on the password…
     let answer = lab.ask(
         lab.auth_http,
@@ -706,7 +664,7 @@ fn a_dovecot_proxy_with_the_shipped_lua_script_routes_the_same() {
     lab.daemon.wait_log("proxy-notify FIFO ready");
     for i in 0..6 {
         let user = format!("lua-user{i}@example.com");
-        let (_, hashed) = lab.status(&user);
+        let (_, hashed) = lab.doveadm.status(&user);
         let (c, served) = Imap::login(proxy.imap_addr(), &user);
         c.logout();
         assert_eq!(
@@ -715,19 +673,19 @@ fn a_dovecot_proxy_with_the_shipped_lua_script_routes_the_same() {
             "IMAP login of {user} through the Lua proxy:\n{}",
             proxy.log()
         );
-        assert_eq!(lab.status(&user).0, Some(hashed));
+        assert_eq!(lab.doveadm.status(&user).0, Some(hashed));
     }
     let user = "lua-moved@example.com";
     let (c, first) = Imap::login(proxy.imap_addr(), user);
     c.logout();
     let to = lab.ips().into_iter().find(|ip| *ip != first).unwrap();
-    lab.director(&[], "move", &[user, &to.to_string()]);
+    lab.doveadm.director(&[], "move", &[user, &to.to_string()]);
     let (c, served) = Imap::login(proxy.imap_addr(), user);
     c.logout();
     assert_eq!(served, to, "after the move");
     // POP3: the backend's log shows the login.
     let user = "lua-pop3@example.com";
-    let (_, hashed) = lab.status(user);
+    let (_, hashed) = lab.doveadm.status(user);
     let needle = format!("pop3-login: Info: Login: user=<{user}>,");
     let mut c = LineClient::connect(proxy.pop3_addr());
     assert!(c.line().starts_with("+OK"));
@@ -741,7 +699,7 @@ fn a_dovecot_proxy_with_the_shipped_lua_script_routes_the_same() {
     lab.wait_log_count(hashed, &[&needle], 1);
     // A wrong password: the backend refuses it.
     let user = "lua-wrong@example.com";
-    let (_, hashed) = lab.status(user);
+    let (_, hashed) = lab.doveadm.status(user);
     let mut c = Imap::connect(proxy.imap_addr());
     let r = c.cmd("a", &format!("LOGIN {user} nonsense"));
     assert!(r.last().unwrap().starts_with("a NO"), "{r:?}");

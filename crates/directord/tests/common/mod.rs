@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 
+pub mod doveadm;
 pub mod imap;
 pub mod ring;
 use nix::unistd::Pid;
