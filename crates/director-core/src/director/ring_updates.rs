@@ -459,15 +459,6 @@ mod tests {
                 .last_updown_change,
             7
         );
-        d.set_ring_status(
-            RingStatus {
-                handshaked: true,
-                synced: true,
-                has_right: true,
-                has_peers: true,
-            },
-            NOW,
-        );
         assert_eq!(
             d.ring_host(&host("10.0.0.9", 6, true, 3), NOW),
             RingHostOutcome::Applied
