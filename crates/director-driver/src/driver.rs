@@ -429,21 +429,12 @@ impl DirectorHandle {
     }
 
     /// Whether this director makes the ring's health-check decisions: standalone, always;
-    /// in a ring, while it is synced and is its lowest-addressed live director, i.e. its left
-    /// neighbour (the next lower director, wrapping) is above it or it has none. Exactly one
-    /// director of a synced ring passes; when it dies the ring closes around it and the next
-    /// lowest passes.
+    /// in a ring, while it is the lowest-addressed live director of the synced ring
+    /// ([`Ring::is_lowest_live`]).
     pub fn health_check_leader(&self) -> bool {
         self.shared.lock().is_some_and(|st| match &st.directors {
             DirectorsState::Standalone(_) => true,
-            DirectorsState::Ring(net) => {
-                let overview = net.ring.overview();
-                let me = net.ring.me();
-                overview.synced
-                    && overview
-                        .left
-                        .is_none_or(|left| director_ring::topology::addr_cmp(&left, &me).is_gt())
-            }
+            DirectorsState::Ring(net) => net.ring.is_lowest_live(),
         })
     }
 

@@ -407,6 +407,18 @@ impl Ring {
         }
     }
 
+    /// Whether we are the lowest-addressed live director of a synced ring: our left
+    /// neighbour (the next lower director, wrapping) is above us, or we have none. Exactly
+    /// one director of a synced ring is; when it dies the ring closes around it and the
+    /// next lowest is. What one director alone decides for the ring (the health checks)
+    /// follows this.
+    pub fn is_lowest_live(&self) -> bool {
+        let o = self.overview();
+        o.synced
+            && o.left
+                .is_none_or(|left| crate::topology::addr_cmp(&left, &self.dirs.me).is_gt())
+    }
+
     /// The ring status the core is given.
     pub fn ring_status(&self) -> RingStatus {
         RingStatus {

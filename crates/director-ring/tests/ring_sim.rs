@@ -873,3 +873,23 @@ fn a_handshake_user_on_an_unknown_host_drops_the_link_without_a_failure_mark() {
         );
     }
 }
+
+/// Exactly one director of a synced ring is its lowest live one (the one that decides alone
+/// for the ring, e.g. the health checks); when it dies, the next lowest is.
+#[test]
+fn exactly_one_director_is_the_lowest_live_and_the_next_takes_over() {
+    let mut net = Net::new(3);
+    net.start_all();
+    net.advance(5);
+    assert_ring_formed(&net);
+    let lowest: Vec<usize> = (0..3)
+        .filter(|&i| net.nodes[i].ring.is_lowest_live())
+        .collect();
+    assert_eq!(lowest, [0]);
+    net.kill(0);
+    net.advance(5);
+    let lowest: Vec<usize> = (1..3)
+        .filter(|&i| net.nodes[i].ring.is_lowest_live())
+        .collect();
+    assert_eq!(lowest, [1]);
+}
