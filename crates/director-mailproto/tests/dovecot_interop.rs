@@ -15,7 +15,9 @@ mod dovecot;
 
 use common::{BackendSide, LoginSide};
 
-use director_mailproto::imap::{ImapBackend, ImapBackendConfig, ImapLogin, ImapLoginConfig};
+use director_mailproto::imap::{
+    ImapBackend, ImapBackendConfig, ImapLogin, ImapLoginConfig, ImapLoginRequest,
+};
 use director_mailproto::lmtp::{
     merge_replies, plan_fanout, LmtpAction, LmtpBackendAction, LmtpBackendConfig,
     LmtpBackendSession, LmtpServer, LmtpServerConfig,
@@ -268,15 +270,24 @@ fn conn_info(local_port: u16) -> ConnInfo {
     }
 }
 
-#[test]
-fn imap_end_to_end_matches_dovecot() {
-    let lab = lab();
-    let cfg = ImapLoginConfig {
+/// The IMAP front the IMAP comparisons use: our greeting, plaintext logins allowed.
+fn imap_front() -> ImapLoginConfig {
+    ImapLoginConfig {
         greeting: "front ready.".into(),
         disable_plaintext_auth: false,
         ..ImapLoginConfig::default()
-    };
-    let mk = |req| ImapBackend::new(ImapBackendConfig::default(), conn_info(143), req);
+    }
+}
+
+/// The backend side of an IMAP comparison, for `req`.
+fn imap_backend(req: ImapLoginRequest) -> ImapBackend {
+    ImapBackend::new(ImapBackendConfig::default(), conn_info(143), req)
+}
+
+#[test]
+fn imap_end_to_end_matches_dovecot() {
+    let lab = lab();
+    let (cfg, mk) = (imap_front(), imap_backend);
     compare(
         &lab,
         143,
@@ -316,12 +327,7 @@ fn imap_end_to_end_matches_dovecot() {
 #[test]
 fn imap_command_errors_match_dovecot() {
     let lab = lab();
-    let cfg = ImapLoginConfig {
-        greeting: "front ready.".into(),
-        disable_plaintext_auth: false,
-        ..ImapLoginConfig::default()
-    };
-    let mk = |req| ImapBackend::new(ImapBackendConfig::default(), conn_info(143), req);
+    let (cfg, mk) = (imap_front(), imap_backend);
     // A quoted string in an atom's place.
     compare(
         &lab,
