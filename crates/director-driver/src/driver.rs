@@ -748,10 +748,12 @@ pub fn spawn(
     let directors = match config.directors {
         Directors::Standalone(view) => DirectorsState::Standalone(view),
         Directors::Ring {
-            config,
+            mut config,
             output_buffer_size,
             dialer,
         } => {
+            // A handshake round must fit the buffer this driver enforces.
+            config.fit_output_buffer(output_buffer_size);
             let mut ring = Ring::new(config);
             ring.start(now.as_secs(), core.director_mut());
             DirectorsState::Ring(Box::new(RingNet::new(

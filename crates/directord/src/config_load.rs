@@ -337,11 +337,9 @@ fn ring_settings(ds: &DirectorSettings) -> anyhow::Result<Option<RingSettings>> 
     let mut config = RingConfig::new(me, servers);
     config.ping_idle_timeout_secs = u64::from(ds.ping_idle_timeout_secs);
     config.ping_max_timeout_secs = u64::from(ds.ping_max_timeout_secs);
-    let output_buffer_size = usize::try_from(ds.output_buffer_size).unwrap_or(usize::MAX);
-    config.fit_output_buffer(output_buffer_size);
     Ok(Some(RingSettings {
         listen,
         config,
-        output_buffer_size,
+        output_buffer_size: usize::try_from(ds.output_buffer_size).unwrap_or(usize::MAX),
     }))
 }
