@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod budget;
 mod lmtp;
 pub mod metrics;
 pub mod proxy;
@@ -26,6 +27,7 @@ pub mod registry;
 pub mod router;
 mod session;
 pub mod settings;
+mod splice;
 pub mod stream;
 pub mod tls;
 mod workers;

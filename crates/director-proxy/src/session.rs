@@ -22,11 +22,13 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use director_driver::DirectorHandle;
 use director_proto::log_text::LogText;
 
+use crate::budget::BufferBudget;
 use crate::metrics::{LoginResult, ProxyMetrics};
-use crate::registry::{KillReason, SessionGuard, SessionRegistry};
+use crate::registry::SessionRegistry;
 
 use crate::router::{self, BackendFailureHook, BackendFailureKind, Route, RouteError};
 use crate::settings::{BackendTlsMode, ListenerSpec, Protocol, ProxySettings};
+use crate::splice::{splice, SpliceEnd};
 use crate::stream::Stream;
 use crate::tls::backend_server_name;
 
@@ -36,19 +38,6 @@ pub(crate) const IO_BUF: usize = 16 * 1024;
 /// allocator serves 4 KiB from its thread cache (16 KiB takes its slower large-object path,
 /// measurable at thousands of logins per second).
 const LOGIN_BUF: usize = 4 * 1024;
-/// Per-direction splice buffer at the start: small, because most sessions are idle (IDLE).
-const SPLICE_BUF_MIN: usize = 4 * 1024;
-/// Largest per-direction splice buffer: a direction that keeps filling its buffer doubles it
-/// up to this, so bulk transfers (FETCH, RETR) move in few large syscalls.
-const SPLICE_BUF_MAX: usize = 512 * 1024;
-
-/// Doubles `buf` (up to [`SPLICE_BUF_MAX`]) when a read filled it.
-fn grow(buf: &mut Vec<u8>, n: usize) {
-    if n == buf.len() && buf.len() < SPLICE_BUF_MAX {
-        let len = (buf.len() * 2).min(SPLICE_BUF_MAX);
-        buf.resize(len, 0);
-    }
-}
 /// How long a closing session may take to flush its last bytes.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -59,6 +48,7 @@ pub(crate) struct Shared {
     pub registry: Arc<SessionRegistry>,
     pub hook: Arc<dyn BackendFailureHook>,
     pub metrics: Arc<ProxyMetrics>,
+    pub budget: Arc<BufferBudget>,
     pub acceptor: Option<TlsAcceptor>,
     pub connector: Option<TlsConnector>,
     pub shutdown: watch::Receiver<bool>,
@@ -544,7 +534,7 @@ async fn login<P: LoginProtocol>(
                 return LoginEnd::Abort;
             }
             drop(from_backend);
-            let end = splice(&mut client.stream, &mut backend, &guard).await;
+            let end = splice(&mut client.stream, &mut backend, &guard, &shared.budget).await;
             match &end {
                 SpliceEnd::BackendError(e) => {
                     let err = BackendErr::new(BackendFailureKind::MidSession, e.to_string());
@@ -682,73 +672,6 @@ async fn replay<B: BackendMachine>(
             }
         };
         queue.extend(bm.feed(&buf[..n]));
-    }
-}
-
-/// How a splice ended.
-#[derive(Debug)]
-pub(crate) enum SpliceEnd {
-    /// One side closed normally.
-    Closed,
-    /// A kick or shutdown.
-    Killed(KillReason),
-    /// The client connection failed.
-    ClientError(std::io::Error),
-    /// The backend connection failed.
-    BackendError(std::io::Error),
-}
-
-/// Copies bytes both ways until one side closes, an error, or a kill. A kill closes both
-/// connections at once with no goodbye, as Dovecot's login proxy does when kicked.
-pub(crate) async fn splice(
-    client: &mut Stream,
-    backend: &mut Stream,
-    guard: &SessionGuard,
-) -> SpliceEnd {
-    let mut cbuf = vec![0u8; SPLICE_BUF_MIN];
-    let mut bbuf = vec![0u8; SPLICE_BUF_MIN];
-    // One kill future for the whole session; writes race it too, so a peer that stops
-    // reading can't make a kick wait.
-    let kill = guard.wait_killed();
-    tokio::pin!(kill);
-    loop {
-        tokio::select! {
-            // A killed session forwards nothing more, even with bytes waiting on either side.
-            biased;
-            reason = &mut kill => return SpliceEnd::Killed(reason),
-            r = client.read(&mut cbuf) => match r {
-                Ok(0) => {
-                    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, backend.finish()).await;
-                    return SpliceEnd::Closed;
-                }
-                Ok(n) => {
-                    tokio::select! {
-                        reason = &mut kill => return SpliceEnd::Killed(reason),
-                        w = backend.write_all(&cbuf[..n]) => if let Err(e) = w {
-                            return SpliceEnd::BackendError(e);
-                        },
-                    }
-                    grow(&mut cbuf, n);
-                }
-                Err(e) => return SpliceEnd::ClientError(e),
-            },
-            r = backend.read(&mut bbuf) => match r {
-                Ok(0) => {
-                    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, client.finish()).await;
-                    return SpliceEnd::Closed;
-                }
-                Ok(n) => {
-                    tokio::select! {
-                        reason = &mut kill => return SpliceEnd::Killed(reason),
-                        w = client.write_all(&bbuf[..n]) => if let Err(e) = w {
-                            return SpliceEnd::ClientError(e);
-                        },
-                    }
-                    grow(&mut bbuf, n);
-                }
-                Err(e) => return SpliceEnd::BackendError(e),
-            },
-        }
     }
 }
 

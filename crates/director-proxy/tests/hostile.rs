@@ -13,6 +13,29 @@ use common::{init_tracing, raw_imap_login, Lab, LabOptions, Raw};
 use director_proto::admin::{AdminRequest, UserRef};
 use tokio::io::AsyncWriteExt;
 
+/// A backend of the test's own: a listener on a new loopback address at the backends' IMAP
+/// port, added as a host, with `user` moved to it.
+async fn fake_host(lab: &Lab, user: &str) -> tokio::net::TcpListener {
+    let ip = testkit::LoopbackAllocator::new().next_ip();
+    let port = lab.backends[0].imap_addr().port();
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip.into(), port))
+        .await
+        .expect("bind the test's backend");
+    let ip = IpAddr::V4(ip);
+    let set = AdminRequest::HostSet {
+        ip,
+        tag: String::new(),
+        vhost_count: None,
+    };
+    assert_eq!(lab.admin(set).await, "OK\n");
+    let moved = AdminRequest::UserMove {
+        user: UserRef::Name(user.as_bytes().to_vec()),
+        ip,
+    };
+    assert_eq!(lab.admin(moved).await, "OK\n");
+    listener
+}
+
 async fn user_count(lab: &Lab) -> usize {
     let list = lab.admin(AdminRequest::UserList { ip: None }).await;
     list.lines().filter(|l| !l.is_empty()).count()
@@ -133,12 +156,7 @@ async fn a_backend_that_trickles_its_login_is_given_up_after_login_proxy_timeout
         ..LabOptions::default()
     })
     .await;
-    // A host of our own, on the backends' IMAP port, that the user is moved to.
-    let trickler_ip = testkit::LoopbackAllocator::new().next_ip();
-    let port = lab.backends[0].imap_addr().port();
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(trickler_ip.into(), port))
-        .await
-        .expect("bind the trickling backend");
+    let listener = fake_host(&lab, "slow@example.com").await;
     let trickler = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
         // One byte every 200 ms of a greeting that never ends, until the proxy gives up
@@ -151,19 +169,6 @@ async fn a_backend_that_trickles_its_login_is_given_up_after_login_proxy_timeout
         }
         false
     });
-    let ip = IpAddr::V4(trickler_ip);
-    let set = AdminRequest::HostSet {
-        ip,
-        tag: String::new(),
-        vhost_count: None,
-    };
-    assert_eq!(lab.admin(set).await, "OK\n");
-    let moved = AdminRequest::UserMove {
-        user: UserRef::Name(b"slow@example.com".to_vec()),
-        ip,
-    };
-    assert_eq!(lab.admin(moved).await, "OK\n");
-
     let mut c = Raw::connect(lab.addr(lab.imap_port)).await;
     c.until("* OK").await;
     let started = Instant::now();
@@ -182,4 +187,139 @@ async fn a_backend_that_trickles_its_login_is_given_up_after_login_proxy_timeout
         trickler.await.unwrap(),
         "the proxy closed the backend connection"
     );
+}
+
+/// Answers the proxy's login replay (`I ID …`, `L LOGIN …`) with `OK`, as a backend that
+/// accepts any password; returns once the login is answered.
+async fn accept_login(s: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncBufReadExt;
+    s.write_all(b"* OK [CAPABILITY IMAP4rev1 ID] test backend ready\r\n")
+        .await
+        .unwrap();
+    let mut reader = tokio::io::BufReader::new(s);
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).await.unwrap() > 0,
+            "login replay"
+        );
+        let tag = line.split(' ').next().unwrap().to_string();
+        let login = line[tag.len()..].trim_start().to_ascii_uppercase();
+        let s = reader.get_mut();
+        s.write_all(format!("{tag} OK done\r\n").as_bytes())
+            .await
+            .unwrap();
+        if login.starts_with("LOGIN") || login.starts_with("AUTHENTICATE") {
+            assert!(
+                reader.buffer().is_empty(),
+                "nothing pipelined after the login"
+            );
+            return;
+        }
+    }
+}
+
+/// A client that stops reading a large response (say a `FETCH` of big mails) used to stop
+/// its own traffic to the backend as well: the splice waited to write to the client before it
+/// read anything more from it. Each direction now runs on its own, and once a burst is over
+/// its buffer is small again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_still_reaches_the_backend() {
+    use tokio::io::AsyncReadExt;
+    init_tracing();
+    let lab = Lab::start(LabOptions::default()).await;
+    // More than the socket buffers on the way can hold, in each direction.
+    const BYTES: usize = 32 << 20;
+    let listener = fake_host(&lab, "bulk@example.com").await;
+    let (up_done, up_received) = tokio::sync::oneshot::channel::<usize>();
+    let backend = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        accept_login(&mut s).await;
+        let (mut rd, mut wr) = s.into_split();
+        let flood = tokio::spawn(async move {
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..BYTES / chunk.len() {
+                wr.write_all(&chunk).await.unwrap();
+            }
+            wr
+        });
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        while got < BYTES {
+            let n = rd.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the proxy closed the backend connection");
+            got += n;
+        }
+        up_done.send(got).unwrap();
+        // Keep the connection until the client has read the flood.
+        let wr = flood.await.unwrap();
+        (rd, wr)
+    });
+
+    let mut c = tokio::net::TcpStream::connect(lab.addr(lab.imap_port))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !String::from_utf8_lossy(&seen).contains("a OK") {
+        if seen.is_empty() {
+            // The greeting first, then the login.
+            let n = c.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+            c.write_all(b"a LOGIN bulk@example.com secret\r\n")
+                .await
+                .unwrap();
+            continue;
+        }
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "closed during login: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let login_end = String::from_utf8_lossy(&seen).find("a OK").unwrap();
+    let early_flood = seen[login_end..].iter().filter(|&&b| b == b'x').count();
+    let (mut rd, mut wr) = c.into_split();
+    // The client writes its bulk while reading nothing of the backend's.
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'y'; 64 * 1024];
+        for _ in 0..BYTES / chunk.len() {
+            wr.write_all(&chunk).await.unwrap();
+        }
+        wr
+    });
+    let got = tokio::time::timeout(Duration::from_secs(60), up_received)
+        .await
+        .expect("the client's bytes reached the backend while the client read nothing")
+        .unwrap();
+    assert_eq!(got, BYTES);
+    let _wr = writer.await.unwrap();
+    let budget = lab.proxy.buffer_budget();
+    assert!(
+        budget.peak() > 0,
+        "the bulk directions grew their buffers from the budget"
+    );
+
+    // Now the client reads the flood; afterwards both directions are idle.
+    let mut flood = early_flood;
+    while flood < BYTES {
+        let n = tokio::time::timeout(Duration::from_secs(60), rd.read(&mut buf))
+            .await
+            .expect("the flood keeps coming")
+            .unwrap();
+        assert!(n > 0, "the proxy closed the client connection");
+        flood += buf[..n].iter().filter(|&&b| b == b'x').count();
+    }
+    let _backend = backend.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while budget.used() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "an idle session gives its buffers back ({} bytes still taken)",
+            budget.used()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

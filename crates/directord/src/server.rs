@@ -191,6 +191,7 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
                 metrics: p.metrics(),
                 registry: p.registry(),
                 protocols: login_protocols(p),
+                budget: p.buffer_budget(),
             }),
             health: health_counters,
         },

@@ -453,6 +453,12 @@ fn metrics_count_what_logins_and_admin_requests_did() {
     );
     assert_eq!(m.value("director_kicks_total", &[("kind", "backend")]), 0.0);
     assert_eq!(m.value("director_user_moves_total", &[]), 1.0);
+    assert_eq!(m.value("director_proxy_buffer_bytes", &[]), 0.0);
+    assert_eq!(
+        m.value("director_proxy_buffer_limit_bytes", &[]),
+        (128u64 << 20) as f64,
+        "director_proxy_buffer_memory's default"
+    );
     assert_eq!(
         m.value("director_backend_up", &[("backend", &dead.to_string())]),
         0.0
