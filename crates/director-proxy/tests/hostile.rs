@@ -323,3 +323,140 @@ async fn a_client_that_stops_reading_still_reaches_the_backend() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A client that left while its backend login ran used to leave the login going until
+/// `login_proxy_timeout` (30 s here), holding the backend connection and the client's slot.
+/// The proxy watches the client meanwhile, and its leaving ends the login at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_during_the_backend_login_ends_it_at_once() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    init_tracing();
+    let lab = Lab::start(LabOptions::default()).await;
+    let listener = fake_host(&lab, "gone@example.com").await;
+    let (login_seen, login_arrived) = tokio::sync::oneshot::channel::<()>();
+    let backend = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(b"* OK [CAPABILITY IMAP4rev1 ID] silent backend\r\n")
+            .await
+            .unwrap();
+        let mut reader = tokio::io::BufReader::new(s);
+        loop {
+            let mut line = String::new();
+            assert!(reader.read_line(&mut line).await.unwrap() > 0);
+            if line.contains("LOGIN") {
+                break;
+            }
+        }
+        login_seen.send(()).unwrap();
+        // Never answer; wait for the proxy to close.
+        let seen = Instant::now();
+        let mut rest = Vec::new();
+        let _ = reader.read_to_end(&mut rest).await;
+        seen.elapsed()
+    });
+    let mut c = Raw::connect(lab.addr(lab.imap_port)).await;
+    c.until("* OK").await;
+    c.send("a LOGIN gone@example.com secret\r\n").await;
+    login_arrived.await.unwrap();
+    drop(c);
+    let held = tokio::time::timeout(Duration::from_secs(25), backend)
+        .await
+        .expect("the proxy closed the backend connection before login_proxy_timeout")
+        .unwrap();
+    assert!(
+        held < Duration::from_secs(10),
+        "the backend login ended when the client left, not at the deadline ({held:?})"
+    );
+}
+
+/// LMTP recipients made up by a stranger used to leave one assignment each, even when the
+/// backend refused them: 200,000 made-up names in one second added 200,000 users. A
+/// recipient whose new assignment only a refusal used is dropped again; a real recipient in
+/// the same transaction keeps theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lmtp_recipients_the_backend_refuses_leave_no_assignment() {
+    init_tracing();
+    let lab = Lab::start(LabOptions {
+        backend_users: Some(vec!["real@example.com".into()]),
+        ..LabOptions::default()
+    })
+    .await;
+    let mut c = Raw::connect(lab.addr(lab.lmtp_port)).await;
+    c.until("220 ").await;
+    let ghosts: Vec<String> = (0..20).map(|i| format!("ghost{i}@example.com")).collect();
+    let mut envelope = "LHLO mta\r\nMAIL FROM:<s@example.com>\r\n".to_string();
+    for r in ghosts
+        .iter()
+        .chain(std::iter::once(&"real@example.com".to_string()))
+    {
+        envelope.push_str(&format!("RCPT TO:<{r}>\r\n"));
+    }
+    envelope.push_str("DATA\r\n");
+    c.send(&envelope).await;
+    c.until("354 ").await;
+    c.send("Subject: hi\r\n\r\nbody\r\n.\r\n").await;
+    let mut finals = Vec::new();
+    while finals.len() < ghosts.len() + 1 {
+        let l = c.line().await.expect("a final reply per recipient");
+        if l.starts_with("250 2.0.0 <") || l.starts_with("550 ") {
+            finals.push(l);
+        }
+    }
+    for (reply, ghost) in finals.iter().zip(&ghosts) {
+        assert!(
+            reply.starts_with("550 5.1.1 <") && reply.contains(ghost.as_str()),
+            "{reply}"
+        );
+    }
+    assert!(finals[ghosts.len()].starts_with("250 2.0.0 <real@example.com>"));
+    for ghost in &ghosts {
+        assert_eq!(lab.lookup(ghost).await.0, None, "no assignment for {ghost}");
+    }
+    assert!(lab.lookup("real@example.com").await.0.is_some());
+    assert_eq!(user_count(&lab).await, 1);
+}
+
+/// An LMTP envelope beyond its small fixed share comes from the buffer budget: with the
+/// budget spent, further recipients get a temporary failure (the MTA sends them again in
+/// another transaction) instead of growing the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lmtp_recipients_beyond_the_budget_are_deferred() {
+    init_tracing();
+    let lab = Lab::start(LabOptions {
+        proxy_extra: vec!["director_proxy_buffer_memory = 0".into()],
+        ..LabOptions::default()
+    })
+    .await;
+    let mut c = Raw::connect(lab.addr(lab.lmtp_port)).await;
+    c.until("220 ").await;
+    c.send("LHLO mta\r\nMAIL FROM:<s@example.com>\r\n").await;
+    c.until("250 2.1.0").await;
+    // Long, but short enough for the backend's maildir directory names.
+    let long = "l".repeat(200);
+    let mut replies = Vec::new();
+    for i in 0..150 {
+        c.send(&format!("RCPT TO:<{long}{i}@example.com>\r\n"))
+            .await;
+        replies.push(c.line().await.expect("a RCPT reply"));
+    }
+    let accepted = replies.iter().take_while(|r| r.starts_with("250 ")).count();
+    assert!(
+        (30..100).contains(&accepted),
+        "about 16 KiB of recipients accepted, then deferred: {accepted}"
+    );
+    assert!(
+        replies[accepted..]
+            .iter()
+            .all(|r| r.starts_with("451 4.3.0 <")),
+        "{:?}",
+        &replies[accepted..]
+    );
+    // The accepted ones are delivered as usual.
+    c.send("DATA\r\n").await;
+    c.until("354 ").await;
+    c.send("Subject: hi\r\n\r\nbody\r\n.\r\n").await;
+    for _ in 0..accepted {
+        let l = c.line().await.expect("final reply");
+        assert!(l.starts_with("250 2.0.0 <"), "{l}");
+    }
+}
