@@ -569,7 +569,7 @@ async fn login<P: LoginProtocol>(
 
 /// Most bytes a client may send while its backend login runs; they are kept for after the
 /// login. Beyond this the client is no longer read until the login ends.
-const EARLY_INPUT_MAX: usize = 64 * 1024;
+const EARLY_INPUT_MAX: usize = 16 * 1024;
 /// Most bytes a backend may send the client during its login (relayed untagged replies).
 const LOGIN_RELAY_MAX: usize = 64 * 1024;
 

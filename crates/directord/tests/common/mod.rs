@@ -14,6 +14,7 @@ use nix::sys::signal::{kill, Signal};
 pub mod doveadm;
 pub mod imap;
 pub mod ring;
+pub mod tls;
 use nix::unistd::Pid;
 
 /// Bound on every wait in these tests (not a timing assertion: only a hang guard).
