@@ -32,7 +32,7 @@ pub mod stream;
 pub mod tls;
 mod workers;
 
-pub use metrics::{LoginResult, ProxyMetrics};
+pub use metrics::{LoginResult, ProxyMetrics, RecipientResult};
 pub use proxy::{Proxy, ProxyError, ReloadSummary};
 pub use registry::{KillReason, SessionGuard, SessionInfo, SessionRegistry};
 pub use router::{

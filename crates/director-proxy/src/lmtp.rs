@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::budget::Reservation;
+use crate::metrics::RecipientResult;
 use crate::router::{BackendFailureKind, Route};
 use director_mailproto::routing::is_routable;
 
@@ -78,11 +79,18 @@ pub(crate) async fn run(shared: Arc<Shared>, mut client: Client) {
                         m.held_bytes() + address.len() + std::mem::size_of::<Recipient<Route>>();
                     let route = if !envelope.resize(held.saturating_sub(ENVELOPE_FIXED_SHARE)) {
                         tracing::warn!(client = %client.peer, recipient = %LogText(&address), "recipient refused: the proxy's buffer memory is spent");
+                        shared.metrics.recipient(RecipientResult::Deferred);
                         None
-                    } else if is_routable(&user) {
-                        route_user(&shared, &user).await.ok()
                     } else {
-                        None
+                        let route = if is_routable(&user) {
+                            route_user(&shared, &user).await.ok()
+                        } else {
+                            None
+                        };
+                        if route.is_none() {
+                            shared.metrics.recipient(RecipientResult::NoBackend);
+                        }
+                        route
                     };
                     queue.extend(m.recipient_resolved(route));
                 }
@@ -116,6 +124,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut client: Client) {
                             }
                         }
                     };
+                    for reply in &replies {
+                        shared.metrics.recipient(RecipientResult::of_reply(reply));
+                    }
                     forget_refused_new_users(&shared, &m, &tx, &replies);
                     queue.extend(m.delivered(replies));
                     if !early.is_empty() {

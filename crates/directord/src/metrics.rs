@@ -69,6 +69,8 @@ pub struct ProxySource {
     pub protocols: Vec<Protocol>,
     /// Its shared buffer budget.
     pub budget: Arc<BufferBudget>,
+    /// It serves LMTP.
+    pub lmtp: bool,
 }
 
 /// Where a scrape reads from.
@@ -272,6 +274,18 @@ fn render_proxy(out: &mut String, proxy: &ProxySource) {
             out,
             "director_sessions{{backend=\"{ip}\",protocol=\"{p}\"}} {n}"
         );
+    }
+    if proxy.lmtp {
+        family(
+            out,
+            "director_lmtp_recipients_total",
+            "counter",
+            "LMTP recipients through the built-in proxy, by result.",
+        );
+        for (result, n) in m.recipients() {
+            let r = result.name();
+            let _ = writeln!(out, "director_lmtp_recipients_total{{result=\"{r}\"}} {n}");
+        }
     }
     family(
         out,

@@ -192,6 +192,10 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
                 registry: p.registry(),
                 protocols: login_protocols(p),
                 budget: p.buffer_budget(),
+                lmtp: p
+                    .local_addrs()
+                    .iter()
+                    .any(|(spec, _)| spec.protocol == director_proxy::Protocol::Lmtp),
             }),
             health: health_counters,
         },
