@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
                     credentials: creds(),
                     client_id: Vec::new(),
                     capability_requested: ctl & 4 != 0,
+                    proxy_ttl: director_mailproto::connection::LOGIN_PROXY_TTL,
                 },
             );
             // The login pipelined ahead of the greeting, as the proxy does.

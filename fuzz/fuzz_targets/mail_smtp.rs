@@ -32,7 +32,8 @@ fuzz_target!(|data: &[u8]| {
             conn(),
             SubmissionLoginRequest {
                 credentials: creds(),
-                helo: None
+                helo: None,
+                proxy_ttl: director_mailproto::connection::LOGIN_PROXY_TTL,
             }
         )
     );

@@ -408,6 +408,12 @@ impl ProxySettings {
         client == local || self.trusted_networks.iter().any(|n| n.contains(client))
     }
 
+    /// Whether `client` is in `login_trusted_networks`: an upstream proxy, whose forwarded
+    /// proxy TTL is obeyed (Dovecot's `client->trusted`, independent of `ssl`).
+    pub fn is_trusted(&self, client: IpAddr) -> bool {
+        self.trusted_networks.iter().any(|n| n.contains(client))
+    }
+
     /// Whether the pre-login machines refuse plaintext authentication on an unsecured
     /// connection: `disable_plaintext_auth`, or `ssl = required` (which implies it).
     pub fn plaintext_auth_disabled(&self) -> bool {

@@ -45,6 +45,8 @@ impl Default for SieveLoginConfig {
 pub struct SieveLoginRequest {
     /// The credentials.
     pub credentials: Credentials,
+    /// The hops the login may still take (see [`crate::connection::next_hop_ttl`]).
+    pub proxy_ttl: u32,
 }
 
 /// The ManageSieve part of [`SieveLogin`]: its settings.
@@ -79,6 +81,7 @@ impl LoginRules for Sieve {
         tls_active: "NO \"TLS is already active.\"",
         tls_unavailable: "NO \"TLS support isn't enabled.\"",
         tls_begin: "OK \"Begin TLS negotiation now.\"",
+        looping: "NO \"Account is temporarily unavailable.\"",
     };
 
     fn tls_available(&self) -> bool {
@@ -97,8 +100,11 @@ impl LoginRules for Sieve {
         format!("\"{c}\"")
     }
 
-    fn request(_: &SieveLogin, credentials: Credentials) -> Option<SieveLoginRequest> {
-        Some(SieveLoginRequest { credentials })
+    fn request(m: &SieveLogin, credentials: Credentials) -> Option<SieveLoginRequest> {
+        Some(SieveLoginRequest {
+            credentials,
+            proxy_ttl: m.proxy_ttl,
+        })
     }
 
     fn process(m: &mut SieveLogin) -> Out {

@@ -44,6 +44,8 @@ pub struct SubmissionLoginRequest {
     pub credentials: Credentials,
     /// The client's EHLO/HELO name, forwarded as `XCLIENT HELO=`.
     pub helo: Option<Vec<u8>>,
+    /// The hops the login may still take (see [`crate::connection::next_hop_ttl`]).
+    pub proxy_ttl: u32,
 }
 
 /// The Submission part of [`SubmissionLogin`]: its settings and the
@@ -79,6 +81,7 @@ impl LoginRules for Submission {
         tls_active: "502 5.5.1 TLS is already active.",
         tls_unavailable: "502 5.5.1 TLS support is not enabled.",
         tls_begin: "220 2.0.0 Begin TLS negotiation now.",
+        looping: "454 4.7.0 Account is temporarily unavailable.",
     };
 
     fn tls_available(&self) -> bool {
@@ -105,6 +108,7 @@ impl LoginRules for Submission {
         Some(SubmissionLoginRequest {
             credentials,
             helo: m.proto.helo.clone(),
+            proxy_ttl: m.proxy_ttl,
         })
     }
 
