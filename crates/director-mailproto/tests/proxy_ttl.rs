@@ -9,7 +9,9 @@ mod common;
 use common::*;
 use director_mailproto::connection::{next_hop_ttl, LOGIN_PROXY_TTL};
 use director_mailproto::imap::{ImapBackend, ImapBackendConfig, ImapLogin, ImapLoginConfig};
+use director_mailproto::managesieve::{SieveLogin, SieveLoginConfig};
 use director_mailproto::pop3::{xclient_line, Pop3Login, Pop3LoginConfig};
+use director_mailproto::submission::{SubmissionLogin, SubmissionLoginConfig};
 use director_mailproto::LoginFailure;
 
 fn imap(trusted: bool) -> ImapLogin {
@@ -172,4 +174,91 @@ fn pop3_the_backend_gets_one_hop_less_and_no_hop_left_is_refused() {
         sent(&m.login_failed(LoginFailure::Looping)),
         "-ERR Account is temporarily unavailable.\r\n"
     );
+}
+
+fn sieve(trusted: bool) -> SieveLogin {
+    let cfg = SieveLoginConfig {
+        disable_plaintext_auth: false,
+        ..SieveLoginConfig::default()
+    };
+    SieveLogin::new(cfg, false, false).with_trusted(trusted)
+}
+
+fn sieve_ttl(m: &mut SieveLogin) -> u32 {
+    login_of(&m.feed(b"AUTHENTICATE \"PLAIN\" \"AHUAcA==\"\r\n"))
+        .expect("a login request")
+        .proxy_ttl
+}
+
+/// managesieve-login lists `"XCLIENT"` to a trusted client only and obeys only its XCLIENT.
+#[test]
+fn managesieve_xclient_from_trusted_and_untrusted_clients() {
+    let mut m = sieve(true);
+    assert!(sent(&m.start()).contains("\"VERSION\" \"1.0\"\r\n\"XCLIENT\"\r\nOK "));
+    let acts = m.feed(b"XCLIENT ADDR=192.0.2.1 PORT=1 SESSION=s TTL=2\r\n");
+    assert_eq!(sent(&acts), "OK \"Updated\"\r\n");
+    assert_eq!(sieve_ttl(&mut m), 2);
+    assert_eq!(
+        sent(&m.login_failed(LoginFailure::Looping)),
+        "NO \"Account is temporarily unavailable.\"\r\n"
+    );
+
+    let mut m = sieve(false);
+    assert!(!sent(&m.start()).contains("XCLIENT"));
+    let acts = m.feed(b"XCLIENT TTL=1\r\n");
+    assert_eq!(sent(&acts), "NO \"You are not from trusted IP\"\r\n");
+    assert_eq!(sieve_ttl(&mut m), LOGIN_PROXY_TTL);
+
+    // A bad value, or an argument that is not an atom, is a bad command.
+    for line in ["XCLIENT TTL=x\r\n", "XCLIENT TTL=2 \"ADDR=1\"\r\n"] {
+        let mut m = sieve(true);
+        assert_eq!(
+            sent(&m.feed(line.as_bytes())),
+            "NO \"Error in MANAGESIEVE command received by server.\"\r\n",
+            "{line}"
+        );
+    }
+}
+
+fn submission(trusted: bool) -> SubmissionLogin {
+    let cfg = SubmissionLoginConfig {
+        disable_plaintext_auth: false,
+        ..SubmissionLoginConfig::default()
+    };
+    SubmissionLogin::new(cfg, false, false).with_trusted(trusted)
+}
+
+fn submission_ttl(m: &mut SubmissionLogin) -> u32 {
+    login_of(&m.feed(b"AUTH PLAIN AHUAcA==\r\n"))
+        .expect("a login request")
+        .proxy_ttl
+}
+
+/// submission-login offers XCLIENT in EHLO to a trusted client; an accepted XCLIENT resets
+/// the connection with a new greeting (lib-smtp).
+#[test]
+fn submission_xclient_from_trusted_and_untrusted_clients() {
+    let mut m = submission(true);
+    m.start();
+    let ehlo = sent(&m.feed(b"EHLO up\r\n"));
+    assert!(
+        ehlo.ends_with("250-PIPELINING\r\n250 XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL TIMEOUT FORWARD\r\n"),
+        "{ehlo}"
+    );
+    let acts = m.feed(b"XCLIENT HELO=up PROTO=ESMTP TTL=2 PORT=4711 ADDR=192.0.2.1\r\n");
+    assert_eq!(sent(&acts), "220 localhost Dovecot ready.\r\n");
+    m.feed(b"EHLO up\r\n");
+    assert_eq!(submission_ttl(&mut m), 2);
+    assert_eq!(
+        sent(&m.login_failed(LoginFailure::Looping)),
+        "454 4.7.0 Account is temporarily unavailable.\r\n"
+    );
+    let acts = m.feed(b"XCLIENT TTL=x\r\n");
+    assert_eq!(sent(&acts), "501 5.5.4 Invalid TTL parameter\r\n");
+
+    let mut m = submission(false);
+    assert!(!sent(&m.feed(b"EHLO up\r\n")).contains("XCLIENT"));
+    let acts = m.feed(b"XCLIENT TTL=1\r\n");
+    assert_eq!(sent(&acts), "550 5.7.14 You are not from trusted IP\r\n");
+    assert_eq!(submission_ttl(&mut m), LOGIN_PROXY_TTL);
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{init_tracing, start_director_proxy, Lab, LabOptions, Raw};
 use director_proto::admin::AdminRequest;
@@ -84,17 +84,23 @@ async fn a_loop_through_another_proxy_ends_after_five_hops() {
         reply.last().unwrap(),
         "a NO [SERVERBUG] Account is temporarily unavailable."
     );
-    // Every hop counted its login before its reply went back: A three, B two; only the last
-    // (A's third) was refused for the TTL.
+    // Once every hop's connection is gone, every hop has counted its login: A three, B two;
+    // only the last (A's third) was refused for the TTL.
+    c.send("b LOGOUT\r\n").await;
+    assert!(c.closed().await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.proxy.open_connections() + b.open_connections() > 0 {
+        assert!(Instant::now() < deadline, "the hops' connections stay open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(logins(&lab.proxy), (3, 1), "A's logins");
     assert_eq!(logins(&b), (2, 0), "B's logins");
-    assert_eq!(lab.proxy.open_connections() + b.open_connections(), 1);
 }
 
 /// A trusted client's `x-proxy-ttl` goes on one less to the real Dovecot backend (its
 /// `imap_id_log` shows what it got); an untrusted client's is ignored, so the backend gets
 /// Dovecot's default of 4; a trusted client with one hop left is refused before any backend
-/// is asked, over IMAP and POP3 alike.
+/// is asked, over IMAP, POP3, ManageSieve and Submission alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trusted_clients_ttl_is_decremented_and_an_untrusted_ones_ignored() {
     init_tracing();
@@ -156,6 +162,35 @@ async fn a_trusted_clients_ttl_is_decremented_and_an_untrusted_ones_ignored() {
         lab.lookup("looped@example.com").await.0,
         None,
         "a refused loop makes no assignment"
+    );
+
+    // ManageSieve and Submission take it through XCLIENT too.
+    let mut c = Raw::connect_from(lab.addr(lab.sieve_port), trusted).await;
+    let greeting = c.until("OK ").await;
+    assert!(
+        greeting.contains(&"\"XCLIENT\"".to_string()),
+        "{greeting:?}"
+    );
+    c.send("XCLIENT TTL=1\r\nAUTHENTICATE \"PLAIN\" \"AGxvb3BlZEBleGFtcGxlLmNvbQBwYXNz\"\r\n")
+        .await;
+    assert_eq!(c.line().await.unwrap(), "OK \"Updated\"");
+    assert_eq!(
+        c.line().await.unwrap(),
+        "NO \"Account is temporarily unavailable.\""
+    );
+    let mut c = Raw::connect_from(lab.addr(lab.submission_port), trusted).await;
+    c.until("220 ").await;
+    c.send("EHLO up\r\n").await;
+    let ehlo = c.until("250 ").await;
+    assert!(ehlo.last().unwrap().starts_with("250 XCLIENT "), "{ehlo:?}");
+    c.send("XCLIENT TTL=1\r\n").await;
+    c.until("220 ").await;
+    c.send("EHLO up\r\nAUTH PLAIN AGxvb3BlZEBleGFtcGxlLmNvbQBwYXNz\r\n")
+        .await;
+    c.until("250 ").await;
+    assert_eq!(
+        c.line().await.unwrap(),
+        "454 4.7.0 Account is temporarily unavailable."
     );
 
     // An untrusted POP3 client's XCLIENT changes nothing.
