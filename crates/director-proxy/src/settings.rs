@@ -405,7 +405,7 @@ impl ProxySettings {
         if self.client_tls == ClientTlsMode::Required {
             return false;
         }
-        client == local || self.trusted_networks.iter().any(|n| n.contains(client))
+        client == local || self.is_trusted(client)
     }
 
     /// Whether `client` is in `login_trusted_networks`: an upstream proxy, whose forwarded
