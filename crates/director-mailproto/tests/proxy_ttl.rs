@@ -9,6 +9,9 @@ mod common;
 use common::*;
 use director_mailproto::connection::{next_hop_ttl, LOGIN_PROXY_TTL};
 use director_mailproto::imap::{ImapBackend, ImapBackendConfig, ImapLogin, ImapLoginConfig};
+use director_mailproto::lmtp::{
+    LmtpAction, LmtpServer, LmtpServerConfig, LMTP_PROXY_DEFAULT_TTL, REPLY_LOOPING,
+};
 use director_mailproto::managesieve::{SieveLogin, SieveLoginConfig};
 use director_mailproto::pop3::{xclient_line, Pop3Login, Pop3LoginConfig};
 use director_mailproto::submission::{SubmissionLogin, SubmissionLoginConfig};
@@ -261,4 +264,75 @@ fn submission_xclient_from_trusted_and_untrusted_clients() {
     let acts = m.feed(b"XCLIENT TTL=1\r\n");
     assert_eq!(sent(&acts), "550 5.7.14 You are not from trusted IP\r\n");
     assert_eq!(submission_ttl(&mut m), LOGIN_PROXY_TTL);
+}
+
+fn lmtp(trusted: bool) -> LmtpServer<u8> {
+    LmtpServer::new(LmtpServerConfig::default()).with_trusted(trusted)
+}
+
+fn lmtp_sent(acts: &[LmtpAction<u8>]) -> String {
+    acts.iter()
+        .filter_map(|a| match a {
+            LmtpAction::Send(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The TTL the backends get for one delivery to one recipient, after `setup`.
+fn lmtp_outbound_ttl(s: &mut LmtpServer<u8>, setup: &[u8]) -> u32 {
+    s.feed(setup);
+    s.feed(b"MAIL FROM:<a@x>\r\nRCPT TO:<u@x>\r\n");
+    s.recipient_resolved(Some(1));
+    s.feed(b"DATA\r\n");
+    s.feed(b"x\r\n.\r\n")
+        .into_iter()
+        .find_map(|a| match a {
+            LmtpAction::Deliver(t) => Some(t.proxy_ttl),
+            _ => None,
+        })
+        .expect("a delivery")
+}
+
+#[test]
+fn lmtp_the_backends_get_5_or_one_less_than_a_trusted_client_said() {
+    assert_eq!(
+        lmtp_outbound_ttl(&mut lmtp(false), b"LHLO c\r\n"),
+        LMTP_PROXY_DEFAULT_TTL
+    );
+    let mut s = lmtp(true);
+    let lhlo = lmtp_sent(&s.feed(b"LHLO c\r\n"));
+    assert!(
+        lhlo.ends_with(
+            "250-PIPELINING\r\n250 XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL TIMEOUT\r\n"
+        ),
+        "{lhlo}"
+    );
+    let acts = s.feed(b"XCLIENT HELO=c PROTO=LMTP TTL=3 PORT=1 ADDR=192.0.2.1\r\n");
+    assert_eq!(lmtp_sent(&acts), "220 localhost Dovecot ready.\r\n");
+    assert_eq!(lmtp_outbound_ttl(&mut s, b"LHLO c\r\n"), 2);
+    // TTL=1 still goes on, with 0.
+    let mut s = lmtp(true);
+    assert_eq!(lmtp_outbound_ttl(&mut s, b"XCLIENT TTL=1\r\nLHLO c\r\n"), 0);
+}
+
+#[test]
+fn lmtp_a_recipient_arriving_with_ttl_0_is_refused() {
+    let mut s = lmtp(true);
+    s.feed(b"XCLIENT TTL=0\r\nLHLO c\r\nMAIL FROM:<a@x>\r\n");
+    let acts = s.feed(b"RCPT TO:<u@x>\r\n");
+    assert!(!acts.iter().any(|a| matches!(a, LmtpAction::Resolve { .. })));
+    assert_eq!(lmtp_sent(&acts), format!("{REPLY_LOOPING}\r\n"));
+    // Not during a transaction, and not from an untrusted client.
+    assert_eq!(
+        lmtp_sent(&s.feed(b"XCLIENT TTL=5\r\n")),
+        "503 5.5.0 XCLIENT not permitted during a mail transaction\r\n"
+    );
+    let mut s = lmtp(false);
+    assert!(!lmtp_sent(&s.feed(b"LHLO c\r\n")).contains("XCLIENT"));
+    assert_eq!(
+        lmtp_sent(&s.feed(b"XCLIENT TTL=0\r\n")),
+        "550 5.7.14 You are not from trusted IP\r\n"
+    );
+    assert_eq!(lmtp_outbound_ttl(&mut s, b""), LMTP_PROXY_DEFAULT_TTL);
 }

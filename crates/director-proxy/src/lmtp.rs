@@ -34,7 +34,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut client: Client) {
         max_message_size: usize::try_from(s.limits.max_lmtp_message).unwrap_or(usize::MAX),
         ..LmtpServerConfig::default()
     };
-    let mut m: LmtpServer<Route> = LmtpServer::new(cfg);
+    let mut m: LmtpServer<Route> =
+        LmtpServer::new(cfg).with_trusted(s.is_trusted(client.peer.ip()));
     let mut queue: VecDeque<LmtpAction<Route>> = m.start().into();
     let mut buf = vec![0u8; IO_BUF];
     loop {
@@ -143,7 +144,7 @@ async fn deliver_one(
         local_ip: local.ip(),
         local_port: local.port(),
         session_id: None,
-        proxy_ttl: ConnInfo::DEFAULT_TTL,
+        proxy_ttl: tx.proxy_ttl,
     };
     let cfg = LmtpBackendConfig {
         lhlo_name: shared.settings.hostname.clone(),

@@ -27,36 +27,36 @@ fn logins(proxy: &Proxy) -> (u64, u64) {
     (total, refused)
 }
 
-/// Proxy A's only host is proxy B, and B's only mail server is A: a login goes round. Each
-/// trusts the other (`login_trusted_networks`), so the TTL travels with the login, and the
-/// fifth hop is refused: the client gets imap-login's reply for a misconfigured remote after
-/// five logins in all (A, B, A, B, A), not after a hundred.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_loop_through_another_proxy_ends_after_five_hops() {
-    init_tracing();
+/// Proxy A (the lab's) whose only host is proxy B, and B, whose only mail server is A: a
+/// login or delivery goes round. Each trusts the other (`login_trusted_networks`), so the TTL
+/// travels with it. B listens where A expects a mail server: a fresh address, the backends'
+/// IMAP and LMTP ports.
+async fn proxies_in_a_loop() -> (Lab, Proxy) {
     let lab = Lab::start(LabOptions {
         backends: 1,
         proxy_extra: vec!["login_trusted_networks = 127.0.0.0/8".into()],
         ..LabOptions::default()
     })
     .await;
-    // B listens where A expects a mail server's IMAP: a fresh address, the backends' port.
     let b_ip = LoopbackAllocator::new().next_ip();
-    let backend_imap = lab.backends[0].imap_addr().port();
-    let b_imap = backend_imap;
+    let b_imap = lab.backends[0].imap_addr().port();
+    let b_lmtp = lab.backends[0].lmtp_addr().port();
     let conf = lab.dir.path().join("proxy-b.conf");
     std::fs::write(
         &conf,
         format!(
             "director_mail_servers = {a}\n\
              director_backend_port_imap = {a_imap}\n\
+             director_backend_port_lmtp = {a_lmtp}\n\
              login_trusted_networks = 127.0.0.0/8\n\
              disable_plaintext_auth = no\n\
              auth_failure_delay = 0\n\
              login_proxy_timeout = 10 s\n\
-             service imap-login {{\n inet_listener imap {{\n address = {b_ip}\n port = {b_imap}\n }}\n}}\n",
+             service imap-login {{\n inet_listener imap {{\n address = {b_ip}\n port = {b_imap}\n }}\n}}\n\
+             service lmtp {{\n inet_listener lmtp {{\n address = {b_ip}\n port = {b_lmtp}\n }}\n}}\n",
             a = lab.proxy_ip,
             a_imap = lab.imap_port,
+            a_lmtp = lab.lmtp_port,
         ),
     )
     .unwrap();
@@ -73,6 +73,26 @@ async fn a_loop_through_another_proxy_ends_after_five_hops() {
         ip: IpAddr::V4(lab.backends[0].ip()),
     };
     assert_eq!(lab.admin(remove).await, "OK\n");
+    (lab, b)
+}
+
+/// Waits (bounded) until neither proxy has a connection open: then every hop has finished
+/// and counted its login.
+async fn all_hops_closed(a: &Proxy, b: &Proxy) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.open_connections() + b.open_connections() > 0 {
+        assert!(Instant::now() < deadline, "the hops' connections stay open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A login goes round A and B: the fifth hop is refused, and the client gets imap-login's
+/// reply for a misconfigured remote after five logins in all (A, B, A, B, A), not after a
+/// hundred (the per-IP connection limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_through_another_proxy_ends_after_five_hops() {
+    init_tracing();
+    let (lab, b) = proxies_in_a_loop().await;
 
     let mut c = Raw::connect(lab.addr(lab.imap_port)).await;
     c.until("* OK").await;
@@ -88,13 +108,39 @@ async fn a_loop_through_another_proxy_ends_after_five_hops() {
     // only the last (A's third) was refused for the TTL.
     c.send("b LOGOUT\r\n").await;
     assert!(c.closed().await);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lab.proxy.open_connections() + b.open_connections() > 0 {
-        assert!(Instant::now() < deadline, "the hops' connections stay open");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    all_hops_closed(&lab.proxy, &b).await;
     assert_eq!(logins(&lab.proxy), (3, 1), "A's logins");
     assert_eq!(logins(&b), (2, 0), "B's logins");
+}
+
+/// A delivery goes round A and B over LMTP: each hop sends `XCLIENT TTL=` one less, from
+/// Dovecot's 5, and the hop that gets TTL 0 refuses the recipient; the MTA gets that reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_lmtp_loop_through_another_proxy_ends_with_the_ttl() {
+    init_tracing();
+    let (lab, b) = proxies_in_a_loop().await;
+    let mut c = Raw::connect(lab.addr(lab.lmtp_port)).await;
+    c.until("220 ").await;
+    c.send("LHLO mta\r\n").await;
+    c.until("250 ").await;
+    c.send("MAIL FROM:<s@example.com>\r\n").await;
+    assert_eq!(c.line().await.unwrap(), "250 2.1.0 OK");
+    c.send("RCPT TO:<loop@example.com>\r\n").await;
+    assert_eq!(c.line().await.unwrap(), "250 2.1.5 OK");
+    c.send("DATA\r\n").await;
+    assert_eq!(c.line().await.unwrap(), "354 OK");
+    c.send("Subject: loop\r\n\r\nround\r\n.\r\n").await;
+    let reply = tokio::time::timeout(Duration::from_secs(20), c.line())
+        .await
+        .expect("the delivery ends")
+        .unwrap();
+    assert!(
+        reply.starts_with("554 5.4.6") && reply.ends_with("Proxying appears to be looping (TTL=0)"),
+        "{reply}"
+    );
+    c.send("QUIT\r\n").await;
+    assert!(c.closed().await);
+    all_hops_closed(&lab.proxy, &b).await;
 }
 
 /// A trusted client's `x-proxy-ttl` goes on one less to the real Dovecot backend (its

@@ -24,7 +24,7 @@ pub use backend::{
 };
 pub use server::{
     merge_replies, plan_fanout, LmtpAction, LmtpServer, LmtpServerConfig, Recipient, SessionPlan,
-    Transaction, REPLY_TOO_BIG,
+    Transaction, LMTP_PROXY_DEFAULT_TTL, REPLY_LOOPING, REPLY_TOO_BIG,
 };
 
 /// Longest command line. Dovecot answered a 5018-byte `MAIL FROM` with
