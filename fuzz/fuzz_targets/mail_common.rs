@@ -54,7 +54,12 @@ macro_rules! fuzz_login_pair {
                 if $ctl & 0x80 != 0 {
                     let _ = m.login_succeeded();
                 } else {
-                    let _ = m.login_failed(director_mailproto::LoginFailure::Temporary);
+                    let why = if $ctl & 0x20 != 0 {
+                        director_mailproto::LoginFailure::Looping
+                    } else {
+                        director_mailproto::LoginFailure::Temporary
+                    };
+                    let _ = m.login_failed(why);
                 }
             }
         }

@@ -22,7 +22,9 @@ fuzz_target!(|data: &[u8]| {
             },
             false,
             false
-        ),
+        )
+        // Trusted: the upstream-proxy commands (ID x-proxy-ttl, XCLIENT) are parsed.
+        .with_trusted(ctl & 0x40 != 0),
         {
             let mut b = ImapBackend::new(
                 ImapBackendConfig {
@@ -36,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
                     credentials: creds(),
                     client_id: Vec::new(),
                     capability_requested: ctl & 4 != 0,
+                    proxy_ttl: director_mailproto::connection::LOGIN_PROXY_TTL,
                 },
             );
             // The login pipelined ahead of the greeting, as the proxy does.

@@ -16,7 +16,9 @@ fuzz_target!(|data: &[u8]| {
         max_message_size: 4096,
         stream_body: ctl & 1 != 0,
         ..LmtpServerConfig::default()
-    });
+    })
+    // Trusted: the upstream's XCLIENT is parsed.
+    .with_trusted(ctl & 0x40 != 0);
     let _ = s.start();
     for c in rest.chunks(chunk) {
         let mut pending = s.feed(c);
@@ -45,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
         ],
         data: b"body\r\n".to_vec(),
         too_big: false,
+        proxy_ttl: 5,
     };
     let plans = plan_fanout(&tx.recipients);
     let conn = ConnInfo {

@@ -22,7 +22,9 @@ fuzz_target!(|data: &[u8]| {
             },
             false,
             false
-        ),
+        )
+        // Trusted: the upstream-proxy commands (ID x-proxy-ttl, XCLIENT) are parsed.
+        .with_trusted(ctl & 0x40 != 0),
         SieveBackend::new(
             SieveBackendConfig {
                 starttls: ctl & 2 != 0,

@@ -20,7 +20,9 @@ fuzz_target!(|data: &[u8]| {
             },
             false,
             false
-        ),
+        )
+        // Trusted: the upstream-proxy commands (ID x-proxy-ttl, XCLIENT) are parsed.
+        .with_trusted(ctl & 0x40 != 0),
         Pop3Backend::new(
             Pop3BackendConfig {
                 starttls: ctl & 2 != 0,

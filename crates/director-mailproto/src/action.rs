@@ -51,6 +51,11 @@ pub enum LoginFailure {
     /// Authentication failed before any backend was involved (e.g. empty user
     /// name): `NO [AUTHENTICATIONFAILED] Authentication failed.` and friends.
     AuthFailed,
+    /// The login arrived with no proxy hop left ([`crate::connection::next_hop_ttl`]): the
+    /// proxies forward to each other in a loop, and a retry cannot help. Dovecot answers
+    /// with its reply for a misconfigured remote, e.g. IMAP
+    /// `NO [SERVERBUG] Account is temporarily unavailable.`
+    Looping,
 }
 
 /// An effect requested by a backend-side (login replay) machine.

@@ -20,14 +20,40 @@ pub struct ConnInfo {
     pub local_port: u16,
     /// Session id to forward (`x-session-id` / `SESSION=`), if any.
     pub session_id: Option<String>,
-    /// Proxy TTL to forward (Dovecot sends `x-proxy-ttl 4` / `TTL=4`: its
-    /// default of 5 minus one hop). It stops proxy loops.
+    /// Proxy TTL to forward: the client's TTL minus this hop ([`next_hop_ttl`]). Dovecot
+    /// sends `x-proxy-ttl "4"` / `TTL=4` for a client that set none. It stops proxy loops.
     pub proxy_ttl: u32,
 }
 
 impl ConnInfo {
-    /// Dovecot's default TTL after one hop (`x-proxy-ttl "4"` in the lab).
-    pub const DEFAULT_TTL: u32 = 4;
+    /// The TTL sent for a client that set none: [`LOGIN_PROXY_TTL`] minus this hop
+    /// (`x-proxy-ttl "4"` in the lab).
+    pub const DEFAULT_TTL: u32 = LOGIN_PROXY_TTL - 1;
+}
+
+/// The hops a login may still take when its client did not say (Dovecot's
+/// `LOGIN_PROXY_TTL`). Only a client in `login_trusted_networks` may say otherwise, with IMAP
+/// `ID ("x-proxy-ttl" "N")` or `XCLIENT TTL=N` (POP3, ManageSieve, Submission).
+pub const LOGIN_PROXY_TTL: u32 = 5;
+
+/// What Dovecot's login processes log (at error level, after "Aborting due to remote server: ")
+/// when a login arrives with no hop left: the proxies forward to each other in a loop.
+pub const TTL_EXHAUSTED: &str = "TTL reached zero - proxies appear to be looping?";
+
+/// The TTL to send to the backend for a client whose TTL is `ttl`, or `None` when no hop is
+/// left (`ttl` is 1 or 0): the login must not be proxied, it is looping. Dovecot refuses
+/// before connecting when its client's TTL is at most 1, and otherwise sends one less.
+pub fn next_hop_ttl(ttl: u32) -> Option<u32> {
+    ttl.checked_sub(1).filter(|t| *t > 0)
+}
+
+/// A TTL value as Dovecot reads it (`str_to_uint`): ASCII digits only, no sign, no spaces,
+/// within 32 bits. Anything else is not a TTL.
+pub fn parse_ttl(v: &[u8]) -> Option<u32> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// The SASL mechanism the client used (or LOGIN/USER+PASS, which are plain
@@ -73,5 +99,43 @@ impl std::fmt::Debug for Credentials {
             .field("password", &"<hidden>")
             .field("mechanism", &self.mechanism)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that set no TTL gets Dovecot's 4 sent on; each hop sends one less; a login
+    /// that arrives with 1 (or 0) left is refused rather than sent on with 0.
+    #[test]
+    fn each_hop_sends_one_less_and_the_last_hop_refuses() {
+        assert_eq!(next_hop_ttl(LOGIN_PROXY_TTL), Some(ConnInfo::DEFAULT_TTL));
+        assert_eq!(next_hop_ttl(4), Some(3));
+        assert_eq!(next_hop_ttl(2), Some(1));
+        assert_eq!(next_hop_ttl(1), None);
+        assert_eq!(next_hop_ttl(0), None);
+        assert_eq!(next_hop_ttl(u32::MAX), Some(u32::MAX - 1));
+    }
+
+    /// Digits within 32 bits, as Dovecot's `str_to_uint`; no sign, space, or overflow.
+    #[test]
+    fn a_ttl_is_digits_within_32_bits() {
+        assert_eq!(parse_ttl(b"0"), Some(0));
+        assert_eq!(parse_ttl(b"3"), Some(3));
+        assert_eq!(parse_ttl(b"007"), Some(7));
+        assert_eq!(parse_ttl(b"4294967295"), Some(u32::MAX));
+        for bad in [
+            &b""[..],
+            b"4294967296",
+            b"-1",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"1x",
+            b"\xff",
+        ] {
+            assert_eq!(parse_ttl(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

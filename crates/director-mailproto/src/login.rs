@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::fmt::Debug;
 
 use crate::action::{Action, LoginFailure, MAX_PENDING_INPUT};
-use crate::connection::Credentials;
+use crate::connection::{parse_ttl, Credentials, LOGIN_PROXY_TTL};
 use crate::line::{LineBuffer, LineTooLong};
 use crate::sasl::{SaslError, SaslExchange, SaslMech, SaslStep, MAX_AUTH_RESPONSE};
 
@@ -85,6 +85,9 @@ pub struct Replies {
     pub tls_unavailable: &'static str,
     /// STARTTLS accepted: the handshake starts after this reply.
     pub tls_begin: &'static str,
+    /// [`LoginFailure::Looping`]: no proxy hop left (Dovecot's reply for a misconfigured
+    /// remote, read from its source: the recordings have no loop).
+    pub looping: &'static str,
 }
 
 /// What makes [`PreLogin`] a POP3, Submission or ManageSieve machine.
@@ -174,6 +177,21 @@ impl InputBuffer for Vec<u8> {
     }
 }
 
+/// An `XCLIENT ADDR=` value Dovecot accepts (`net_addr2ip`: IPv4, or IPv6 bare or in
+/// brackets).
+fn is_xclient_addr(v: &[u8]) -> bool {
+    let v = v
+        .strip_prefix(b"[")
+        .and_then(|v| v.strip_suffix(b"]"))
+        .unwrap_or(v);
+    std::str::from_utf8(v).is_ok_and(|s| s.parse::<std::net::IpAddr>().is_ok())
+}
+
+/// An `XCLIENT PORT=` value Dovecot accepts (`net_str2port`: 1 to 65535).
+fn is_xclient_port(v: &[u8]) -> bool {
+    parse_ttl(v).is_some_and(|p| (1..=u32::from(u16::MAX)).contains(&p))
+}
+
 /// `text` and CRLF, to send.
 pub(crate) fn reply<R>(text: &str) -> Action<R> {
     Action::Send(format!("{text}\r\n").into_bytes())
@@ -198,6 +216,10 @@ pub struct PreLogin<P: LoginRules> {
     pub(crate) buf: P::Buf,
     /// Unknown or malformed commands so far.
     pub(crate) bad_commands: u32,
+    /// The client is in `login_trusted_networks`: it may set the proxy TTL (`XCLIENT`).
+    pub(crate) trusted: bool,
+    /// The hops the login may still take ([`LOGIN_PROXY_TTL`] unless a trusted client said).
+    pub(crate) proxy_ttl: u32,
 }
 
 impl<P: LoginRules> PreLogin<P> {
@@ -218,7 +240,46 @@ impl<P: LoginRules> PreLogin<P> {
             secured: secured || tls_active,
             buf,
             bad_commands: 0,
+            trusted: false,
+            proxy_ttl: LOGIN_PROXY_TTL,
         }
+    }
+
+    /// Marks the client as one of `login_trusted_networks` (an upstream proxy), whose
+    /// `XCLIENT` is obeyed (Dovecot ignores it from anyone else).
+    pub fn with_trusted(mut self, trusted: bool) -> Self {
+        self.trusted = trusted;
+        self
+    }
+
+    /// The hops the login may still take: [`LOGIN_PROXY_TTL`], or what a trusted client set.
+    pub fn proxy_ttl(&self) -> u32 {
+        self.proxy_ttl
+    }
+
+    /// Reads the attributes of a trusted client's `XCLIENT` (`ADDR=`, `PORT=`, `SESSION=`,
+    /// `TTL=`, `FORWARD=`; names in any case, others ignored), as Dovecot's POP3 and
+    /// ManageSieve logins do. `TTL=` is taken at once, even when a later attribute is bad
+    /// (as Dovecot does); the client's address and session are checked but not adopted (the
+    /// proxy reports the connection's own). False when an attribute is malformed.
+    pub(crate) fn xclient_attributes<'a>(&mut self, attrs: impl Iterator<Item = &'a [u8]>) -> bool {
+        let mut ok = true;
+        for attr in attrs {
+            let (name, value) = match attr.iter().position(|b| *b == b'=') {
+                Some(eq) => (&attr[..eq], &attr[eq + 1..]),
+                None => continue,
+            };
+            match name.to_ascii_uppercase().as_slice() {
+                b"ADDR" => ok &= is_xclient_addr(value),
+                b"PORT" => ok &= is_xclient_port(value),
+                b"TTL" => match parse_ttl(value) {
+                    Some(ttl) => self.proxy_ttl = ttl,
+                    None => ok = false,
+                },
+                _ => {}
+            }
+        }
+        ok
     }
 
     /// Plaintext mechanisms may be offered and used.
@@ -289,6 +350,7 @@ impl<P: LoginRules> PreLogin<P> {
             LoginFailure::Relayed => None,
             LoginFailure::Temporary => Some(P::REPLIES.temporary),
             LoginFailure::AuthFailed => Some(P::REPLIES.auth_failed),
+            LoginFailure::Looping => Some(P::REPLIES.looping),
         };
         out.extend(text.map(reply));
         out.extend(P::process(self));

@@ -25,6 +25,10 @@ pub trait LoginMachine: Send {
     fn login_succeeded(&mut self) -> Vec<u8>;
     /// The credentials a login request carries (the routing user name comes from them).
     fn credentials(req: &Self::Req) -> &Credentials;
+    /// The hops a login request may still take ([`crate::connection::LOGIN_PROXY_TTL`]
+    /// unless a trusted client set it); the proxy refuses it when none is left
+    /// ([`crate::connection::next_hop_ttl`]).
+    fn proxy_ttl(req: &Self::Req) -> u32;
     /// Whether a reply of this machine refuses the credentials (the proxy delays it by
     /// `auth_failure_delay`).
     fn is_auth_failure(reply: &[u8]) -> bool;
@@ -59,6 +63,9 @@ pub struct LoginSetup {
     pub tls_active: bool,
     /// The connection counts as secured (TLS, or a trusted or local client address).
     pub secured: bool,
+    /// The client address is in `login_trusted_networks`: an upstream proxy, whose
+    /// forwarded facts (the proxy TTL) are obeyed.
+    pub trusted: bool,
 }
 
 /// What a backend login replay is built from.
@@ -111,6 +118,9 @@ macro_rules! impl_machines {
             }
             fn credentials(req: &$req) -> &$crate::Credentials {
                 &req.credentials
+            }
+            fn proxy_ttl(req: &$req) -> u32 {
+                req.proxy_ttl
             }
             fn is_auth_failure(reply: &[u8]) -> bool {
                 <$login>::is_auth_failure(reply)

@@ -306,6 +306,7 @@ fn request(tag: &[u8], user: &[u8], pass: &[u8], cap: bool) -> ImapLoginRequest 
         },
         client_id: vec![(b"name".to_vec(), Some(b"cli".to_vec()))],
         capability_requested: cap,
+        proxy_ttl: director_mailproto::connection::LOGIN_PROXY_TTL,
     }
 }
 

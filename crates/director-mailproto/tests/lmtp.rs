@@ -193,23 +193,20 @@ fn backend_session_recorded_flow() {
         lhlo_name: "f.lab.invalid".into(),
         send_xclient: true,
     };
-    let mut b = LmtpBackendSession::new(
-        cfg,
-        conn(46988, 24, "4X8RFYVHC2vOFAAAg+zDdQ:P1"),
-        Some(b"c"),
-        &tx,
-        &plans[0],
-    );
+    // The TTL the proxy sends is the transaction's (no XCLIENT from the client: 5).
+    let mut conn = conn(46988, 24, "4X8RFYVHC2vOFAAAg+zDdQ:P1");
+    conn.proxy_ttl = tx.proxy_ttl;
+    let mut b = LmtpBackendSession::new(cfg, conn, Some(b"c"), &tx, &plans[0]);
     assert_eq!(
         b.feed(b"220 b.lab.invalid mp-b ready.\r\n"),
         vec![LmtpBackendAction::Send(b"LHLO f.lab.invalid\r\n".to_vec())]
     );
     let lhlo = b"250-b.lab.invalid\r\n250-8BITMIME\r\n250-CHUNKING\r\n250-ENHANCEDSTATUSCODES\r\n250-PIPELINING\r\n250-XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL TIMEOUT\r\n250 XRCPTFORWARD\r\n";
     // Dovecot sent `XCLIENT HELO=c PROTO=LMTP SESSION=4X8RFYVHC2vOFAAAg+2BzDdQ:P1 TTL=5 PORT=46988 ADDR=127.0.0.1`
-    // (same attributes; we use the submission proxy's order).
+    // (same attributes and TTL; we use the submission proxy's order).
     assert_eq!(
         b.feed(lhlo),
-        vec![LmtpBackendAction::Send(b"XCLIENT HELO=c PROTO=LMTP TTL=4 PORT=46988 ADDR=127.0.0.1 SESSION=4X8RFYVHC2vOFAAAg+2BzDdQ:P1\r\n".to_vec())]
+        vec![LmtpBackendAction::Send(b"XCLIENT HELO=c PROTO=LMTP TTL=5 PORT=46988 ADDR=127.0.0.1 SESSION=4X8RFYVHC2vOFAAAg+2BzDdQ:P1\r\n".to_vec())]
     );
     assert_eq!(
         b.feed(b"220 b.lab.invalid mp-b ready.\r\n"),

@@ -179,6 +179,7 @@ fn req(helo: Option<&str>, pass: &str) -> SubmissionLoginRequest {
     SubmissionLoginRequest {
         credentials: creds("user1", pass),
         helo: helo.map(|h| h.as_bytes().to_vec()),
+        proxy_ttl: director_mailproto::connection::LOGIN_PROXY_TTL,
     }
 }
 

@@ -56,7 +56,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut client: Client) {
         stream_body: true,
         ..LmtpServerConfig::default()
     };
-    let mut m: LmtpServer<Route> = LmtpServer::new(cfg);
+    let mut m: LmtpServer<Route> =
+        LmtpServer::new(cfg).with_trusted(s.is_trusted(client.peer.ip()));
     let mut queue: VecDeque<LmtpAction<Route>> = m.start().into();
     let mut buf = vec![0u8; IO_BUF];
     let mut envelope = Reservation::new(Arc::clone(&shared.budget));
@@ -308,7 +309,7 @@ impl Leg {
             local_ip: local.ip(),
             local_port: local.port(),
             session_id: None,
-            proxy_ttl: ConnInfo::DEFAULT_TTL,
+            proxy_ttl: tx.proxy_ttl,
         };
         let cfg = LmtpBackendConfig {
             lhlo_name: shared.settings.hostname.clone(),

@@ -20,7 +20,8 @@ pub enum LoginResult {
     Ok,
     /// The backend refused the credentials (its reply went to the client).
     Rejected,
-    /// The login name cannot be routed (empty, or containing NUL); no backend was asked.
+    /// The login name cannot be routed (empty, or containing NUL), or the login has no proxy
+    /// hop left (a loop through other proxies); no backend was asked.
     Refused,
     /// The director had no backend for the user (no host up, a move, a ring not synced).
     NoBackend,

@@ -459,6 +459,7 @@ async fn handle(
         available: shared.acceptor.is_some(),
         active: client.stream.is_tls(),
         secured: client.stream.is_tls() || s.is_secured(peer.ip(), local.ip()),
+        trusted: s.is_trusted(peer.ip()),
     };
     match spec.protocol {
         Protocol::Imap => session::run_login::<Imap>(shared, client, tls).await,

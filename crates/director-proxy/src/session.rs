@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use director_mailproto::connection::{next_hop_ttl, TTL_EXHAUSTED};
 use director_mailproto::routing::{is_routable, routing_user};
 use director_mailproto::{
     Action, BackendAction, BackendFailure, BackendMachine, BackendSetup, ConnInfo, LoginFailure,
@@ -130,14 +131,14 @@ impl Client {
     }
 
     /// Facts for the backend (ID / XCLIENT / PROXY header).
-    pub fn conn_info(&self, session_id: Option<String>) -> ConnInfo {
+    pub fn conn_info(&self, session_id: Option<String>, proxy_ttl: u32) -> ConnInfo {
         ConnInfo {
             client_ip: self.peer.ip(),
             client_port: self.peer.port(),
             local_ip: self.local.ip(),
             local_port: self.local.port(),
             session_id,
-            proxy_ttl: ConnInfo::DEFAULT_TTL,
+            proxy_ttl,
         }
     }
 }
@@ -151,6 +152,8 @@ pub(crate) struct LoginTls {
     pub active: bool,
     /// The connection counts as secured (TLS, or a trusted/local client address).
     pub secured: bool,
+    /// The client address is in `login_trusted_networks` (it may set the proxy TTL).
+    pub trusted: bool,
 }
 
 /// How a login attempt ended.
@@ -177,6 +180,7 @@ pub(crate) async fn run_login<P: LoginProtocol>(
         disable_plaintext_auth: settings.plaintext_auth_disabled(),
         tls_active: tls.active,
         secured: tls.secured,
+        trusted: tls.trusted,
     });
     let mut queue: VecDeque<Action<<P::Login as LoginMachine>::Req>> = machine.start().into();
     let mut buf = vec![0u8; LOGIN_BUF];
@@ -435,9 +439,14 @@ async fn login<P: LoginProtocol>(
         finished(LoginResult::Refused);
         return LoginEnd::Failed(LoginFailure::AuthFailed, Vec::new());
     }
+    let Some(proxy_ttl) = next_hop_ttl(P::Login::proxy_ttl(&req)) else {
+        tracing::error!(user = %LogText(&username), protocol = protocol.name(), client = %client.peer, "{TTL_EXHAUSTED}");
+        finished(LoginResult::Refused);
+        return LoginEnd::Failed(LoginFailure::Looping, Vec::new());
+    };
     let guard = shared.registry.register(&username, protocol, client.peer);
     let session_id = guard.session_id();
-    let conn = client.conn_info(Some(session_id));
+    let conn = client.conn_info(Some(session_id), proxy_ttl);
     let setup = BackendSetup {
         hostname: shared.settings.hostname.clone(),
         starttls: shared.settings.backend_tls == BackendTlsMode::StartTls,

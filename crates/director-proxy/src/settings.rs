@@ -415,7 +415,13 @@ impl ProxySettings {
         if self.client_tls == ClientTlsMode::Required {
             return false;
         }
-        client == local || self.trusted_networks.iter().any(|n| n.contains(client))
+        client == local || self.is_trusted(client)
+    }
+
+    /// Whether `client` is in `login_trusted_networks`: an upstream proxy, whose forwarded
+    /// proxy TTL is obeyed (Dovecot's `client->trusted`, independent of `ssl`).
+    pub fn is_trusted(&self, client: IpAddr) -> bool {
+        self.trusted_networks.iter().any(|n| n.contains(client))
     }
 
     /// Whether the pre-login machines refuse plaintext authentication on an unsecured

@@ -3,7 +3,7 @@
 
 use super::parse::{parse_command, Arg, Command, FatalError, Parsed, SyntaxError};
 use crate::action::{Action, LoginFailure};
-use crate::connection::{Credentials, Mechanism};
+use crate::connection::{parse_ttl, Credentials, Mechanism, LOGIN_PROXY_TTL};
 use crate::sasl::{SaslError, SaslExchange, SaslMech, SaslStep, MAX_AUTH_RESPONSE};
 
 /// Bad commands after which the connection is closed (the third one is
@@ -65,6 +65,8 @@ pub struct ImapLoginRequest {
     /// The client issued `CAPABILITY`; Dovecot then also sends `C CAPABILITY`
     /// to the backend so post-login capabilities come as an untagged reply.
     pub capability_requested: bool,
+    /// The hops the login may still take (see [`crate::connection::next_hop_ttl`]).
+    pub proxy_ttl: u32,
 }
 
 #[derive(Debug)]
@@ -99,6 +101,11 @@ pub struct ImapLogin {
     bad_commands: u32,
     client_id: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     capability_requested: bool,
+    /// The client is in `login_trusted_networks`: its first `ID` may set the proxy TTL.
+    trusted: bool,
+    /// An `ID` command was answered: later ones no longer change the connection's facts.
+    id_seen: bool,
+    proxy_ttl: u32,
 }
 
 type Out = Vec<Action<ImapLoginRequest>>;
@@ -135,7 +142,22 @@ impl ImapLogin {
             bad_commands: 0,
             client_id: Vec::new(),
             capability_requested: false,
+            trusted: false,
+            id_seen: false,
+            proxy_ttl: LOGIN_PROXY_TTL,
         }
+    }
+
+    /// Marks the client as one of `login_trusted_networks` (an upstream proxy): its first
+    /// `ID` may set `x-proxy-ttl`, as imap-login allows (from anyone else it is ignored).
+    pub fn with_trusted(mut self, trusted: bool) -> Self {
+        self.trusted = trusted;
+        self
+    }
+
+    /// The hops the login may still take: [`LOGIN_PROXY_TTL`], or what a trusted client set.
+    pub fn proxy_ttl(&self) -> u32 {
+        self.proxy_ttl
     }
 
     fn plaintext_allowed(&self) -> bool {
@@ -232,6 +254,12 @@ impl ImapLogin {
             LoginFailure::AuthFailed => out.push(Action::Send(line(&[
                 &tag,
                 b" NO [AUTHENTICATIONFAILED] Authentication failed.",
+            ]))),
+            // imap-login's reply for a misconfigured remote (from its source; the
+            // recordings have no loop).
+            LoginFailure::Looping => out.push(Action::Send(line(&[
+                &tag,
+                b" NO [SERVERBUG] Account is temporarily unavailable.",
             ]))),
         }
         out.extend(self.process());
@@ -398,6 +426,13 @@ impl ImapLogin {
                     let (Some(Some(k)), Some(v)) = (k.as_nstring(), v.as_nstring()) else {
                         continue;
                     };
+                    // Only the first ID of a trusted client sets the connection's facts
+                    // (imap-login); an invalid number leaves the TTL as it was.
+                    if k.eq_ignore_ascii_case(b"x-proxy-ttl") && self.trusted && !self.id_seen {
+                        if let Some(ttl) = v.and_then(parse_ttl) {
+                            self.proxy_ttl = ttl;
+                        }
+                    }
                     if params.len() < MAX_ID_PARAMS
                         && k.len() <= MAX_ID_KEY
                         && !matches!(v, Some(v) if v.len() > MAX_ID_VALUE)
@@ -412,6 +447,7 @@ impl ImapLogin {
                 return;
             }
         }
+        self.id_seen = true;
         out.push(Action::Send(
             [
                 format!("* ID {}\r\n", self.cfg.id_reply).into_bytes(),
@@ -427,6 +463,7 @@ impl ImapLogin {
             credentials,
             client_id: self.client_id.clone(),
             capability_requested: self.capability_requested,
+            proxy_ttl: self.proxy_ttl,
         }));
         self.state = State::LoginPending { tag };
     }

@@ -34,7 +34,7 @@ impl LoginProtocol for Imap {
             disable_plaintext_auth: setup.disable_plaintext_auth,
             ..ImapLoginConfig::default()
         };
-        ImapLogin::new(cfg, setup.tls_active, setup.secured)
+        ImapLogin::new(cfg, setup.tls_active, setup.secured).with_trusted(setup.trusted)
     }
 
     fn backend_machine(req: ImapLoginRequest, conn: ConnInfo, setup: &BackendSetup) -> ImapBackend {

@@ -27,7 +27,7 @@ pub const REPLY_DATA_TIMEOUT: &str = "421 4.4.2 Message not received in time, cl
 
 pub use server::{
     merge_replies, plan_fanout, LmtpAction, LmtpServer, LmtpServerConfig, Recipient, SessionPlan,
-    Transaction, REPLY_TOO_BIG,
+    Transaction, LMTP_PROXY_DEFAULT_TTL, REPLY_LOOPING, REPLY_TOO_BIG,
 };
 
 /// Longest command line. Dovecot answered a 5018-byte `MAIL FROM` with

@@ -4,6 +4,7 @@
 use super::backend::REPLY_SESSION_FAILED;
 use super::{DEFAULT_MAX_MESSAGE_SIZE, MAX_DATA_LINE, MAX_LINE, MAX_RECIPIENTS};
 use crate::line::{split_word, LineBuffer};
+use crate::smtp::{parse_xclient, XCLIENT_UNTRUSTED};
 
 /// Settings of the LMTP server side.
 #[derive(Debug, Clone)]
@@ -73,7 +74,22 @@ pub struct Transaction<B> {
     /// The message exceeded the size limit: answer each recipient with
     /// [`REPLY_TOO_BIG`] instead of delivering.
     pub too_big: bool,
+    /// The TTL to send the backends (`XCLIENT TTL=`): [`LMTP_PROXY_DEFAULT_TTL`], or one
+    /// less than a trusted client's.
+    pub proxy_ttl: u32,
 }
+
+/// The TTL Dovecot's LMTP proxy sends when its client set none (`LMTP_PROXY_DEFAULT_TTL`;
+/// recorded: `XCLIENT … TTL=5`). Unlike the login proxies it counts down to 0 and refuses a
+/// recipient only when the TTL it got is 0.
+pub const LMTP_PROXY_DEFAULT_TTL: u32 = 5;
+
+/// The reply to a recipient that arrives with TTL 0: the proxies forward to each other in a
+/// loop (Dovecot 2.3.19's LMTP proxy, from its source).
+pub const REPLY_LOOPING: &str = "554 5.4.6 Proxying appears to be looping (TTL=0)";
+
+/// The LHLO line Dovecot's LMTP sends a client in `login_trusted_networks` (recorded).
+const XCLIENT_LHLO: &str = "XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL TIMEOUT";
 
 /// Reply to every recipient when the message exceeded the limit.
 pub const REPLY_TOO_BIG: &str = "552 5.3.4 Message size exceeds fixed maximum message size";
@@ -136,6 +152,11 @@ pub struct LmtpServer<B> {
     data_size: usize,
     too_big: bool,
     body: BodyDecoder,
+    /// The client is in `login_trusted_networks` (an upstream proxy or MTA): its `XCLIENT`
+    /// is obeyed.
+    trusted: bool,
+    /// The TTL a trusted client set with `XCLIENT TTL=`.
+    inbound_ttl: Option<u32>,
 }
 
 fn reply<B>(text: &str) -> LmtpAction<B> {
@@ -167,7 +188,22 @@ impl<B: Clone> LmtpServer<B> {
             data_size: 0,
             too_big: false,
             body: BodyDecoder::default(),
+            trusted: false,
+            inbound_ttl: None,
         }
+    }
+
+    /// Marks the client as one of `login_trusted_networks`: LHLO offers it `XCLIENT`, and its
+    /// `XCLIENT` (the TTL, for loops through other proxies) is obeyed, as Dovecot's LMTP does.
+    pub fn with_trusted(mut self, trusted: bool) -> Self {
+        self.trusted = trusted;
+        self
+    }
+
+    /// The TTL to send the backends: one less than a trusted client's, else the default.
+    fn outbound_ttl(&self) -> u32 {
+        self.inbound_ttl
+            .map_or(LMTP_PROXY_DEFAULT_TTL, |t| t.saturating_sub(1))
     }
 
     /// The greeting.
@@ -262,6 +298,7 @@ impl<B: Clone> LmtpServer<B> {
                 recipients: self.recipients.clone(),
                 data: Vec::new(),
                 too_big: self.too_big,
+                proxy_ttl: self.outbound_ttl(),
             }));
             if let Some(rest) = data.get(consumed..) {
                 self.buf.feed(rest);
@@ -389,6 +426,7 @@ impl<B: Clone> LmtpServer<B> {
                 recipients: self.recipients.clone(),
                 data: std::mem::take(&mut self.data),
                 too_big: self.too_big,
+                proxy_ttl: self.outbound_ttl(),
             }));
             return;
         }
@@ -412,6 +450,9 @@ impl<B: Clone> LmtpServer<B> {
                 self.reset();
                 let mut lines = vec![self.cfg.hostname.clone()];
                 lines.extend(self.cfg.extensions.iter().cloned());
+                if self.trusted {
+                    lines.push(XCLIENT_LHLO.into());
+                }
                 let n = lines.len();
                 let text: String = lines
                     .iter()
@@ -457,6 +498,14 @@ impl<B: Clone> LmtpServer<B> {
                     out.push(reply("452 4.5.3 Too many recipients"));
                     return;
                 }
+                if self.inbound_ttl == Some(0) {
+                    tracing::error!(
+                        recipient = ?String::from_utf8_lossy(&address),
+                        "Proxying appears to be looping (TTL=0)"
+                    );
+                    out.push(reply(REPLY_LOOPING));
+                    return;
+                }
                 let user = self.routing_user(&address);
                 out.push(LmtpAction::Resolve {
                     user,
@@ -476,6 +525,7 @@ impl<B: Clone> LmtpServer<B> {
                         recipients: self.recipients.clone(),
                         data: Vec::new(),
                         too_big: false,
+                        proxy_ttl: self.outbound_ttl(),
                     }));
                 } else {
                     out.push(reply("354 OK"));
@@ -487,6 +537,7 @@ impl<B: Clone> LmtpServer<B> {
                 out.push(reply("250 2.0.0 OK"));
             }
             b"NOOP" => out.push(reply("250 2.0.0 OK")),
+            b"XCLIENT" => self.xclient(arg, out),
             b"QUIT" => {
                 out.push(reply("221 2.0.0 Bye"));
                 out.push(LmtpAction::Close);
@@ -567,6 +618,33 @@ impl BodyDecoder {
             _ => {
                 out.push(b);
                 BodyPos::Mid
+            }
+        }
+    }
+}
+
+impl<B: Clone> LmtpServer<B> {
+    /// `XCLIENT` from an upstream proxy or MTA (lib-smtp's rules and texts): obeyed only from
+    /// a trusted client and outside a transaction; accepted, it resets the connection (a new
+    /// greeting, LHLO again).
+    fn xclient(&mut self, params: &[u8], out: &mut Vec<LmtpAction<B>>) {
+        if self.mail_from.is_some() {
+            out.push(reply(
+                "503 5.5.0 XCLIENT not permitted during a mail transaction",
+            ));
+        } else if !self.trusted {
+            out.push(reply(XCLIENT_UNTRUSTED));
+        } else {
+            match parse_xclient(params) {
+                Ok(attrs) => {
+                    if attrs.ttl.is_some() {
+                        self.inbound_ttl = attrs.ttl;
+                    }
+                    self.helo = None;
+                    self.reset();
+                    out.extend(self.start());
+                }
+                Err(text) => out.push(reply(text)),
             }
         }
     }

@@ -45,6 +45,8 @@ impl Default for SieveLoginConfig {
 pub struct SieveLoginRequest {
     /// The credentials.
     pub credentials: Credentials,
+    /// The hops the login may still take (see [`crate::connection::next_hop_ttl`]).
+    pub proxy_ttl: u32,
 }
 
 /// The ManageSieve part of [`SieveLogin`]: its settings.
@@ -79,6 +81,7 @@ impl LoginRules for Sieve {
         tls_active: "NO \"TLS is already active.\"",
         tls_unavailable: "NO \"TLS support isn't enabled.\"",
         tls_begin: "OK \"Begin TLS negotiation now.\"",
+        looping: "NO \"Account is temporarily unavailable.\"",
     };
 
     fn tls_available(&self) -> bool {
@@ -97,8 +100,11 @@ impl LoginRules for Sieve {
         format!("\"{c}\"")
     }
 
-    fn request(_: &SieveLogin, credentials: Credentials) -> Option<SieveLoginRequest> {
-        Some(SieveLoginRequest { credentials })
+    fn request(m: &SieveLogin, credentials: Credentials) -> Option<SieveLoginRequest> {
+        Some(SieveLoginRequest {
+            credentials,
+            proxy_ttl: m.proxy_ttl,
+        })
     }
 
     fn process(m: &mut SieveLogin) -> Out {
@@ -139,6 +145,10 @@ impl SieveLogin {
             s.push_str("\"STARTTLS\"\r\n");
         }
         s.push_str("\"VERSION\" \"1.0\"\r\n");
+        // A trusted client (an upstream proxy) may send XCLIENT, as managesieve-login says.
+        if self.trusted {
+            s.push_str("\"XCLIENT\"\r\n");
+        }
         s
     }
 
@@ -226,6 +236,7 @@ impl SieveLogin {
             },
             b"LOGOUT" => self.close(out, "OK \"Logout completed.\""),
             b"STARTTLS" => self.starttls(out),
+            b"XCLIENT" => self.xclient(&cmd, out),
             b"AUTHENTICATE" => {
                 let strings: Vec<Option<&[u8]>> =
                     cmd.args.iter().map(|a| a.as_nstring().flatten()).collect();
@@ -236,6 +247,30 @@ impl SieveLogin {
                 }
             }
             _ => self.bad(out),
+        }
+    }
+
+    /// `XCLIENT attr=value …` from an upstream proxy, obeyed only from a trusted client
+    /// (texts as managesieve-login's). The attributes are atoms; one that is not (or a
+    /// malformed value) makes the command a bad one, after the atoms before it were read.
+    fn xclient(&mut self, cmd: &Command, out: &mut Out) {
+        if !self.trusted {
+            out.push(reply("NO \"You are not from trusted IP\""));
+            return;
+        }
+        let atoms: Vec<&[u8]> = cmd
+            .args
+            .iter()
+            .map_while(|a| match a {
+                Arg::Atom(v) => Some(v.as_slice()),
+                _ => None,
+            })
+            .collect();
+        let all_atoms = atoms.len() == cmd.args.len();
+        if self.xclient_attributes(atoms.into_iter()) && all_atoms {
+            out.push(reply("OK \"Updated\""));
+        } else {
+            self.bad(out);
         }
     }
 

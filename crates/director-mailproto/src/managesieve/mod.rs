@@ -39,7 +39,7 @@ impl LoginProtocol for Sieve {
             disable_plaintext_auth: setup.disable_plaintext_auth,
             ..SieveLoginConfig::default()
         };
-        SieveLogin::new(cfg, setup.tls_active, setup.secured)
+        SieveLogin::new(cfg, setup.tls_active, setup.secured).with_trusted(setup.trusted)
     }
 
     fn backend_machine(

@@ -38,6 +38,8 @@ impl Default for Pop3LoginConfig {
 pub struct Pop3LoginRequest {
     /// The credentials.
     pub credentials: Credentials,
+    /// The hops the login may still take (see [`crate::connection::next_hop_ttl`]).
+    pub proxy_ttl: u32,
 }
 
 /// The POP3 part of [`Pop3Login`]: its settings and the `USER` name given.
@@ -75,6 +77,7 @@ impl LoginRules for Pop3 {
         tls_active: "-ERR TLS is already active.",
         tls_unavailable: "-ERR TLS support isn't enabled.",
         tls_begin: "+OK Begin TLS negotiation now.",
+        looping: "-ERR Account is temporarily unavailable.",
     };
 
     fn tls_available(&self) -> bool {
@@ -95,9 +98,12 @@ impl LoginRules for Pop3 {
 
     /// Empty or NUL-containing names and passwords fail here, before any
     /// backend is involved.
-    fn request(_: &Pop3Login, credentials: Credentials) -> Option<Pop3LoginRequest> {
+    fn request(m: &Pop3Login, credentials: Credentials) -> Option<Pop3LoginRequest> {
         sasl::check_fields(&credentials).ok()?;
-        Some(Pop3LoginRequest { credentials })
+        Some(Pop3LoginRequest {
+            credentials,
+            proxy_ttl: m.proxy_ttl,
+        })
     }
 
     fn process(m: &mut Pop3Login) -> Out {
@@ -127,9 +133,11 @@ impl Pop3Login {
         PreLogin::with(proto, LineBuffer::new(MAX_LINE), tls_active, secured)
     }
 
-    /// The greeting.
+    /// The greeting; `[XCLIENT]` before the text tells a trusted client (an upstream proxy)
+    /// that its `XCLIENT` is obeyed, as pop3-login does.
     pub fn start(&mut self) -> Out {
-        vec![reply(&format!("+OK {}", self.proto.cfg.greeting))]
+        let xclient = if self.trusted { "[XCLIENT] " } else { "" };
+        vec![reply(&format!("+OK {xclient}{}", self.proto.cfg.greeting))]
     }
 
     /// The `CAPA` reply for the current state.
@@ -186,6 +194,7 @@ impl Pop3Login {
                 self.request_login(creds, out);
             }
             b"AUTH" => self.auth(arg, out),
+            b"XCLIENT" => self.xclient(arg, out),
             _ => {
                 self.bad_commands += 1;
                 out.push(reply("-ERR Unknown command."));
@@ -193,6 +202,18 @@ impl Pop3Login {
                     self.close(out, "-ERR Too many invalid bad commands.");
                 }
             }
+        }
+    }
+
+    /// `XCLIENT attr=value …` from an upstream proxy: obeyed only from a trusted client
+    /// (texts as pop3-login's).
+    fn xclient(&mut self, arg: &[u8], out: &mut Out) {
+        if !self.trusted {
+            out.push(reply("+OK You are not from trusted IP - ignoring"));
+        } else if self.xclient_attributes(arg.split(|b| *b == b' ')) {
+            out.push(reply("+OK Updated"));
+        } else {
+            out.push(reply("-ERR Invalid parameters"));
         }
     }
 

@@ -53,7 +53,7 @@ impl LoginProtocol for Pop3 {
             disable_plaintext_auth: setup.disable_plaintext_auth,
             ..Pop3LoginConfig::default()
         };
-        Pop3Login::new(cfg, setup.tls_active, setup.secured)
+        Pop3Login::new(cfg, setup.tls_active, setup.secured).with_trusted(setup.trusted)
     }
 
     fn backend_machine(req: Pop3LoginRequest, conn: ConnInfo, setup: &BackendSetup) -> Pop3Backend {

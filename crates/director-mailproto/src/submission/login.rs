@@ -7,6 +7,7 @@ use crate::connection::Credentials;
 use crate::line::{split_word, LineBuffer, LineTooLong};
 use crate::login::{reply, LineProtocol, LoginRules, PreLogin, Replies};
 use crate::sasl;
+use crate::smtp::{parse_xclient, XCLIENT_UNTRUSTED};
 use std::borrow::Cow;
 
 /// Settings of the Submission login side.
@@ -44,6 +45,8 @@ pub struct SubmissionLoginRequest {
     pub credentials: Credentials,
     /// The client's EHLO/HELO name, forwarded as `XCLIENT HELO=`.
     pub helo: Option<Vec<u8>>,
+    /// The hops the login may still take (see [`crate::connection::next_hop_ttl`]).
+    pub proxy_ttl: u32,
 }
 
 /// The Submission part of [`SubmissionLogin`]: its settings and the
@@ -79,6 +82,7 @@ impl LoginRules for Submission {
         tls_active: "502 5.5.1 TLS is already active.",
         tls_unavailable: "502 5.5.1 TLS support is not enabled.",
         tls_begin: "220 2.0.0 Begin TLS negotiation now.",
+        looping: "454 4.7.0 Account is temporarily unavailable.",
     };
 
     fn tls_available(&self) -> bool {
@@ -105,6 +109,7 @@ impl LoginRules for Submission {
         Some(SubmissionLoginRequest {
             credentials,
             helo: m.proto.helo.clone(),
+            proxy_ttl: m.proxy_ttl,
         })
     }
 
@@ -137,7 +142,30 @@ impl LineProtocol for Submission {
     }
 }
 
+/// The EHLO line submission-login sends a trusted client.
+const XCLIENT_EHLO: &str = "XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL TIMEOUT FORWARD";
+
 impl SubmissionLogin {
+    /// `XCLIENT` from an upstream proxy: obeyed only from a trusted client. Accepted, it
+    /// resets the connection (a new greeting; the client must EHLO again), as lib-smtp does.
+    fn xclient(&mut self, params: &[u8], out: &mut Out) {
+        if !self.trusted {
+            out.push(reply(XCLIENT_UNTRUSTED));
+            return;
+        }
+        match parse_xclient(params) {
+            Ok(attrs) => {
+                if let Some(ttl) = attrs.ttl {
+                    self.proxy_ttl = ttl;
+                }
+                self.proto.helo = None;
+                let cfg = &self.proto.cfg;
+                out.push(reply(&format!("220 {} {}", cfg.hostname, cfg.greeting)));
+            }
+            Err(text) => out.push(reply(text)),
+        }
+    }
+
     /// A machine for a new connection (see [`crate::imap::ImapLogin::new`]).
     pub fn new(cfg: SubmissionLoginConfig, tls_active: bool, secured: bool) -> Self {
         let proto = Submission { cfg, helo: None };
@@ -164,6 +192,10 @@ impl SubmissionLogin {
             lines.push("STARTTLS".into());
         }
         lines.push("PIPELINING".into());
+        if self.trusted {
+            // What submission-login offers a trusted client (recorded from a backend).
+            lines.push(XCLIENT_EHLO.into());
+        }
         let n = lines.len();
         lines
             .iter()
@@ -185,6 +217,7 @@ impl SubmissionLogin {
                 out.push(reply(&format!("250 {}", self.proto.cfg.hostname)));
             }
             b"NOOP" | b"RSET" => out.push(reply("250 2.0.0 OK")),
+            b"XCLIENT" => self.xclient(arg, out),
             b"QUIT" => self.close(out, "221 2.0.0 Bye"),
             b"STARTTLS" => self.starttls(out),
             b"AUTH" => {

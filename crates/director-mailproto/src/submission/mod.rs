@@ -49,7 +49,7 @@ impl LoginProtocol for Submission {
             disable_plaintext_auth: setup.disable_plaintext_auth,
             ..SubmissionLoginConfig::default()
         };
-        SubmissionLogin::new(cfg, setup.tls_active, setup.secured)
+        SubmissionLogin::new(cfg, setup.tls_active, setup.secured).with_trusted(setup.trusted)
     }
 
     fn backend_machine(

@@ -39,6 +39,8 @@ pub struct LabOptions {
     pub backend_users: Option<Vec<String>>,
     /// Backend failure hook (default: none).
     pub hook: Option<Arc<dyn BackendFailureHook>>,
+    /// Extra lines for every backend's Dovecot config.
+    pub backend_extra: Vec<String>,
 }
 
 /// Test certificates (one CA; a server cert for the proxy and one per backend).
@@ -125,6 +127,7 @@ impl Lab {
             |o| {
                 o.users.clone_from(&opts.backend_users);
                 let ip = o.ip;
+                o.extra_config.extend(opts.backend_extra.iter().cloned());
                 if opts.backend_tls {
                     let (c, k) = make_leaf(&ca, &[format!("backend-{ip}.test"), ip.to_string()]);
                     let cf = dir.path().join(format!("backend-{ip}-cert.pem"));
@@ -200,29 +203,9 @@ impl Lab {
         }
         let conf_path = dir.path().join("proxy.conf");
         write(&conf_path, &text);
-        let config = Config::load(&conf_path).expect("proxy config parses");
-        let settings = ProxySettings::from_config(&config).expect("proxy settings");
-
-        let mut core = DirectorSettings::from_config(&config)
-            .and_then(|d| d.core_settings())
-            .expect("director settings");
-        core.config_hosts = backend_ips
-            .iter()
-            .map(|i| ConfigHost::new(IpAddr::V4(*i)))
-            .collect();
-        let registry = SessionRegistry::new(settings.username_hash.clone());
-        let (director, _driver_task) = director_driver::spawn(DriverConfig {
-            core,
-            directors: Directors::Standalone(RingView::new(proxy_ip.into(), 0)),
-            sessions: Arc::clone(&registry) as _,
-            clock: Clock::new(),
-            state: None,
-        })
-        .expect("director driver starts");
+        let hosts: Vec<IpAddr> = backend_ips.iter().map(|i| IpAddr::V4(*i)).collect();
         let hook = opts.hook.clone().unwrap_or_else(|| Arc::new(NoBackendHook));
-        let proxy = Proxy::start(settings, director.clone(), registry, hook)
-            .await
-            .expect("proxy starts");
+        let (director, proxy) = start_director_proxy(&conf_path, proxy_ip, &hosts, hook).await;
         Lab {
             dir,
             backends,
@@ -314,6 +297,35 @@ impl Lab {
     pub async fn python(&self, args: Vec<String>) -> Vec<String> {
         run_python(args).await
     }
+}
+
+/// A standalone director (run by its one driver) with its proxy, from the config file at
+/// `conf_path`, serving `hosts`; `ip` is its ring address.
+pub async fn start_director_proxy(
+    conf_path: &Path,
+    ip: Ipv4Addr,
+    hosts: &[IpAddr],
+    hook: Arc<dyn BackendFailureHook>,
+) -> (DirectorHandle, Proxy) {
+    let config = Config::load(conf_path).expect("proxy config parses");
+    let settings = ProxySettings::from_config(&config).expect("proxy settings");
+    let mut core = DirectorSettings::from_config(&config)
+        .and_then(|d| d.core_settings())
+        .expect("director settings");
+    core.config_hosts = hosts.iter().map(|i| ConfigHost::new(*i)).collect();
+    let registry = SessionRegistry::new(settings.username_hash.clone());
+    let (director, _driver_task) = director_driver::spawn(DriverConfig {
+        core,
+        directors: Directors::Standalone(RingView::new(ip.into(), 0)),
+        sessions: Arc::clone(&registry) as _,
+        clock: Clock::new(),
+        state: None,
+    })
+    .expect("director driver starts");
+    let proxy = Proxy::start(settings, director.clone(), registry, hook)
+        .await
+        .expect("proxy starts");
+    (director, proxy)
 }
 
 /// Runs testkit's `mail_clients.py` with `args` (in a blocking thread) and returns its
