@@ -68,7 +68,7 @@ impl LineBuffer {
     pub fn next_line(&mut self) -> Result<Option<Vec<u8>>, LineTooLong> {
         match self.buf.iter().position(|&b| b == b'\n') {
             Some(pos) => {
-                let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let mut line = take_front(&mut self.buf, pos + 1);
                 line.pop();
                 if line.last() == Some(&b'\r') {
                     line.pop();
@@ -82,7 +82,7 @@ impl LineBuffer {
                 Ok(Some(line))
             }
             None if self.buf.len() > self.max + 1 => {
-                self.buf.clear();
+                zeroize::Zeroize::zeroize(&mut self.buf);
                 Err(LineTooLong {
                     max: self.max,
                     complete: false,
@@ -94,13 +94,15 @@ impl LineBuffer {
 
     /// Takes everything still buffered (bytes after the last line handed out).
     pub fn take_rest(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.buf)
+        let rest = self.buf.clone();
+        zeroize::Zeroize::zeroize(&mut self.buf);
+        rest
     }
 
     /// Drops everything buffered (used after STARTTLS: plaintext sent after the
     /// command must not be interpreted as if it came over TLS).
     pub fn clear(&mut self) {
-        self.buf.clear();
+        zeroize::Zeroize::zeroize(&mut self.buf);
         self.skipping = false;
     }
 
@@ -113,6 +115,26 @@ impl LineBuffer {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
+}
+
+/// Removes the first `n` bytes of `buf` and returns them; the bytes the removal left behind
+/// in `buf`'s spare capacity are zeroed. Pre-login input may hold a password, and it must
+/// not linger in a buffer that lives as long as the connection.
+pub fn take_front(buf: &mut Vec<u8>, n: usize) -> Vec<u8> {
+    let n = n.min(buf.len());
+    let head = buf[..n].to_vec();
+    discard_front(buf, n);
+    head
+}
+
+/// Removes the first `n` bytes of `buf`, zeroing what the removal left behind (see
+/// [`take_front`]).
+pub fn discard_front(buf: &mut Vec<u8>, n: usize) {
+    let n = n.min(buf.len());
+    buf.copy_within(n.., 0);
+    let len = buf.len() - n;
+    buf[len..].fill(0);
+    buf.truncate(len);
 }
 
 /// `line` with CRLF appended (a line to relay or send).
@@ -132,6 +154,24 @@ pub fn split_word(line: &[u8]) -> (&[u8], &[u8]) {
 #[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 mod tests {
     use super::*;
+
+    #[test]
+    fn consumed_bytes_leave_nothing_behind() {
+        let mut v = b"a LOGIN u secret\r\nb NOOP\r\n".to_vec();
+        let cap = v.capacity();
+        let head = take_front(&mut v, 18);
+        assert_eq!(head, b"a LOGIN u secret\r\n");
+        assert_eq!(v, b"b NOOP\r\n");
+        assert_eq!(v.capacity(), cap, "same allocation");
+        // What was moved out of the way is zero in the spare capacity.
+        v.resize(cap, 9);
+        assert!(!v.windows(6).any(|w| w == b"secret"));
+        let mut b = LineBuffer::new(100);
+        b.feed(b"PASS secret\r\nrest");
+        assert_eq!(b.next_line(), Ok(Some(b"PASS secret".to_vec())));
+        assert_eq!(b.take_rest(), b"rest");
+        assert!(b.is_empty());
+    }
 
     #[test]
     fn crlf_and_lf_lines() {

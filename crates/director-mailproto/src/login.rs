@@ -170,10 +170,12 @@ impl InputBuffer for Vec<u8> {
         self.extend_from_slice(data);
     }
     fn clear(&mut self) {
-        Vec::clear(self);
+        zeroize::Zeroize::zeroize(self);
     }
     fn take_all(&mut self) -> Vec<u8> {
-        std::mem::take(self)
+        let all = self.clone();
+        zeroize::Zeroize::zeroize(self);
+        all
     }
 }
 
@@ -477,10 +479,13 @@ impl<P: LineProtocol> PreLogin<P> {
                     break;
                 }
             };
+            let mut line = line;
             match std::mem::replace(&mut self.state, State::Commands) {
                 State::Sasl(ex) => self.sasl_response(ex, &line, &mut out),
                 _ => P::command(self, &line, &mut out),
             }
+            // The line may have been `PASS secret` or a SASL response.
+            zeroize::Zeroize::zeroize(&mut line);
         }
         out
     }

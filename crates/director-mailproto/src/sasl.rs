@@ -126,21 +126,24 @@ pub fn check_fields(creds: &Credentials) -> Result<(), SaslError> {
     Ok(())
 }
 
-/// Base64 of a PLAIN message, for replaying credentials to a backend.
-pub fn encode_plain(authzid: &[u8], authcid: &[u8], password: &[u8]) -> String {
-    let mut msg = Vec::with_capacity(authzid.len() + authcid.len() + password.len() + 2);
+/// Base64 of a PLAIN message, for replaying credentials to a backend. It holds the password:
+/// it is wiped when dropped, and so is the message it was made from.
+pub fn encode_plain(authzid: &[u8], authcid: &[u8], password: &[u8]) -> zeroize::Zeroizing<String> {
+    let mut msg = zeroize::Zeroizing::new(Vec::with_capacity(
+        authzid.len() + authcid.len() + password.len() + 2,
+    ));
     msg.extend_from_slice(authzid);
     msg.push(0);
     msg.extend_from_slice(authcid);
     msg.push(0);
     msg.extend_from_slice(password);
-    STANDARD.encode(msg)
+    zeroize::Zeroizing::new(STANDARD.encode(&*msg))
 }
 
 /// [`encode_plain`] of `c` with the authorization identity defaulting to the
 /// login name, as Dovecot's submission and ManageSieve proxies send it
 /// (`user\0user\0pass`).
-pub fn encode_plain_as_user(c: &Credentials) -> String {
+pub fn encode_plain_as_user(c: &Credentials) -> zeroize::Zeroizing<String> {
     let authzid = if c.authzid.is_empty() {
         &c.authcid
     } else {
@@ -185,6 +188,8 @@ impl SaslExchange {
     }
 
     fn accept(&mut self, data: Vec<u8>) -> Result<SaslStep, SaslError> {
+        // A decoded response may be a password: wiped when dropped.
+        let mut data = zeroize::Zeroizing::new(data);
         match self.mech {
             SaslMech::Plain => parse_plain(&data).map(SaslStep::Done),
             SaslMech::Login => match self.username.take() {
@@ -192,14 +197,14 @@ impl SaslExchange {
                     if data.len() > MAX_CREDENTIAL_FIELD {
                         return Err(SaslError::Malformed);
                     }
-                    self.username = Some(data);
+                    self.username = Some(std::mem::take(&mut *data));
                     Ok(SaslStep::Challenge(LOGIN_PASSWORD_CHALLENGE))
                 }
                 Some(user) => {
                     let creds = Credentials {
                         authzid: Vec::new(),
                         authcid: user,
-                        password: data,
+                        password: std::mem::take(&mut *data),
                         mechanism: Mechanism::SaslLogin,
                     };
                     check_fields(&creds)?;
@@ -219,7 +224,7 @@ mod tests {
     #[test]
     fn plain_roundtrip() {
         let b64 = encode_plain(b"", b"user1", b"pass");
-        assert_eq!(b64, "AHVzZXIxAHBhc3M=");
+        assert_eq!(b64.as_str(), "AHVzZXIxAHBhc3M=");
         let (_, step) = SaslExchange::start(SaslMech::Plain, Some(b64.as_bytes())).unwrap();
         let SaslStep::Done(c) = step else {
             panic!("not done")
@@ -228,7 +233,7 @@ mod tests {
         assert_eq!(c.password, b"pass");
         // What Dovecot's submission proxy sent to the backend: authzid = user.
         assert_eq!(
-            encode_plain(b"user1", b"user1", b"pass"),
+            encode_plain(b"user1", b"user1", b"pass").as_str(),
             "dXNlcjEAdXNlcjEAcGFzcw=="
         );
     }

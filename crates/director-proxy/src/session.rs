@@ -214,16 +214,22 @@ pub(crate) async fn run_login<P: LoginProtocol>(
                         LoginEnd::Done | LoginEnd::Abort => return,
                         LoginEnd::Failed(why, early) => {
                             queue.extend(machine.login_failed(why));
+                            let mut early = early;
                             if !early.is_empty() {
                                 queue.extend(machine.feed(&early));
                             }
+                            zeroize::Zeroize::zeroize(&mut early);
                         }
                     }
                 }
             }
         }
         match client.read(&mut buf).await {
-            Ok(n) => queue.extend(machine.feed(&buf[..n])),
+            Ok(n) => {
+                queue.extend(machine.feed(&buf[..n]));
+                // Pre-login input may be a password; the machine has its copy.
+                zeroize::Zeroize::zeroize(&mut buf[..n]);
+            }
             Err(End::Timeout) => {
                 tracing::info!(client = %client.peer, protocol = P::PROTOCOL.name(), "pre-login timeout");
                 client.close_with(P::PROTOCOL.idle_disconnect()).await;
@@ -533,8 +539,9 @@ async fn login<P: LoginProtocol>(
                 client = %client.peer,
                 "started proxying"
             );
-            let mut from_client = machine.login_succeeded();
+            let mut from_client = zeroize::Zeroizing::new(machine.login_succeeded());
             from_client.extend_from_slice(&early);
+            zeroize::Zeroize::zeroize(&mut early);
             to_client.extend_from_slice(&from_backend);
             if !to_client.is_empty() && client.write(&to_client).await.is_err() {
                 return LoginEnd::Abort;

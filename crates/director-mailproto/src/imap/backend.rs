@@ -262,18 +262,25 @@ impl ImapBackend {
             batch.extend_from_slice(b"C CAPABILITY\r\n");
             self.pending_cap = true;
         }
+        // Room is made before a secret goes in: a reallocation would leave a copy behind.
         match self.login_command() {
-            Some(login) => batch.extend_from_slice(&login),
+            Some(login) => {
+                batch.reserve(login.len());
+                batch.extend_from_slice(&login);
+            }
             None => {
                 let c = &self.req.credentials;
-                let b64 = encode_plain(&c.authzid, &c.authcid, &c.password).into_bytes();
+                let b64 = encode_plain(&c.authzid, &c.authcid, &c.password);
                 if has_cap(&self.caps, b"SASL-IR") && !self.after_tls {
+                    batch.reserve(b64.len() + 24);
                     batch.extend_from_slice(b"L AUTHENTICATE PLAIN ");
-                    batch.extend_from_slice(&b64);
+                    batch.extend_from_slice(b64.as_bytes());
                     batch.extend_from_slice(b"\r\n");
                 } else {
                     batch.extend_from_slice(b"L AUTHENTICATE PLAIN\r\n");
-                    self.awaiting_continuation = Some(b64);
+                    let mut cont = Vec::with_capacity(b64.len() + 2);
+                    cont.extend_from_slice(b64.as_bytes());
+                    self.awaiting_continuation = Some(cont);
                 }
             }
         }
@@ -283,13 +290,17 @@ impl ImapBackend {
 
     /// `L LOGIN "user" "pass"` when the login goes that way: the `Login` method, no master
     /// user, and both values quotable. Otherwise the login is `AUTHENTICATE PLAIN`.
-    fn login_command(&self) -> Option<Vec<u8>> {
+    fn login_command(&self) -> Option<zeroize::Zeroizing<Vec<u8>>> {
         let c = &self.req.credentials;
         if self.cfg.login_method != BackendLoginMethod::Login || !c.authzid.is_empty() {
             return None;
         }
-        let (u, p) = (quote(&c.authcid)?, quote(&c.password)?);
-        Some([&b"L LOGIN "[..], &u, b" ", &p, b"\r\n"].concat())
+        let u = quote(&c.authcid)?;
+        // The quoted password is a copy: wiped when dropped (the command is wiped once sent).
+        let p = zeroize::Zeroizing::new(quote(&c.password)?);
+        Some(zeroize::Zeroizing::new(
+            [&b"L LOGIN "[..], &u, b" ", &p, b"\r\n"].concat(),
+        ))
     }
 
     fn handle_line(&mut self, l: &[u8], out: &mut Vec<BackendAction>) {

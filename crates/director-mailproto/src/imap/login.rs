@@ -270,7 +270,9 @@ impl ImapLogin {
     /// the login command, which belong to the backend session.
     pub fn login_succeeded(&mut self) -> Vec<u8> {
         self.state = State::Proxying;
-        std::mem::take(&mut self.buf)
+        let rest = self.buf.clone();
+        zeroize::Zeroize::zeroize(&mut self.buf);
+        rest
     }
 
     /// True once the machine asked to close (or the session was handed over).
@@ -282,7 +284,7 @@ impl ImapLogin {
         out.push(Action::Send(msg.to_vec()));
         out.push(Action::Close);
         self.state = State::Closed;
-        self.buf.clear();
+        zeroize::Zeroize::zeroize(&mut self.buf);
     }
 
     fn process(&mut self) -> Out {
@@ -341,7 +343,7 @@ impl ImapLogin {
                 error,
                 consumed,
             } => {
-                self.buf.drain(..consumed);
+                crate::line::discard_front(&mut self.buf, consumed);
                 self.sync_acked = 0;
                 let text: &[u8] = match error {
                     SyntaxError::Generic => b"Error in IMAP command received by server.",
@@ -351,7 +353,7 @@ impl ImapLogin {
                 !matches!(self.state, State::Closed)
             }
             Parsed::Complete { cmd, consumed } => {
-                self.buf.drain(..consumed);
+                crate::line::discard_front(&mut self.buf, consumed);
                 self.sync_acked = 0;
                 self.dispatch(cmd, out);
                 matches!(self.state, State::Commands | State::Sasl { .. })
@@ -405,7 +407,7 @@ impl ImapLogin {
                     out.push(Action::StartTls);
                     // Anything pipelined after STARTTLS was sent in plaintext:
                     // drop it (STARTTLS command injection).
-                    self.buf.clear();
+                    zeroize::Zeroize::zeroize(&mut self.buf);
                     self.state = State::TlsHandshake;
                 }
             }
@@ -577,12 +579,12 @@ impl ImapLogin {
                 // imap-login disconnects without a reply ("Authentication
                 // response too large").
                 self.state = State::Closed;
-                self.buf.clear();
+                zeroize::Zeroize::zeroize(&mut self.buf);
                 out.push(Action::Close);
             }
             return false;
         };
-        let mut resp: Vec<u8> = self.buf.drain(..=pos).collect();
+        let mut resp = zeroize::Zeroizing::new(crate::line::take_front(&mut self.buf, pos + 1));
         resp.pop();
         if resp.last() == Some(&b'\r') {
             resp.pop();
@@ -603,7 +605,7 @@ impl ImapLogin {
             ]))),
             Err(SaslError::TooLong) => {
                 self.state = State::Closed;
-                self.buf.clear();
+                zeroize::Zeroize::zeroize(&mut self.buf);
                 out.push(Action::Close);
             }
             Err(SaslError::Malformed) => self.auth_failed(&tag, out),

@@ -42,6 +42,17 @@ pub enum Arg {
     List(Vec<Arg>),
 }
 
+/// An argument may be a password (`LOGIN user pass`): its bytes are overwritten when it is
+/// dropped, so that freed memory does not keep them.
+impl Drop for Arg {
+    fn drop(&mut self) {
+        match self {
+            Arg::Atom(v) | Arg::Quoted(v) | Arg::Literal(v) => zeroize::Zeroize::zeroize(v),
+            Arg::Nil | Arg::List(_) => {}
+        }
+    }
+}
+
 impl Arg {
     /// The string value of an atom, quoted string or literal (IMAP `astring`).
     pub fn as_astring(&self) -> Option<&[u8]> {
@@ -198,12 +209,16 @@ impl<'a> Cursor<'a> {
         match self.peek()? {
             b'"' => {
                 self.pos += 1;
-                let mut out = Vec::new();
+                // Room for the rest of the input: no reallocation leaves a partial copy
+                // behind, and an unfinished string is wiped when it is dropped.
+                let mut out = zeroize::Zeroizing::new(Vec::with_capacity(
+                    self.buf.len().saturating_sub(self.pos),
+                ));
                 loop {
                     let b = self.peek()?;
                     self.pos += 1;
                     match b {
-                        b'"' => return Ok(Arg::Quoted(out)),
+                        b'"' => return Ok(Arg::Quoted(std::mem::take(&mut *out))),
                         b'\\' => {
                             let e = self.peek()?;
                             if e != b'\\' && e != b'"' {

@@ -114,7 +114,7 @@ impl SieveBackend {
         let b64 = sasl::encode_plain_as_user(&self.creds);
         self.state = BState::Auth;
         out.push(BackendAction::SendBackend(
-            format!("AUTHENTICATE \"PLAIN\" \"{b64}\"\r\n").into_bytes(),
+            [&b"AUTHENTICATE \"PLAIN\" \""[..], b64.as_bytes(), b"\"\r\n"].concat(),
         ));
     }
 

@@ -192,7 +192,7 @@ impl SieveLogin {
                     break;
                 }
                 Parsed::Error { consumed, .. } => {
-                    self.buf.drain(..consumed);
+                    crate::line::discard_front(&mut self.buf, consumed);
                     if let State::Sasl(_) = std::mem::replace(&mut self.state, State::Commands) {
                         out.push(reply(Sieve::REPLIES.invalid_base64));
                         continue;
@@ -200,7 +200,7 @@ impl SieveLogin {
                     self.bad(&mut out);
                 }
                 Parsed::Complete { cmd, consumed } => {
-                    self.buf.drain(..consumed);
+                    crate::line::discard_front(&mut self.buf, consumed);
                     match std::mem::replace(&mut self.state, State::Commands) {
                         State::Sasl(ex) => self.sasl_arg(ex, &cmd, &mut out),
                         _ => self.command(cmd, &mut out),

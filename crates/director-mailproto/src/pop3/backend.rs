@@ -155,7 +155,11 @@ impl Pop3Backend {
                 &self.creds.authcid,
                 &self.creds.password,
             );
-            batch.extend_from_slice(format!("AUTH PLAIN {b64}\r\n").as_bytes());
+            // Room first: a reallocation would leave a copy of the secret behind.
+            batch.reserve(b64.len() + 13);
+            batch.extend_from_slice(b"AUTH PLAIN ");
+            batch.extend_from_slice(b64.as_bytes());
+            batch.extend_from_slice(b"\r\n");
             self.pending.push(BState::Final);
         }
         self.pending.reverse();
@@ -199,9 +203,7 @@ impl Pop3Backend {
             }
             BState::User => {
                 if ok {
-                    let mut pass = b"PASS ".to_vec();
-                    pass.extend_from_slice(&self.creds.password);
-                    pass.extend_from_slice(b"\r\n");
+                    let pass = [&b"PASS "[..], &self.creds.password, b"\r\n"].concat();
                     out.push(BackendAction::SendBackend(pass));
                     self.state = BState::Final;
                 } else {

@@ -142,7 +142,7 @@ impl SubmissionBackend {
                 let b64 = sasl::encode_plain_as_user(&self.req.credentials);
                 self.state = BState::Auth;
                 out.push(BackendAction::SendBackend(
-                    format!("AUTH PLAIN {b64}\r\n").into_bytes(),
+                    [&b"AUTH PLAIN "[..], b64.as_bytes(), b"\r\n"].concat(),
                 ));
             }
             BState::StartTls => {
