@@ -52,7 +52,7 @@ impl LineBuffer {
             self.skipping = false;
             data = &data[p + 1..];
         }
-        self.buf.extend_from_slice(data);
+        append_wiping(&mut self.buf, data);
     }
 
     /// Drops the rest of the current line as it arrives, through its LF.
@@ -115,6 +115,19 @@ impl LineBuffer {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
+}
+
+/// Appends `data` to `buf`; when `buf` must grow, the old allocation is zeroed before it is
+/// freed (a plain reallocation would leave its bytes, maybe part of a password, in freed
+/// memory).
+pub fn append_wiping(buf: &mut Vec<u8>, data: &[u8]) {
+    if buf.capacity() - buf.len() < data.len() {
+        let mut grown = Vec::with_capacity((buf.len() + data.len()).max(buf.capacity() * 2));
+        grown.extend_from_slice(buf);
+        zeroize::Zeroize::zeroize(buf);
+        *buf = grown;
+    }
+    buf.extend_from_slice(data);
 }
 
 /// Removes the first `n` bytes of `buf` and returns them; the bytes the removal left behind

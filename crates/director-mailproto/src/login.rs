@@ -167,7 +167,7 @@ impl InputBuffer for Vec<u8> {
         Vec::len(self)
     }
     fn append(&mut self, data: &[u8]) {
-        self.extend_from_slice(data);
+        crate::line::append_wiping(self, data);
     }
     fn clear(&mut self) {
         zeroize::Zeroize::zeroize(self);

@@ -224,7 +224,7 @@ impl ImapLogin {
             self.close(&mut out, b"* BYE Input buffer full, aborting\r\n");
             return out;
         }
-        self.buf.extend_from_slice(data);
+        crate::line::append_wiping(&mut self.buf, data);
         self.process()
     }
 
