@@ -27,6 +27,21 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     // not hit the default action (terminate).
     let signals = Signals::install()?;
     let service = ServiceNotify::from_env();
+    // First of all, before any socket is bound or replaced: a second director started on
+    // the same state_dir stops here, and the first one keeps everything it serves.
+    let state = match &settings.saved_state {
+        Some((dir, save_interval)) => Some(StateConfig {
+            store: Arc::new(StateStore::open(dir).with_context(|| {
+                format!(
+                    "state_dir {}: the state is saved there (director_state_save_interval = 0 \
+                     turns saving off)",
+                    dir.display()
+                )
+            })?),
+            save_interval: *save_interval,
+        }),
+        None => None,
+    };
     // The director state and the admin sockets run on one thread of their own, like
     // Dovecot's single director process: admin requests and the driver then never cross
     // threads (a wake-up between threads costs more than a USER-LOOKUP). The mail proxy
@@ -68,19 +83,6 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
             }
         }
         None => Directors::Standalone(RingView::new(settings.self_addr.0, settings.self_addr.1)),
-    };
-    let state = match &settings.saved_state {
-        Some((dir, save_interval)) => Some(StateConfig {
-            store: Arc::new(StateStore::open(dir).with_context(|| {
-                format!(
-                    "state_dir {}: the state is saved there (director_state_save_interval = 0 \
-                     turns saving off)",
-                    dir.display()
-                )
-            })?),
-            save_interval: *save_interval,
-        }),
-        None => None,
     };
     let (director, driver_task) = director_driver::spawn(DriverConfig {
         core: settings.core.clone(),
