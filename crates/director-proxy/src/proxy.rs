@@ -236,6 +236,14 @@ impl Proxy {
         Ok(summary)
     }
 
+    /// The TLS connector new backend connections use (from `ssl_client_ca_file`, replaced by
+    /// SIGHUP), for others who talk to the backends as the proxy does (the health checks);
+    /// it gives `None` while `director_backend_ssl = no`.
+    pub fn backend_connector(&self) -> impl Fn() -> Option<TlsConnector> + Send + Sync + 'static {
+        let current = Arc::clone(&self.current);
+        move || current.get().connector.clone()
+    }
+
     /// The login counters (they survive a reload).
     pub fn metrics(&self) -> Arc<ProxyMetrics> {
         Arc::clone(&self.current.get().metrics)
