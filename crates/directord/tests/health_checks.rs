@@ -367,12 +367,16 @@ fn the_last_up_host_is_never_marked_down() {
     );
 }
 
+/// In a ring the lowest-addressed director decides and every director sees its decision.
+/// The others probe and watch: when the decider dies, its successor brings up the host the
+/// dead decider's checker marked down once it recovers, leaves a healthy host an operator
+/// marked down alone, and marks down a host that fails from then on.
 #[test]
 fn in_a_ring_the_lowest_director_decides_every_director_sees_it_and_a_successor_takes_over() {
     require_dovecot();
     let spec = RingSpec::new(3);
     let mut alloc = LoopbackAllocator::new();
-    let ips: Vec<Ipv4Addr> = (0..3).map(|_| alloc.next_ip()).collect();
+    let ips: Vec<Ipv4Addr> = (0..4).map(|_| alloc.next_ip()).collect();
     let mut backends =
         DovecotBackend::start_group(&ips, [None; 3], |_| {}).expect("backends start");
     let port = backends[0].imap_addr().port();
@@ -391,18 +395,25 @@ fn in_a_ring_the_lowest_director_decides_every_director_sees_it_and_a_successor_
         Member::Ours(d) => d.log_text(),
         Member::Dovecot(_) => unreachable!("a ring of ours"),
     };
-    let down_everywhere = |ring: &[Member], ip: Ipv4Addr| {
+    let state_everywhere = |ring: &[Member], ip: Ipv4Addr, down: bool| {
         ring.iter().all(|d| {
             d.hosts()
                 .iter()
-                .any(|l| l.starts_with(&format!("{ip}\t")) && l.ends_with("\tD"))
+                .any(|l| l.starts_with(&format!("{ip}\t")) && l.ends_with("\tD") == down)
         })
     };
+
+    // An operator marks a healthy host down, on a director that does not decide.
+    let manual = ips[3];
+    assert_eq!(directors[1].admin(&format!("HOST-DOWN\t{manual}")), ["OK"]);
+    wait_until(&format!("every director shows {manual} down"), || {
+        state_everywhere(&directors, manual, true)
+    });
 
     let first = ips[0];
     backends[0].stop().expect("stop a backend");
     wait_until(&format!("every director shows {first} down"), || {
-        down_everywhere(&directors, first)
+        state_everywhere(&directors, first, true)
     });
     // The lowest-addressed director (the spec's first) decided; the others did not. It logs
     // its decision once the ring answered it, which may be after the others show it.
@@ -417,15 +428,46 @@ fn in_a_ring_the_lowest_director_decides_every_director_sees_it_and_a_successor_
             log(d)
         );
     }
+    // The others see the down while their own probes fail (the checker's), and saw the
+    // operator's while theirs passed. Two failed probes of the host from now on: the second
+    // is of a round that listed the host down.
+    for d in &directors[1..] {
+        let Member::Ours(d) = d else { unreachable!() };
+        let from = d.log_text().len();
+        let needle = format!("health probe failed host={first} ");
+        wait_until("a non-deciding director probes the down host twice", || {
+            d.log_text()
+                .get(from..)
+                .is_some_and(|t| t.matches(&needle).count() >= 2)
+        });
+    }
 
     // The decider dies; the ring closes around it and the next lowest decides.
     drop(directors.remove(0));
     wait_synced(&directors);
+    let mut opts = BackendOptions::new(first);
+    opts.imap_port = Some(port);
+    opts.pop3_port = Some(backends[0].pop3_addr().port());
+    opts.lmtp_port = Some(backends[0].lmtp_addr().port());
+    backends[0] = DovecotBackend::start_with(opts).expect("restart the backend");
+    wait_until(
+        &format!("the successor brings {first} back up everywhere"),
+        || state_everywhere(&directors, first, false),
+    );
+    // Its decision: logged once the ring answered it, perhaps after the others show it.
+    wait_until("the successor logs that it brought the host up", || {
+        log(&directors[0]).contains("health checks marked the host up")
+    });
+    assert!(
+        state_everywhere(&directors, manual, true),
+        "the successor brought up a host an operator marked down"
+    );
+
     let second = ips[1];
     backends[1].stop().expect("stop another backend");
     wait_until(
         &format!("the remaining directors show {second} down"),
-        || down_everywhere(&directors, second),
+        || state_everywhere(&directors, second, true),
     );
     wait_until("the new decider logs its decision", || {
         log(&directors[0]).contains(marked)

@@ -12,9 +12,11 @@
 //! In a ring one director decides: the lowest-addressed director of the synced ring, which
 //! is the one whose left neighbour is above it (the ring wraps there) or which has none
 //! (`DirectorHandle::health_check_leader`). When it dies, the ring closes around it and the
-//! next lowest takes over at its next round. A new leader starts with empty counts and
-//! treats every host that is down as an operator's, so it never brings up a host its
-//! predecessor marked down: an operator does (`doveadm director up`).
+//! next lowest takes over at its next round. Every director probes all the same, and the
+//! others keep their counts and watch the downs (`Decider::observe`): a down they saw
+//! happen while their own probes failed is the checker's, so a successor brings up the
+//! hosts its predecessor marked down once they recover, and leaves an operator's downs
+//! alone.
 
 pub mod decide;
 pub mod probe;
@@ -170,6 +172,8 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let start = Instant::now();
+    // Kept across changes of leader: what it saw while another director decided is what
+    // lets it tell the checker's downs from an operator's once it decides.
     let mut decider = Decider::new(settings.policy);
     let mut leading = false;
     let mut ticks = tokio::time::interval(settings.interval);
@@ -179,19 +183,26 @@ pub async fn run(
             _ = ticks.tick() => {}
             _ = shutdown.changed() => return,
         }
-        if !director.health_check_leader() {
-            if leading {
-                tracing::info!("health checks paused: another director of the ring decides");
-                leading = false;
+        let leader = director.health_check_leader();
+        if leader != leading {
+            if leader {
+                tracing::info!("health checks: this director decides");
+            } else {
+                tracing::info!("health checks: another director of the ring decides; this one probes and watches");
             }
-            continue;
+            leading = leader;
         }
-        if !leading {
-            // Counts and marks are only ours while we lead; start over.
-            decider = Decider::new(settings.policy);
-            leading = true;
-        }
-        if let Err(e) = round(&director, &settings, &tls, &mut decider, &counters, start).await {
+        let outcome = round(
+            &director,
+            &settings,
+            &tls,
+            &mut decider,
+            &counters,
+            start,
+            leader,
+        )
+        .await;
+        if let Err(e) = outcome {
             tracing::warn!(error = format!("{e:#}"), "health check round failed");
         }
     }
@@ -204,6 +215,7 @@ async fn round(
     decider: &mut Decider,
     counters: &HealthCounters,
     start: Instant,
+    leader: bool,
 ) -> anyhow::Result<()> {
     let hosts = host_list(director).await?;
     let names = director.host_names();
@@ -254,6 +266,10 @@ async fn round(
             }
         };
         *passed.entry(ip).or_insert(true) &= ok;
+    }
+    if !leader {
+        decider.observe(start.elapsed(), &hosts, &passed);
+        return Ok(());
     }
     let round = decider.round(start.elapsed(), &hosts, &passed);
     for tag in &round.all_failing_tags {
