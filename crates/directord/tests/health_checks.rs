@@ -819,3 +819,47 @@ fn submission_and_managesieve_probes_log_in_and_a_refusing_backend_is_marked_dow
         }
     }
 }
+
+/// With `director_proxy_protocol = yes` the backends' ports take a HAProxy PROXY v2 header
+/// first (`haproxy = yes` in Dovecot); the probes send one (LOCAL: no client to name), as
+/// the proxy's connections do, so healthy backends pass, the test user logs in, and no
+/// probe fails.
+#[test]
+fn with_the_proxy_protocol_the_probes_send_the_header_and_healthy_backends_pass() {
+    require_dovecot();
+    let mut alloc = LoopbackAllocator::new();
+    let ips: Vec<Ipv4Addr> = (0..2).map(|_| alloc.next_ip()).collect();
+    let [haproxy] = free_ports(IpAddr::V4(ips[0]), [None]).expect("a free port");
+    let backends = DovecotBackend::start_group(&ips, [None; 3], |o| {
+        let ip = o.ip;
+        o.extra_config.extend([
+            "haproxy_trusted_networks = 127.0.0.0/8".to_owned(),
+            // A second IMAP listener that takes the header (the plain one stays for
+            // testkit's readiness probe).
+            format!(
+                "service imap-login {{\n inet_listener imap_haproxy {{\n address = {ip}\n port = {haproxy}\n haproxy = yes\n }}\n}}"
+            ),
+        ]);
+    })
+    .expect("backends start");
+    let s = start_daemon(
+        alloc,
+        &ips,
+        haproxy,
+        &format!(
+            "director_proxy_protocol = yes\n\
+             director_health_check_user = probe@example.com\n\
+             director_health_check_password = {}\n",
+            testkit::BACKEND_PASSWORD
+        ),
+    );
+    for b in &backends {
+        wait_probe_logins(b, &["imap-login"], false);
+    }
+    let log = s.daemon.log_text();
+    assert!(!log.contains("health probe failed"), "{log}");
+    assert!(host_states(&s.daemon).iter().all(|(_, down)| !down));
+    // The proxy's own logins take the same port.
+    let (c, _) = Imap::login(s.imap, "through@example.com");
+    c.logout();
+}

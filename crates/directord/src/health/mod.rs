@@ -63,6 +63,8 @@ pub struct HealthSettings {
     pub tls: BackendTlsMode,
     /// `ssl_client_ca_file`, for a connector of our own when the proxy has none.
     pub ca_pem: Option<String>,
+    /// `director_proxy_protocol`: the backends' ports take a PROXY v2 header first.
+    pub proxy_header: bool,
 }
 
 /// The TLS connector probes use, asked for at each round: the proxy's current one (SIGHUP
@@ -73,13 +75,14 @@ impl HealthSettings {
     /// Reads the settings; `None` when `director_health_check_interval` is 0. `served` are
     /// the protocols the proxy has listeners for; `port` gives a protocol's backend port;
     /// `backend_tls` and `ca_pem` are the proxy's `director_backend_ssl` and
-    /// `ssl_client_ca_file`.
+    /// `ssl_client_ca_file`; `proxy_header` its `director_proxy_protocol`.
     pub fn from_values(
         v: &Values<'_>,
         served: &[Protocol],
         port: impl Fn(Protocol) -> u16,
         backend_tls: BackendTlsMode,
         ca_pem: Option<&str>,
+        proxy_header: bool,
     ) -> Result<Option<Self>, ConfigError> {
         let interval = v.duration_msecs("director_health_check_interval")?;
         if interval.is_zero() {
@@ -129,6 +132,7 @@ impl HealthSettings {
             ));
         }
         Ok(Some(HealthSettings {
+            proxy_header,
             tls,
             ca_pem: ca_pem.map(str::to_owned),
             interval,
@@ -239,6 +243,7 @@ async fn round(
                     names.get(&ip).map(String::as_str),
                     ip,
                 ),
+                proxy_header: settings.proxy_header,
             };
             probes.spawn(async move {
                 // The semaphore is never closed, so a permit always comes.
@@ -384,6 +389,7 @@ mod tests {
             },
             BackendTlsMode::StartTls,
             ca,
+            false,
         )
     }
 

@@ -59,6 +59,8 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The name TLS verifies (the host's configured name, else its address).
     pub name: ServerName<'static>,
+    /// The port takes a HAProxy PROXY v2 header first (`director_proxy_protocol`).
+    pub proxy_header: bool,
 }
 
 /// Probes `target` for `protocol` with `tls` and, with `login`, logs in, all within
@@ -83,12 +85,17 @@ async fn check(
 ) -> anyhow::Result<()> {
     let tcp = TcpStream::connect(target.addr).await.context("connect")?;
     let mut stream = Stream::Plain(tcp);
-    // The proxy's LMTP never uses TLS; probing it with TLS would judge another path.
-    let tls = if protocol == Protocol::Lmtp {
-        &ProbeTls::Off
-    } else {
-        tls
-    };
+    // The proxy's LMTP uses neither TLS nor a PROXY header; probing it with them would
+    // judge another path.
+    let lmtp = protocol == Protocol::Lmtp;
+    if target.proxy_header && !lmtp {
+        // LOCAL: the probe is the director's own connection, there is no client to name.
+        stream
+            .write_all(&director_mailproto::proxy_v2::encode_local())
+            .await
+            .context("send the PROXY header")?;
+    }
+    let tls = if lmtp { &ProbeTls::Off } else { tls };
     if let ProbeTls::Implicit(connector) = tls {
         handshake(&mut stream, connector, target, "implicit TLS").await?;
     }
