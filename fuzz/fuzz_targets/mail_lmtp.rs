@@ -28,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
                     let b = user.first().copied().filter(|_| ctl & 2 != 0);
                     pending.extend(s.recipient_resolved(b));
                 }
+                LmtpAction::OpenData(_) => pending.extend(s.data_opened()),
                 LmtpAction::Deliver(t) => {
                     let n = t.recipients.len();
                     pending.extend(s.delivered(vec![b"250 ok".to_vec(); n]));

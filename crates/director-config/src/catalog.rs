@@ -539,6 +539,22 @@ pub const SETTINGS: &[SettingDef] = &[
         "largest LMTP message accepted",
     ),
     def(
+        "director_lmtp_data_timeout",
+        "10 mins",
+        Time,
+        Proxy,
+        true,
+        "a whole LMTP message body must arrive within this, however busy the client looks",
+    ),
+    def(
+        "director_proxy_buffer_memory",
+        "128 M",
+        Size,
+        Proxy,
+        true,
+        "buffer memory all connections together may hold beyond their fixed share (bulk splices, large LMTP transactions)",
+    ),
+    def(
         "director_proxy_max_connections",
         "10000",
         Number,

@@ -578,7 +578,7 @@ fn lmtp_fanout_delivers_to_real_backend() {
                     )));
                     delivered = true;
                 }
-                LmtpAction::BodyChunk(_) | LmtpAction::Close => {}
+                LmtpAction::BodyChunk(_) | LmtpAction::OpenData(_) | LmtpAction::Close => {}
             }
         }
         if next.is_empty() {

@@ -317,19 +317,77 @@ fn dot_stuffing() {
 
 proptest! {
     #[test]
-    fn server_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..10), ok in any::<bool>()) {
-        let mut s: LmtpServer<u8> = LmtpServer::new(LmtpServerConfig { max_message_size: 100, ..LmtpServerConfig::default() });
+    fn server_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..10), ok in any::<bool>(), stream_body in any::<bool>()) {
+        let mut s: LmtpServer<u8> = LmtpServer::new(LmtpServerConfig { max_message_size: 100, stream_body, ..LmtpServerConfig::default() });
         s.start();
         for c in chunks {
             let acts = s.feed(&c);
             for a in acts {
                 match a {
                     LmtpAction::Resolve { .. } => { s.recipient_resolved(if ok { Some(1) } else { None }); }
+                    LmtpAction::OpenData(_) => { s.data_opened(); }
                     LmtpAction::Deliver(t) => { let n = t.recipients.len(); s.delivered(vec![b"250 ok".to_vec(); n]); }
                     _ => {}
                 }
             }
         }
+    }
+
+    /// Streaming mode hands out the same body as the buffered mode, however the input is
+    /// cut, and what follows the final `.` is read as commands again.
+    #[test]
+    fn streamed_body_matches_buffered(
+        lines in proptest::collection::vec("[.a-z \r\n]{0,12}", 0..10),
+        cuts in proptest::collection::vec(1usize..40, 1..20),
+    ) {
+        let body: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+        let mut wire = b"MAIL FROM:<>\r\nRCPT TO:<a>\r\nDATA\r\n".to_vec();
+        wire.extend(dot_stuff(body.as_bytes()));
+        wire.extend_from_slice(b"NOOP\r\n");
+
+        let mut buffered: LmtpServer<u8> = LmtpServer::new(LmtpServerConfig::default());
+        let mut acts = buffered.feed(&wire);
+        if let Some(LmtpAction::Resolve { .. }) = acts.last() {
+            acts = buffered.recipient_resolved(Some(0));
+        }
+        let want = deliver_of(&acts).expect("buffered deliver").data;
+
+        let mut s: LmtpServer<u8> = LmtpServer::new(LmtpServerConfig { stream_body: true, ..LmtpServerConfig::default() });
+        let mut got = Vec::new();
+        let mut delivered = false;
+        let mut after = Vec::new();
+        let mut rest = &wire[..];
+        let mut k = 0;
+        while !rest.is_empty() {
+            let n = cuts[k % cuts.len()].min(rest.len());
+            k += 1;
+            let mut pending = s.feed(&rest[..n]);
+            rest = &rest[n..];
+            while !pending.is_empty() {
+                let mut next = Vec::new();
+                for a in pending {
+                    match a {
+                        LmtpAction::Resolve { .. } => next.extend(s.recipient_resolved(Some(0))),
+                        LmtpAction::OpenData(tx) => {
+                            prop_assert!(tx.data.is_empty());
+                            next.extend(s.data_opened());
+                        }
+                        LmtpAction::BodyChunk(c) => got.extend(c),
+                        LmtpAction::Deliver(tx) => {
+                            prop_assert!(!tx.too_big);
+                            delivered = true;
+                            next.extend(s.delivered(vec![b"250 ok".to_vec()]));
+                        }
+                        LmtpAction::Send(b) if delivered => after.extend(b),
+                        _ => {}
+                    }
+                }
+                pending = next;
+            }
+        }
+        prop_assert!(delivered);
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(String::from_utf8_lossy(&after), "250 ok\r\n250 2.0.0 OK\r\n");
     }
 
     #[test]

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod budget;
 mod lmtp;
 pub mod metrics;
 pub mod proxy;
@@ -26,11 +27,12 @@ pub mod registry;
 pub mod router;
 mod session;
 pub mod settings;
+mod splice;
 pub mod stream;
 pub mod tls;
 mod workers;
 
-pub use metrics::{LoginResult, ProxyMetrics};
+pub use metrics::{LoginResult, ProxyMetrics, RecipientResult};
 pub use proxy::{Proxy, ProxyError, ReloadSummary};
 pub use registry::{KillReason, SessionGuard, SessionInfo, SessionRegistry};
 pub use router::{

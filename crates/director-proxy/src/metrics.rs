@@ -58,6 +58,49 @@ impl LoginResult {
     }
 }
 
+/// What became of an LMTP recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientResult {
+    /// The backend took the message for it (a 2xx final reply).
+    Delivered,
+    /// The backend refused it for good (5xx: no such user, message too big...).
+    Refused,
+    /// A temporary failure (4xx): the backend said so, could not be reached or failed, or
+    /// the proxy's buffer budget was spent; the MTA retries.
+    Deferred,
+    /// The director had no backend for the user (no host up, a move, a ring not synced).
+    NoBackend,
+}
+
+impl RecipientResult {
+    /// Every result, in the order of the counters.
+    pub const ALL: [RecipientResult; 4] = [
+        RecipientResult::Delivered,
+        RecipientResult::Refused,
+        RecipientResult::Deferred,
+        RecipientResult::NoBackend,
+    ];
+
+    /// The `result` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecipientResult::Delivered => "delivered",
+            RecipientResult::Refused => "refused",
+            RecipientResult::Deferred => "deferred",
+            RecipientResult::NoBackend => "no_backend",
+        }
+    }
+
+    /// The result a final reply line says.
+    pub fn of_reply(reply: &[u8]) -> Self {
+        match reply.first() {
+            Some(b'2') => RecipientResult::Delivered,
+            Some(b'5') => RecipientResult::Refused,
+            _ => RecipientResult::Deferred,
+        }
+    }
+}
+
 /// Upper bounds (seconds) of the login latency buckets: from a backend on the same LAN
 /// (about a millisecond) to `login_proxy_timeout`'s 30 s.
 pub const LOGIN_SECONDS_BUCKETS: [f64; 14] = [
@@ -98,6 +141,7 @@ pub struct ProxyMetrics {
     logins: [[AtomicU64; RESULTS]; PROTOCOLS],
     login_seconds: [Histogram; PROTOCOLS],
     connect_failures: Mutex<HashMap<IpAddr, u64>>,
+    recipients: [AtomicU64; RecipientResult::ALL.len()],
 }
 
 impl std::fmt::Debug for ProxyMetrics {
@@ -124,6 +168,19 @@ impl ProxyMetrics {
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         h.sum_micros.fetch_add(micros, Ordering::Relaxed);
         h.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An LMTP recipient ended with `result`.
+    pub fn recipient(&self, result: RecipientResult) {
+        self.recipients[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// LMTP recipients by result (every result, zeros included).
+    pub fn recipients(&self) -> Vec<(RecipientResult, u64)> {
+        RecipientResult::ALL
+            .iter()
+            .map(|r| (*r, self.recipients[*r as usize].load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// A connection to backend `ip` could not be made (TCP, PROXY header or TLS).
@@ -207,5 +264,25 @@ mod tests {
         assert_eq!(h.buckets.last(), Some(&(30.0, 1)));
         assert!((h.sum_seconds - 60.003).abs() < 1e-9);
         assert_eq!(m.login_seconds(Protocol::Imap).count, 0);
+    }
+
+    #[test]
+    fn a_recipient_counts_by_its_final_reply() {
+        let m = ProxyMetrics::new();
+        for reply in [
+            &b"250 2.0.0 <a> Saved"[..],
+            b"550 5.1.1 <b> no",
+            b"451 4.4.0 x",
+        ] {
+            m.recipient(RecipientResult::of_reply(reply));
+        }
+        m.recipient(RecipientResult::NoBackend);
+        assert_eq!(
+            m.recipients(),
+            RecipientResult::ALL
+                .iter()
+                .map(|r| (*r, 1))
+                .collect::<Vec<_>>()
+        );
     }
 }

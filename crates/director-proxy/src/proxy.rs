@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::budget::BufferBudget;
 use crate::metrics::ProxyMetrics;
 use crate::registry::SessionRegistry;
 use director_driver::DirectorHandle;
@@ -143,12 +144,14 @@ impl Proxy {
         let (acceptor, connector) = tls_material(&settings)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let max_conns = settings.limits.max_connections;
+        let budget = BufferBudget::new(budget_bytes(&settings));
         let shared = Arc::new(Shared {
             settings: Arc::new(settings),
             director,
             registry,
             hook,
             metrics: Arc::new(ProxyMetrics::new()),
+            budget,
             acceptor,
             connector,
             shutdown: shutdown_rx,
@@ -223,12 +226,14 @@ impl Proxy {
             settings.workers = old.settings.workers;
         }
         settings.listeners.clone_from(&old.settings.listeners);
+        old.budget.set_limit(budget_bytes(&settings));
         self.current.set(Arc::new(Shared {
             settings: Arc::new(settings),
             director: old.director.clone(),
             registry: Arc::clone(&old.registry),
             hook: Arc::clone(&old.hook),
             metrics: Arc::clone(&old.metrics),
+            budget: Arc::clone(&old.budget),
             acceptor,
             connector,
             shutdown: old.shutdown.clone(),
@@ -242,6 +247,11 @@ impl Proxy {
     pub fn backend_connector(&self) -> impl Fn() -> Option<TlsConnector> + Send + Sync + 'static {
         let current = Arc::clone(&self.current);
         move || current.get().connector.clone()
+    }
+
+    /// The buffer budget all connections share (it survives a reload).
+    pub fn buffer_budget(&self) -> Arc<BufferBudget> {
+        Arc::clone(&self.current.get().budget)
     }
 
     /// The login counters (they survive a reload).
@@ -465,6 +475,11 @@ async fn handle(
         Protocol::ManageSieve => session::run_login::<Sieve>(shared, client, tls).await,
         Protocol::Lmtp => crate::lmtp::run(shared, client).await,
     }
+}
+
+/// `director_proxy_buffer_memory` in bytes (saturated on 32-bit targets).
+fn budget_bytes(settings: &ProxySettings) -> usize {
+    usize::try_from(settings.limits.buffer_memory).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]

@@ -22,11 +22,13 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use director_driver::DirectorHandle;
 use director_proto::log_text::LogText;
 
+use crate::budget::BufferBudget;
 use crate::metrics::{LoginResult, ProxyMetrics};
-use crate::registry::{KillReason, SessionGuard, SessionRegistry};
+use crate::registry::SessionRegistry;
 
 use crate::router::{self, BackendFailureHook, BackendFailureKind, Route, RouteError};
 use crate::settings::{BackendTlsMode, ListenerSpec, Protocol, ProxySettings};
+use crate::splice::{splice, SpliceEnd};
 use crate::stream::Stream;
 use crate::tls::backend_server_name;
 
@@ -36,19 +38,6 @@ pub(crate) const IO_BUF: usize = 16 * 1024;
 /// allocator serves 4 KiB from its thread cache (16 KiB takes its slower large-object path,
 /// measurable at thousands of logins per second).
 const LOGIN_BUF: usize = 4 * 1024;
-/// Per-direction splice buffer at the start: small, because most sessions are idle (IDLE).
-const SPLICE_BUF_MIN: usize = 4 * 1024;
-/// Largest per-direction splice buffer: a direction that keeps filling its buffer doubles it
-/// up to this, so bulk transfers (FETCH, RETR) move in few large syscalls.
-const SPLICE_BUF_MAX: usize = 512 * 1024;
-
-/// Doubles `buf` (up to [`SPLICE_BUF_MAX`]) when a read filled it.
-fn grow(buf: &mut Vec<u8>, n: usize) {
-    if n == buf.len() && buf.len() < SPLICE_BUF_MAX {
-        let len = (buf.len() * 2).min(SPLICE_BUF_MAX);
-        buf.resize(len, 0);
-    }
-}
 /// How long a closing session may take to flush its last bytes.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -59,6 +48,7 @@ pub(crate) struct Shared {
     pub registry: Arc<SessionRegistry>,
     pub hook: Arc<dyn BackendFailureHook>,
     pub metrics: Arc<ProxyMetrics>,
+    pub budget: Arc<BufferBudget>,
     pub acceptor: Option<TlsAcceptor>,
     pub connector: Option<TlsConnector>,
     pub shutdown: watch::Receiver<bool>,
@@ -167,8 +157,8 @@ pub(crate) struct LoginTls {
 enum LoginEnd {
     /// Proxied until one side closed; the connection is finished.
     Done,
-    /// Back to the pre-login machine.
-    Failed(LoginFailure),
+    /// Back to the pre-login machine, with what the client sent while the backend login ran.
+    Failed(LoginFailure, Vec<u8>),
     /// Drop the connection.
     Abort,
 }
@@ -218,7 +208,12 @@ pub(crate) async fn run_login<P: LoginProtocol>(
                 Action::Login(req) => {
                     match login::<P>(&shared, &mut client, &mut machine, req, &mut buf).await {
                         LoginEnd::Done | LoginEnd::Abort => return,
-                        LoginEnd::Failed(why) => queue.extend(machine.login_failed(why)),
+                        LoginEnd::Failed(why, early) => {
+                            queue.extend(machine.login_failed(why));
+                            if !early.is_empty() {
+                                queue.extend(machine.feed(&early));
+                            }
+                        }
                     }
                 }
             }
@@ -413,11 +408,8 @@ pub(crate) fn report_backend_failure(
         .backend_failed(route.ip, username, err.kind.clone(), &err.detail);
 }
 
-enum ReplayErr {
-    /// What the client is told, and what the metrics count.
-    Fail(LoginFailure, LoginResult),
-    Abort,
-}
+/// A backend login that failed: what the client is told, and what the metrics count.
+struct ReplayErr(LoginFailure, LoginResult);
 
 async fn login<P: LoginProtocol>(
     shared: &Arc<Shared>,
@@ -441,7 +433,7 @@ async fn login<P: LoginProtocol>(
     if !is_routable(&username) || creds.authcid.contains(&0) || creds.authzid.contains(&0) {
         tracing::info!(user = %LogText(&username), protocol = protocol.name(), client = %client.peer, "login name refused: empty or containing NUL");
         finished(LoginResult::Refused);
-        return LoginEnd::Failed(LoginFailure::AuthFailed);
+        return LoginEnd::Failed(LoginFailure::AuthFailed, Vec::new());
     }
     let guard = shared.registry.register(&username, protocol, client.peer);
     let session_id = guard.session_id();
@@ -452,31 +444,28 @@ async fn login<P: LoginProtocol>(
     };
     let mut bm = P::backend_machine(req, conn, &setup);
 
+    let (peer, local) = (client.peer, client.local);
+    // What the backend says during the login (relayed replies) reaches the client after the
+    // login's bookkeeping, so that what the client sees next is already true; meanwhile the
+    // client connection is only watched (see `watch_client`).
+    let mut to_client = Vec::new();
+    let mut routed: Option<Route> = None;
     let phase = async {
         let route = route_user(shared, &username)
             .await
-            .map_err(|_| ReplayErr::Fail(LoginFailure::Temporary, LoginResult::NoBackend))?;
+            .map_err(|_| ReplayErr(LoginFailure::Temporary, LoginResult::NoBackend))?;
         guard.set_backend(route.ip);
+        routed = Some(route.clone());
         // One deadline for the whole backend login (Dovecot's login_proxy_timeout): a backend
         // that trickles its replies cannot hold the login, and the client's slot, longer.
         let limit = shared.settings.limits.connect_timeout;
-        let mut refusal = Vec::new();
         let backend_login = async {
-            let mut backend =
-                match connect_backend(shared, &route, protocol, client.peer, client.local).await {
-                    Ok(b) => b,
-                    Err(e) => return Err(Replay::Backend(e)),
-                };
-            let remaining = replay(
-                shared,
-                client,
-                &mut backend,
-                &mut bm,
-                &route,
-                buf,
-                &mut refusal,
-            )
-            .await?;
+            let mut backend = match connect_backend(shared, &route, protocol, peer, local).await {
+                Ok(b) => b,
+                Err(e) => return Err(Replay::Backend(e)),
+            };
+            let remaining =
+                replay(shared, &mut backend, &mut bm, &route, buf, &mut to_client).await?;
             Ok((backend, remaining))
         };
         let outcome = match tokio::time::timeout(limit, backend_login).await {
@@ -491,26 +480,16 @@ async fn login<P: LoginProtocol>(
         };
         let failed = match outcome {
             Ok((backend, remaining)) => return Ok((route, backend, remaining)),
-            Err(Replay::Client) => ReplayErr::Abort,
-            Err(Replay::Rejected) => ReplayErr::Fail(LoginFailure::Relayed, LoginResult::Rejected),
+            Err(Replay::Rejected) => ReplayErr(LoginFailure::Relayed, LoginResult::Rejected),
             Err(Replay::Backend(e)) => {
                 report_backend_failure(shared, &username, &route, &e);
-                ReplayErr::Fail(LoginFailure::Temporary, LoginResult::BackendFailed)
+                ReplayErr(LoginFailure::Temporary, LoginResult::BackendFailed)
             }
         };
-        // The login failed. If it created the assignment and it is the user's only session
-        // (none open, none logging in), nothing real depends on the assignment: drop it, so
-        // that names made up by a stranger cost nothing.
-        if shared.registry.count_user(&username) == 1
-            && shared.director.discard_new_user(&username, &route)
-        {
-            tracing::debug!(user = %LogText(&username), host = %route.ip, "failed first login: assignment dropped");
-        }
-        if !refusal.is_empty() && client.write(&refusal).await.is_err() {
-            return Err(ReplayErr::Abort);
-        }
+        forget_unproven_user(shared, &username, &route);
         Err(failed)
     };
+    let mut early = Vec::new();
     let result = tokio::select! {
         r = phase => r,
         reason = guard.wait_killed() => {
@@ -519,6 +498,16 @@ async fn login<P: LoginProtocol>(
             // The backend connection went with `phase`; the client's goes before the
             // session leaves the registry, which is what the kick waits for.
             client.stream = Stream::Gone;
+            return LoginEnd::Abort;
+        }
+        gone = watch_client(&mut client.stream, &mut early) => {
+            tracing::debug!(user = %LogText(&username), client = %peer, reason = %gone, "client left during the backend login");
+            finished(LoginResult::Aborted);
+            // The backend connection went with `phase`, unanswered: the password was never
+            // proven, so an assignment this login made is not kept.
+            if let Some(route) = &routed {
+                forget_unproven_user(shared, &username, route);
+            }
             return LoginEnd::Abort;
         }
     };
@@ -535,8 +524,10 @@ async fn login<P: LoginProtocol>(
                 client = %client.peer,
                 "started proxying"
             );
-            let from_client = machine.login_succeeded();
-            if !from_backend.is_empty() && client.write(&from_backend).await.is_err() {
+            let mut from_client = machine.login_succeeded();
+            from_client.extend_from_slice(&early);
+            to_client.extend_from_slice(&from_backend);
+            if !to_client.is_empty() && client.write(&to_client).await.is_err() {
                 return LoginEnd::Abort;
             }
             if !from_client.is_empty() && backend.write_all(&from_client).await.is_err() {
@@ -544,7 +535,7 @@ async fn login<P: LoginProtocol>(
                 return LoginEnd::Abort;
             }
             drop(from_backend);
-            let end = splice(&mut client.stream, &mut backend, &guard).await;
+            let end = splice(&mut client.stream, &mut backend, &guard, &shared.budget).await;
             match &end {
                 SpliceEnd::BackendError(e) => {
                     let err = BackendErr::new(BackendFailureKind::MidSession, e.to_string());
@@ -566,20 +557,52 @@ async fn login<P: LoginProtocol>(
             tracing::debug!(user = %LogText(&username), host = %route.ip, end = ?end, "session ended");
             LoginEnd::Done
         }
-        Err(ReplayErr::Abort) => {
-            finished(LoginResult::Aborted);
-            LoginEnd::Abort
-        }
-        Err(ReplayErr::Fail(why, result)) => {
+        Err(ReplayErr(why, result)) => {
             finished(result);
-            LoginEnd::Failed(why)
+            if !to_client.is_empty() && client.write(&to_client).await.is_err() {
+                return LoginEnd::Abort;
+            }
+            LoginEnd::Failed(why, early)
         }
     }
 }
 
+/// Most bytes a client may send while its backend login runs; they are kept for after the
+/// login. Beyond this the client is no longer read until the login ends.
+const EARLY_INPUT_MAX: usize = 16 * 1024;
+/// Most bytes a backend may send the client during its login (relayed untagged replies).
+const LOGIN_RELAY_MAX: usize = 64 * 1024;
+
+/// Reads the client while its backend login runs; returns when the client is gone (EOF or a
+/// failed connection). What it sends meanwhile (pipelined commands) is kept in `early`.
+pub(crate) async fn watch_client(stream: &mut Stream, early: &mut Vec<u8>) -> String {
+    let mut buf = [0u8; 1024];
+    loop {
+        if early.len() >= EARLY_INPUT_MAX {
+            // Enough kept: leave the rest in the socket until the login is over.
+            return std::future::pending().await;
+        }
+        let room = (EARLY_INPUT_MAX - early.len()).min(buf.len());
+        match stream.read(&mut buf[..room]).await {
+            Ok(0) => return "connection closed".into(),
+            Ok(n) => early.extend_from_slice(&buf[..n]),
+            Err(e) => return e.to_string(),
+        }
+    }
+}
+
+/// The login that made `username`'s assignment did not prove the password. If it is the
+/// user's only session (none open, none logging in), nothing real depends on the assignment:
+/// drop it, so that names made up by a stranger cost nothing.
+fn forget_unproven_user(shared: &Shared, username: &[u8], route: &Route) {
+    if shared.registry.count_user(username) == 1
+        && shared.director.discard_new_user(username, route)
+    {
+        tracing::debug!(user = %LogText(username), host = %route.ip, "failed first login: assignment dropped");
+    }
+}
+
 enum Replay {
-    /// Writing to the client failed.
-    Client,
     /// The backend refused the credentials (reply already relayed).
     Rejected,
     /// The backend failed.
@@ -590,12 +613,11 @@ enum Replay {
 /// followed the final reply.
 async fn replay<B: BackendMachine>(
     shared: &Shared,
-    client: &mut Client,
     backend: &mut Stream,
     bm: &mut B,
     route: &Route,
     buf: &mut [u8],
-    refusal: &mut Vec<u8>,
+    to_client: &mut Vec<u8>,
 ) -> Result<Vec<u8>, Replay> {
     let timeout = shared.settings.limits.connect_timeout;
     let mut queue: VecDeque<BackendAction> = bm.start().into();
@@ -639,14 +661,13 @@ async fn replay<B: BackendMachine>(
                     }
                 }
                 BackendAction::SendClient(b) => {
-                    if queue.iter().any(|a| matches!(a, BackendAction::Failed(_))) {
-                        // The backend's refusal: the client gets it once the login's
-                        // bookkeeping is done (see `login`), so that what it sees next is
-                        // already true.
-                        refusal.extend_from_slice(&b);
-                    } else if client.write(&b).await.is_err() {
-                        return Err(Replay::Client);
+                    if to_client.len() + b.len() > LOGIN_RELAY_MAX {
+                        return Err(Replay::Backend(BackendErr::new(
+                            BackendFailureKind::Protocol,
+                            format!("backend sent more than {LOGIN_RELAY_MAX} bytes of replies during the login"),
+                        )));
                     }
+                    to_client.extend_from_slice(&b);
                 }
                 BackendAction::LoggedIn => return Ok(bm.take_remaining()),
                 BackendAction::Failed(BackendFailure::AuthRejected) => {
@@ -682,73 +703,6 @@ async fn replay<B: BackendMachine>(
             }
         };
         queue.extend(bm.feed(&buf[..n]));
-    }
-}
-
-/// How a splice ended.
-#[derive(Debug)]
-pub(crate) enum SpliceEnd {
-    /// One side closed normally.
-    Closed,
-    /// A kick or shutdown.
-    Killed(KillReason),
-    /// The client connection failed.
-    ClientError(std::io::Error),
-    /// The backend connection failed.
-    BackendError(std::io::Error),
-}
-
-/// Copies bytes both ways until one side closes, an error, or a kill. A kill closes both
-/// connections at once with no goodbye, as Dovecot's login proxy does when kicked.
-pub(crate) async fn splice(
-    client: &mut Stream,
-    backend: &mut Stream,
-    guard: &SessionGuard,
-) -> SpliceEnd {
-    let mut cbuf = vec![0u8; SPLICE_BUF_MIN];
-    let mut bbuf = vec![0u8; SPLICE_BUF_MIN];
-    // One kill future for the whole session; writes race it too, so a peer that stops
-    // reading can't make a kick wait.
-    let kill = guard.wait_killed();
-    tokio::pin!(kill);
-    loop {
-        tokio::select! {
-            // A killed session forwards nothing more, even with bytes waiting on either side.
-            biased;
-            reason = &mut kill => return SpliceEnd::Killed(reason),
-            r = client.read(&mut cbuf) => match r {
-                Ok(0) => {
-                    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, backend.finish()).await;
-                    return SpliceEnd::Closed;
-                }
-                Ok(n) => {
-                    tokio::select! {
-                        reason = &mut kill => return SpliceEnd::Killed(reason),
-                        w = backend.write_all(&cbuf[..n]) => if let Err(e) = w {
-                            return SpliceEnd::BackendError(e);
-                        },
-                    }
-                    grow(&mut cbuf, n);
-                }
-                Err(e) => return SpliceEnd::ClientError(e),
-            },
-            r = backend.read(&mut bbuf) => match r {
-                Ok(0) => {
-                    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, client.finish()).await;
-                    return SpliceEnd::Closed;
-                }
-                Ok(n) => {
-                    tokio::select! {
-                        reason = &mut kill => return SpliceEnd::Killed(reason),
-                        w = client.write_all(&bbuf[..n]) => if let Err(e) = w {
-                            return SpliceEnd::ClientError(e);
-                        },
-                    }
-                    grow(&mut bbuf, n);
-                }
-                Err(e) => return SpliceEnd::BackendError(e),
-            },
-        }
     }
 }
 

@@ -124,6 +124,12 @@ pub struct ProxyLimits {
     /// Largest LMTP message the proxy buffers for fan-out (`director_lmtp_max_message_size`,
     /// default 50 MiB).
     pub max_lmtp_message: u64,
+    /// Time for a whole LMTP message body (`director_lmtp_data_timeout`, default 10 min): a
+    /// client that sends a byte now and then cannot hold a delivery for ever.
+    pub lmtp_data_timeout: Duration,
+    /// Buffer memory all connections together may hold beyond their fixed share
+    /// (`director_proxy_buffer_memory`, default 128 MiB; see [`crate::budget`]).
+    pub buffer_memory: u64,
     /// Most client connections at once (`director_proxy_max_connections`, default 10000).
     pub max_connections: usize,
     /// Most client connections from one IP (`director_proxy_max_connections_per_ip`,
@@ -145,6 +151,8 @@ impl Default for ProxyLimits {
             connect_timeout: Duration::from_secs(30),
             max_reconnects: 3,
             max_lmtp_message: 50 * 1024 * 1024,
+            lmtp_data_timeout: Duration::from_secs(600),
+            buffer_memory: 128 * 1024 * 1024,
             max_connections: 10_000,
             max_connections_per_ip: 100,
             auth_failure_delay: Duration::from_secs(2),
@@ -366,6 +374,8 @@ impl ProxySettings {
             connect_timeout: v.duration("login_proxy_timeout")?,
             max_reconnects: v.number("login_proxy_max_reconnects")?,
             max_lmtp_message: v.bytes("director_lmtp_max_message_size")?,
+            lmtp_data_timeout: v.duration("director_lmtp_data_timeout")?,
+            buffer_memory: v.bytes("director_proxy_buffer_memory")?,
             max_connections: count("director_proxy_max_connections")?,
             max_connections_per_ip: count("director_proxy_max_connections_per_ip")?,
             auth_failure_delay: v.duration("auth_failure_delay")?,

@@ -10,6 +10,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 
+/// Most bytes a TLS connection holds that its peer has not taken yet (rustls's default is
+/// 64 KiB). One TLS record's worth keeps the data flowing (the socket buffers hold the
+/// rest), and a peer that stops reading costs the process 16 KiB, not 64.
+const TLS_BUFFER_LIMIT: usize = 16 * 1024 + 512;
+
 /// A client- or backend-facing connection.
 #[derive(Debug)]
 pub enum Stream {
@@ -50,7 +55,9 @@ impl Stream {
     pub async fn accept_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
         match std::mem::replace(self, Stream::Gone) {
             Stream::Plain(tcp) => {
-                *self = Stream::ServerTls(Box::new(acceptor.accept(tcp).await?));
+                let mut tls = acceptor.accept(tcp).await?;
+                tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+                *self = Stream::ServerTls(Box::new(tls));
                 Ok(())
             }
             other => {
@@ -68,7 +75,9 @@ impl Stream {
     ) -> io::Result<()> {
         match std::mem::replace(self, Stream::Gone) {
             Stream::Plain(tcp) => {
-                *self = Stream::ClientTls(Box::new(connector.connect(name, tcp).await?));
+                let mut tls = connector.connect(name, tcp).await?;
+                tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+                *self = Stream::ClientTls(Box::new(tls));
                 Ok(())
             }
             other => {

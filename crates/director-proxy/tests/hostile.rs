@@ -13,6 +13,29 @@ use common::{init_tracing, raw_imap_login, Lab, LabOptions, Raw};
 use director_proto::admin::{AdminRequest, UserRef};
 use tokio::io::AsyncWriteExt;
 
+/// A backend of the test's own: a listener on a new loopback address at the backends' IMAP
+/// port, added as a host, with `user` moved to it.
+async fn fake_host(lab: &Lab, user: &str) -> tokio::net::TcpListener {
+    let ip = testkit::LoopbackAllocator::new().next_ip();
+    let port = lab.backends[0].imap_addr().port();
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip.into(), port))
+        .await
+        .expect("bind the test's backend");
+    let ip = IpAddr::V4(ip);
+    let set = AdminRequest::HostSet {
+        ip,
+        tag: String::new(),
+        vhost_count: None,
+    };
+    assert_eq!(lab.admin(set).await, "OK\n");
+    let moved = AdminRequest::UserMove {
+        user: UserRef::Name(user.as_bytes().to_vec()),
+        ip,
+    };
+    assert_eq!(lab.admin(moved).await, "OK\n");
+    listener
+}
+
 async fn user_count(lab: &Lab) -> usize {
     let list = lab.admin(AdminRequest::UserList { ip: None }).await;
     list.lines().filter(|l| !l.is_empty()).count()
@@ -133,12 +156,7 @@ async fn a_backend_that_trickles_its_login_is_given_up_after_login_proxy_timeout
         ..LabOptions::default()
     })
     .await;
-    // A host of our own, on the backends' IMAP port, that the user is moved to.
-    let trickler_ip = testkit::LoopbackAllocator::new().next_ip();
-    let port = lab.backends[0].imap_addr().port();
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(trickler_ip.into(), port))
-        .await
-        .expect("bind the trickling backend");
+    let listener = fake_host(&lab, "slow@example.com").await;
     let trickler = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
         // One byte every 200 ms of a greeting that never ends, until the proxy gives up
@@ -151,19 +169,6 @@ async fn a_backend_that_trickles_its_login_is_given_up_after_login_proxy_timeout
         }
         false
     });
-    let ip = IpAddr::V4(trickler_ip);
-    let set = AdminRequest::HostSet {
-        ip,
-        tag: String::new(),
-        vhost_count: None,
-    };
-    assert_eq!(lab.admin(set).await, "OK\n");
-    let moved = AdminRequest::UserMove {
-        user: UserRef::Name(b"slow@example.com".to_vec()),
-        ip,
-    };
-    assert_eq!(lab.admin(moved).await, "OK\n");
-
     let mut c = Raw::connect(lab.addr(lab.imap_port)).await;
     c.until("* OK").await;
     let started = Instant::now();
@@ -182,4 +187,276 @@ async fn a_backend_that_trickles_its_login_is_given_up_after_login_proxy_timeout
         trickler.await.unwrap(),
         "the proxy closed the backend connection"
     );
+}
+
+/// Answers the proxy's login replay (`I ID …`, `L LOGIN …`) with `OK`, as a backend that
+/// accepts any password; returns once the login is answered.
+async fn accept_login(s: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncBufReadExt;
+    s.write_all(b"* OK [CAPABILITY IMAP4rev1 ID] test backend ready\r\n")
+        .await
+        .unwrap();
+    let mut reader = tokio::io::BufReader::new(s);
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).await.unwrap() > 0,
+            "login replay"
+        );
+        let tag = line.split(' ').next().unwrap().to_string();
+        let login = line[tag.len()..].trim_start().to_ascii_uppercase();
+        let s = reader.get_mut();
+        s.write_all(format!("{tag} OK done\r\n").as_bytes())
+            .await
+            .unwrap();
+        if login.starts_with("LOGIN") || login.starts_with("AUTHENTICATE") {
+            assert!(
+                reader.buffer().is_empty(),
+                "nothing pipelined after the login"
+            );
+            return;
+        }
+    }
+}
+
+/// A client that stops reading a large response (say a `FETCH` of big mails) used to stop
+/// its own traffic to the backend as well: the splice waited to write to the client before it
+/// read anything more from it. Each direction now runs on its own, and once a burst is over
+/// its buffer is small again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_still_reaches_the_backend() {
+    use tokio::io::AsyncReadExt;
+    init_tracing();
+    let lab = Lab::start(LabOptions::default()).await;
+    // More than the socket buffers on the way can hold, in each direction.
+    const BYTES: usize = 32 << 20;
+    let listener = fake_host(&lab, "bulk@example.com").await;
+    let (up_done, up_received) = tokio::sync::oneshot::channel::<usize>();
+    let backend = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        accept_login(&mut s).await;
+        let (mut rd, mut wr) = s.into_split();
+        let flood = tokio::spawn(async move {
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..BYTES / chunk.len() {
+                wr.write_all(&chunk).await.unwrap();
+            }
+            wr
+        });
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        while got < BYTES {
+            let n = rd.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the proxy closed the backend connection");
+            got += n;
+        }
+        up_done.send(got).unwrap();
+        // Keep the connection until the client has read the flood.
+        let wr = flood.await.unwrap();
+        (rd, wr)
+    });
+
+    let mut c = tokio::net::TcpStream::connect(lab.addr(lab.imap_port))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !String::from_utf8_lossy(&seen).contains("a OK") {
+        if seen.is_empty() {
+            // The greeting first, then the login.
+            let n = c.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+            c.write_all(b"a LOGIN bulk@example.com secret\r\n")
+                .await
+                .unwrap();
+            continue;
+        }
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "closed during login: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let login_end = String::from_utf8_lossy(&seen).find("a OK").unwrap();
+    let early_flood = seen[login_end..].iter().filter(|&&b| b == b'x').count();
+    let (mut rd, mut wr) = c.into_split();
+    // The client writes its bulk while reading nothing of the backend's.
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'y'; 64 * 1024];
+        for _ in 0..BYTES / chunk.len() {
+            wr.write_all(&chunk).await.unwrap();
+        }
+        wr
+    });
+    let got = tokio::time::timeout(Duration::from_secs(60), up_received)
+        .await
+        .expect("the client's bytes reached the backend while the client read nothing")
+        .unwrap();
+    assert_eq!(got, BYTES);
+    let _wr = writer.await.unwrap();
+    let budget = lab.proxy.buffer_budget();
+    assert!(
+        budget.peak() > 0,
+        "the bulk directions grew their buffers from the budget"
+    );
+
+    // Now the client reads the flood; afterwards both directions are idle.
+    let mut flood = early_flood;
+    while flood < BYTES {
+        let n = tokio::time::timeout(Duration::from_secs(60), rd.read(&mut buf))
+            .await
+            .expect("the flood keeps coming")
+            .unwrap();
+        assert!(n > 0, "the proxy closed the client connection");
+        flood += buf[..n].iter().filter(|&&b| b == b'x').count();
+    }
+    let _backend = backend.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while budget.used() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "an idle session gives its buffers back ({} bytes still taken)",
+            budget.used()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A client that left while its backend login ran used to leave the login going until
+/// `login_proxy_timeout` (30 s here), holding the backend connection and the client's slot.
+/// The proxy watches the client meanwhile, and its leaving ends the login at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_during_the_backend_login_ends_it_at_once() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    init_tracing();
+    let lab = Lab::start(LabOptions::default()).await;
+    let listener = fake_host(&lab, "gone@example.com").await;
+    let (login_seen, login_arrived) = tokio::sync::oneshot::channel::<()>();
+    let backend = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(b"* OK [CAPABILITY IMAP4rev1 ID] silent backend\r\n")
+            .await
+            .unwrap();
+        let mut reader = tokio::io::BufReader::new(s);
+        loop {
+            let mut line = String::new();
+            assert!(reader.read_line(&mut line).await.unwrap() > 0);
+            if line.contains("LOGIN") {
+                break;
+            }
+        }
+        login_seen.send(()).unwrap();
+        // Never answer; wait for the proxy to close.
+        let seen = Instant::now();
+        let mut rest = Vec::new();
+        let _ = reader.read_to_end(&mut rest).await;
+        seen.elapsed()
+    });
+    let mut c = Raw::connect(lab.addr(lab.imap_port)).await;
+    c.until("* OK").await;
+    c.send("a LOGIN gone@example.com secret\r\n").await;
+    login_arrived.await.unwrap();
+    drop(c);
+    let held = tokio::time::timeout(Duration::from_secs(25), backend)
+        .await
+        .expect("the proxy closed the backend connection before login_proxy_timeout")
+        .unwrap();
+    assert!(
+        held < Duration::from_secs(10),
+        "the backend login ended when the client left, not at the deadline ({held:?})"
+    );
+}
+
+/// LMTP recipients made up by a stranger used to leave one assignment each, even when the
+/// backend refused them: 200,000 made-up names in one second added 200,000 users. A
+/// recipient whose new assignment only a refusal used is dropped again; a real recipient in
+/// the same transaction keeps theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lmtp_recipients_the_backend_refuses_leave_no_assignment() {
+    init_tracing();
+    let lab = Lab::start(LabOptions {
+        backend_users: Some(vec!["real@example.com".into()]),
+        ..LabOptions::default()
+    })
+    .await;
+    let mut c = Raw::connect(lab.addr(lab.lmtp_port)).await;
+    c.until("220 ").await;
+    let ghosts: Vec<String> = (0..20).map(|i| format!("ghost{i}@example.com")).collect();
+    let mut envelope = "LHLO mta\r\nMAIL FROM:<s@example.com>\r\n".to_string();
+    for r in ghosts
+        .iter()
+        .chain(std::iter::once(&"real@example.com".to_string()))
+    {
+        envelope.push_str(&format!("RCPT TO:<{r}>\r\n"));
+    }
+    envelope.push_str("DATA\r\n");
+    c.send(&envelope).await;
+    c.until("354 ").await;
+    c.send("Subject: hi\r\n\r\nbody\r\n.\r\n").await;
+    let mut finals = Vec::new();
+    while finals.len() < ghosts.len() + 1 {
+        let l = c.line().await.expect("a final reply per recipient");
+        if l.starts_with("250 2.0.0 <") || l.starts_with("550 ") {
+            finals.push(l);
+        }
+    }
+    for (reply, ghost) in finals.iter().zip(&ghosts) {
+        assert!(
+            reply.starts_with("550 5.1.1 <") && reply.contains(ghost.as_str()),
+            "{reply}"
+        );
+    }
+    assert!(finals[ghosts.len()].starts_with("250 2.0.0 <real@example.com>"));
+    for ghost in &ghosts {
+        assert_eq!(lab.lookup(ghost).await.0, None, "no assignment for {ghost}");
+    }
+    assert!(lab.lookup("real@example.com").await.0.is_some());
+    assert_eq!(user_count(&lab).await, 1);
+}
+
+/// An LMTP envelope beyond its small fixed share comes from the buffer budget: with the
+/// budget spent, further recipients get a temporary failure (the MTA sends them again in
+/// another transaction) instead of growing the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lmtp_recipients_beyond_the_budget_are_deferred() {
+    init_tracing();
+    let lab = Lab::start(LabOptions {
+        proxy_extra: vec!["director_proxy_buffer_memory = 0".into()],
+        ..LabOptions::default()
+    })
+    .await;
+    let mut c = Raw::connect(lab.addr(lab.lmtp_port)).await;
+    c.until("220 ").await;
+    c.send("LHLO mta\r\nMAIL FROM:<s@example.com>\r\n").await;
+    c.until("250 2.1.0").await;
+    // Long, but short enough for the backend's maildir directory names.
+    let long = "l".repeat(200);
+    let mut replies = Vec::new();
+    for i in 0..150 {
+        c.send(&format!("RCPT TO:<{long}{i}@example.com>\r\n"))
+            .await;
+        replies.push(c.line().await.expect("a RCPT reply"));
+    }
+    let accepted = replies.iter().take_while(|r| r.starts_with("250 ")).count();
+    assert!(
+        (30..100).contains(&accepted),
+        "about 16 KiB of recipients accepted, then deferred: {accepted}"
+    );
+    assert!(
+        replies[accepted..]
+            .iter()
+            .all(|r| r.starts_with("451 4.3.0 <")),
+        "{:?}",
+        &replies[accepted..]
+    );
+    // The accepted ones are delivered as usual.
+    c.send("DATA\r\n").await;
+    c.until("354 ").await;
+    c.send("Subject: hi\r\n\r\nbody\r\n.\r\n").await;
+    for _ in 0..accepted {
+        let l = c.line().await.expect("final reply");
+        assert!(l.starts_with("250 2.0.0 <"), "{l}");
+    }
 }

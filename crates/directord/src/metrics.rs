@@ -20,6 +20,7 @@ use std::time::Duration;
 use director_config::IpNet;
 use director_driver::{DirectorHandle, DriverMetrics};
 use director_proto::auth_http::Request;
+use director_proxy::budget::BufferBudget;
 use director_proxy::{Protocol, ProxyMetrics, SessionRegistry};
 
 use crate::health::HealthCounters;
@@ -66,6 +67,10 @@ pub struct ProxySource {
     pub registry: Arc<SessionRegistry>,
     /// The login protocols it serves (LMTP has no logins).
     pub protocols: Vec<Protocol>,
+    /// Its shared buffer budget.
+    pub budget: Arc<BufferBudget>,
+    /// It serves LMTP.
+    pub lmtp: bool,
 }
 
 /// Where a scrape reads from.
@@ -270,6 +275,36 @@ fn render_proxy(out: &mut String, proxy: &ProxySource) {
             "director_sessions{{backend=\"{ip}\",protocol=\"{p}\"}} {n}"
         );
     }
+    if proxy.lmtp {
+        family(
+            out,
+            "director_lmtp_recipients_total",
+            "counter",
+            "LMTP recipients through the built-in proxy, by result.",
+        );
+        for (result, n) in m.recipients() {
+            let r = result.name();
+            let _ = writeln!(out, "director_lmtp_recipients_total{{result=\"{r}\"}} {n}");
+        }
+    }
+    family(
+        out,
+        "director_proxy_buffer_bytes",
+        "gauge",
+        "Buffer memory the proxy's connections hold beyond their fixed share.",
+    );
+    let _ = writeln!(out, "director_proxy_buffer_bytes {}", proxy.budget.used());
+    family(
+        out,
+        "director_proxy_buffer_limit_bytes",
+        "gauge",
+        "director_proxy_buffer_memory: the most they may hold.",
+    );
+    let _ = writeln!(
+        out,
+        "director_proxy_buffer_limit_bytes {}",
+        proxy.budget.limit()
+    );
 }
 
 fn render_driver(out: &mut String, d: &DriverMetrics) {

@@ -197,6 +197,11 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
                 metrics: p.metrics(),
                 registry: p.registry(),
                 protocols: login_protocols(p),
+                budget: p.buffer_budget(),
+                lmtp: p
+                    .local_addrs()
+                    .iter()
+                    .any(|(spec, _)| spec.protocol == director_proxy::Protocol::Lmtp),
             }),
             health: health_counters,
         },

@@ -321,32 +321,8 @@ struct Pki {
     stranger_ca_pem: String,
 }
 
-fn make_ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    (params.self_signed(&key).unwrap(), key)
-}
-
-fn make_leaf(
-    ca: &(rcgen::Certificate, rcgen::KeyPair),
-    name: &str,
-    usage: rcgen::ExtendedKeyUsagePurpose,
-) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.extended_key_usages = vec![usage];
-    let cert = params.signed_by(&key, &ca.0, &ca.1).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
 fn make_pki(server_ip: IpAddr) -> Pki {
+    use common::tls::{make_ca, make_leaf};
     use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
     let ca = make_ca("director admin CA");
     let other = make_ca("some other CA");
@@ -361,24 +337,10 @@ fn make_pki(server_ip: IpAddr) -> Pki {
 
 mod tls_client {
     use std::net::SocketAddr;
-    use std::sync::Arc;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+    use tokio_rustls::rustls::pki_types::ServerName;
     use tokio_rustls::TlsConnector;
-
-    fn certs(pem: &str) -> Vec<CertificateDer<'static>> {
-        rustls_pemfile::certs(&mut pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .unwrap()
-    }
-
-    fn key(pem: &str) -> PrivateKeyDer<'static> {
-        rustls_pemfile::private_key(&mut pem.as_bytes())
-            .unwrap()
-            .unwrap()
-    }
 
     /// Connects with TLS (trusting `ca_pem`), optionally presenting `client` (cert, key),
     /// sends the handshake and returns the greeting, or why there was none.
@@ -388,23 +350,11 @@ mod tls_client {
         client: Option<&(String, String)>,
         then: &str,
     ) -> Result<String, String> {
-        let mut roots = RootCertStore::empty();
-        for c in certs(ca_pem) {
-            roots.add(c).unwrap();
-        }
-        let builder =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots);
-        let config = match client {
-            Some((cert, k)) => builder.with_client_auth_cert(certs(cert), key(k)).unwrap(),
-            None => builder.with_no_client_auth(),
-        };
+        let config = crate::common::tls::client_config(ca_pem, client);
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let name = ServerName::IpAddress(addr.ip().into());
         let run = async {
-            let mut s = TlsConnector::from(Arc::new(config))
+            let mut s = TlsConnector::from(config)
                 .connect(name, tcp)
                 .await
                 .map_err(|e| format!("handshake: {e}"))?;

@@ -25,6 +25,11 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with("")
+}
+
+/// [`setup`] with more config lines for the daemon.
+fn setup_with(more: &str) -> Setup {
     require_dovecot();
     let mut alloc = LoopbackAllocator::new();
     let proxy_ip = alloc.next_ip();
@@ -47,7 +52,8 @@ fn setup() -> Setup {
          ssl = no\n\
          service imap-login {{\n inet_listener imap {{\n address = {pip}\n port = {pi}\n }}\n}}\n\
          service pop3-login {{\n inet_listener pop3 {{\n address = {pip}\n port = {pp}\n }}\n}}\n\
-         service lmtp {{\n inet_listener lmtp {{\n address = {pip}\n port = {pl}\n }}\n}}\n",
+         service lmtp {{\n inet_listener lmtp {{\n address = {pip}\n port = {pl}\n }}\n}}\n\
+         {more}",
         servers.join(" ")
     );
     let daemon = Daemon::start(&extra);
@@ -237,4 +243,140 @@ fn sighup_gives_new_connections_the_new_proxy_settings() {
         .wait_log("reload failed, keeping the old configuration");
     assert!(imap_greeting(s.imap).ends_with("Reloaded proxy ready."));
     c.cmd("z", "LOGOUT");
+}
+
+/// An LMTP client at `DATA`: greeted, envelope for `user` accepted, `354` read.
+fn lmtp_at_data(addr: SocketAddr, user: &str) -> BufReader<TcpStream> {
+    let lm = TcpStream::connect_timeout(&addr, WAIT).expect("lmtp");
+    lm.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut lm = BufReader::new(lm);
+    lm.get_mut()
+        .write_all(
+            format!("LHLO test\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<{user}>\r\nDATA\r\n")
+                .as_bytes(),
+        )
+        .expect("lmtp write");
+    let mut seen = String::new();
+    while !seen.contains("354 ") {
+        let mut l = String::new();
+        assert!(
+            lm.read_line(&mut l).expect("lmtp read") > 0,
+            "closed: {seen}"
+        );
+        seen.push_str(&l);
+    }
+    lm
+}
+
+/// The size `STAT` gives for `user`'s mailbox, through the proxy.
+fn pop3_stat(addr: SocketAddr, user: &str) -> String {
+    let p = TcpStream::connect_timeout(&addr, WAIT).expect("pop3");
+    p.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut p = BufReader::new(p);
+    p.get_mut()
+        .write_all(format!("USER {user}\r\nPASS pass\r\nSTAT\r\nQUIT\r\n").as_bytes())
+        .expect("pop3 write");
+    let mut l = String::new();
+    for _ in 0..4 {
+        l.clear();
+        p.read_line(&mut l).expect("pop3 read");
+    }
+    l.trim_end().to_string()
+}
+
+/// Hostile MTAs used to make the proxy hold every message whole (and copies of it): 6
+/// unterminated 48 MB bodies took it from 7 MB to 303 MB. The body now streams to the
+/// backends as it arrives, so the proxy holds a chunk per connection, and the message that
+/// is finished arrives whole.
+#[test]
+fn lmtp_bodies_stream_to_the_backends_in_bounded_memory() {
+    const CONNECTIONS: usize = 6;
+    const BODY: usize = 32 << 20;
+    let s = setup();
+    let before = s.daemon.peak_rss_kib();
+    let line = format!("{}\r\n", "a".repeat(998));
+    let senders: Vec<_> = (0..CONNECTIONS)
+        .map(|i| {
+            let addr = s.lmtp;
+            let line = line.clone();
+            std::thread::spawn(move || {
+                let mut lm = lmtp_at_data(addr, &format!("bulk{i}@example.com"));
+                let chunk = line.repeat(64);
+                for _ in 0..BODY / chunk.len() {
+                    lm.get_mut().write_all(chunk.as_bytes()).expect("body");
+                }
+                lm
+            })
+        })
+        .collect();
+    let mut conns: Vec<_> = senders
+        .into_iter()
+        .map(|t| t.join().expect("sender"))
+        .collect();
+    let peak = s.daemon.peak_rss_kib();
+    let sent_mib = (CONNECTIONS * BODY) >> 20;
+    eprintln!("peak RSS: {before} KiB before, {peak} KiB with {sent_mib} MiB of bodies in flight");
+    assert!(
+        peak < before + 40 * 1024,
+        "{sent_mib} MiB of unfinished bodies took the proxy from {before} KiB to {peak} KiB"
+    );
+    // One message is finished: its recipient gets it, all of it.
+    let mut done = conns.remove(0);
+    done.get_mut().write_all(b".\r\n").expect("end of body");
+    let mut reply = String::new();
+    done.read_line(&mut reply).expect("final reply");
+    assert!(
+        reply.starts_with("250 2.0.0 <bulk0@example.com>"),
+        "{reply}"
+    );
+    let stat = pop3_stat(s.pop3, "bulk0@example.com");
+    let size: usize = stat
+        .strip_prefix("+OK 1 ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("one message: {stat}"));
+    assert!(
+        size >= BODY - line.len() * 64,
+        "the whole body arrived: {size} bytes"
+    );
+}
+
+/// A client that sends a byte now and then used to hold an LMTP delivery for ever: each byte
+/// reset the idle deadline. The whole body now has one deadline,
+/// `director_lmtp_data_timeout`, and nothing of it is delivered.
+#[test]
+fn an_lmtp_body_that_trickles_is_cut_off_at_the_data_deadline() {
+    let s = setup_with("director_lmtp_data_timeout = 2 s\n");
+    let mut lm = lmtp_at_data(s.lmtp, "trickle@example.com");
+    lm.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    let mut got = String::new();
+    while !got.ends_with('\n') {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no end to the trickling body"
+        );
+        // One byte of body per 100 ms read timeout, far inside the idle timeout.
+        let _ = lm.get_mut().write_all(b"x");
+        let mut l = String::new();
+        match lm.read_line(&mut l) {
+            Ok(0) => break,
+            Ok(_) => got.push_str(&l),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                got.push_str(&l)
+            }
+            Err(e) => panic!("lmtp read: {e}"),
+        }
+    }
+    assert_eq!(
+        got.trim_end(),
+        "421 4.4.2 Message not received in time, closing"
+    );
+    assert_eq!(pop3_stat(s.pop3, "trickle@example.com"), "+OK 0 0");
 }

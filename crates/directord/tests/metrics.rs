@@ -242,23 +242,26 @@ fn metrics_count_what_logins_and_admin_requests_did() {
     // Listed as a mail server, but nothing listens there: its logins fail to connect.
     let dead = alloc.next_ip();
     let backends = DovecotBackend::start_group(&live, [None; 3], |_| {}).expect("backends start");
-    let (bi, bp) = (
+    let (bi, bp, bl) = (
         backends[0].imap_addr().port(),
         backends[0].pop3_addr().port(),
+        backends[0].lmtp_addr().port(),
     );
     let pip = IpAddr::V4(proxy_ip);
-    let [pi, pp, mp] = free_ports(pip, [None; 3]).expect("free proxy ports");
+    let [pi, pp, pl, mp] = free_ports(pip, [None; 4]).expect("free proxy ports");
     let extra = format!(
         "director_mail_servers = {} {} {dead}\n\
          director_backend_port_imap = {bi}\n\
          director_backend_port_pop3 = {bp}\n\
+         director_backend_port_lmtp = {bl}\n\
          login_proxy_max_reconnects = 0\n\
          disable_plaintext_auth = no\n\
          ssl = no\n\
          director_metrics_allow_nets = {scraper}\n\
          service director {{\n inet_listener director-metrics {{\n address = {pip}\n port = {mp}\n }}\n}}\n\
          service imap-login {{\n inet_listener imap {{\n address = {pip}\n port = {pi}\n }}\n}}\n\
-         service pop3-login {{\n inet_listener pop3 {{\n address = {pip}\n port = {pp}\n }}\n}}\n",
+         service pop3-login {{\n inet_listener pop3 {{\n address = {pip}\n port = {pp}\n }}\n}}\n\
+         service lmtp {{\n inet_listener lmtp {{\n address = {pip}\n port = {pl}\n }}\n}}\n",
         live[0], live[1]
     );
     let daemon = Daemon::start(&extra);
@@ -339,6 +342,16 @@ fn metrics_count_what_logins_and_admin_requests_did() {
     // POP3: one login.
     let pass = pop3_login(pop3, &users[0].0);
     assert!(pass.starts_with("+OK"), "{pass}");
+    // LMTP: one transaction, two recipients delivered, one on the dead backend deferred.
+    let finals = lmtp_deliver(
+        SocketAddr::new(pip, pl),
+        &[&users[0].0, &users[1].0, &dead_user],
+    );
+    assert!(
+        finals[0].starts_with("250 ") && finals[1].starts_with("250 "),
+        "{finals:?}"
+    );
+    assert!(finals[2].starts_with("451 "), "{finals:?}");
 
     // The two held sessions are the only ones left once the others have closed.
     let held_on = |n: usize| users[n].1.clone();
@@ -398,11 +411,24 @@ fn metrics_count_what_logins_and_admin_requests_did() {
         assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
         assert_eq!(buckets.last(), Some(&logins), "+Inf bucket");
     }
+    for (result, want) in [
+        ("delivered", 2.0),
+        ("refused", 0.0),
+        ("deferred", 1.0),
+        ("no_backend", 0.0),
+    ] {
+        assert_eq!(
+            m.value("director_lmtp_recipients_total", &[("result", result)]),
+            want,
+            "director_lmtp_recipients_total{{{result}}}"
+        );
+    }
+    // The IMAP login and the LMTP delivery to the dead backend.
     assert_eq!(
         m.all("director_backend_connect_failures_total"),
         vec![(
             BTreeMap::from([("backend".to_string(), dead.to_string())]),
-            1.0
+            2.0
         )]
     );
     // Users per backend as HOST-LIST says; the failed first login left no assignment.
@@ -453,6 +479,12 @@ fn metrics_count_what_logins_and_admin_requests_did() {
     );
     assert_eq!(m.value("director_kicks_total", &[("kind", "backend")]), 0.0);
     assert_eq!(m.value("director_user_moves_total", &[]), 1.0);
+    assert_eq!(m.value("director_proxy_buffer_bytes", &[]), 0.0);
+    assert_eq!(
+        m.value("director_proxy_buffer_limit_bytes", &[]),
+        (128u64 << 20) as f64,
+        "director_proxy_buffer_memory's default"
+    );
     assert_eq!(
         m.value("director_backend_up", &[("backend", &dead.to_string())]),
         0.0
@@ -505,4 +537,33 @@ fn metrics_listener_serves_its_allow_nets_and_path_only() {
         other => panic!("a stranger was answered: {other:?}"),
     }
     daemon.wait_log("metrics connection refused: address not in director_metrics_allow_nets");
+}
+
+/// One LMTP transaction to `rcpts`: their final replies, in order.
+fn lmtp_deliver(addr: SocketAddr, rcpts: &[&str]) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::net::TcpStream::connect(addr).expect("lmtp connect");
+    s.set_read_timeout(Some(common::WAIT)).expect("timeout");
+    let mut r = BufReader::new(s);
+    let mut wire = "LHLO t\r\nMAIL FROM:<s@example.com>\r\n".to_string();
+    for rcpt in rcpts {
+        wire.push_str(&format!("RCPT TO:<{rcpt}>\r\n"));
+    }
+    wire.push_str("DATA\r\n");
+    r.get_mut().write_all(wire.as_bytes()).expect("lmtp write");
+    let mut line = String::new();
+    while !line.starts_with("354 ") {
+        line.clear();
+        assert!(r.read_line(&mut line).expect("lmtp read") > 0, "closed");
+    }
+    r.get_mut()
+        .write_all(b"Subject: m\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+        .expect("lmtp body");
+    (0..rcpts.len())
+        .map(|_| {
+            line.clear();
+            r.read_line(&mut line).expect("final reply");
+            line.trim_end().to_string()
+        })
+        .collect()
 }

@@ -46,6 +46,11 @@ pub struct BackendOptions {
     pub password: String,
     /// Extra config lines appended verbatim at the end.
     pub extra_config: Vec<String>,
+    /// The only users that exist (a passwd-file passdb and userdb, every one with
+    /// `password`); `None`: every name exists (static passdb and userdb). With a list, LMTP
+    /// refuses other recipients (`550 5.1.1 … User doesn't exist`) and logins of other names
+    /// fail.
+    pub users: Option<Vec<String>>,
 }
 
 impl BackendOptions {
@@ -58,6 +63,7 @@ impl BackendOptions {
             lmtp_port: None,
             password: BACKEND_PASSWORD.to_string(),
             extra_config: Vec::new(),
+            users: None,
         }
     }
 
@@ -145,6 +151,28 @@ impl DovecotBackend {
         )
         .map_err(|e| KitError::io("chown mail dir", e))?;
 
+        let mail = mail_root.display();
+        let password = &opts.password;
+        let auth = match &opts.users {
+            None => format!(
+                "passdb {{\n  driver = static\n  args = password={password}\n}}\n\
+                 userdb {{\n  driver = static\n  args = uid={MAIL_USER} gid={MAIL_GROUP} home={mail}/%Lu\n}}\n"
+            ),
+            Some(users) => {
+                let file = instance.root().join("users");
+                let lines: String = users
+                    .iter()
+                    .map(|u| format!("{u}:{{PLAIN}}{password}::::::\n"))
+                    .collect();
+                fs::write(&file, lines).map_err(|e| KitError::io("writing the users file", e))?;
+                let file = file.display();
+                format!(
+                    "passdb {{\n  driver = passwd-file\n  args = {file}\n}}\n\
+                     userdb {{\n  driver = passwd-file\n  args = {file}\n  \
+                     default_fields = uid={MAIL_USER} gid={MAIL_GROUP} home={mail}/%Lu\n}}\n"
+                )
+            }
+        };
         let mut config = instance.common_config();
         config.push_str(&format!(
             "listen = {ip}\n\
@@ -158,8 +186,7 @@ impl DovecotBackend {
              login_trusted_networks = 127.0.0.0/8\n\
              mail_location = maildir:{mail}/%Lu/Maildir\n\
              first_valid_uid = 1\n\
-             passdb {{\n  driver = static\n  args = password={password}\n}}\n\
-             userdb {{\n  driver = static\n  args = uid={MAIL_USER} gid={MAIL_GROUP} home={mail}/%Lu\n}}\n\
+             {auth}\
              service imap-login {{\n\
              \x20 inet_listener imap {{\n    address = {ip}\n    port = {imap_port}\n  }}\n\
              \x20 inet_listener imaps {{\n    port = 0\n  }}\n\
@@ -175,7 +202,6 @@ impl DovecotBackend {
              \x20 inet_listener submission {{\n    port = 0\n  }}\n\
              }}\n",
             mail = mail_root.display(),
-            password = opts.password,
         ));
         for line in &opts.extra_config {
             config.push_str(line);

@@ -17,8 +17,11 @@ pub struct LmtpServerConfig {
     pub extensions: Vec<String>,
     /// Largest message (see [`DEFAULT_MAX_MESSAGE_SIZE`]).
     pub max_message_size: usize,
-    /// Hand the body to the driver in chunks ([`LmtpAction::BodyChunk`])
-    /// instead of accumulating it into [`Transaction::data`].
+    /// Stream the body: at `DATA` the driver opens the backend sessions first
+    /// ([`LmtpAction::OpenData`], answered by [`LmtpServer::data_opened`]), then gets the
+    /// body in chunks as it arrives ([`LmtpAction::BodyChunk`]) instead of accumulated into
+    /// [`Transaction::data`]. The machine then holds no more than one input chunk of the
+    /// message, whatever its size or its line lengths.
     pub stream_body: bool,
     /// Route by the local part only (`user` of `user@domain`); by default the
     /// whole address is the user name, as Dovecot's LMTP does with the
@@ -88,10 +91,16 @@ pub enum LmtpAction<B> {
         /// The address as given.
         address: Vec<u8>,
     },
-    /// Streaming mode: the next part of the un-stuffed body.
+    /// Streaming mode, after `DATA`: open a session to every backend of the transaction
+    /// (up to the point where it takes the body), then call [`LmtpServer::data_opened`].
+    /// Input is buffered until then.
+    OpenData(Transaction<B>),
+    /// Streaming mode: the next part of the un-stuffed body (CRLF line ends).
     BodyChunk(Vec<u8>),
     /// The body is complete: deliver (see [`plan_fanout`]) and call
-    /// [`LmtpServer::delivered`] with one reply per recipient.
+    /// [`LmtpServer::delivered`] with one reply per recipient. In streaming mode the body
+    /// went out in [`LmtpAction::BodyChunk`]s and `data` is empty; `too_big` means the
+    /// sessions must be abandoned, not finished.
     Deliver(Transaction<B>),
     /// Flush and close.
     Close,
@@ -100,7 +109,12 @@ pub enum LmtpAction<B> {
 #[derive(Debug)]
 enum State {
     Commands,
-    Resolving { address: Vec<u8>, params: Vec<u8> },
+    Resolving {
+        address: Vec<u8>,
+        params: Vec<u8>,
+    },
+    /// Streaming: waiting for [`LmtpServer::data_opened`].
+    Opening,
     Data,
     Delivering,
     Closed,
@@ -121,6 +135,7 @@ pub struct LmtpServer<B> {
     data: Vec<u8>,
     data_size: usize,
     too_big: bool,
+    body: BodyDecoder,
 }
 
 fn reply<B>(text: &str) -> LmtpAction<B> {
@@ -151,6 +166,7 @@ impl<B: Clone> LmtpServer<B> {
             data: Vec::new(),
             data_size: 0,
             too_big: false,
+            body: BodyDecoder::default(),
         }
     }
 
@@ -185,6 +201,17 @@ impl<B: Clone> LmtpServer<B> {
         }
     }
 
+    /// Bytes the transaction's envelope holds (sender and recipients), which grow with
+    /// every accepted `RCPT`: the driver bounds them with its memory budget.
+    pub fn held_bytes(&self) -> usize {
+        let rcpts: usize = self
+            .recipients
+            .iter()
+            .map(|r| r.address.len() + r.params.len() + std::mem::size_of::<Recipient<B>>())
+            .sum();
+        rcpts + self.mail_from.as_ref().map_or(0, Vec::len)
+    }
+
     /// False while the machine waits for the driver (recipient lookup or
     /// delivery in progress): stop reading from the client until it turns true.
     pub fn wants_input(&self) -> bool {
@@ -206,8 +233,40 @@ impl<B: Clone> LmtpServer<B> {
                 LmtpAction::Close,
             ];
         }
+        if self.cfg.stream_body && matches!(self.state, State::Data) {
+            let mut out = Vec::new();
+            self.stream_data(data, &mut out);
+            return out;
+        }
         self.buf.feed(data);
         self.process()
+    }
+
+    /// Streaming mode: decodes body bytes; at the final `.` the transaction is delivered and
+    /// the bytes after it are commands again.
+    fn stream_data(&mut self, data: &[u8], out: &mut Vec<LmtpAction<B>>) {
+        let mut chunk = Vec::with_capacity(data.len() + 16);
+        let end = self.body.decode(data, &mut chunk);
+        if !self.too_big {
+            self.data_size = self.data_size.saturating_add(chunk.len());
+            if self.data_size > self.cfg.max_message_size {
+                self.too_big = true;
+            } else if !chunk.is_empty() {
+                out.push(LmtpAction::BodyChunk(chunk));
+            }
+        }
+        if let Some(consumed) = end {
+            self.state = State::Delivering;
+            out.push(LmtpAction::Deliver(Transaction {
+                mail_from: self.mail_from.clone().unwrap_or_default(),
+                recipients: self.recipients.clone(),
+                data: Vec::new(),
+                too_big: self.too_big,
+            }));
+            if let Some(rest) = data.get(consumed..) {
+                self.buf.feed(rest);
+            }
+        }
     }
 
     /// The driver's answer to [`LmtpAction::Resolve`]: `Some(backend)`, or
@@ -235,6 +294,22 @@ impl<B: Clone> LmtpServer<B> {
             ))),
         }
         out.extend(self.process());
+        out
+    }
+
+    /// The driver's answer to [`LmtpAction::OpenData`]: the backend sessions are ready (or
+    /// have failed, which their recipients learn at the end). The client gets `354` and the
+    /// body is read.
+    pub fn data_opened(&mut self) -> Vec<LmtpAction<B>> {
+        if !matches!(self.state, State::Opening) {
+            return Vec::new();
+        }
+        self.state = State::Data;
+        self.body = BodyDecoder::default();
+        let mut out = vec![reply("354 OK")];
+        // Whatever the client sent early is the start of the body.
+        let early = self.buf.take_rest();
+        self.stream_data(&early, &mut out);
         out
     }
 
@@ -305,21 +380,14 @@ impl<B: Clone> LmtpServer<B> {
         out
     }
 
+    /// Buffered mode: one body line.
     fn data_line(&mut self, l: Vec<u8>, out: &mut Vec<LmtpAction<B>>) {
         if l == b"." {
             self.state = State::Delivering;
-            let data = std::mem::take(&mut self.data);
-            if self.cfg.stream_body && !data.is_empty() {
-                out.push(LmtpAction::BodyChunk(data.clone()));
-            }
             out.push(LmtpAction::Deliver(Transaction {
                 mail_from: self.mail_from.clone().unwrap_or_default(),
                 recipients: self.recipients.clone(),
-                data: if self.cfg.stream_body {
-                    Vec::new()
-                } else {
-                    data
-                },
+                data: std::mem::take(&mut self.data),
                 too_big: self.too_big,
             }));
             return;
@@ -333,9 +401,6 @@ impl<B: Clone> LmtpServer<B> {
         }
         self.data.extend_from_slice(content);
         self.data.extend_from_slice(b"\r\n");
-        if self.cfg.stream_body && self.data.len() >= 64 * 1024 {
-            out.push(LmtpAction::BodyChunk(std::mem::take(&mut self.data)));
-        }
     }
 
     fn command(&mut self, line: &[u8], out: &mut Vec<LmtpAction<B>>) {
@@ -404,6 +469,14 @@ impl<B: Clone> LmtpServer<B> {
                     out.push(reply("503 5.5.0 MAIL needed first"));
                 } else if self.recipients.is_empty() {
                     out.push(reply("503 5.5.0 No valid recipients"));
+                } else if self.cfg.stream_body {
+                    self.state = State::Opening;
+                    out.push(LmtpAction::OpenData(Transaction {
+                        mail_from: self.mail_from.clone().unwrap_or_default(),
+                        recipients: self.recipients.clone(),
+                        data: Vec::new(),
+                        too_big: false,
+                    }));
                 } else {
                     out.push(reply("354 OK"));
                     self.state = State::Data;
@@ -420,6 +493,81 @@ impl<B: Clone> LmtpServer<B> {
                 self.state = State::Closed;
             }
             _ => out.push(reply("500 5.5.1 Unknown command")),
+        }
+    }
+}
+
+/// Where the body decoder is within a line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum BodyPos {
+    /// At the start of a line.
+    #[default]
+    LineStart,
+    /// Inside a line.
+    Mid,
+    /// After a CR inside a line.
+    Cr,
+    /// After a `.` at the start of a line.
+    Dot,
+    /// After `.` and CR at the start of a line.
+    DotCr,
+}
+
+/// Un-stuffs a DATA body byte by byte, the way the buffered mode's line framing does
+/// (lines end in CRLF or LF, and come out with CRLF; a leading `.` is dropped; a line of
+/// only `.` ends the body), but without holding a line: its state is one position.
+#[derive(Debug, Clone, Copy, Default)]
+struct BodyDecoder {
+    pos: BodyPos,
+}
+
+impl BodyDecoder {
+    /// Appends the body bytes of `data` to `out`; `Some(n)` when the body ended after the
+    /// first `n` bytes of `data` (the rest are commands).
+    fn decode(&mut self, data: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+        for (i, &b) in data.iter().enumerate() {
+            self.pos = match (self.pos, b) {
+                (BodyPos::Dot | BodyPos::DotCr, b'\n') => {
+                    self.pos = BodyPos::LineStart;
+                    return Some(i + 1);
+                }
+                (BodyPos::LineStart, b'.') => BodyPos::Dot,
+                (BodyPos::Dot, b'\r') => BodyPos::DotCr,
+                (BodyPos::DotCr, _) => {
+                    // ".\r" then more: the CR was part of the line.
+                    out.push(b'\r');
+                    Self::in_line(b, out)
+                }
+                (BodyPos::Cr, b'\r') => {
+                    out.push(b'\r');
+                    BodyPos::Cr
+                }
+                (BodyPos::Cr, b'\n') => {
+                    out.extend_from_slice(b"\r\n");
+                    BodyPos::LineStart
+                }
+                (BodyPos::Cr, _) => {
+                    out.push(b'\r');
+                    Self::in_line(b, out)
+                }
+                (BodyPos::LineStart | BodyPos::Mid | BodyPos::Dot, _) => Self::in_line(b, out),
+            };
+        }
+        None
+    }
+
+    /// `b` inside a line (or starting one).
+    fn in_line(b: u8, out: &mut Vec<u8>) -> BodyPos {
+        match b {
+            b'\r' => BodyPos::Cr,
+            b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                BodyPos::LineStart
+            }
+            _ => {
+                out.push(b);
+                BodyPos::Mid
+            }
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct LabOptions {
     pub backend_implicit_tls: bool,
     /// Backends also serve Submission and ManageSieve.
     pub backend_submission_sieve: bool,
+    /// The only users the backends know (default: every name exists).
+    pub backend_users: Option<Vec<String>>,
     /// Backend failure hook (default: none).
     pub hook: Option<Arc<dyn BackendFailureHook>>,
 }
@@ -121,6 +123,7 @@ impl Lab {
             &backend_ips,
             [Some(bimap), Some(bpop3), Some(blmtp)],
             |o| {
+                o.users.clone_from(&opts.backend_users);
                 let ip = o.ip;
                 if opts.backend_tls {
                     let (c, k) = make_leaf(&ca, &[format!("backend-{ip}.test"), ip.to_string()]);

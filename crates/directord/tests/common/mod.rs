@@ -14,6 +14,7 @@ use nix::sys::signal::{kill, Signal};
 pub mod doveadm;
 pub mod imap;
 pub mod ring;
+pub mod tls;
 use nix::unistd::Pid;
 
 /// Bound on every wait in these tests (not a timing assertion: only a hang guard).
@@ -283,13 +284,22 @@ impl Daemon {
 
     /// VmRSS of the daemon in KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// VmHWM (the most resident memory so far) of the daemon in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read /proc status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
     }
 }
 
