@@ -341,7 +341,7 @@ pub const SETTINGS: &[SettingDef] = &[
         Text,
         Director,
         true,
-        "when set, IMAP and POP3 probes also log in as this user and fail unless the backend accepts it",
+        "when set, the IMAP, POP3, Submission and ManageSieve probes also log in as this user (`LOGIN`, `USER`/`PASS`, `AUTH PLAIN`, `AUTHENTICATE \"PLAIN\"`) and fail unless the backend accepts it",
     ),
     def(
         "director_health_check_password",
@@ -350,6 +350,14 @@ pub const SETTINGS: &[SettingDef] = &[
         Director,
         true,
         "the password of `director_health_check_user`",
+    ),
+    def(
+        "director_health_check_ssl",
+        "",
+        Text,
+        Director,
+        true,
+        "TLS of the probes: `no`, `yes` (implicit TLS) or `starttls`, verified with `ssl_client_ca_file` as the proxy's backend connections are; empty: as `director_backend_ssl`. LMTP probes are plaintext, as the proxy's LMTP is",
     ),
     def(
         "director_health_check_flush",

@@ -438,6 +438,21 @@ impl DirectorHandle {
         })
     }
 
+    /// The names hosts were given by (a `director_mail_servers` host name), by address; a
+    /// host given by address has none. TLS to a backend verifies this name, else the address.
+    pub fn host_names(&self) -> std::collections::HashMap<IpAddr, String> {
+        let Some(state) = self.shared.lock() else {
+            return std::collections::HashMap::new();
+        };
+        state
+            .core
+            .director()
+            .host_list()
+            .into_iter()
+            .filter_map(|h| Some((h.ip, h.hostname?)))
+            .collect()
+    }
+
     /// The state and counters a metrics scrape shows; `None` when the driver has stopped.
     pub fn metrics(&self) -> Option<DriverMetrics> {
         let state = self.shared.lock()?;

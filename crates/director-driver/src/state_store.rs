@@ -6,18 +6,30 @@
 //! either the previous save or this one, never a mix. A file that does not decode is
 //! renamed aside (`director-state.corrupt-<unix time>`) for an operator to look at, and the
 //! director starts from its config. The format is `director_proto::state_file`'s.
+//!
+//! Two directors saving to one `state_dir` would overwrite each other's saves and restore a
+//! mix at their next start, so a store holds an exclusive `flock` on
+//! `state_dir/director-state.lock` for as long as it lives (the kernel releases it when the
+//! process ends, however it ends); the lock file holds the owner's PID for the error a
+//! second director gets.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use director_core::Snapshot;
 use director_proto::state_file::{self, MAX_FILE_LEN};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 /// The file's name in `state_dir`.
 pub const STATE_FILE_NAME: &str = "director-state";
+
+/// The lock file's name in `state_dir`. It is never removed: removing a lock file lets a
+/// third process lock a new file while the second still holds the old one.
+pub const LOCK_FILE_NAME: &str = "director-state.lock";
 
 /// A failed file operation, with what was done to which path.
 #[derive(Debug, thiserror::Error)]
@@ -54,13 +66,17 @@ pub enum ReadOutcome {
 pub struct StateStore {
     dir: PathBuf,
     path: PathBuf,
+    /// Held while the store lives: no other process saves to this `state_dir`.
+    _lock: Flock<File>,
     /// The sequence number of the newest snapshot written. Held while writing: saves are
     /// one at a time, and an older snapshot never replaces a newer one.
     written: Mutex<u64>,
 }
 
 impl StateStore {
-    /// The store in `dir`, created (mode 0750) if missing.
+    /// The store in `dir`, created (mode 0750) if missing, locked for this process: while
+    /// it lives, opening a store on the same directory fails (in any process, this one
+    /// included) with an error that names the lock file and the holder's PID.
     pub fn open(dir: &Path) -> Result<StateStore, StateStoreError> {
         if !dir.is_dir() {
             fs::DirBuilder::new()
@@ -69,9 +85,11 @@ impl StateStore {
                 .create(dir)
                 .map_err(io_err("create state_dir", dir))?;
         }
+        let lock = lock_dir(&dir.join(LOCK_FILE_NAME))?;
         Ok(StateStore {
             dir: dir.to_path_buf(),
             path: dir.join(STATE_FILE_NAME),
+            _lock: lock,
             written: Mutex::new(0),
         })
     }
@@ -151,6 +169,54 @@ impl StateStore {
     }
 }
 
+/// Takes the exclusive lock on `path` without waiting and writes our PID into it.
+fn lock_dir(path: &Path) -> Result<Flock<File>, StateStoreError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err("open the lock file", path))?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((mut file, Errno::EWOULDBLOCK)) => {
+            // The holder writes its PID right after locking; a holder caught in between
+            // leaves the file empty, and the error then names no PID.
+            let mut text = String::new();
+            let holder = match file.read_to_string(&mut text) {
+                Ok(_) => text.trim().parse::<u32>().ok(),
+                Err(_) => None,
+            };
+            let who = match holder {
+                Some(pid) => format!("another process (PID {pid}) holds it"),
+                None => "another process holds it".to_owned(),
+            };
+            return Err(StateStoreError {
+                op: "lock",
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "{who}: another director uses this state_dir, and two directors must \
+                         not share one (give each its own state_dir)"
+                    ),
+                ),
+            });
+        }
+        Err((_, errno)) => {
+            return Err(io_err("lock", path)(std::io::Error::from(errno)));
+        }
+    };
+    let pid = format!("{}\n", std::process::id());
+    lock.set_len(0)
+        .and_then(|()| lock.rewind())
+        .and_then(|()| lock.write_all(pid.as_bytes()))
+        .map_err(io_err("write our PID to", path))?;
+    Ok(lock)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,10 +260,31 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, vec![STATE_FILE_NAME.to_string()]);
+        let mut names = names;
+        names.sort();
+        assert_eq!(
+            names,
+            vec![STATE_FILE_NAME.to_string(), LOCK_FILE_NAME.to_string()]
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(store.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_directory_is_refused_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateStore::open(dir.path()).unwrap();
+        let e = StateStore::open(dir.path()).expect_err("the directory is locked");
+        let text = e.to_string();
+        let lock = dir.path().join(LOCK_FILE_NAME);
+        assert!(text.contains(&lock.display().to_string()), "{text}");
+        assert!(
+            text.contains(&format!("PID {}", std::process::id())),
+            "{text}"
+        );
+        drop(first);
+        StateStore::open(dir.path()).expect("unlocked once the first store is dropped");
     }
 
     #[test]

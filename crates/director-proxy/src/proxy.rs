@@ -241,6 +241,14 @@ impl Proxy {
         Ok(summary)
     }
 
+    /// The TLS connector new backend connections use (from `ssl_client_ca_file`, replaced by
+    /// SIGHUP), for others who talk to the backends as the proxy does (the health checks);
+    /// it gives `None` while `director_backend_ssl = no`.
+    pub fn backend_connector(&self) -> impl Fn() -> Option<TlsConnector> + Send + Sync + 'static {
+        let current = Arc::clone(&self.current);
+        move || current.get().connector.clone()
+    }
+
     /// The buffer budget all connections share (it survives a reload).
     pub fn buffer_budget(&self) -> Arc<BufferBudget> {
         Arc::clone(&self.current.get().budget)

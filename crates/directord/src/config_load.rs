@@ -72,6 +72,9 @@ pub fn load(cli: &Cli) -> anyhow::Result<Loaded> {
         &director_config::Values::new(config.root()),
         &served,
         |p| proxy.backend_port(p),
+        proxy.backend_tls,
+        proxy.backend_ca_pem.as_deref(),
+        proxy.proxy_protocol,
     )
     .map_err(|e| anyhow!("{e}"))?;
     settings.proxy = Some(proxy).filter(|p| !p.listeners.is_empty());

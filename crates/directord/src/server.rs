@@ -27,6 +27,21 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     // not hit the default action (terminate).
     let signals = Signals::install()?;
     let service = ServiceNotify::from_env();
+    // First of all, before any socket is bound or replaced: a second director started on
+    // the same state_dir stops here, and the first one keeps everything it serves.
+    let state = match &settings.saved_state {
+        Some((dir, save_interval)) => Some(StateConfig {
+            store: Arc::new(StateStore::open(dir).with_context(|| {
+                format!(
+                    "state_dir {}: the state is saved there (director_state_save_interval = 0 \
+                     turns saving off)",
+                    dir.display()
+                )
+            })?),
+            save_interval: *save_interval,
+        }),
+        None => None,
+    };
     // The director state and the admin sockets run on one thread of their own, like
     // Dovecot's single director process: admin requests and the driver then never cross
     // threads (a wake-up between threads costs more than a USER-LOOKUP). The mail proxy
@@ -68,19 +83,6 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
             }
         }
         None => Directors::Standalone(RingView::new(settings.self_addr.0, settings.self_addr.1)),
-    };
-    let state = match &settings.saved_state {
-        Some((dir, save_interval)) => Some(StateConfig {
-            store: Arc::new(StateStore::open(dir).with_context(|| {
-                format!(
-                    "state_dir {}: the state is saved there (director_state_save_interval = 0 \
-                     turns saving off)",
-                    dir.display()
-                )
-            })?),
-            save_interval: *save_interval,
-        }),
-        None => None,
     };
     let (director, driver_task) = director_driver::spawn(DriverConfig {
         core: settings.core.clone(),
@@ -147,19 +149,6 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
             shutdown_rx.clone(),
         )));
     }
-    let health_counters = settings
-        .health
-        .as_ref()
-        .map(|_| Arc::new(crate::health::HealthCounters::default()));
-    if let (Some(health), Some(counters)) = (settings.health.clone(), &health_counters) {
-        tracing::info!(interval = ?health.interval, protocols = ?health.probes, "backend health checks on");
-        loops.push(core_thread.handle.spawn(crate::health::run(
-            director.clone(),
-            health,
-            Arc::clone(counters),
-            shutdown_rx.clone(),
-        )));
-    }
     drop(ctx);
     // The proxy starts its own worker threads; the rest stays on the main thread.
     drop(core_context);
@@ -181,6 +170,23 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
         }
         _ => None,
     };
+    // After the proxy: the probes use its TLS connector. On the director's thread, as the
+    // admin requests are.
+    let health_counters = settings
+        .health
+        .as_ref()
+        .map(|_| Arc::new(crate::health::HealthCounters::default()));
+    if let (Some(health), Some(counters)) = (settings.health.clone(), &health_counters) {
+        let tls = probe_connector(&health, proxy.as_ref())?;
+        tracing::info!(interval = ?health.interval, protocols = ?health.probes, tls = ?health.tls, "backend health checks on");
+        loops.push(core_thread.handle.spawn(crate::health::run(
+            director.clone(),
+            health,
+            tls,
+            Arc::clone(counters),
+            shutdown_rx.clone(),
+        )));
+    }
     // After the proxy, whose counters it shows; on the director's thread, as the admin
     // requests are (a scrape takes the state once, like one).
     let metrics_server = crate::metrics::MetricsService::server(
@@ -254,6 +260,28 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     driver_task.abort();
     core_thread.stop();
     outcome
+}
+
+/// The TLS connector of the health probes: the proxy's while it has one (the same CA file,
+/// reloaded with it), else one built here from `ssl_client_ca_file`.
+fn probe_connector(
+    health: &crate::health::HealthSettings,
+    proxy: Option<&director_proxy::Proxy>,
+) -> anyhow::Result<crate::health::ConnectorSource> {
+    let own = match (&health.ca_pem, health.tls) {
+        (_, director_proxy::BackendTlsMode::None) | (None, _) => None,
+        (Some(ca), _) => Some(
+            director_proxy::tls::backend_connector(ca)
+                .context("director_health_check_ssl: ssl_client_ca_file")?,
+        ),
+    };
+    Ok(match proxy {
+        Some(p) => {
+            let proxy_connector = p.backend_connector();
+            Arc::new(move || proxy_connector().or_else(|| own.clone()))
+        }
+        None => Arc::new(move || own.clone()),
+    })
 }
 
 /// The final save of the state (SIGTERM, SIGINT).

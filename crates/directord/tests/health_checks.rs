@@ -367,12 +367,16 @@ fn the_last_up_host_is_never_marked_down() {
     );
 }
 
+/// In a ring the lowest-addressed director decides and every director sees its decision.
+/// The others probe and watch: when the decider dies, its successor brings up the host the
+/// dead decider's checker marked down once it recovers, leaves a healthy host an operator
+/// marked down alone, and marks down a host that fails from then on.
 #[test]
 fn in_a_ring_the_lowest_director_decides_every_director_sees_it_and_a_successor_takes_over() {
     require_dovecot();
     let spec = RingSpec::new(3);
     let mut alloc = LoopbackAllocator::new();
-    let ips: Vec<Ipv4Addr> = (0..3).map(|_| alloc.next_ip()).collect();
+    let ips: Vec<Ipv4Addr> = (0..4).map(|_| alloc.next_ip()).collect();
     let mut backends =
         DovecotBackend::start_group(&ips, [None; 3], |_| {}).expect("backends start");
     let port = backends[0].imap_addr().port();
@@ -391,18 +395,25 @@ fn in_a_ring_the_lowest_director_decides_every_director_sees_it_and_a_successor_
         Member::Ours(d) => d.log_text(),
         Member::Dovecot(_) => unreachable!("a ring of ours"),
     };
-    let down_everywhere = |ring: &[Member], ip: Ipv4Addr| {
+    let state_everywhere = |ring: &[Member], ip: Ipv4Addr, down: bool| {
         ring.iter().all(|d| {
             d.hosts()
                 .iter()
-                .any(|l| l.starts_with(&format!("{ip}\t")) && l.ends_with("\tD"))
+                .any(|l| l.starts_with(&format!("{ip}\t")) && l.ends_with("\tD") == down)
         })
     };
+
+    // An operator marks a healthy host down, on a director that does not decide.
+    let manual = ips[3];
+    assert_eq!(directors[1].admin(&format!("HOST-DOWN\t{manual}")), ["OK"]);
+    wait_until(&format!("every director shows {manual} down"), || {
+        state_everywhere(&directors, manual, true)
+    });
 
     let first = ips[0];
     backends[0].stop().expect("stop a backend");
     wait_until(&format!("every director shows {first} down"), || {
-        down_everywhere(&directors, first)
+        state_everywhere(&directors, first, true)
     });
     // The lowest-addressed director (the spec's first) decided; the others did not. It logs
     // its decision once the ring answered it, which may be after the others show it.
@@ -417,15 +428,46 @@ fn in_a_ring_the_lowest_director_decides_every_director_sees_it_and_a_successor_
             log(d)
         );
     }
+    // The others see the down while their own probes fail (the checker's), and saw the
+    // operator's while theirs passed. Two failed probes of the host from now on: the second
+    // is of a round that listed the host down.
+    for d in &directors[1..] {
+        let Member::Ours(d) = d else { unreachable!() };
+        let from = d.log_text().len();
+        let needle = format!("health probe failed host={first} ");
+        wait_until("a non-deciding director probes the down host twice", || {
+            d.log_text()
+                .get(from..)
+                .is_some_and(|t| t.matches(&needle).count() >= 2)
+        });
+    }
 
     // The decider dies; the ring closes around it and the next lowest decides.
     drop(directors.remove(0));
     wait_synced(&directors);
+    let mut opts = BackendOptions::new(first);
+    opts.imap_port = Some(port);
+    opts.pop3_port = Some(backends[0].pop3_addr().port());
+    opts.lmtp_port = Some(backends[0].lmtp_addr().port());
+    backends[0] = DovecotBackend::start_with(opts).expect("restart the backend");
+    wait_until(
+        &format!("the successor brings {first} back up everywhere"),
+        || state_everywhere(&directors, first, false),
+    );
+    // Its decision: logged once the ring answered it, perhaps after the others show it.
+    wait_until("the successor logs that it brought the host up", || {
+        log(&directors[0]).contains("health checks marked the host up")
+    });
+    assert!(
+        state_everywhere(&directors, manual, true),
+        "the successor brought up a host an operator marked down"
+    );
+
     let second = ips[1];
     backends[1].stop().expect("stop another backend");
     wait_until(
         &format!("the remaining directors show {second} down"),
-        || down_everywhere(&directors, second),
+        || state_everywhere(&directors, second, true),
     );
     wait_until("the new decider logs its decision", || {
         log(&directors[0]).contains(marked)
@@ -497,4 +539,327 @@ fn a_host_whose_checks_alternate_changes_state_at_most_once_per_hold_down() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     drop(std::net::TcpStream::connect((flappy, port)));
     server.join().expect("the flapping listener's thread");
+}
+
+/// A CA and the PEM of leaf certificates it signs.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).expect("self-signed CA");
+        Ca { cert, key }
+    }
+
+    /// A server certificate for `ip` (an IP address SAN, as the probes verify a host given
+    /// by address) and its key.
+    fn leaf(&self, ip: Ipv4Addr) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let params = rcgen::CertificateParams::new(vec![ip.to_string()]).expect("leaf params");
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("signed leaf");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// Real backends with TLS (a certificate for their address; STARTTLS on the plain ports,
+/// implicit TLS on an `imaps` port) and Submission and ManageSieve, the last one with a
+/// certificate from a CA the director does not trust; the CA file the director trusts.
+struct TlsLab {
+    backends: Vec<DovecotBackend>,
+    files: tempfile::TempDir,
+    imaps: u16,
+    submission: u16,
+    sieve: u16,
+}
+
+impl TlsLab {
+    fn start(alloc: &mut LoopbackAllocator, n: usize) -> TlsLab {
+        require_dovecot();
+        let ips: Vec<Ipv4Addr> = (0..n).map(|_| alloc.next_ip()).collect();
+        let files = tempfile::tempdir().expect("tempdir");
+        let (trusted, stranger) = (Ca::new("backend CA"), Ca::new("some other CA"));
+        std::fs::write(files.path().join("ca.pem"), trusted.cert.pem()).expect("write CA");
+        let [imaps, submission, sieve] =
+            free_ports(IpAddr::V4(ips[0]), [None; 3]).expect("free ports");
+        let last = ips[n - 1];
+        let backends = DovecotBackend::start_group(&ips, [None; 3], |o| {
+            let ip = o.ip;
+            let ca = if ip == last { &stranger } else { &trusted };
+            let (cert, key) = ca.leaf(ip);
+            let (cf, kf) = (
+                files.path().join(format!("{ip}-cert.pem")),
+                files.path().join(format!("{ip}-key.pem")),
+            );
+            std::fs::write(&cf, cert).expect("write cert");
+            std::fs::write(&kf, key).expect("write key");
+            o.with_submission_and_sieve(submission, sieve);
+            o.extra_config.extend([
+                "ssl = yes".to_owned(),
+                format!("ssl_cert = <{}", cf.display()),
+                format!("ssl_key = <{}", kf.display()),
+                format!(
+                    "service imap-login {{\n inet_listener imaps {{\n address = {ip}\n port = {imaps}\n ssl = yes\n }}\n}}"
+                ),
+            ]);
+        })
+        .expect("backends start");
+        TlsLab {
+            backends,
+            files,
+            imaps,
+            submission,
+            sieve,
+        }
+    }
+
+    fn ips(&self) -> Vec<Ipv4Addr> {
+        self.backends.iter().map(DovecotBackend::ip).collect()
+    }
+
+    /// The backend whose certificate the director does not trust.
+    fn untrusted(&self) -> Ipv4Addr {
+        self.backends[self.backends.len() - 1].ip()
+    }
+
+    /// Config lines: the CA file, the backends' ports, and the test user.
+    fn config(&self) -> String {
+        format!(
+            "ssl_client_ca_file = <{}\n\
+             director_backend_port_pop3 = {}\n\
+             director_backend_port_submission = {}\n\
+             director_backend_port_sieve = {}\n\
+             director_health_check_user = probe@example.com\n\
+             director_health_check_password = {}\n",
+            self.files.path().join("ca.pem").display(),
+            self.backends[0].pop3_addr().port(),
+            self.submission,
+            self.sieve,
+            testkit::BACKEND_PASSWORD,
+        )
+    }
+}
+
+/// Waits (bounded) until `backend`'s Dovecot log shows the test user logged in through
+/// each of `services` (`imap-login`, …), over TLS when `tls`.
+fn wait_probe_logins(backend: &DovecotBackend, services: &[&str], tls: bool) {
+    let deadline = Instant::now() + up_bound() + SLACK;
+    loop {
+        let log = backend.log();
+        let missing: Vec<&&str> = services
+            .iter()
+            .filter(|service| {
+                !log.lines().any(|l| {
+                    l.contains(&format!("{service}: Info: Login: user=<probe@example.com>"))
+                        && (!tls || l.contains(", TLS"))
+                })
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no probe login (tls: {tls}) through {missing:?} on {}; log:\n{log}",
+            backend.ip()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// With `director_backend_ssl = starttls`, the probes of every login protocol run STARTTLS
+/// (STLS for POP3) and log the test user in over TLS, verified against
+/// `ssl_client_ca_file` as the proxy's own backend connections are; a backend whose
+/// certificate is not from that CA fails the handshake, is marked down with the reason in
+/// the log, and gets no logins, while the proxy's logins (over STARTTLS too) go on.
+#[test]
+fn starttls_probes_log_in_on_every_protocol_and_an_untrusted_certificate_marks_the_host_down() {
+    let mut alloc = LoopbackAllocator::new();
+    let lab = TlsLab::start(&mut alloc, 3);
+    let port = lab.backends[0].imap_addr().port();
+    let s = start_daemon(
+        alloc,
+        &lab.ips(),
+        port,
+        &format!(
+            "{}director_backend_ssl = starttls\n\
+             director_health_check_protocols = imap pop3 submission sieve\n",
+            lab.config()
+        ),
+    );
+    let bad = lab.untrusted();
+    let log = s.daemon.wait_log("health checks marked the host down");
+    let line = log
+        .lines()
+        .find(|l| l.contains("health checks marked the host down"))
+        .expect("the line waited for");
+    assert!(line.contains(&bad.to_string()), "{line}");
+    // STARTTLS, or POP3's STLS: whichever probe failed first.
+    for needle in ["TLS handshake (ST", "invalid peer certificate"] {
+        assert!(line.contains(needle), "{needle:?} not in {line}");
+    }
+    assert!(is_down(&s.daemon, bad));
+    let services = [
+        "imap-login",
+        "pop3-login",
+        "submission-login",
+        "managesieve-login",
+    ];
+    for b in &lab.backends[..2] {
+        assert!(!is_down(&s.daemon, b.ip()), "{} is healthy", b.ip());
+        wait_probe_logins(b, &services, true);
+    }
+    logins_avoid(&s, bad, 20);
+}
+
+/// With `director_backend_ssl = yes` the probes speak TLS from the first byte, on the
+/// backends' implicit-TLS port; the untrusted certificate fails there too.
+#[test]
+fn implicit_tls_probes_log_in_and_an_untrusted_certificate_marks_the_host_down() {
+    let mut alloc = LoopbackAllocator::new();
+    let lab = TlsLab::start(&mut alloc, 3);
+    let s = start_daemon(
+        alloc,
+        &lab.ips(),
+        lab.imaps,
+        &format!(
+            "{}director_backend_ssl = yes\ndirector_health_check_protocols = imap\n",
+            lab.config()
+        ),
+    );
+    let bad = lab.untrusted();
+    wait_state(&s.daemon, bad, true, down_bound(), Instant::now());
+    let log = s.daemon.wait_log("health checks marked the host down");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("health checks marked the host down")
+                && l.contains("TLS handshake (implicit TLS)")
+                && l.contains("invalid peer certificate")),
+        "{log}"
+    );
+    for b in &lab.backends[..2] {
+        assert!(!is_down(&s.daemon, b.ip()), "{} is healthy", b.ip());
+        wait_probe_logins(b, &["imap-login"], true);
+    }
+    logins_avoid(&s, bad, 20);
+}
+
+/// The Submission (`AUTH PLAIN`) and ManageSieve (`AUTHENTICATE "PLAIN"`) probes log the
+/// test user in: each alone marks down a backend that refuses it, and logs in on the others.
+#[test]
+fn submission_and_managesieve_probes_log_in_and_a_refusing_backend_is_marked_down() {
+    require_dovecot();
+    // Dovecot answers a wrong password after its auth_failure_delay (2 s): the probes wait
+    // for that answer, so that the log says why.
+    let refusal_timeout = Duration::from_secs(5);
+    for (protocol, service, refusal) in [
+        (
+            "submission",
+            "submission-login",
+            "test user AUTH PLAIN refused",
+        ),
+        ("sieve", "managesieve-login", "test user AUTHENTICATE"),
+    ] {
+        // Backends of its own for each protocol: Dovecot's auth penalty delays every later
+        // refusal to the same address, past any probe timeout.
+        let mut alloc = LoopbackAllocator::new();
+        let ips: Vec<Ipv4Addr> = (0..3).map(|_| alloc.next_ip()).collect();
+        let [submission, sieve] = free_ports(IpAddr::V4(ips[0]), [None; 2]).expect("free ports");
+        let refusing = ips[0];
+        let backends = DovecotBackend::start_group(&ips, [None; 3], |o| {
+            o.with_submission_and_sieve(submission, sieve);
+            if o.ip == refusing {
+                o.password = "another-password".to_owned();
+            }
+        })
+        .expect("backends start");
+        let port = backends[0].imap_addr().port();
+        let s = start_daemon(
+            alloc,
+            &ips,
+            port,
+            &format!(
+                "director_backend_port_submission = {submission}\n\
+                 director_backend_port_sieve = {sieve}\n\
+                 director_health_check_protocols = {protocol}\n\
+                 director_health_check_timeout = {} ms\n\
+                 director_health_check_user = probe@example.com\n\
+                 director_health_check_password = {}\n",
+                refusal_timeout.as_millis(),
+                testkit::BACKEND_PASSWORD
+            ),
+        );
+        let bound = (INTERVAL + refusal_timeout) * (FAILS + 1);
+        wait_state(&s.daemon, refusing, true, bound, Instant::now());
+        // The first refusal is in the log; later ones may time out instead (Dovecot's auth
+        // penalty lengthens the delay after each failure from one address).
+        let log = s.daemon.wait_log("health checks marked the host down");
+        assert!(
+            log.lines().any(|l| l.contains("health probe failed")
+                && l.contains(&format!("host={refusing} "))
+                && l.contains(refusal)),
+            "{refusal:?} not in:\n{log}"
+        );
+        for b in &backends[1..] {
+            assert!(
+                !is_down(&s.daemon, b.ip()),
+                "{} accepts the test user",
+                b.ip()
+            );
+            wait_probe_logins(b, &[service], false);
+        }
+    }
+}
+
+/// With `director_proxy_protocol = yes` the backends' ports take a HAProxy PROXY v2 header
+/// first (`haproxy = yes` in Dovecot); the probes send one (LOCAL: no client to name), as
+/// the proxy's connections do, so healthy backends pass, the test user logs in, and no
+/// probe fails.
+#[test]
+fn with_the_proxy_protocol_the_probes_send_the_header_and_healthy_backends_pass() {
+    require_dovecot();
+    let mut alloc = LoopbackAllocator::new();
+    let ips: Vec<Ipv4Addr> = (0..2).map(|_| alloc.next_ip()).collect();
+    let [haproxy] = free_ports(IpAddr::V4(ips[0]), [None]).expect("a free port");
+    let backends = DovecotBackend::start_group(&ips, [None; 3], |o| {
+        let ip = o.ip;
+        o.extra_config.extend([
+            "haproxy_trusted_networks = 127.0.0.0/8".to_owned(),
+            // A second IMAP listener that takes the header (the plain one stays for
+            // testkit's readiness probe).
+            format!(
+                "service imap-login {{\n inet_listener imap_haproxy {{\n address = {ip}\n port = {haproxy}\n haproxy = yes\n }}\n}}"
+            ),
+        ]);
+    })
+    .expect("backends start");
+    let s = start_daemon(
+        alloc,
+        &ips,
+        haproxy,
+        &format!(
+            "director_proxy_protocol = yes\n\
+             director_health_check_user = probe@example.com\n\
+             director_health_check_password = {}\n",
+            testkit::BACKEND_PASSWORD
+        ),
+    );
+    for b in &backends {
+        wait_probe_logins(b, &["imap-login"], false);
+    }
+    let log = s.daemon.log_text();
+    assert!(!log.contains("health probe failed"), "{log}");
+    assert!(host_states(&s.daemon).iter().all(|(_, down)| !down));
+    // The proxy's own logins take the same port.
+    let (c, _) = Imap::login(s.imap, "through@example.com");
+    c.logout();
 }

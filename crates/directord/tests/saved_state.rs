@@ -2,7 +2,9 @@
 //! included) and user assignments are saved to `state_dir/director-state` and restored at
 //! start, so users reach the same real Dovecot backend after `kill -9` or SIGTERM; a
 //! truncated, garbage, wrong-version, altered or meaningless file is kept aside with a clear
-//! log line and the director starts from its config.
+//! log line and the director starts from its config; a second director started on the same
+//! `state_dir` stops at start with an error naming the lock and the first one's PID, and the
+//! first one keeps serving and saving.
 //!
 //! Nothing here waits for time to pass: the tests wait for the state file to hold what they
 //! expect, or for a log line.
@@ -288,6 +290,88 @@ fn sigterm_saves_everything_and_a_restart_restores_it() {
         c.logout();
         assert_eq!(reached, *ip, "{user}");
     }
+}
+
+/// Two directors on one `state_dir` would overwrite each other's saves: the second stops at
+/// start (before it binds anything), naming the lock file and the first one's PID; the
+/// first keeps routing logins to the real backends and saving.
+#[test]
+fn a_second_director_on_the_same_state_dir_stops_at_start_and_the_first_keeps_working() {
+    let s = setup("1 secs");
+    let state_dir = s.daemon.state_dir();
+    // Every login must reach a real backend: no user on the address without one.
+    assert_eq!(request(&s.daemon, &format!("HOST-REMOVE\t{}", s.spare)), "OK\n");
+    let (c, first_ip) = Imap::login(s.imap, "early@example.com");
+    c.logout();
+    wait_for_state(&state_dir, "the first user", |snap| {
+        saved_users(snap).get(&hash("early@example.com")) == Some(&first_ip)
+    });
+
+    // The same config (its proxy listener included), its own base_dir and log, the first
+    // one's state_dir.
+    let other = tempfile::tempdir().expect("tempdir");
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_directord"))
+        .arg("-c")
+        .arg(&s.daemon.config)
+        .arg("-o")
+        .arg(format!("base_dir={}", other.path().join("run").display()))
+        .arg("-o")
+        .arg(format!(
+            "log_path={}",
+            other.path().join("directord.log").display()
+        ))
+        .arg("-o")
+        .arg(format!("state_dir={}", state_dir.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the second directord");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("the second directord did not stop at start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(
+        &mut second.stderr.take().expect("stderr piped"),
+        &mut stderr,
+    )
+    .expect("read the second one's stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let lock = state_dir.join("director-state.lock");
+    for needle in [
+        format!("lock {}", lock.display()),
+        format!("PID {}", s.daemon.pid()),
+        "two directors must not share one".to_string(),
+    ] {
+        assert!(stderr.contains(&needle), "{needle:?} not in {stderr:?}");
+    }
+    assert!(
+        !other.path().join("run").join("director-admin").exists(),
+        "the second one bound its admin socket"
+    );
+
+    // The first one serves logins, admin requests, and still saves.
+    let (c, ip) = Imap::login(s.imap, "early@example.com");
+    c.logout();
+    assert_eq!(ip, first_ip);
+    let (c, late_ip) = Imap::login(s.imap, "late@example.com");
+    c.logout();
+    assert_eq!(
+        current_host(&s.daemon, "late@example.com"),
+        late_ip.to_string()
+    );
+    wait_for_state(&state_dir, "the user logged in after the refusal", |snap| {
+        saved_users(snap).get(&hash("late@example.com")) == Some(&late_ip)
+    });
 }
 
 /// The corrupt-file cases: each is kept aside byte for byte, the log says why and where,

@@ -1,9 +1,10 @@
 //! Running as a service: the notify protocol of a systemd `Type=notify` unit
-//! (`sd_notify(3)`), the unit file and sample config in `contrib/systemd/`, and directord(8),
-//! which says what `--help` says.
+//! (`sd_notify(3)`), the unit file, its system user and sample config in `contrib/systemd/`,
+//! and directord(8), which says what `--help` says.
 //!
 //! systemd itself does not run here (no init in the test machine), so the tests play its
-//! part of the protocol: a datagram socket named by `NOTIFY_SOCKET`, as systemd creates.
+//! part: a datagram socket named by `NOTIFY_SOCKET`, and for the unit's `User=`,
+//! capabilities and directories, `setpriv(1)` and directories made as systemd makes them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -160,6 +161,200 @@ fn the_unit_file_verifies() {
         .filter(|l| l.contains("directord.service"))
         .collect();
     assert!(out.status.success() && ours.is_empty(), "{said}");
+}
+
+/// The values of `key=` lines in a unit file.
+fn directive<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
+    unit.lines()
+        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .collect()
+}
+
+fn unit_text() -> String {
+    std::fs::read_to_string(repo_file("contrib/systemd/directord.service")).unwrap()
+}
+
+/// The unit runs as the system user of `directord.sysusers`, never as root, and keeps only
+/// the capability to bind the mail ports.
+#[test]
+fn the_unit_runs_as_its_own_system_user_with_only_the_bind_capability() {
+    let unit = unit_text();
+    let user = directive(&unit, "User");
+    assert_eq!(user, ["directord"], "{unit}");
+    for key in ["AmbientCapabilities", "CapabilityBoundingSet"] {
+        assert_eq!(directive(&unit, key), ["CAP_NET_BIND_SERVICE"], "{key}");
+    }
+    assert_eq!(directive(&unit, "NoNewPrivileges"), ["yes"]);
+    // systemd-sysusers creates that user (in a scratch root, not on this machine).
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("etc")).unwrap();
+    let out = Command::new("systemd-sysusers")
+        .arg(format!("--root={}", root.path().display()))
+        .arg(repo_file("contrib/systemd/directord.sysusers"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("systemd-sysusers: {e}; install it with `apt-get install -y systemd`")
+        });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).unwrap();
+    let entry: Vec<&str> = passwd
+        .lines()
+        .find(|l| l.starts_with("directord:"))
+        .unwrap_or_else(|| panic!("no directord user in {passwd}"))
+        .split(':')
+        .collect();
+    assert_ne!(entry[2], "0", "{passwd}");
+    let group = std::fs::read_to_string(root.path().join("etc/group")).unwrap();
+    assert!(
+        group.lines().any(|l| l.starts_with("directord:")),
+        "{group}"
+    );
+}
+
+/// The unit's `base_dir` and `state_dir` (its `RuntimeDirectory` and `StateDirectory`, made
+/// by systemd with the unit's modes and owned by `User=`) are where the sample config puts
+/// them, and `directord` runs in them as an unprivileged user whose only capability is the
+/// unit's (`setpriv` does what systemd does with `User=`, `AmbientCapabilities=`,
+/// `CapabilityBoundingSet=` and `NoNewPrivileges=`): it accepts the directory, binds IMAP's
+/// port 143, saves its state there and stops cleanly. Without the capability it cannot bind.
+#[test]
+fn as_the_unit_runs_it_an_unprivileged_directord_binds_port_143_in_systemds_directories() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test plays systemd, which starts services as root: run it as root"
+    );
+    let unit = unit_text();
+    let mode = |key: &str| {
+        let text = directive(&unit, key);
+        u32::from_str_radix(text.first().unwrap_or_else(|| panic!("no {key}")), 8).unwrap()
+    };
+    let runtime = directive(&unit, "RuntimeDirectory")[0].to_string();
+    let state = directive(&unit, "StateDirectory")[0].to_string();
+    // The sample config uses what systemd makes of them.
+    let shown = sample_config_settings();
+    assert!(
+        shown.contains(&format!("base_dir = /run/{runtime}\n")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("state_dir = /var/lib/{state}\n")),
+        "{shown}"
+    );
+
+    // `nobody` stands for the unit's user: both are plain unprivileged users.
+    let user = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let top = dir.path();
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::set_permissions(top, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let made = |name: &str, mode: u32| {
+        let path = top.join(name);
+        std::fs::DirBuilder::new().mode(mode).create(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        nix::unistd::chown(&path, Some(user.uid), Some(user.gid)).unwrap();
+        path
+    };
+    let run = made("run", mode("RuntimeDirectoryMode"));
+    let state_dir = made("state", mode("StateDirectoryMode"));
+    // The binary where the unprivileged user can run it (the build tree may be private).
+    let bin = top.join("directord");
+    std::fs::copy(env!("CARGO_BIN_EXE_directord"), &bin).unwrap();
+    let ip = testkit::LoopbackAllocator::new().next_ip();
+    let config = top.join("directord.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "base_dir = {}\nstate_dir = {}\nlog_path = /dev/stderr\n\
+             director_mail_servers = 127.0.1.1\nssl = no\n\
+             service imap-login {{\n inet_listener imap {{\n address = {ip}\n port = 143\n }}\n}}\n",
+            run.display(),
+            state_dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let setpriv = |caps: bool| {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={}", user.uid))
+            .arg(format!("--regid={}", user.gid))
+            .arg("--clear-groups")
+            .arg("--no-new-privs");
+        if caps {
+            cmd.args([
+                "--inh-caps=+net_bind_service",
+                "--ambient-caps=+net_bind_service",
+                "--bounding-set=-all,+net_bind_service",
+            ]);
+        }
+        cmd.arg("--").arg(&bin).arg("-c").arg(&config);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+
+    // Without the capability, port 143 is refused.
+    let out = setpriv(false).output().unwrap_or_else(|e| {
+        panic!("setpriv: {e}; install it with `apt-get install -y util-linux`")
+    });
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("Permission denied"),
+        "{said}"
+    );
+
+    let mut child = setpriv(true).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let stop = |child: &mut Child| {
+        let _ = kill(
+            Pid::from_raw(i32::try_from(child.id()).unwrap()),
+            Signal::SIGTERM,
+        );
+        child.wait().unwrap()
+    };
+    if !line.starts_with("directord: admin socket ") {
+        stop(&mut child);
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        panic!("directord did not start as the unit's user: {line:?} {err}");
+    }
+    // The proxy greets on 143; root (an operator's doveadm) reaches the admin socket.
+    let mut imap = std::net::TcpStream::connect((ip, 143)).unwrap();
+    imap.set_read_timeout(Some(WAIT)).unwrap();
+    let mut greeting = String::new();
+    BufReader::new(&mut imap).read_line(&mut greeting).unwrap();
+    assert!(greeting.starts_with("* OK"), "{greeting:?}");
+    assert!(serving(&run.join("director-admin")));
+    let status = stop(&mut child);
+    assert!(status.success(), "{status:?}");
+    use std::os::unix::fs::MetadataExt;
+    for name in ["director-state", "director-state.lock"] {
+        let meta = std::fs::metadata(state_dir.join(name)).unwrap();
+        assert_eq!(meta.uid(), user.uid.as_raw(), "{name}");
+    }
+}
+
+/// `directord -n` of the sample config.
+fn sample_config_settings() -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_directord"))
+        .arg("-c")
+        .arg(repo_file("contrib/systemd/directord.conf"))
+        .arg("-n")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The sample config is read as written (its ring addresses are examples; `-n` reads and

@@ -9,7 +9,14 @@
 //!   down makes it the checker's to watch again, as any up host;
 //! - the checker changes a host's state at most once per `hold_down` (no flapping);
 //! - the last up host of a tag is never marked down: when every host of a tag fails, they
-//!   stay as they are and the round reports the tag, for an error in the log.
+//!   stay as they are and the round reports the tag, for an error in the log;
+//! - a director that does not decide (another one of the ring does) probes all the same and
+//!   [`Decider::observe`]s: a host it saw up and now finds down while its own probe fails
+//!   was marked down by the deciding director's checker, and is the checker's to bring up
+//!   once this director decides; a host that went down while its probes passed, or that
+//!   was down when it first saw it, is an operator's. The ring's messages do not say who
+//!   marked a host down (Dovecot's `HOST` line has no such field), so this is what a
+//!   successor can know.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -61,8 +68,26 @@ struct Track {
     successes: u32,
     /// The checker marked this host down (and nobody has brought it up since).
     marked_down: bool,
-    /// When the checker last changed its state.
+    /// When the checker last changed its state (or, not deciding, saw it changed).
     changed_at: Option<Duration>,
+    /// It was listed up in the previous round: a down seen now happened since.
+    was_up: bool,
+}
+
+impl Track {
+    fn count(&mut self, passed: Option<bool>) {
+        match passed {
+            Some(true) => {
+                self.successes = self.successes.saturating_add(1);
+                self.fails = 0;
+            }
+            Some(false) => {
+                self.fails = self.fails.saturating_add(1);
+                self.successes = 0;
+            }
+            None => {}
+        }
+    }
 }
 
 /// The checker's memory of each host between rounds.
@@ -101,20 +126,15 @@ impl Decider {
         let mut ups = Vec::new();
         for host in hosts {
             let track = self.tracks.entry(host.ip).or_default();
+            track.was_up = !host.down;
             if !host.down {
                 // Up, whoever brought it up: ours to watch.
                 track.marked_down = false;
             }
-            match passed.get(&host.ip) {
-                Some(true) => {
-                    track.successes = track.successes.saturating_add(1);
-                    track.fails = 0;
-                }
-                Some(false) => {
-                    track.fails = track.fails.saturating_add(1);
-                    track.successes = 0;
-                }
-                None => continue,
+            let result = passed.get(&host.ip).copied();
+            track.count(result);
+            if result.is_none() {
+                continue;
             }
             let held = track
                 .changed_at
@@ -156,6 +176,33 @@ impl Decider {
         round
     }
 
+    /// Takes one round of a director that does not decide: counts as [`Decider::round`]
+    /// does and changes nothing, but remembers which downs were the checker's (a host seen
+    /// up in the previous round, down now, whose probe failed in this round), so that this
+    /// director, once it decides, brings them up when they recover and leaves the others
+    /// (the operators') down.
+    pub fn observe(&mut self, now: Duration, hosts: &[HostState], passed: &HashMap<IpAddr, bool>) {
+        self.tracks
+            .retain(|ip, _| hosts.iter().any(|h| h.ip == *ip));
+        for host in hosts {
+            let track = self.tracks.entry(host.ip).or_default();
+            let result = passed.get(&host.ip).copied();
+            track.count(result);
+            if host.down && track.was_up {
+                // It went down since the previous round: the checker's if our own probe
+                // sees it failing too, else an operator's.
+                track.marked_down = result == Some(false);
+                track.changed_at = Some(now);
+            } else if !host.down {
+                if !track.was_up && track.marked_down {
+                    track.changed_at = Some(now);
+                }
+                track.marked_down = false;
+            }
+            track.was_up = !host.down;
+        }
+    }
+
     /// Records that the core made `change` at `now`.
     pub fn applied(&mut self, change: Change, now: Duration) {
         let (ip, down) = match change {
@@ -165,6 +212,7 @@ impl Decider {
         let track = self.tracks.entry(ip).or_default();
         track.marked_down = down;
         track.changed_at = Some(now);
+        track.was_up = !down;
     }
 }
 
@@ -330,6 +378,84 @@ mod tests {
         assert!(step(&mut d, secs(2), &mut hosts, &[(1, false)])
             .changes
             .is_empty());
+    }
+
+    /// Marks every listed host down or up, as the ring reports another director's change.
+    fn set(hosts: &mut [HostState], n: u8, down: bool) {
+        hosts
+            .iter_mut()
+            .find(|h| h.ip == ip(n))
+            .expect("listed")
+            .down = down;
+    }
+
+    #[test]
+    fn a_successor_brings_up_what_the_deciders_checker_marked_down_and_not_an_operators_downs() {
+        let mut d = Decider::new(Policy {
+            hold_down: secs(10),
+            ..policy()
+        });
+        let mut hosts = vec![
+            host(1, "", false),
+            host(2, "", false),
+            host(3, "", true), // down when first seen: an operator's
+            host(4, "", false),
+        ];
+        let all_ok = [(1, true), (2, true), (3, true), (4, true)];
+        d.observe(secs(0), &hosts, &results(&all_ok));
+        // Host 1 fails and the deciding director marks it down; an operator marks host 2,
+        // which is healthy, down.
+        d.observe(
+            secs(1),
+            &hosts,
+            &results(&[(1, false), (2, true), (3, true), (4, true)]),
+        );
+        set(&mut hosts, 1, true);
+        set(&mut hosts, 2, true);
+        d.observe(
+            secs(2),
+            &hosts,
+            &results(&[(1, false), (2, true), (3, true), (4, true)]),
+        );
+        // The deciding director dies; this one decides from now on. Host 1 recovers: it is
+        // brought up once the successes and the hold-down (from the down it saw) allow.
+        let r = step(&mut d, secs(3), &mut hosts, &all_ok);
+        assert!(r.changes.is_empty(), "{r:?}");
+        assert!(step(&mut d, secs(4), &mut hosts, &all_ok)
+            .changes
+            .is_empty());
+        let r = step(&mut d, secs(12), &mut hosts, &all_ok);
+        assert_eq!(r.changes, vec![Change::Up(ip(1))]);
+        // The operator's downs stay, however healthy.
+        for t in 13..30 {
+            assert!(step(&mut d, secs(t * 10), &mut hosts, &all_ok)
+                .changes
+                .is_empty());
+        }
+        assert!(hosts[1].down && hosts[2].down);
+    }
+
+    #[test]
+    fn not_deciding_a_host_brought_back_up_is_watched_again() {
+        let mut d = Decider::new(Policy {
+            hold_down: Duration::ZERO,
+            ..policy()
+        });
+        let mut hosts = vec![host(1, "", false), host(2, "", false)];
+        d.observe(secs(0), &hosts, &results(&[(1, true), (2, true)]));
+        set(&mut hosts, 1, true);
+        d.observe(secs(1), &hosts, &results(&[(1, false), (2, true)]));
+        // Brought up by the decider (or an operator), then down by an operator while it
+        // passes: the operator's.
+        set(&mut hosts, 1, false);
+        d.observe(secs(2), &hosts, &results(&[(1, true), (2, true)]));
+        set(&mut hosts, 1, true);
+        d.observe(secs(3), &hosts, &results(&[(1, true), (2, true)]));
+        for t in 4..10 {
+            assert!(step(&mut d, secs(t), &mut hosts, &[(1, true), (2, true)])
+                .changes
+                .is_empty());
+        }
     }
 
     proptest! {

@@ -5,12 +5,18 @@
 //! hosts the checker marked down come back up when they recover. The rules live in
 //! [`decide`], the probe in [`probe`]; this module runs rounds on the driver's thread.
 //!
+//! Probes speak TLS as the proxy's backend connections do (`director_health_check_ssl`,
+//! by default `director_backend_ssl`), with the proxy's own connector when it has one, so a
+//! CA file replaced by SIGHUP is used by both from the next connection on.
+//!
 //! In a ring one director decides: the lowest-addressed director of the synced ring, which
 //! is the one whose left neighbour is above it (the ring wraps there) or which has none
 //! (`DirectorHandle::health_check_leader`). When it dies, the ring closes around it and the
-//! next lowest takes over at its next round. A new leader starts with empty counts and
-//! treats every host that is down as an operator's, so it never brings up a host its
-//! predecessor marked down: an operator does (`doveadm director up`).
+//! next lowest takes over at its next round. Every director probes all the same, and the
+//! others keep their counts and watch the downs (`Decider::observe`): a down they saw
+//! happen while their own probes failed is the checker's, so a successor brings up the
+//! hosts its predecessor marked down once they recover, and leaves an operator's downs
+//! alone.
 
 pub mod decide;
 pub mod probe;
@@ -25,10 +31,11 @@ use anyhow::{anyhow, Context};
 use director_config::{ConfigError, Values};
 use director_driver::DirectorHandle;
 use director_proto::admin::{AdminReply, AdminRequest, ReplyReader, StatusReply};
-use director_proxy::Protocol;
+use director_proxy::{BackendTlsMode, Protocol};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_rustls::TlsConnector;
 
 use decide::{Change, Decider, HostState, Policy};
 
@@ -49,17 +56,33 @@ pub struct HealthSettings {
     pub probes: Vec<(Protocol, u16)>,
     /// Flush a host's users when it is marked down.
     pub flush: bool,
-    /// The test user the IMAP and POP3 probes log in as, and its password.
+    /// The test user the IMAP, POP3, Submission and ManageSieve probes log in as, and its
+    /// password.
     pub login: Option<probe::TestLogin>,
+    /// TLS of the probes (`director_health_check_ssl`, else `director_backend_ssl`).
+    pub tls: BackendTlsMode,
+    /// `ssl_client_ca_file`, for a connector of our own when the proxy has none.
+    pub ca_pem: Option<String>,
+    /// `director_proxy_protocol`: the backends' ports take a PROXY v2 header first.
+    pub proxy_header: bool,
 }
+
+/// The TLS connector probes use, asked for at each round: the proxy's current one (SIGHUP
+/// replaces it), else one built at start from the same `ssl_client_ca_file`.
+pub type ConnectorSource = Arc<dyn Fn() -> Option<TlsConnector> + Send + Sync>;
 
 impl HealthSettings {
     /// Reads the settings; `None` when `director_health_check_interval` is 0. `served` are
-    /// the protocols the proxy has listeners for; `port` gives a protocol's backend port.
+    /// the protocols the proxy has listeners for; `port` gives a protocol's backend port;
+    /// `backend_tls` and `ca_pem` are the proxy's `director_backend_ssl` and
+    /// `ssl_client_ca_file`; `proxy_header` its `director_proxy_protocol`.
     pub fn from_values(
         v: &Values<'_>,
         served: &[Protocol],
         port: impl Fn(Protocol) -> u16,
+        backend_tls: BackendTlsMode,
+        ca_pem: Option<&str>,
+        proxy_header: bool,
     ) -> Result<Option<Self>, ConfigError> {
         let interval = v.duration_msecs("director_health_check_interval")?;
         if interval.is_zero() {
@@ -85,7 +108,33 @@ impl HealthSettings {
                 probes.push((p, port(p)));
             }
         }
+        let key = "director_health_check_ssl";
+        let tls = match v.text(key).trim() {
+            "" => backend_tls,
+            "no" => BackendTlsMode::None,
+            "yes" => BackendTlsMode::Implicit,
+            "starttls" => BackendTlsMode::StartTls,
+            other => {
+                return Err(v.error(
+                    key,
+                    format!(
+                    "must be no, yes or starttls (or empty: as director_backend_ssl), not {other}"
+                ),
+                ))
+            }
+        };
+        if tls != BackendTlsMode::None && ca_pem.is_none() {
+            return Err(v.error(
+                key,
+                "TLS probes verify the backends' certificates: they need \
+                 ssl_client_ca_file = </path/to/ca.pem"
+                    .to_owned(),
+            ));
+        }
         Ok(Some(HealthSettings {
+            proxy_header,
+            tls,
+            ca_pem: ca_pem.map(str::to_owned),
             interval,
             timeout: v.duration_msecs("director_health_check_timeout")?,
             policy: Policy {
@@ -118,14 +167,17 @@ pub struct HealthCounters {
     pub marked_up: AtomicU64,
 }
 
-/// Runs rounds until shutdown.
+/// Runs rounds until shutdown; `tls` gives the connector when probes use TLS.
 pub async fn run(
     director: DirectorHandle,
     settings: HealthSettings,
+    tls: ConnectorSource,
     counters: Arc<HealthCounters>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let start = Instant::now();
+    // Kept across changes of leader: what it saw while another director decided is what
+    // lets it tell the checker's downs from an operator's once it decides.
     let mut decider = Decider::new(settings.policy);
     let mut leading = false;
     let mut ticks = tokio::time::interval(settings.interval);
@@ -135,19 +187,26 @@ pub async fn run(
             _ = ticks.tick() => {}
             _ = shutdown.changed() => return,
         }
-        if !director.health_check_leader() {
-            if leading {
-                tracing::info!("health checks paused: another director of the ring decides");
-                leading = false;
+        let leader = director.health_check_leader();
+        if leader != leading {
+            if leader {
+                tracing::info!("health checks: this director decides");
+            } else {
+                tracing::info!("health checks: another director of the ring decides; this one probes and watches");
             }
-            continue;
+            leading = leader;
         }
-        if !leading {
-            // Counts and marks are only ours while we lead; start over.
-            decider = Decider::new(settings.policy);
-            leading = true;
-        }
-        if let Err(e) = round(&director, &settings, &mut decider, &counters, start).await {
+        let outcome = round(
+            &director,
+            &settings,
+            &tls,
+            &mut decider,
+            &counters,
+            start,
+            leader,
+        )
+        .await;
+        if let Err(e) = outcome {
             tracing::warn!(error = format!("{e:#}"), "health check round failed");
         }
     }
@@ -156,27 +215,48 @@ pub async fn run(
 async fn round(
     director: &DirectorHandle,
     settings: &HealthSettings,
+    tls: &ConnectorSource,
     decider: &mut Decider,
     counters: &HealthCounters,
     start: Instant,
+    leader: bool,
 ) -> anyhow::Result<()> {
     let hosts = host_list(director).await?;
+    let names = director.host_names();
+    let connector = || tls().ok_or_else(|| anyhow!("no TLS connector for the probes"));
+    let probe_tls = match settings.tls {
+        BackendTlsMode::None => probe::ProbeTls::Off,
+        BackendTlsMode::Implicit => probe::ProbeTls::Implicit(connector()?),
+        BackendTlsMode::StartTls => probe::ProbeTls::StartTls(connector()?),
+    };
     let slots = Arc::new(Semaphore::new(MAX_PARALLEL_PROBES));
     let mut probes = JoinSet::new();
     for host in &hosts {
         for &(protocol, port) in &settings.probes {
             let (ip, timeout, slots) = (host.ip, settings.timeout, slots.clone());
             let login = settings.login.clone();
+            let probe_tls = probe_tls.clone();
+            // The name the proxy verifies too: the host's configured name, else its address.
+            let target = probe::Target {
+                addr: SocketAddr::new(ip, port),
+                name: director_proxy::tls::backend_server_name(
+                    names.get(&ip).map(String::as_str),
+                    ip,
+                ),
+                proxy_header: settings.proxy_header,
+            };
             probes.spawn(async move {
                 // The semaphore is never closed, so a permit always comes.
                 let _slot = slots.acquire_owned().await;
-                let addr = SocketAddr::new(ip, port);
-                let result = probe::probe(protocol, addr, timeout, login.as_ref()).await;
+                let result =
+                    probe::probe(protocol, &target, timeout, login.as_ref(), &probe_tls).await;
                 (ip, protocol, result)
             });
         }
     }
     let mut passed: HashMap<IpAddr, bool> = HashMap::new();
+    // Why each failing host failed (one of its probes), for the line that marks it down.
+    let mut reasons: HashMap<IpAddr, String> = HashMap::new();
     while let Some(done) = probes.join_next().await {
         let (ip, protocol, result) = done.context("health probe task")?;
         counters.probes.fetch_add(1, Ordering::Relaxed);
@@ -184,11 +264,17 @@ async fn round(
             Ok(()) => true,
             Err(e) => {
                 counters.probe_failures.fetch_add(1, Ordering::Relaxed);
+                let reason = format!("{}: {e:#}", protocol.name());
                 tracing::debug!(host = %ip, protocol = protocol.name(), error = format!("{e:#}"), "health probe failed");
+                reasons.entry(ip).or_insert(reason);
                 false
             }
         };
         *passed.entry(ip).or_insert(true) &= ok;
+    }
+    if !leader {
+        decider.observe(start.elapsed(), &hosts, &passed);
+        return Ok(());
     }
     let round = decider.round(start.elapsed(), &hosts, &passed);
     for tag in &round.all_failing_tags {
@@ -213,7 +299,14 @@ async fn round(
                     Change::Up(_) => &counters.marked_up,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(host = %ip, state = what, "health checks marked the host {what}");
+                match reasons.get(&ip) {
+                    Some(reason) => {
+                        tracing::warn!(host = %ip, state = what, reason = reason.as_str(), "health checks marked the host {what}")
+                    }
+                    None => {
+                        tracing::info!(host = %ip, state = what, "health checks marked the host {what}")
+                    }
+                }
             }
             other => {
                 tracing::warn!(host = %ip, state = what, reply = ?other, "the core refused the health check's change");
@@ -276,12 +369,28 @@ mod tests {
     use director_config::Config;
 
     fn read(text: &str, served: &[Protocol]) -> Result<Option<HealthSettings>, ConfigError> {
+        read_with_ca(text, served, Some("CA"))
+    }
+
+    /// [`read`] with the proxy's `director_backend_ssl = starttls` and this CA file.
+    fn read_with_ca(
+        text: &str,
+        served: &[Protocol],
+        ca: Option<&str>,
+    ) -> Result<Option<HealthSettings>, ConfigError> {
         let config = Config::parse_str(text, "t.conf").expect("parses");
-        HealthSettings::from_values(&Values::new(config.root()), served, |p| match p {
-            Protocol::Imap => 1143,
-            Protocol::Lmtp => 1024,
-            _ => 1,
-        })
+        HealthSettings::from_values(
+            &Values::new(config.root()),
+            served,
+            |p| match p {
+                Protocol::Imap => 1143,
+                Protocol::Lmtp => 1024,
+                _ => 1,
+            },
+            BackendTlsMode::StartTls,
+            ca,
+            false,
+        )
     }
 
     #[test]
@@ -317,6 +426,29 @@ mod tests {
         .expect("valid")
         .expect("on");
         assert_eq!(s.probes, vec![(Protocol::Lmtp, 1024)]);
+    }
+
+    #[test]
+    fn probes_use_tls_as_the_proxy_does_unless_told_otherwise_and_need_the_ca_file() {
+        let on = "director_health_check_interval = 1s\n";
+        let tls = |text: &str| read(text, &[]).expect("valid").expect("on").tls;
+        assert_eq!(tls(on), BackendTlsMode::StartTls);
+        for (value, mode) in [
+            ("no", BackendTlsMode::None),
+            ("yes", BackendTlsMode::Implicit),
+            ("starttls", BackendTlsMode::StartTls),
+        ] {
+            assert_eq!(
+                tls(&format!("{on}director_health_check_ssl = {value}\n")),
+                mode
+            );
+        }
+        let e =
+            read(&format!("{on}director_health_check_ssl = maybe\n"), &[]).expect_err("not a mode");
+        assert!(e.to_string().contains("director_health_check_ssl"), "{e}");
+        let e = read_with_ca(on, &[], None).expect_err("TLS without a CA file");
+        assert!(e.to_string().contains("ssl_client_ca_file"), "{e}");
+        assert!(read_with_ca(&format!("{on}director_health_check_ssl = no\n"), &[], None).is_ok());
     }
 
     #[test]

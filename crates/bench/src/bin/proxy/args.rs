@@ -11,7 +11,7 @@ const DEFAULT_USERS: usize = 2000;
 /// Concurrencies measured unless `--conc` says otherwise.
 const CONCURRENCIES: [usize; 4] = [1, 4, 16, 64];
 
-const USAGE: &str = "usage: proxy [--secs N] [--rounds N] [--users N] [--conc N[,N...]] [--no-dovecot] [--split-cpus] [--metrics]";
+const USAGE: &str = "usage: proxy [--secs N] [--rounds N] [--users N] [--conc N[,N...]] [--no-dovecot] [--split-cpus] [--metrics] [--health]";
 
 pub struct Args {
     pub secs: u64,
@@ -27,6 +27,10 @@ pub struct Args {
     /// `--metrics`: also measure a second `directord` with its metrics listener on and
     /// scraped ("directord+metrics"), to compare with the first, whose listener is off.
     pub metrics: bool,
+    /// `--health` (implies `--metrics`): that second `directord` also runs health checks on
+    /// the backends every second, a test user's login included, so the path measures the
+    /// login-path cost of both.
+    pub health: bool,
 }
 
 pub fn parse_args() -> anyhow::Result<Args> {
@@ -38,6 +42,7 @@ pub fn parse_args() -> anyhow::Result<Args> {
         no_dovecot: false,
         split_cpus: false,
         metrics: false,
+        health: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -52,6 +57,10 @@ pub fn parse_args() -> anyhow::Result<Args> {
             "--no-dovecot" => a.no_dovecot = true,
             "--split-cpus" => a.split_cpus = true,
             "--metrics" => a.metrics = true,
+            "--health" => {
+                a.health = true;
+                a.metrics = true;
+            }
             "--users" => a.users = val("--users")? as usize,
             "--conc" => {
                 a.conc = it

@@ -50,6 +50,23 @@ pub fn metrics_config(listener: SocketAddr) -> String {
     )
 }
 
+/// How often `--health` probes the backends (`director_health_check_interval`).
+pub const HEALTH_INTERVAL: &str = "1 s";
+/// The test user of `--health`'s probes (every user has the backends' password).
+const HEALTH_USER: &str = "health-probe@bench.invalid";
+
+/// The health checks of `--health`: every backend every [`HEALTH_INTERVAL`], the greeting and
+/// a test user's IMAP login.
+pub fn health_config() -> String {
+    format!(
+        "director_health_check_interval = {HEALTH_INTERVAL}\n\
+         director_health_check_protocols = imap\n\
+         director_health_check_user = {HEALTH_USER}\n\
+         director_health_check_password = {}\n",
+        testkit::BACKEND_PASSWORD
+    )
+}
+
 pub struct Directord {
     child: Option<Child>,
     _dir: tempfile::TempDir,

@@ -12,12 +12,13 @@
 //! directord` into the same target dir, a no-op when up to date):
 //!
 //! ```text
-//! cargo run --release -p director-bench --bin proxy -- [--secs 5] [--rounds 3] [--users 2000] [--conc 1,4,16,64] [--no-dovecot] [--split-cpus] [--metrics]
+//! cargo run --release -p director-bench --bin proxy -- [--secs 5] [--rounds 3] [--users 2000] [--conc 1,4,16,64] [--no-dovecot] [--split-cpus] [--metrics] [--health]
 //! ```
 //!
 //! (`--metrics` adds a fourth path, "directord+metrics": a second `directord` with its
 //! metrics listener on and scraped every second, to compare with the first, whose listener
-//! is off; `DIRECTORD_METRICS_BIN` runs that one from another binary;
+//! is off; `--health` also turns on that one's health checks, every backend every second
+//! with a test user's IMAP login; `DIRECTORD_METRICS_BIN` runs that one from another binary;
 //! `DIRECTORD_EXTRA_CONFIG='director_proxy_workers = 1'` appends settings to `directord`'s
 //! config; `DIRECTORD_BIN=/path/to/directord` uses that binary instead and skips the build; a bare
 //! number as first argument is taken as `--secs`.) Needs Dovecot: `apt-get install -y
@@ -57,6 +58,9 @@ async fn main() -> anyhow::Result<()> {
     testkit::require_dovecot();
     let mut bench = setup::Bench::start(&args).await?;
     let logins = measure::logins(&bench, &args).await;
+    if let Some(m) = &mut bench.metrics {
+        m.last_page = scrape::page(m.listener).await.ok();
+    }
     let fetch = measure::fetch(&mut bench).await?;
     report::print(&mut bench, &args, &logins, &fetch)?;
     bench.stop();

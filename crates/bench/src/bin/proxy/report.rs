@@ -202,12 +202,33 @@ fn ratios(args: &Args, per_round: &[(usize, usize, PathKind, Point)]) {
 /// `--metrics`: the two `directord`s side by side, metrics listener off and on.
 fn metrics_table(args: &Args, logins: &Logins, m: &MetricsPath, off_bin: &std::path::Path) {
     let (off, on) = (PathKind::Directord, PathKind::DirectordMetrics);
+    let health = if m.health {
+        let page = m.last_page.as_deref().unwrap_or_default();
+        let v =
+            |s: &str| crate::scrape::value(page, s).map_or("?".to_string(), |v| format!("{v:.0}"));
+        format!(
+            ", and health checks on: every backend every {}, greeting and a test user's IMAP \
+             login ({} probes, {} failed, {} hosts marked down)",
+            crate::directord::HEALTH_INTERVAL,
+            v("director_health_probes_total"),
+            v("director_health_probe_failures_total"),
+            v("director_health_marked_total{state=\"down\"}"),
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "\n## Metrics listener off vs on (`--metrics`)\n\n\
-         directord = metrics listener off; directord+metrics = a second directord, same config \
+        "\n## {} off vs on (`--metrics{}`)\n\n\
+         directord = off; directord+metrics = a second directord, same config \
          plus `inet_listener director-metrics`, scraped every {} s during the whole run \
-         ({} scrapes answered, {} failed, {} bytes per page). On/off: pooled (all logins of all \
+         ({} scrapes answered, {} failed, {} bytes per page){health}. On/off: pooled (all logins of all \
          rounds) and the median of each round's ratio (min–max). Binaries: off `{}`, on `{}`.\n",
+        if m.health {
+            "Metrics listener and health checks"
+        } else {
+            "Metrics listener"
+        },
+        if m.health { " --health" } else { "" },
         crate::scrape::SCRAPE_INTERVAL.as_secs(),
         m.scrapes.ok.load(Ordering::Relaxed),
         m.scrapes.failed.load(Ordering::Relaxed),

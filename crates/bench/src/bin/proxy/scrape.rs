@@ -50,6 +50,11 @@ pub fn start(addr: SocketAddr) -> (Arc<ScrapeStats>, JoinHandle<()>) {
 
 /// One `GET /metrics`; the page's size.
 pub async fn scrape(addr: SocketAddr) -> anyhow::Result<usize> {
+    Ok(page(addr).await?.len())
+}
+
+/// One `GET /metrics`; the page.
+pub async fn page(addr: SocketAddr) -> anyhow::Result<String> {
     let mut s = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connect {addr}"))?;
@@ -62,5 +67,16 @@ pub async fn scrape(addr: SocketAddr) -> anyhow::Result<usize> {
             String::from_utf8_lossy(&page[..page.len().min(64)])
         );
     }
-    Ok(page.len())
+    Ok(String::from_utf8_lossy(&page).into_owned())
+}
+
+/// The value of the sample `series` (name and labels as the page writes them) on `page`.
+pub fn value(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

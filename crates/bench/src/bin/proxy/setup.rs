@@ -56,6 +56,12 @@ pub struct MetricsPath {
     pub bin: PathBuf,
     pub scrapes: Arc<ScrapeStats>,
     scraper: tokio::task::JoinHandle<()>,
+    /// Its metrics listener.
+    pub listener: SocketAddr,
+    /// `--health`: it runs health checks too.
+    pub health: bool,
+    /// The page of a last scrape, after the points (health probe counts).
+    pub last_page: Option<String>,
 }
 
 impl Bench {
@@ -110,8 +116,11 @@ impl Bench {
             let mip = IpAddr::V4(alloc.next_ip());
             let imap = SocketAddr::new(mip, free_port(mip)?);
             let listener = SocketAddr::new(mip, free_port(mip)?);
-            let config = directord::config(&mail_servers, bimap, imap)
+            let mut config = directord::config(&mail_servers, bimap, imap)
                 + &directord::metrics_config(listener);
+            if args.health {
+                config += &directord::health_config();
+            }
             // Another build for this path, e.g. to compare with one without the counters.
             let bin = std::env::var_os("DIRECTORD_METRICS_BIN")
                 .map_or_else(|| directord_bin.clone(), PathBuf::from);
@@ -126,6 +135,9 @@ impl Bench {
                 bin,
                 scrapes,
                 scraper,
+                listener,
+                health: args.health,
+                last_page: None,
             })
         } else {
             None
