@@ -300,7 +300,10 @@ fn a_second_director_on_the_same_state_dir_stops_at_start_and_the_first_keeps_wo
     let s = setup("1 secs");
     let state_dir = s.daemon.state_dir();
     // Every login must reach a real backend: no user on the address without one.
-    assert_eq!(request(&s.daemon, &format!("HOST-REMOVE\t{}", s.spare)), "OK\n");
+    assert_eq!(
+        request(&s.daemon, &format!("HOST-REMOVE\t{}", s.spare)),
+        "OK\n"
+    );
     let (c, first_ip) = Imap::login(s.imap, "early@example.com");
     c.logout();
     wait_for_state(&state_dir, "the first user", |snap| {

@@ -217,7 +217,7 @@ async fn submission(
     if let Some(login) = login {
         let line = format!(
             "AUTH PLAIN {}\r\n",
-            encode_plain(b"", login.user.as_bytes(), login.password.as_bytes())
+            encode_plain(b"", login.user.as_bytes(), login.password.as_bytes()).as_str()
         );
         let reply = command(stream, "AUTH PLAIN", line.as_bytes(), smtp_last).await?;
         expect(&reply, b"235", "test user AUTH PLAIN")?;
@@ -255,7 +255,7 @@ async fn managesieve(
     };
     let line = format!(
         "AUTHENTICATE \"PLAIN\" \"{}\"\r\n",
-        encode_plain(b"", login.user.as_bytes(), login.password.as_bytes())
+        encode_plain(b"", login.user.as_bytes(), login.password.as_bytes()).as_str()
     );
     let reply = command(stream, "AUTHENTICATE", line.as_bytes(), sieve_last).await?;
     expect(&reply, b"OK", "test user AUTHENTICATE \"PLAIN\"")?;
