@@ -33,19 +33,21 @@ pub const LOCK_FILE_NAME: &str = "director-state.lock";
 
 /// A failed file operation, with what was done to which path.
 #[derive(Debug, thiserror::Error)]
-#[error("{op} {path}: {source}")]
+// The cause is part of the message and not a `source`: an error chain printed whole would
+// say it twice.
+#[error("{op} {path}: {cause}")]
 pub struct StateStoreError {
     /// What we tried.
     pub op: &'static str,
     /// On which path.
     pub path: PathBuf,
     /// Why it failed.
-    pub source: std::io::Error,
+    pub cause: std::io::Error,
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateStoreError {
     let path = path.to_path_buf();
-    move |source| StateStoreError { op, path, source }
+    move |cause| StateStoreError { op, path, cause }
 }
 
 /// What was found at start.
@@ -196,7 +198,7 @@ fn lock_dir(path: &Path) -> Result<Flock<File>, StateStoreError> {
             return Err(StateStoreError {
                 op: "lock",
                 path: path.to_path_buf(),
-                source: std::io::Error::new(
+                cause: std::io::Error::new(
                     std::io::ErrorKind::WouldBlock,
                     format!(
                         "{who}: another director uses this state_dir, and two directors must \

@@ -27,8 +27,11 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     // not hit the default action (terminate).
     let signals = Signals::install()?;
     let service = ServiceNotify::from_env();
-    // First of all, before any socket is bound or replaced: a second director started on
-    // the same state_dir stops here, and the first one keeps everything it serves.
+    // Before anything is written there: a base_dir another user planted is refused (the
+    // embedded default config keeps its state there too).
+    listener::ensure_dir(&settings.base_dir)?;
+    // Then, before any socket is bound or replaced: a second director started on the same
+    // state_dir stops here, and the first one keeps everything it serves.
     let state = match &settings.saved_state {
         Some((dir, save_interval)) => Some(StateConfig {
             store: Arc::new(StateStore::open(dir).with_context(|| {
@@ -48,7 +51,6 @@ pub async fn run(settings: DaemonSettings, reloader: Reloader) -> anyhow::Result
     // runs on worker threads of its own (`director_proxy_workers`).
     let core_thread = CoreThread::start()?;
     let core_context = core_thread.handle.enter();
-    listener::ensure_dir(&settings.base_dir)?;
     let mut unix = Vec::new();
     for spec in &settings.admin_sockets {
         unix.push((spec.path.clone(), listener::bind_unix(spec)?));

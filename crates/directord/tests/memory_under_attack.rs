@@ -6,8 +6,9 @@
 //! The clients, several hundred on each listener, each doing what costs the proxy most:
 //! logged-in IMAP sessions over TLS that `FETCH` a large message from a real Dovecot backend
 //! and never read it; pre-login lines left unfinished at their longest on IMAP (plain and
-//! TLS), POP3, Submission and ManageSieve; LMTP bodies of 2 MiB left unfinished; and
-//! unfinished admin requests on the TCP admin listener. Meanwhile a fresh login still works.
+//! TLS), POP3, Submission and ManageSieve; LMTP bodies of 2 MiB left unfinished; unfinished
+//! admin requests on the TCP admin listener and unfinished nginx `auth_http` requests.
+//! Meanwhile a fresh login still works.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -140,7 +141,8 @@ fn hostile_clients_on_every_listener_stay_within_the_stated_memory() {
     std::fs::write(&key_file, key).unwrap();
     let client_tls = client_config(&ca.0.pem(), None);
 
-    let [imap, imaps, pop3, sub, sieve, lmtp, admin] = free_ports(pip, [None; 7]).unwrap();
+    let [imap, imaps, pop3, sub, sieve, lmtp, admin, auth_http] =
+        free_ports(pip, [None; 8]).unwrap();
     let mut daemon = Daemon::start(&format!(
         "director_mail_servers = {backend_ip}\n\
          director_backend_port_imap = {bi}\n\
@@ -158,7 +160,8 @@ fn hostile_clients_on_every_listener_stay_within_the_stated_memory() {
          service submission-login {{\n inet_listener submission {{\n address = {pip}\n port = {sub}\n }}\n}}\n\
          service managesieve-login {{\n inet_listener sieve {{\n address = {pip}\n port = {sieve}\n }}\n}}\n\
          service lmtp {{\n inet_listener lmtp {{\n address = {pip}\n port = {lmtp}\n }}\n}}\n\
-         service director {{\n inet_listener director-doveadm {{\n address = {pip}\n port = {admin}\n }}\n}}\n",
+         service director {{\n inet_listener director-doveadm {{\n address = {pip}\n port = {admin}\n }}\n\
+         \x20inet_listener director-auth-http {{\n address = {pip}\n port = {auth_http}\n }}\n}}\n",
         bi = backend.imap_addr().port(),
         bp = backend.pop3_addr().port(),
         bl = backend.lmtp_addr().port(),
@@ -252,6 +255,14 @@ fn hostile_clients_on_every_listener_stay_within_the_stated_memory() {
         for _ in 0..90 {
             let mut s = connect(sources.next(), at(admin)).await;
             s.write_all(format!("VERSION\tdirector-doveadm\t1\t0\nHOST-LIST{}", "x".repeat(1000)).as_bytes())
+                .await
+                .unwrap();
+            held.push(Box::new(s));
+        }
+        // Unfinished auth_http requests, a header line just under its limit.
+        for _ in 0..PER_KIND {
+            let mut s = connect(sources.next(), at(auth_http)).await;
+            s.write_all(format!("GET /auth HTTP/1.0\r\nAuth-User: {}", "u".repeat(4000)).as_bytes())
                 .await
                 .unwrap();
             held.push(Box::new(s));
