@@ -755,7 +755,7 @@ pub fn spawn(
             // A handshake round must fit the buffer this driver enforces.
             config.fit_output_buffer(output_buffer_size);
             let mut ring = Ring::new(config);
-            ring.start(now.as_secs(), core.director_mut());
+            ring.start(now, core.director_mut());
             DirectorsState::Ring(Box::new(RingNet::new(
                 ring,
                 output_buffer_size,
@@ -978,8 +978,7 @@ impl State {
         }
         if ring_due {
             if let DirectorsState::Ring(net) = &mut self.directors {
-                net.ring
-                    .handle_timeout(now.as_secs(), self.core.director_mut());
+                net.ring.handle_timeout(now, self.core.director_mut());
             }
         }
         self.expire_sync_waiters(now);
@@ -1006,7 +1005,8 @@ impl State {
                 DirectorsState::Standalone(_) => Executed::default(),
             };
             if !executed.overflowed.is_empty() || !executed.written.is_empty() {
-                let now = self.clock.now().as_secs();
+                // The ring times its round trips to the millisecond.
+                let now = self.clock.now();
                 if let DirectorsState::Ring(net) = &mut self.directors {
                     for conn in executed.overflowed {
                         net.ring.closed(conn, now, self.core.director_mut());
@@ -1027,7 +1027,7 @@ impl State {
 
     /// Something happened on a ring connection.
     fn ring_event(&mut self, event: RingEvent) {
-        let now = self.clock.now().as_secs();
+        let now = self.clock.now();
         let DirectorsState::Ring(net) = &mut self.directors else {
             // A standalone director has no ring: a peer that connects anyway is dropped.
             return;
@@ -1206,12 +1206,12 @@ impl State {
                     };
                     let dir = self.core.director_mut();
                     match notice {
-                        Some(RingNotice::Changed(ip)) => net.ring.host_changed(ip, secs, dir),
-                        Some(RingNotice::Removed(ip)) => net.ring.host_removed(ip, secs, dir),
+                        Some(RingNotice::Changed(ip)) => net.ring.host_changed(ip, now, dir),
+                        Some(RingNotice::Removed(ip)) => net.ring.host_removed(ip, now, dir),
                         Some(RingNotice::Flushed(Some(ip))) => {
-                            net.ring.host_flushed(&[ip], secs, dir)
+                            net.ring.host_flushed(&[ip], now, dir)
                         }
-                        Some(RingNotice::Flushed(None)) => net.ring.host_flushed(&hosts, secs, dir),
+                        Some(RingNotice::Flushed(None)) => net.ring.host_flushed(&hosts, now, dir),
                         None => {}
                     }
                 }
@@ -1354,7 +1354,7 @@ impl State {
                 },
                 other => match &mut self.directors {
                     DirectorsState::Ring(net) => {
-                        let now = self.clock.now().as_secs();
+                        let now = self.clock.now();
                         if let Some(left) = net.ring.core_effect(other, now) {
                             tracing::debug!(effect = ?left, "core effect nobody carries out");
                         }

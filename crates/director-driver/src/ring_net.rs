@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use director_proto::ring::{DirectorAddr, RingDecodeError, RingDecoder, RingMessage};
-use director_ring::{ConnCounters, ConnId, Output, Ring, CONNECT_TIMEOUT_SECS};
+use director_ring::{stamp_buffered, ConnCounters, ConnId, Output, Ring, CONNECT_TIMEOUT_SECS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -305,13 +305,14 @@ impl RingNet {
         let mut done = Executed::default();
         while let Some(out) = self.ring.poll_output() {
             match out {
-                Output::Send { conn, message } => {
+                Output::Send { conn, mut message } => {
                     let Some(peer) = self.peers.get_mut(&conn) else {
                         continue;
                     };
                     if matches!(message, RingMessage::Ping(_)) {
                         peer.ping_sent = Some(Instant::now());
                     }
+                    stamp_buffered(&mut message, peer.queued.load(Ordering::Relaxed) as u64);
                     let line = message.encode();
                     let queued = peer.queued.fetch_add(line.len(), Ordering::Relaxed) + line.len();
                     peer.peak_queued = peer.peak_queued.max(queued);
@@ -376,6 +377,55 @@ impl RingNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use director_core::{CoreSettings, Director};
+    use director_ring::{Direction, RingConfig};
+    use tokio::io::AsyncBufReadExt;
+
+    #[tokio::test]
+    async fn a_pong_carries_the_bytes_queued_before_it() {
+        let me = DirectorAddr {
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 9090,
+        };
+        let peer_addr = DirectorAddr {
+            ip: "127.0.0.2".parse().unwrap(),
+            port: 9090,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (theirs, _) = listener.accept().await.unwrap();
+        let (sink, _events) = mpsc::channel(16);
+        let ring = Ring::new(RingConfig::new(me, vec![me, peer_addr]));
+        let mut net = RingNet::new(ring, 1 << 20, sink, RingDialer::listed());
+        let mut dir = Director::new(CoreSettings::default()).unwrap();
+        let conn = net.attach(ours);
+        // Nothing yields to the writer task until the PONG is queued, so VERSION and ME
+        // are still in the queue when it is.
+        let now = Duration::from_secs(1_795_896_443);
+        net.ring
+            .connected(conn, peer_addr.ip, Direction::Incoming, now, &mut dir);
+        let greeting_len =
+            "VERSION\tdirector\t1\t9\n".len() + "ME\t127.0.0.1\t9090\t1795896443\n".len();
+        for line in [
+            "VERSION\tdirector\t1\t9",
+            "ME\t127.0.0.2\t9090\t1795896443",
+            "PING\t1795896443\t0",
+        ] {
+            let msg = director_proto::ring::parse(line.as_bytes()).unwrap();
+            net.ring.line(conn, msg, now, &mut dir);
+        }
+        net.execute();
+        let mut lines = tokio::io::BufReader::new(theirs).lines();
+        let pong = loop {
+            let line = lines.next_line().await.unwrap().unwrap();
+            if line.starts_with("PONG") {
+                break line;
+            }
+        };
+        assert_eq!(pong, format!("PONG\t1795896443\t{greeting_len}"));
+    }
 
     #[test]
     fn a_dialer_dials_the_listed_address_unless_told_otherwise() {
