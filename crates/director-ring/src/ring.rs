@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
-use director_core::host::TagId;
+use director_core::user_directory::UserRef;
 use director_core::{Director, Effect, RingHost, RingHostOutcome, RingStatus, RingUserOutcome};
 use director_proto::admin::DirectorListEntry;
 use director_proto::ring::{
@@ -341,9 +341,9 @@ impl Conn {
 /// Our handshake's users still to send on one connection.
 #[derive(Debug, Clone)]
 struct UserSend {
-    /// The users as (tag, hash) when the handshake began; each is looked up again when its
-    /// turn comes, so the peer gets its state of that moment.
-    left: std::vec::IntoIter<(TagId, u32)>,
+    /// The users when the handshake began; each is looked up again when its turn comes,
+    /// so the peer gets its state of that moment.
+    left: std::vec::IntoIter<UserRef>,
     /// Lines for this peer that came up meanwhile, sent after our `DONE`.
     deferred: Vec<RingMessage>,
 }
@@ -1172,10 +1172,10 @@ impl Ring {
         );
         // Users restored from a saved state are not offered before we met the ring: see
         // `Director::has_unconfirmed_restored_users`.
-        let users: Vec<(TagId, u32)> = if dir.has_unconfirmed_restored_users() {
+        let users: Vec<UserRef> = if dir.has_unconfirmed_restored_users() {
             Vec::new()
         } else {
-            dir.users().iter().map(|u| (u.tag, u.hash)).collect()
+            dir.users().refs().collect()
         };
         if let Some(c) = self.conns.get_mut(&id) {
             c.sending_users = Some(UserSend {
@@ -1196,8 +1196,8 @@ impl Ring {
             return;
         };
         let mut sent = 0;
-        for (tag, hash) in sending.left.by_ref() {
-            let Some(u) = dir.users().peek(tag, hash) else {
+        for user in sending.left.by_ref() {
+            let Some(u) = dir.users().peek_ref(&user) else {
                 // Expired or dropped since the handshake began.
                 continue;
             };
@@ -1350,6 +1350,7 @@ impl Ring {
                 None => {
                     self.left = Some(id);
                     self.after_assignment();
+                    self.disconnect_wrong_lefts(now);
                 }
                 Some((old, lp)) if lp == peer => {
                     self.left = Some(id);
@@ -1359,6 +1360,7 @@ impl Ring {
                         now,
                     );
                     self.after_assignment();
+                    self.disconnect_wrong_lefts(now);
                 }
                 Some((l, _)) if self.conns.get(&l).is_some_and(|c| c.verifying_left) => {
                     // Wait for the ping's answer (or its timeout) before deciding.
@@ -1514,6 +1516,18 @@ impl Ring {
         if let Some(r) = self.right {
             self.close(r, "CONNECT requested", now);
         }
+        // Handshakes we are still sending elsewhere would only be aborted when the new
+        // right is in place: a million users sent for nothing, while the director we
+        // were sent to waits for them.
+        let elsewhere: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.incoming() && !c.handshaked && c.peer != Some(a))
+            .map(|(cid, _)| *cid)
+            .collect();
+        for c in elsewhere {
+            self.close(c, "CONNECT requested", now);
+        }
         if self.connecting.is_some_and(|(c, _)| c != a) {
             self.connecting = None;
         }
@@ -1574,10 +1588,15 @@ impl Ring {
         }
         // Our left is alive: incoming connections that wanted to replace it are told to
         // connect to it instead.
-        if self.left != Some(id) {
-            return;
+        if self.left == Some(id) {
+            self.disconnect_wrong_lefts(now);
         }
-        let Some(lp) = self.peer_of(id) else {
+    }
+
+    /// Tells every incoming link from a director farther on our left than our left to
+    /// connect to our left instead (Dovecot's `director_disconnect_wrong_lefts`).
+    fn disconnect_wrong_lefts(&mut self, now: u64) {
+        let Some(lp) = self.left.and_then(|l| self.peer_of(l)) else {
             return;
         };
         let me = self.dirs.me;
