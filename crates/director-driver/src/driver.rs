@@ -821,8 +821,8 @@ async fn run(
             Some(event) = ring_rx.recv() => {
                 let Some(mut state) = shared.lock() else { break };
                 state.ring_event(event);
-                // Lines that are already queued are handled under the same lock: a
-                // handshake brings a million of them.
+                // Events that are already queued are handled under the same lock: a
+                // handshake brings a million lines.
                 for _ in 1..RING_EVENTS_PER_LOCK {
                     match ring_rx.try_recv() {
                         Ok(event) => state.ring_event(event),
@@ -1045,8 +1045,12 @@ impl State {
                 net.ring
                     .connected(conn, peer.ip(), Direction::Incoming, now, dir);
             }
-            RingEvent::Line { conn, message } => {
-                if net.knows(conn) {
+            RingEvent::Lines { conn, messages } => {
+                for message in messages {
+                    // A line may close its own connection: the rest is not for the ring.
+                    if !net.knows(conn) {
+                        break;
+                    }
                     net.observe(conn, &message);
                     net.ring.line(conn, message, now, dir);
                 }
