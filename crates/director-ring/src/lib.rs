@@ -61,9 +61,17 @@
 //!
 //! # Not done (spec §10)
 //!
-//! * Peers older than protocol 1.9 are not served their dialect (handshake users as
-//!   `USER`, shorter `HOST` lines); 1.5–1.8 peers are accepted and get 1.9 lines except
-//!   for the `USER` timestamp.
+//! * Peers older than protocol 1.9 (Dovecot before 2.2.34) are not served their dialect:
+//!   they are accepted (from 1.5 on) and get 1.9 lines except for the `USER` timestamp, so
+//!   a handshake that sends them users as `U` lines makes them drop the link ("Unknown
+//!   command"), and `HOST` lines carry every field of 1.7 whatever the ring's lowest minor
+//!   (so a tagged host can reach a peer below 1.7, which Dovecot refuses at `VERSION`).
+//!   Their own handshake `USER` lines are taken as ring `USER` updates, not handshake
+//!   users. Serving them needs a handshake `USER` form with the weak flag in
+//!   `director-proto` (the codec has only `U`), `HOST` fields chosen by the peer's and the
+//!   ring's lowest minor (a tagged host removed on a ring below 1.7, as Dovecot does), and
+//!   a Dovecot 2.2 to test against: Dovecot 2.3, the only one this project tests with,
+//!   speaks 1.9.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
