@@ -7,7 +7,10 @@
 //!   expiry-list links, host id, tag id + weak/killing bits); removal swaps the last record
 //!   into the hole, so capacity tracks the live count;
 //! * the index is an open-addressing table of `u32` record indices (linear probing,
-//!   backward-shift deletion, load ≤ 0.8);
+//!   backward-shift deletion, load ≤ 0.8) with a parallel byte per slot holding 8 bits of
+//!   the key (0 = empty): a probe reads a record only when that byte matches, so a miss
+//!   (every user a joining director learns) touches one small array instead of a record
+//!   per step, and a hit reads one record;
 //! * expiry order is an intrusive doubly-linked list through the records, kept sorted by
 //!   timestamp (a refresh to "now" is an O(1) move to the tail);
 //! * kill/move state lives elsewhere ([`crate::kill`]); only a flag bit is kept here so that
@@ -65,6 +68,16 @@ pub struct User {
     pub killing: bool,
 }
 
+/// A user of [`UserDirectory::refs`]: its key and where its record was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserRef {
+    /// User hash.
+    pub hash: u32,
+    /// Tag.
+    pub tag: TagId,
+    at: u32,
+}
+
 /// What an expiry sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExpireReport {
@@ -79,6 +92,8 @@ pub struct ExpireReport {
 pub struct UserDirectory {
     records: Vec<Record>,
     table: Vec<u32>,
+    /// One byte of each slot's key (never 0), or 0 for an empty slot.
+    fingerprints: Vec<u8>,
     head: u32,
     tail: u32,
     expire_secs: u32,
@@ -102,6 +117,7 @@ impl UserDirectory {
         Self {
             records: Vec::new(),
             table: vec![EMPTY; MIN_TABLE],
+            fingerprints: vec![0; MIN_TABLE],
             head: NIL,
             tail: NIL,
             expire_secs: expire_secs.max(MIN_USER_EXPIRE_SECS),
@@ -141,31 +157,43 @@ impl UserDirectory {
     pub fn heap_bytes(&self) -> usize {
         self.records.capacity() * std::mem::size_of::<Record>()
             + self.table.capacity() * std::mem::size_of::<u32>()
+            + self.fingerprints.capacity()
             + self.host_counts.capacity() * std::mem::size_of::<u32>()
     }
 
     // ---- index -------------------------------------------------------------------------
 
-    fn ideal(&self, tag: TagId, hash: u32) -> usize {
+    /// The slot where (tag, hash) would sit without collisions, and its fingerprint.
+    fn ideal(&self, tag: TagId, hash: u32) -> (usize, u8) {
         let bits = self.table.len().trailing_zeros();
         let key = u64::from(hash) ^ (u64::from(tag.0) << 32);
-        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+        let mixed = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // Bits below the ones that pick the slot (tables stay under 2^40 slots), never 0.
+        let fp = ((mixed >> 16) as u8).max(1);
+        ((mixed >> (64 - bits)) as usize, fp)
     }
 
-    fn find_slot(&self, tag: TagId, hash: u32) -> Option<usize> {
+    /// Where (tag, hash) sits: `Ok(slot)`, or `Err(first empty slot of its probe run)`.
+    fn probe(&self, tag: TagId, hash: u32) -> Result<usize, usize> {
         let mask = self.table.len() - 1;
-        let mut i = self.ideal(tag, hash);
+        let (mut i, fp) = self.ideal(tag, hash);
         loop {
-            let r = self.table[i];
-            if r == EMPTY {
-                return None;
+            let f = self.fingerprints[i];
+            if f == 0 {
+                return Err(i);
             }
-            let rec = &self.records[r as usize];
-            if rec.hash == hash && rec.tag() == tag {
-                return Some(i);
+            if f == fp {
+                let rec = &self.records[self.table[i] as usize];
+                if rec.hash == hash && rec.tag() == tag {
+                    return Ok(i);
+                }
             }
             i = (i + 1) & mask;
         }
+    }
+
+    fn find_slot(&self, tag: TagId, hash: u32) -> Option<usize> {
+        self.probe(tag, hash).ok()
     }
 
     fn index(&self, tag: TagId, hash: u32) -> Option<u32> {
@@ -175,11 +203,12 @@ impl UserDirectory {
     fn table_insert(&mut self, ri: u32) {
         let rec = self.records[ri as usize];
         let mask = self.table.len() - 1;
-        let mut i = self.ideal(rec.tag(), rec.hash);
-        while self.table[i] != EMPTY {
+        let (mut i, fp) = self.ideal(rec.tag(), rec.hash);
+        while self.fingerprints[i] != 0 {
             i = (i + 1) & mask;
         }
         self.table[i] = ri;
+        self.fingerprints[i] = fp;
     }
 
     fn table_remove_slot(&mut self, mut i: usize) {
@@ -187,12 +216,12 @@ impl UserDirectory {
         let mut j = i;
         loop {
             j = (j + 1) & mask;
-            let r = self.table[j];
-            if r == EMPTY {
+            if self.fingerprints[j] == 0 {
                 break;
             }
+            let r = self.table[j];
             let rec = self.records[r as usize];
-            let k = self.ideal(rec.tag(), rec.hash);
+            let (k, _) = self.ideal(rec.tag(), rec.hash);
             // Move j back into the hole at i unless its ideal slot lies cyclically in (i, j].
             let keep = if i <= j {
                 i < k && k <= j
@@ -201,10 +230,12 @@ impl UserDirectory {
             };
             if !keep {
                 self.table[i] = r;
+                self.fingerprints[i] = self.fingerprints[j];
                 i = j;
             }
         }
         self.table[i] = EMPTY;
+        self.fingerprints[i] = 0;
     }
 
     fn grow_table_if_needed(&mut self) {
@@ -213,6 +244,7 @@ impl UserDirectory {
         }
         let new_len = self.table.len() * 2;
         self.table = vec![EMPTY; new_len];
+        self.fingerprints = vec![0; new_len];
         for ri in 0..self.records.len() {
             self.table_insert(ri as u32);
         }
@@ -371,6 +403,35 @@ impl UserDirectory {
             .map(|ri| Self::to_user(&self.records[ri as usize]))
     }
 
+    /// Every user in expiry order (oldest first) as a reference that stays valid while the
+    /// directory changes: [`Self::peek_ref`] finds the user again, at once while its record
+    /// hasn't moved (as when nobody was removed meanwhile).
+    pub fn refs(&self) -> impl Iterator<Item = UserRef> + '_ {
+        let mut cur = self.head;
+        std::iter::from_fn(move || {
+            if cur == NIL {
+                return None;
+            }
+            let r = &self.records[cur as usize];
+            let at = cur;
+            cur = r.next;
+            Some(UserRef {
+                hash: r.hash,
+                tag: r.tag(),
+                at,
+            })
+        })
+    }
+
+    /// The record `user` refers to, if the user is still there (without expiry checks).
+    pub fn peek_ref(&self, user: &UserRef) -> Option<User> {
+        match self.records.get(user.at as usize) {
+            // (tag, hash) is unique: a record that matches is the user.
+            Some(r) if r.hash == user.hash && r.tag() == user.tag => Some(Self::to_user(r)),
+            _ => self.peek(user.tag, user.hash),
+        }
+    }
+
     /// The live record for (tag, hash); an expired one is dropped (lazy expiry).
     pub fn get(&mut self, tag: TagId, hash: u32, now: u64) -> Option<User> {
         let ri = self.index(tag, hash)?;
@@ -392,10 +453,14 @@ impl UserDirectory {
         timestamp: u64,
         now: u64,
     ) -> Option<User> {
-        if self.index(tag, hash).is_some() || self.records.len() >= MAX_USERS {
+        if self.records.len() >= MAX_USERS {
             return None;
         }
         self.grow_table_if_needed();
+        // One probe finds an existing record or the slot the new one takes.
+        let Err(slot) = self.probe(tag, hash) else {
+            return None;
+        };
         if self.records.len() == self.records.capacity() {
             // Grow by a quarter, not double: capacity is most of the per-user cost.
             let extra = (self.records.len() / 4).max(16);
@@ -412,7 +477,8 @@ impl UserDirectory {
         };
         self.records.push(rec);
         self.changes += 1;
-        self.table_insert(ri);
+        self.table[slot] = ri;
+        self.fingerprints[slot] = self.ideal(tag, hash).1;
         self.link_sorted(ri);
         self.count_add(host.0);
         Some(Self::to_user(&rec))
@@ -602,6 +668,15 @@ impl UserDirectory {
         if filled != self.records.len() {
             return Err("index size mismatch".into());
         }
+        for (i, (&r, &f)) in self.table.iter().zip(&self.fingerprints).enumerate() {
+            let expected = match self.records.get(r as usize) {
+                Some(rec) => self.ideal(rec.tag(), rec.hash).1,
+                None => 0,
+            };
+            if f != expected {
+                return Err(format!("slot {i}: fingerprint {f}, expected {expected}"));
+            }
+        }
         let mut counts = vec![0u32; self.host_counts.len()];
         for r in &self.records {
             if let Some(c) = counts.get_mut(r.host as usize) {
@@ -749,6 +824,62 @@ mod tests {
         assert_eq!(d.len(), 667);
         assert_eq!(d.user_count(HostId(1)), 0);
         d.check_invariants().expect("invariants");
+    }
+
+    #[test]
+    fn refs_find_their_user_after_others_moved_or_left() {
+        let mut d = UserDirectory::new(900);
+        for h in 0..100u32 {
+            d.insert(
+                T,
+                h.wrapping_mul(2_654_435_761),
+                HostId(1),
+                1000 + u64::from(h),
+                2000,
+            );
+        }
+        let refs: Vec<UserRef> = d.refs().collect();
+        assert_eq!(refs.len(), 100);
+        assert!(refs
+            .iter()
+            .all(|r| d.peek_ref(r).is_some_and(|u| u.hash == r.hash)));
+        // Removing the first users swaps the last records into their places.
+        for r in &refs[..10] {
+            d.remove(r.tag, r.hash);
+        }
+        for r in &refs[..10] {
+            assert_eq!(d.peek_ref(r), None);
+        }
+        for r in &refs[10..] {
+            let u = d.peek_ref(r).expect("still there");
+            assert_eq!((u.tag, u.hash), (r.tag, r.hash));
+        }
+        d.check_invariants().expect("invariants");
+    }
+
+    #[test]
+    fn the_index_stays_whole_through_growth_and_backward_shift_deletion() {
+        let mut d = UserDirectory::new(900);
+        let mut present = std::collections::HashSet::new();
+        // Hashes that crowd a few probe runs, so deletions shift neighbours back.
+        let hashes: Vec<u32> = (0..5_000u32).map(|i| i.wrapping_mul(7) << 3).collect();
+        for (i, h) in hashes.iter().enumerate() {
+            assert!(d.insert(T, *h, HostId(1), 1000, 1000).is_some());
+            assert!(
+                d.insert(T, *h, HostId(1), 1000, 1000).is_none(),
+                "a second insert"
+            );
+            present.insert(*h);
+            if i % 7 == 0 {
+                d.remove(T, hashes[i / 2]);
+                present.remove(&hashes[i / 2]);
+            }
+        }
+        d.check_invariants().expect("invariants");
+        for h in &hashes {
+            assert_eq!(d.peek(T, *h).is_some(), present.contains(h), "{h}");
+        }
+        assert_eq!(d.len(), present.len());
     }
 
     /// Memory target: ≤ 40 bytes per user including the index, at 1 M users.

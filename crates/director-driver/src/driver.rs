@@ -770,7 +770,7 @@ pub fn spawn(
             // A handshake round must fit the buffer this driver enforces.
             config.fit_output_buffer(output_buffer_size);
             let mut ring = Ring::new(config);
-            ring.start(now.as_secs(), core.director_mut());
+            ring.start(now, core.director_mut());
             DirectorsState::Ring(Box::new(RingNet::new(
                 ring,
                 output_buffer_size,
@@ -836,8 +836,8 @@ async fn run(
             Some(event) = ring_rx.recv() => {
                 let Some(mut state) = shared.lock() else { break };
                 state.ring_event(event);
-                // Lines that are already queued are handled under the same lock: a
-                // handshake brings a million of them.
+                // Events that are already queued are handled under the same lock: a
+                // handshake brings a million lines.
                 for _ in 1..RING_EVENTS_PER_LOCK {
                     match ring_rx.try_recv() {
                         Ok(event) => state.ring_event(event),
@@ -993,8 +993,7 @@ impl State {
         }
         if ring_due {
             if let DirectorsState::Ring(net) = &mut self.directors {
-                net.ring
-                    .handle_timeout(now.as_secs(), self.core.director_mut());
+                net.ring.handle_timeout(now, self.core.director_mut());
             }
         }
         self.expire_sync_waiters(now);
@@ -1021,7 +1020,8 @@ impl State {
                 DirectorsState::Standalone(_) => Executed::default(),
             };
             if !executed.overflowed.is_empty() || !executed.written.is_empty() {
-                let now = self.clock.now().as_secs();
+                // The ring times its round trips to the millisecond.
+                let now = self.clock.now();
                 if let DirectorsState::Ring(net) = &mut self.directors {
                     for conn in executed.overflowed {
                         net.ring.closed(conn, now, self.core.director_mut());
@@ -1042,7 +1042,7 @@ impl State {
 
     /// Something happened on a ring connection.
     fn ring_event(&mut self, event: RingEvent) {
-        let now = self.clock.now().as_secs();
+        let now = self.clock.now();
         let DirectorsState::Ring(net) = &mut self.directors else {
             // A standalone director has no ring: a peer that connects anyway is dropped.
             return;
@@ -1060,8 +1060,12 @@ impl State {
                 net.ring
                     .connected(conn, peer.ip(), Direction::Incoming, now, dir);
             }
-            RingEvent::Line { conn, message } => {
-                if net.knows(conn) {
+            RingEvent::Lines { conn, messages } => {
+                for message in messages {
+                    // A line may close its own connection: the rest is not for the ring.
+                    if !net.knows(conn) {
+                        break;
+                    }
                     net.observe(conn, &message);
                     net.ring.line(conn, message, now, dir);
                 }
@@ -1221,12 +1225,12 @@ impl State {
                     };
                     let dir = self.core.director_mut();
                     match notice {
-                        Some(RingNotice::Changed(ip)) => net.ring.host_changed(ip, secs, dir),
-                        Some(RingNotice::Removed(ip)) => net.ring.host_removed(ip, secs, dir),
+                        Some(RingNotice::Changed(ip)) => net.ring.host_changed(ip, now, dir),
+                        Some(RingNotice::Removed(ip)) => net.ring.host_removed(ip, now, dir),
                         Some(RingNotice::Flushed(Some(ip))) => {
-                            net.ring.host_flushed(&[ip], secs, dir)
+                            net.ring.host_flushed(&[ip], now, dir)
                         }
-                        Some(RingNotice::Flushed(None)) => net.ring.host_flushed(&hosts, secs, dir),
+                        Some(RingNotice::Flushed(None)) => net.ring.host_flushed(&hosts, now, dir),
                         None => {}
                     }
                 }
@@ -1369,7 +1373,7 @@ impl State {
                 },
                 other => match &mut self.directors {
                     DirectorsState::Ring(net) => {
-                        let now = self.clock.now().as_secs();
+                        let now = self.clock.now();
                         if let Some(left) = net.ring.core_effect(other, now) {
                             tracing::debug!(effect = ?left, "core effect nobody carries out");
                         }

@@ -18,15 +18,16 @@ pub const FLUSH_TOTAL_TIMEOUT: Duration = Duration::from_secs(25);
 /// `director_user_expire`, which Dovecot requires to be at least 10 s).
 pub const MIN_REFRESH_PERIOD: Duration = Duration::from_secs(1);
 
-/// Capacity of the channel from the ring connections into the driver task: a peer whose
-/// lines arrive faster than the driver handles them waits in TCP.
-pub const RING_EVENT_QUEUE_CAPACITY: usize = 4096;
+/// Capacity of the channel from the ring connections into the driver task, in events of
+/// up to 256 lines each: a peer whose lines arrive faster than the driver handles them
+/// waits in TCP.
+pub const RING_EVENT_QUEUE_CAPACITY: usize = 64;
 
 /// How long a ring-gated admin command waits for the ring to be synced (Dovecot: 30 s, then
 /// `Ring sync timed out`).
 pub const RING_SYNC_WAIT: Duration = Duration::from_secs(30);
 
-/// Ring events the driver task handles per taking of the state: enough to cut the locking
-/// per line of a handshake, few enough that logins meanwhile wait well under a millisecond
-/// (and go through the driver's channel rather than wait).
-pub const RING_EVENTS_PER_LOCK: usize = 256;
+/// Ring events (of up to 256 lines each) the driver task handles per taking of the state:
+/// few enough that logins meanwhile wait well under a millisecond (and go through the
+/// driver's channel rather than wait).
+pub const RING_EVENTS_PER_LOCK: usize = 2;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use director_proto::ring::{DirectorAddr, RingDecodeError, RingDecoder, RingMessage};
-use director_ring::{ConnCounters, ConnId, Output, Ring, CONNECT_TIMEOUT_SECS};
+use director_ring::{stamp_buffered, ConnCounters, ConnId, Output, Ring, CONNECT_TIMEOUT_SECS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -82,6 +82,14 @@ async fn connect_from(from: std::net::IpAddr, target: SocketAddr) -> std::io::Re
 
 /// Most bytes of queued lines a connection's writer puts into one write.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// Bytes a connection's reader asks the socket for at once: a handshake brings tens of
+/// megabytes, which a read per ring line length (1 KiB) would cost a system call per
+/// thirty lines.
+const READ_BYTES: usize = 64 * 1024;
+/// Most lines a reader hands the driver in one event: fewer events mean fewer channel
+/// hand-overs and wake-ups per line, and the bound keeps what waits in the channel small
+/// (at most [`RING_EVENT_QUEUE_CAPACITY`](crate::limits::RING_EVENT_QUEUE_CAPACITY) events).
+pub(crate) const LINES_PER_EVENT: usize = 256;
 
 /// What a ring connection's tasks tell the driver.
 pub(crate) enum RingEvent {
@@ -94,8 +102,11 @@ pub(crate) enum RingEvent {
     ConnectFailed { addr: DirectorAddr },
     /// A peer connected to our ring listener.
     Accepted { stream: TcpStream, peer: SocketAddr },
-    /// A line arrived.
-    Line { conn: ConnId, message: RingMessage },
+    /// Lines arrived (at most [`LINES_PER_EVENT`]), in order.
+    Lines {
+        conn: ConnId,
+        messages: Vec<RingMessage>,
+    },
     /// A line did not parse (or was too long).
     DecodeError {
         conn: ConnId,
@@ -213,30 +224,60 @@ impl RingNet {
         let sink = self.sink.clone();
         let reader = tokio::spawn(async move {
             let mut decoder = RingDecoder::new();
+            let mut buf = vec![0u8; READ_BYTES];
+            let mut batch: Vec<RingMessage> = Vec::with_capacity(LINES_PER_EVENT);
             loop {
-                loop {
-                    match decoder.next_message() {
-                        Ok(Some(message)) => {
-                            if sink.send(RingEvent::Line { conn, message }).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(error) => {
-                            let _ = sink.send(RingEvent::DecodeError { conn, error }).await;
-                            return;
-                        }
-                    }
-                }
-                let spare = decoder.spare_mut();
-                match read.read(spare).await {
+                let n = match read.read(&mut buf).await {
                     Ok(0) | Err(_) => {
                         let _ = sink.send(RingEvent::Closed { conn }).await;
                         return;
                     }
-                    Ok(n) => {
-                        in_count.fetch_add(n as u64, Ordering::Relaxed);
-                        decoder.commit(n);
+                    Ok(n) => n,
+                };
+                in_count.fetch_add(n as u64, Ordering::Relaxed);
+                let mut rest = &buf[..n];
+                loop {
+                    let taken = decoder.feed(rest);
+                    rest = &rest[taken..];
+                    loop {
+                        match decoder.next_message() {
+                            Ok(Some(message)) => {
+                                batch.push(message);
+                                if batch.len() == LINES_PER_EVENT {
+                                    let messages = std::mem::replace(
+                                        &mut batch,
+                                        Vec::with_capacity(LINES_PER_EVENT),
+                                    );
+                                    let event = RingEvent::Lines { conn, messages };
+                                    if sink.send(event).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(error) => {
+                                let messages = std::mem::take(&mut batch);
+                                if !messages.is_empty() {
+                                    let _ = sink.send(RingEvent::Lines { conn, messages }).await;
+                                }
+                                let _ = sink.send(RingEvent::DecodeError { conn, error }).await;
+                                return;
+                            }
+                        }
+                    }
+                    if rest.is_empty() {
+                        break;
+                    }
+                }
+                if !batch.is_empty() {
+                    let messages =
+                        std::mem::replace(&mut batch, Vec::with_capacity(LINES_PER_EVENT));
+                    if sink
+                        .send(RingEvent::Lines { conn, messages })
+                        .await
+                        .is_err()
+                    {
+                        return;
                     }
                 }
             }
@@ -303,17 +344,30 @@ impl RingNet {
     /// connections whose queue was already written when the ring asked to know.
     pub fn execute(&mut self) -> Executed {
         let mut done = Executed::default();
+        // Consecutive lines for one connection go to its writer as one buffer: a handshake
+        // queues a million, and a hand-over each would cost more than encoding them.
+        let mut pending: Option<(ConnId, Vec<u8>)> = None;
         while let Some(out) = self.ring.poll_output() {
+            if let Some((c, _)) = &pending {
+                let same_conn_send = matches!(&out, Output::Send { conn, .. } if conn == c);
+                if !same_conn_send {
+                    self.hand_over(pending.take());
+                }
+            }
             match out {
-                Output::Send { conn, message } => {
+                Output::Send { conn, mut message } => {
                     let Some(peer) = self.peers.get_mut(&conn) else {
                         continue;
                     };
                     if matches!(message, RingMessage::Ping(_)) {
                         peer.ping_sent = Some(Instant::now());
                     }
-                    let line = message.encode();
-                    let queued = peer.queued.fetch_add(line.len(), Ordering::Relaxed) + line.len();
+                    stamp_buffered(&mut message, peer.queued.load(Ordering::Relaxed) as u64);
+                    let (_, buf) = pending.get_or_insert_with(|| (conn, Vec::new()));
+                    let before = buf.len();
+                    message.encode_into(buf);
+                    let len = buf.len() - before;
+                    let queued = peer.queued.fetch_add(len, Ordering::Relaxed) + len;
                     peer.peak_queued = peer.peak_queued.max(queued);
                     if queued > self.output_limit {
                         tracing::error!(
@@ -322,11 +376,14 @@ impl RingNet {
                             limit = self.output_limit,
                             "Director output buffer full, disconnecting"
                         );
+                        pending = None;
                         self.forget(conn);
                         done.overflowed.push(conn);
                         continue;
                     }
-                    let _ = peer.lines.send(line);
+                    if buf.len() >= WRITE_BATCH_BYTES {
+                        self.hand_over(pending.take());
+                    }
                 }
                 Output::NotifyWritten { conn } => {
                     if let Some(peer) = self.peers.get(&conn) {
@@ -346,7 +403,17 @@ impl RingNet {
                 }
             }
         }
+        self.hand_over(pending);
         done
+    }
+
+    /// Gives a connection's writer the lines encoded for it (counted in its queue already).
+    fn hand_over(&self, pending: Option<(ConnId, Vec<u8>)>) {
+        if let Some((conn, buf)) = pending {
+            if let Some(peer) = self.peers.get(&conn) {
+                let _ = peer.lines.send(buf);
+            }
+        }
     }
 
     fn connect(&self, addr: DirectorAddr) {
@@ -376,6 +443,111 @@ impl RingNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use director_core::{CoreSettings, Director};
+    use director_ring::{Direction, RingConfig};
+    use tokio::io::AsyncBufReadExt;
+
+    #[tokio::test]
+    async fn a_reader_hands_over_lines_in_order_in_bounded_batches() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut theirs, _) = listener.accept().await.unwrap();
+        let (sink, mut events) = mpsc::channel(4);
+        let me = DirectorAddr {
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 9090,
+        };
+        let mut net = RingNet::new(
+            Ring::new(RingConfig::new(me, vec![me])),
+            1 << 20,
+            sink,
+            RingDialer::listed(),
+        );
+        let conn = net.attach(ours);
+        const N: u32 = 10_000;
+        let peer = tokio::spawn(async move {
+            let mut bytes = Vec::new();
+            for i in 0..N {
+                bytes.extend_from_slice(format!("U\t{i}\t127.0.1.1\t1795896443\n").as_bytes());
+            }
+            bytes.extend_from_slice(b"SYNC\tnot an address\n");
+            // Odd-sized writes: lines are split across reads.
+            for chunk in bytes.chunks(1000 + 7) {
+                theirs.write_all(chunk).await.unwrap();
+            }
+            theirs
+        });
+        let mut hashes = Vec::new();
+        loop {
+            match events.recv().await.expect("an event") {
+                RingEvent::Lines { conn: c, messages } => {
+                    assert_eq!(c, conn);
+                    assert!(!messages.is_empty() && messages.len() <= LINES_PER_EVENT);
+                    for m in messages {
+                        match m {
+                            RingMessage::HandshakeUser(u) => hashes.push(u.hash),
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                }
+                RingEvent::DecodeError { conn: c, .. } => {
+                    assert_eq!(c, conn);
+                    break;
+                }
+                _ => panic!("unexpected event"),
+            }
+        }
+        assert_eq!(hashes, (0..N).collect::<Vec<_>>());
+        drop(peer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_pong_carries_the_bytes_queued_before_it() {
+        let me = DirectorAddr {
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 9090,
+        };
+        let peer_addr = DirectorAddr {
+            ip: "127.0.0.2".parse().unwrap(),
+            port: 9090,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (theirs, _) = listener.accept().await.unwrap();
+        let (sink, _events) = mpsc::channel(16);
+        let ring = Ring::new(RingConfig::new(me, vec![me, peer_addr]));
+        let mut net = RingNet::new(ring, 1 << 20, sink, RingDialer::listed());
+        let mut dir = Director::new(CoreSettings::default()).unwrap();
+        let conn = net.attach(ours);
+        // Nothing yields to the writer task until the PONG is queued, so VERSION and ME
+        // are still in the queue when it is.
+        let now = Duration::from_secs(1_795_896_443);
+        net.ring
+            .connected(conn, peer_addr.ip, Direction::Incoming, now, &mut dir);
+        let greeting_len =
+            "VERSION\tdirector\t1\t9\n".len() + "ME\t127.0.0.1\t9090\t1795896443\n".len();
+        for line in [
+            "VERSION\tdirector\t1\t9",
+            "ME\t127.0.0.2\t9090\t1795896443",
+            "PING\t1795896443\t0",
+        ] {
+            let msg = director_proto::ring::parse(line.as_bytes()).unwrap();
+            net.ring.line(conn, msg, now, &mut dir);
+        }
+        net.execute();
+        let mut lines = tokio::io::BufReader::new(theirs).lines();
+        let pong = loop {
+            let line = lines.next_line().await.unwrap().unwrap();
+            if line.starts_with("PONG") {
+                break line;
+            }
+        };
+        assert_eq!(pong, format!("PONG\t1795896443\t{greeting_len}"));
+    }
 
     #[test]
     fn a_dialer_dials_the_listed_address_unless_told_otherwise() {

@@ -49,18 +49,29 @@
 //! * Calling [`Director::handle_timeout`](director_core::Director::handle_timeout) for the
 //!   core's own timers, and carrying out non-ring effects returned by
 //!   [`Ring::core_effect`].
+//! * Filling in the buffered byte count of `PING` and `PONG` as it queues them
+//!   ([`stamp_buffered`]): only the socket's owner knows it.
+//!
+//! # Time
+//!
+//! Every event takes the time it happens at as a [`RingTime`]: whole Unix seconds (a
+//! `u64`) drive the protocol's timers, a [`std::time::Duration`] since the epoch also
+//! gives the round trips `DIRECTOR-LIST` shows and the slow-handshake and slow-ping
+//! warnings their milliseconds. [`Ring::next_timeout`] is in whole seconds.
 //!
 //! # Not done (spec §10)
 //!
-//! * A director that sent `CONNECT` does not ignore the peer's input for 10 s, and an
-//!   ignored `CONNECT` does not close the requesting connection after 1 s.
-//! * Declaring ourselves alone keeps an existing left connection.
-//! * `PING`/`PONG` carry 0 as the buffered byte count; `DIRECTOR-LIST`'s last sync round
-//!   trip reads 0.
-//! * Peers older than protocol 1.9 are not served their dialect (handshake users as
-//!   `USER`, shorter `HOST` lines); 1.5–1.8 peers are accepted and get 1.9 lines except
-//!   for the `USER` timestamp.
-//! * No warnings for slow handshakes (≥ 29 s) or slow pings (≥ 5 s).
+//! * Peers older than protocol 1.9 (Dovecot before 2.2.34) are not served their dialect:
+//!   they are accepted (from 1.5 on) and get 1.9 lines except for the `USER` timestamp, so
+//!   a handshake that sends them users as `U` lines makes them drop the link ("Unknown
+//!   command"), and `HOST` lines carry every field of 1.7 whatever the ring's lowest minor
+//!   (so a tagged host can reach a peer below 1.7, which Dovecot refuses at `VERSION`).
+//!   Their own handshake `USER` lines are taken as ring `USER` updates, not handshake
+//!   users. Serving them needs a handshake `USER` form with the weak flag in
+//!   `director-proto` (the codec has only `U`), `HOST` fields chosen by the peer's and the
+//!   ring's lowest minor (a tagged host removed on a ring below 1.7, as Dovecot does), and
+//!   a Dovecot 2.2 to test against: Dovecot 2.3, the only one this project tests with,
+//!   speaks 1.9.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -68,8 +79,10 @@ pub mod ring;
 pub mod topology;
 
 pub use ring::{
-    ConnCounters, ConnId, Direction, Output, Ring, RingConfig, RingOverview, CONNECT_TIMEOUT_SECS,
-    DONE_TIMEOUT_SECS, HANDSHAKE_USERS_PER_ROUND, ME_TIMEOUT_SECS, PING_IDLE_SECS,
-    PING_UNSYNCED_SECS, RING_ALONE_GIVE_UP_SECS, RING_RETRY_SECS, SYNC_RESEND_SECS,
+    stamp_buffered, ConnCounters, ConnId, Direction, Output, Ring, RingConfig, RingOverview,
+    RingTime, CONNECT_TIMEOUT_SECS, DONE_TIMEOUT_SECS, HANDSHAKE_USERS_PER_ROUND,
+    HANDSHAKE_WARN_MSECS, ME_TIMEOUT_SECS, PING_IDLE_SECS, PING_UNSYNCED_SECS, PING_WARN_MSECS,
+    RING_ALONE_GIVE_UP_SECS, RING_RETRY_SECS, SYNC_RESEND_SECS, WAIT_DISCONNECT_AFTER_CONNECT_SECS,
+    WRONG_CONNECT_CLOSE_SECS,
 };
 pub use topology::{addr_cmp, closer_left, closer_right, find_self, SelfError, STANDALONE_SELF};

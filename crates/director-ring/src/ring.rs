@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
-use director_core::host::TagId;
+use director_core::user_directory::UserRef;
 use director_core::{Director, Effect, RingHost, RingHostOutcome, RingStatus, RingUserOutcome};
 use director_proto::admin::DirectorListEntry;
 use director_proto::ring::{
@@ -65,6 +65,72 @@ pub const MAX_DELAYED_SYNCS: usize = 64;
 pub const MIN_PEER_MINOR: u32 = 5;
 /// Host tags are only taken from peers of at least this minor (tags v2, 2.2.20).
 pub const MIN_TAG_MINOR: u32 = 7;
+
+/// A `PING` or `PONG` that took longer than this is logged as a warning (Dovecot: 5 s).
+pub const PING_WARN_MSECS: u64 = 5_000;
+/// A handshake that took at least this long is logged as a warning (Dovecot: 29 s).
+pub const HANDSHAKE_WARN_MSECS: u64 = 29_000;
+/// After we sent `CONNECT` to a peer that should be connected elsewhere, its input is
+/// ignored and it has this long to hang up before we close the link (Dovecot: 10 s); the
+/// wait is so that it reads the `CONNECT` before the link goes.
+pub const WAIT_DISCONNECT_AFTER_CONNECT_SECS: u64 = 10;
+/// A `CONNECT` we ignore (our right is closer, or the director is removed) closes the
+/// link it came on this much later (Dovecot: 1 s).
+pub const WRONG_CONNECT_CLOSE_SECS: u64 = 1;
+
+/// When an event happens: Unix time, to the millisecond where the caller's clock has it.
+/// Whole seconds (`u64`) are enough for the protocol's timers; milliseconds (a
+/// [`std::time::Duration`] since the epoch) make the measured round trips and the slow
+/// handshake and ping warnings exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RingTime {
+    millis: u64,
+}
+
+impl RingTime {
+    /// Milliseconds since the epoch.
+    pub fn from_millis(millis: u64) -> Self {
+        Self { millis }
+    }
+
+    /// Whole seconds since the epoch.
+    pub fn secs(self) -> u64 {
+        self.millis / 1000
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn millis(self) -> u64 {
+        self.millis
+    }
+}
+
+impl From<u64> for RingTime {
+    /// Whole seconds since the epoch.
+    fn from(secs: u64) -> Self {
+        Self {
+            millis: secs.saturating_mul(1000),
+        }
+    }
+}
+
+impl From<std::time::Duration> for RingTime {
+    /// Time since the epoch.
+    fn from(d: std::time::Duration) -> Self {
+        Self {
+            millis: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// Sets the buffered byte count of a `PING` or `PONG` about to be queued: Dovecot's peers
+/// log it when a ping is slow, to tell a congested link from a hung director. Only the
+/// socket's owner knows the count, so it stamps the line as it queues it (any other
+/// message is left alone).
+pub fn stamp_buffered(message: &mut RingMessage, buffered: u64) {
+    if let RingMessage::Ping(Some(info)) | RingMessage::Pong(Some(info)) = message {
+        info.buffered = buffered;
+    }
+}
 
 /// Identifies one ring connection. The driver picks the ids (unique while open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -207,16 +273,37 @@ struct Conn {
     /// our `DONE` (the peer takes nothing else in the middle of a handshake).
     sending_users: Option<UserSend>,
     connected_at: u64,
+    connected_at_ms: u64,
     last_input: u64,
     last_output: u64,
     ping_sent_at: Option<u64>,
+    /// The same, to the millisecond, for the round trip.
+    ping_sent_ms: u64,
     input_since_ping: bool,
     /// We pinged our left to check it is alive before believing a newcomer (§10.3 (d)).
     verifying_left: bool,
+    /// The link is on its way out: its input is ignored until the peer hangs up or the
+    /// deadline passes.
+    closing: Option<Closing>,
+}
+
+/// Why and until when a link waits to be closed.
+#[derive(Debug, Clone, Copy)]
+struct Closing {
+    at: u64,
+    kind: ClosingKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClosingKind {
+    /// We told the peer to connect to this director instead.
+    SentConnect(DirectorAddr),
+    /// The peer's `CONNECT` was wrong.
+    WrongConnect,
 }
 
 impl Conn {
-    fn new(direction: Direction, remote_ip: IpAddr, now: u64) -> Self {
+    fn new(direction: Direction, remote_ip: IpAddr, now: u64, now_ms: u64) -> Self {
         Self {
             direction,
             remote_ip,
@@ -235,11 +322,14 @@ impl Conn {
             users_sent: 0,
             sending_users: None,
             connected_at: now,
+            connected_at_ms: now_ms,
             last_input: now,
             last_output: now,
             ping_sent_at: None,
+            ping_sent_ms: 0,
             input_since_ping: false,
             verifying_left: false,
+            closing: None,
         }
     }
 
@@ -251,9 +341,9 @@ impl Conn {
 /// Our handshake's users still to send on one connection.
 #[derive(Debug, Clone)]
 struct UserSend {
-    /// The users as (tag, hash) when the handshake began; each is looked up again when its
-    /// turn comes, so the peer gets its state of that moment.
-    left: std::vec::IntoIter<(TagId, u32)>,
+    /// The users when the handshake began; each is looked up again when its turn comes,
+    /// so the peer gets its state of that moment.
+    left: std::vec::IntoIter<UserRef>,
     /// Lines for this peer that came up meanwhile, sent after our `DONE`.
     deferred: Vec<RingMessage>,
 }
@@ -304,10 +394,32 @@ pub struct Ring {
     sync_pending: bool,
     reported: Option<RingStatus>,
     outputs: VecDeque<Output>,
+    /// The time of the event being handled, to the millisecond.
+    now_ms: u64,
+    /// When our latest SYNC was sent, to the millisecond.
+    sync_sent_ms: u64,
+    /// How long our SYNC took to come back the last time the ring became synced again
+    /// (`DIRECTOR-LIST`'s last column for ourselves).
+    last_sync_msecs: u64,
 }
 
 fn now32(now: u64) -> Timestamp {
     Timestamp::try_from(now).unwrap_or(Timestamp::MAX)
+}
+
+/// Dovecot's "Handshake finished in …" line: a warning when it took
+/// [`HANDSHAKE_WARN_MSECS`] or more.
+fn log_handshake_finished(c: &Conn, peer: DirectorAddr, now_ms: u64) {
+    let msecs = now_ms.saturating_sub(c.connected_at_ms);
+    let secs = format!("{}.{:03}", msecs / 1000, msecs % 1000);
+    let (peer, received, sent) = (addr_text(&peer), c.users_received, c.users_sent);
+    if msecs >= HANDSHAKE_WARN_MSECS {
+        tracing::warn!(%peer, msecs, users_received = received, users_sent = sent,
+            "Handshake finished in {secs} secs");
+    } else {
+        tracing::info!(%peer, msecs, users_received = received, users_sent = sent,
+            "Handshake finished in {secs} secs");
+    }
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -370,11 +482,23 @@ impl Ring {
             connect_followed: None,
             reported: None,
             outputs: VecDeque::new(),
+            now_ms: 0,
+            sync_sent_ms: 0,
+            last_sync_msecs: 0,
         }
     }
 
+    /// Notes the time of the event being handled; the protocol's timers count whole
+    /// seconds.
+    fn clock(&mut self, now: impl Into<RingTime>) -> u64 {
+        let now = now.into();
+        self.now_ms = now.millis();
+        now.secs()
+    }
+
     /// Sets the core's ring status and starts connecting to our right neighbour.
-    pub fn start(&mut self, now: u64, dir: &mut Director) {
+    pub fn start(&mut self, now: impl Into<RingTime>, dir: &mut Director) {
+        let now = self.clock(now);
         self.connect_right(now, false);
         self.after_event(now, dir);
     }
@@ -443,9 +567,10 @@ impl Ring {
         id: ConnId,
         remote_ip: IpAddr,
         direction: Direction,
-        now: u64,
+        now: impl Into<RingTime>,
         dir: &mut Director,
     ) {
+        let now = self.clock(now);
         match direction {
             Direction::Incoming => {
                 if !self.dirs.ip_listed(&remote_ip) {
@@ -457,7 +582,8 @@ impl Ring {
                     });
                     return;
                 }
-                self.conns.insert(id, Conn::new(direction, remote_ip, now));
+                self.conns
+                    .insert(id, Conn::new(direction, remote_ip, now, self.now_ms));
                 self.send_greeting(id, now);
             }
             Direction::Outgoing(addr) => {
@@ -467,7 +593,8 @@ impl Ring {
                 if let Some(e) = self.dirs.get_mut(&addr) {
                     e.reset_sequences();
                 }
-                self.conns.insert(id, Conn::new(direction, remote_ip, now));
+                self.conns
+                    .insert(id, Conn::new(direction, remote_ip, now, self.now_ms));
                 self.send_greeting(id, now);
                 let known: Vec<DirectorAddr> = self
                     .dirs
@@ -485,7 +612,13 @@ impl Ring {
     }
 
     /// Connecting to `addr` failed (refused, unreachable, timed out).
-    pub fn connect_failed(&mut self, addr: DirectorAddr, now: u64, dir: &mut Director) {
+    pub fn connect_failed(
+        &mut self,
+        addr: DirectorAddr,
+        now: impl Into<RingTime>,
+        dir: &mut Director,
+    ) {
+        let now = self.clock(now);
         if self.connecting.is_some_and(|(a, _)| a == addr) {
             self.connecting = None;
         }
@@ -501,7 +634,8 @@ impl Ring {
     }
 
     /// The peer closed the connection, or it failed (EOF, reset, write error).
-    pub fn closed(&mut self, id: ConnId, now: u64, dir: &mut Director) {
+    pub fn closed(&mut self, id: ConnId, now: impl Into<RingTime>, dir: &mut Director) {
+        let now = self.clock(now);
         let Some(c) = self.conns.get(&id) else {
             return;
         };
@@ -516,8 +650,16 @@ impl Ring {
                 self.alone_tried.push(p);
             }
         }
-        tracing::info!(conn = id.0, peer = ?c.peer.map(|p| addr_text(&p)),
-            "director disconnected: Connection closed");
+        match c.closing.map(|k| k.kind) {
+            Some(ClosingKind::SentConnect(target)) => {
+                tracing::warn!(conn = id.0, peer = ?c.peer.map(|p| addr_text(&p)),
+                    "Director {} tried to connect to us, should use {} instead",
+                    c.peer.map_or_else(|| c.remote_ip.to_string(), |p| addr_text(&p)),
+                    addr_text(&target));
+            }
+            _ => tracing::info!(conn = id.0, peer = ?c.peer.map(|p| addr_text(&p)),
+                "director disconnected: Connection closed"),
+        }
         self.remove_conn(id, now);
         self.after_event(now, dir);
     }
@@ -528,9 +670,10 @@ impl Ring {
         &mut self,
         id: ConnId,
         error: &RingDecodeError,
-        now: u64,
+        now: impl Into<RingTime>,
         dir: &mut Director,
     ) {
+        let now = self.clock(now);
         match error {
             RingDecodeError::LineTooLong(_) => {
                 self.close(id, "Too long input line", now);
@@ -543,7 +686,8 @@ impl Ring {
     }
 
     /// Shuts the ring down: `QUIT Shutting down` on every connection.
-    pub fn shutdown(&mut self, now: u64) {
+    pub fn shutdown(&mut self, now: impl Into<RingTime>) {
+        let now = self.clock(now);
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             self.close(id, "Shutting down", now);
@@ -673,7 +817,12 @@ impl Ring {
         let next = self
             .conns
             .iter()
-            .find(|(_, c)| c.incoming() && c.handshaked && c.peer.is_some_and(|p| p != me))
+            .find(|(_, c)| {
+                c.incoming()
+                    && c.handshaked
+                    && c.closing.is_none()
+                    && c.peer.is_some_and(|p| p != me)
+            })
             .map(|(id, _)| *id);
         if let Some(id) = next {
             self.left = Some(id);
@@ -695,11 +844,9 @@ impl Ring {
             return;
         }
         // An outgoing connection still in its handshake decides first.
-        if self
-            .conns
-            .iter()
-            .any(|(id, c)| !c.incoming() && !c.handshaked && Some(*id) != self.right)
-        {
+        if self.conns.iter().any(|(id, c)| {
+            !c.incoming() && !c.handshaked && c.closing.is_none() && Some(*id) != self.right
+        }) {
             return;
         }
         let ignore_failures = self.alone_since.is_some() || force;
@@ -743,10 +890,22 @@ impl Ring {
 
     /// One line from connection `id`, already framed and parsed (a per-connection
     /// [`director_proto::ring::RingDecoder`] tracks the handshake's `HOST` context).
-    pub fn line(&mut self, id: ConnId, message: RingMessage, now: u64, dir: &mut Director) {
+    pub fn line(
+        &mut self,
+        id: ConnId,
+        message: RingMessage,
+        now: impl Into<RingTime>,
+        dir: &mut Director,
+    ) {
+        let now = self.clock(now);
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
+        if c.closing.is_some() {
+            // Whatever a link on its way out says no longer counts (as Dovecot, which
+            // reads and discards it).
+            return;
+        }
         c.last_input = now;
         c.input_since_ping = true;
         if let Err(reason) = self.handle_line(id, message, now, dir) {
@@ -868,7 +1027,16 @@ impl Ring {
                 self.handle_sync(origin, seq, info, now, dir);
                 Ok(())
             }
-            RingMessage::Ping(_) => {
+            RingMessage::Ping(info) => {
+                if let Some(info) = info {
+                    let secs = i128::from(now).saturating_sub(i128::from(info.timestamp));
+                    if secs * 1000 + 500 > i128::from(PING_WARN_MSECS) {
+                        tracing::warn!(peer = %addr_text(&from), secs,
+                            send_buffer = info.buffered,
+                            "PING response took {secs} secs to receive (send buffer was {} bytes)",
+                            info.buffered);
+                    }
+                }
                 let pong = RingMessage::Pong(Some(PingInfo {
                     timestamp: now32(now),
                     buffered: 0,
@@ -876,8 +1044,8 @@ impl Ring {
                 self.send(id, pong, now);
                 Ok(())
             }
-            RingMessage::Pong(_) => {
-                self.handle_pong(id, now);
+            RingMessage::Pong(info) => {
+                self.handle_pong(id, info, now);
                 Ok(())
             }
             RingMessage::Quit { reason } => {
@@ -972,20 +1140,7 @@ impl Ring {
                 self.send(l, RingMessage::Connect(peer), now);
             }
             Some((l, _)) => {
-                if let Some(c) = self.conns.get_mut(&l) {
-                    if c.ping_sent_at.is_none() {
-                        c.ping_sent_at = Some(now);
-                        c.input_since_ping = false;
-                        self.send(
-                            l,
-                            RingMessage::Ping(Some(PingInfo {
-                                timestamp: now32(now),
-                                buffered: 0,
-                            })),
-                            now,
-                        );
-                    }
-                }
+                self.ping(l, now);
                 if let Some(c) = self.conns.get_mut(&l) {
                     c.verifying_left = true;
                 }
@@ -1017,10 +1172,10 @@ impl Ring {
         );
         // Users restored from a saved state are not offered before we met the ring: see
         // `Director::has_unconfirmed_restored_users`.
-        let users: Vec<(TagId, u32)> = if dir.has_unconfirmed_restored_users() {
+        let users: Vec<UserRef> = if dir.has_unconfirmed_restored_users() {
             Vec::new()
         } else {
-            dir.users().iter().map(|u| (u.tag, u.hash)).collect()
+            dir.users().refs().collect()
         };
         if let Some(c) = self.conns.get_mut(&id) {
             c.sending_users = Some(UserSend {
@@ -1041,8 +1196,8 @@ impl Ring {
             return;
         };
         let mut sent = 0;
-        for (tag, hash) in sending.left.by_ref() {
-            let Some(u) = dir.users().peek(tag, hash) else {
+        for user in sending.left.by_ref() {
+            let Some(u) = dir.users().peek_ref(&user) else {
                 // Expired or dropped since the handshake began.
                 continue;
             };
@@ -1084,7 +1239,8 @@ impl Ring {
     }
 
     /// Everything queued for `conn` until its last [`Output::NotifyWritten`] was written.
-    pub fn written(&mut self, conn: ConnId, now: u64, dir: &Director) {
+    pub fn written(&mut self, conn: ConnId, now: impl Into<RingTime>, dir: &Director) {
+        let now = self.clock(now);
         self.send_handshake_users(conn, now, dir);
     }
 
@@ -1179,8 +1335,7 @@ impl Ring {
                 return Err("Invalid input: DONE without OPTIONS consistent-hashing".into());
             }
             c.handshaked = true;
-            let users = c.users_received;
-            tracing::info!(peer = %addr_text(&peer), users, "Handshake finished");
+            log_handshake_finished(c, peer, self.now_ms);
             self.send(id, RingMessage::Done, now);
             let others: Vec<ConnId> = self
                 .conns
@@ -1195,6 +1350,7 @@ impl Ring {
                 None => {
                     self.left = Some(id);
                     self.after_assignment();
+                    self.disconnect_wrong_lefts(now);
                 }
                 Some((old, lp)) if lp == peer => {
                     self.left = Some(id);
@@ -1204,12 +1360,13 @@ impl Ring {
                         now,
                     );
                     self.after_assignment();
+                    self.disconnect_wrong_lefts(now);
                 }
                 Some((l, _)) if self.conns.get(&l).is_some_and(|c| c.verifying_left) => {
                     // Wait for the ping's answer (or its timeout) before deciding.
                 }
                 Some((_, lp)) if closer_left(&me, &lp, &peer) => {
-                    self.send(id, RingMessage::Connect(lp), now);
+                    self.send_connect(id, lp, now);
                 }
                 Some(_) => {
                     // The newcomer is the better left: it takes over when the old left
@@ -1218,7 +1375,7 @@ impl Ring {
             }
         } else {
             c.handshaked = true;
-            tracing::info!(peer = %addr_text(&peer), "Handshake finished (outgoing)");
+            log_handshake_finished(c, peer, self.now_ms);
             match self.right.and_then(|r| Some((r, self.peer_of(r)?))) {
                 Some((r, _)) if r == id => {}
                 Some((_, rp)) if closer_right(&me, &rp, &peer) => {
@@ -1328,17 +1485,18 @@ impl Ring {
             return;
         }
         if self.dirs.get(&a).is_some_and(|e| e.removed()) {
+            tracing::debug!(target = %addr_text(&a), "Ignoring CONNECT: the director is removed");
+            self.close_after_wrong_connect(id, now);
             return;
         }
         if self.dirs.add(a) {
             self.directors_changed = true;
         }
         if let Some(r) = self.right_peer() {
-            if r == a {
-                return;
-            }
-            if closer_right(&me, &r, &a) {
-                tracing::info!(target = %addr_text(&a), "Ignoring CONNECT: our right is closer");
+            if r == a || closer_right(&me, &r, &a) {
+                tracing::info!(target = %addr_text(&a), right = %addr_text(&r),
+                    "Ignoring CONNECT: our current right is the correct one");
+                self.close_after_wrong_connect(id, now);
                 return;
             }
         }
@@ -1358,6 +1516,18 @@ impl Ring {
         if let Some(r) = self.right {
             self.close(r, "CONNECT requested", now);
         }
+        // Handshakes we are still sending elsewhere would only be aborted when the new
+        // right is in place: a million users sent for nothing, while the director we
+        // were sent to waits for them.
+        let elsewhere: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.incoming() && !c.handshaked && c.peer != Some(a))
+            .map(|(cid, _)| *cid)
+            .collect();
+        for c in elsewhere {
+            self.close(c, "CONNECT requested", now);
+        }
         if self.connecting.is_some_and(|(c, _)| c != a) {
             self.connecting = None;
         }
@@ -1367,29 +1537,83 @@ impl Ring {
         }
     }
 
-    fn handle_pong(&mut self, id: ConnId, now: u64) {
+    /// Tells an incoming link to connect to `target` instead of us, then ignores it and
+    /// gives it [`WAIT_DISCONNECT_AFTER_CONNECT_SECS`] to hang up (§10.9).
+    fn send_connect(&mut self, id: ConnId, target: DirectorAddr, now: u64) {
+        if self.conns.get(&id).is_none_or(|c| c.closing.is_some()) {
+            return;
+        }
+        self.send(id, RingMessage::Connect(target), now);
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.closing = Some(Closing {
+                at: now + WAIT_DISCONNECT_AFTER_CONNECT_SECS,
+                kind: ClosingKind::SentConnect(target),
+            });
+        }
+    }
+
+    /// A `CONNECT` we don't follow: the link it came on goes a second later (§10.9).
+    fn close_after_wrong_connect(&mut self, id: ConnId, now: u64) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.closing.get_or_insert(Closing {
+                at: now + WRONG_CONNECT_CLOSE_SECS,
+                kind: ClosingKind::WrongConnect,
+            });
+        }
+    }
+
+    fn handle_pong(&mut self, id: ConnId, info: Option<PingInfo>, now: u64) {
+        let now_ms = self.now_ms;
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        c.ping_sent_at = None;
+        if c.ping_sent_at.take().is_none() {
+            return;
+        }
+        let msecs = now_ms.saturating_sub(c.ping_sent_ms);
+        if msecs > PING_WARN_MSECS {
+            let peer = c.peer.map(|p| addr_text(&p));
+            let remote = info.map_or_else(String::new, |i| {
+                format!(
+                    ", remote sent it {} secs ago, remote buffer size at PONG was {} bytes",
+                    i128::from(now).saturating_sub(i128::from(i.timestamp)),
+                    i.buffered
+                )
+            });
+            tracing::warn!(peer = ?peer, msecs,
+                "PONG response took {}.{:03} secs{remote}", msecs / 1000, msecs % 1000);
+        }
         if !std::mem::take(&mut c.verifying_left) {
             return;
         }
         // Our left is alive: incoming connections that wanted to replace it are told to
         // connect to it instead.
+        if self.left == Some(id) {
+            self.disconnect_wrong_lefts(now);
+        }
+    }
+
+    /// Tells every incoming link from a director farther on our left than our left to
+    /// connect to our left instead (Dovecot's `director_disconnect_wrong_lefts`).
+    fn disconnect_wrong_lefts(&mut self, now: u64) {
         let Some(lp) = self.left.and_then(|l| self.peer_of(l)) else {
             return;
         };
+        let me = self.dirs.me;
         let wrong: Vec<ConnId> = self
             .conns
             .iter()
             .filter(|(cid, c)| {
-                Some(**cid) != self.left && c.incoming() && c.peer.is_some_and(|p| p != lp)
+                Some(**cid) != self.left
+                    && c.incoming()
+                    && c.me_at.is_some()
+                    && c.closing.is_none()
+                    && c.peer.is_some_and(|p| closer_left(&me, &lp, &p))
             })
             .map(|(cid, _)| *cid)
             .collect();
         for w in wrong {
-            self.send(w, RingMessage::Connect(lp), now);
+            self.send_connect(w, lp, now);
         }
     }
 
@@ -1409,6 +1633,7 @@ impl Ring {
 
     fn send_own_sync(&mut self, now: u64, hosts_hash: u32) {
         self.sync_sent_at = Some(now);
+        self.sync_sent_ms = self.now_ms;
         let Some(r) = self.right else {
             return;
         };
@@ -1436,7 +1661,9 @@ impl Ring {
             return;
         }
         c.ping_sent_at = Some(now);
+        c.ping_sent_ms = self.now_ms;
         c.input_since_ping = false;
+        // The buffered count is the socket owner's to fill in (`stamp_buffered`).
         self.send(
             id,
             RingMessage::Ping(Some(PingInfo {
@@ -1473,8 +1700,13 @@ impl Ring {
                 return;
             }
             self.ring_min_version = minor;
+            if self.handshaked && !self.synced {
+                // As Dovecot, the round trip of the SYNC that synced a handshaked ring
+                // (not the first one, nor a duplicate).
+                self.last_sync_msecs = self.now_ms.saturating_sub(self.sync_sent_ms);
+            }
             if !self.synced {
-                tracing::info!("Ring is synced");
+                tracing::info!(msecs = self.last_sync_msecs, "Ring is synced");
             }
             self.handshaked = true;
             self.synced = true;
@@ -1776,7 +2008,8 @@ impl Ring {
 
     /// A core effect: `Ring*` effects become ring messages; anything else is returned for
     /// the driver to perform.
-    pub fn core_effect(&mut self, effect: Effect, now: u64) -> Option<Effect> {
+    pub fn core_effect(&mut self, effect: Effect, now: impl Into<RingTime>) -> Option<Effect> {
+        let now = self.clock(now);
         match effect {
             Effect::RingUser {
                 hash,
@@ -1830,7 +2063,8 @@ impl Ring {
     /// An admin `HOST-SET`/`HOST-UPDATE`/`HOST-UP`/`HOST-DOWN` of `ip` succeeded in the
     /// core: the host's new state goes round the ring as our `HOST` (§8.2: the `OK` waits
     /// for [`Ring::is_synced`]).
-    pub fn host_changed(&mut self, ip: IpAddr, now: u64, dir: &mut Director) {
+    pub fn host_changed(&mut self, ip: IpAddr, now: impl Into<RingTime>, dir: &mut Director) {
+        let now = self.clock(now);
         match dir.ring_host_record(&ip) {
             Some(h) => self.originate_host(&h, now),
             None => self.send_host_remove(ip, now),
@@ -1839,7 +2073,8 @@ impl Ring {
     }
 
     /// An admin `HOST-REMOVE ip` succeeded in the core.
-    pub fn host_removed(&mut self, ip: IpAddr, now: u64, dir: &mut Director) {
+    pub fn host_removed(&mut self, ip: IpAddr, now: impl Into<RingTime>, dir: &mut Director) {
+        let now = self.clock(now);
         self.send_host_remove(ip, now);
         self.after_event(now, dir);
     }
@@ -1852,7 +2087,8 @@ impl Ring {
 
     /// An admin `HOST-FLUSH [ip]` succeeded in the core; `hosts` are the flushed hosts
     /// (all of them for a flush without an IP).
-    pub fn host_flushed(&mut self, hosts: &[IpAddr], now: u64, dir: &mut Director) {
+    pub fn host_flushed(&mut self, hosts: &[IpAddr], now: impl Into<RingTime>, dir: &mut Director) {
+        let now = self.clock(now);
         for ip in hosts {
             let origin = self.originate();
             self.broadcast(None, RingMessage::HostFlush { origin, ip: *ip }, now);
@@ -1862,7 +2098,14 @@ impl Ring {
     }
 
     /// Admin `DIRECTOR-ADD ip [port]` (port default: ours). Always `OK`.
-    pub fn director_add(&mut self, ip: IpAddr, port: Option<u16>, now: u64, dir: &mut Director) {
+    pub fn director_add(
+        &mut self,
+        ip: IpAddr,
+        port: Option<u16>,
+        now: impl Into<RingTime>,
+        dir: &mut Director,
+    ) {
+        let now = self.clock(now);
         let a = DirectorAddr {
             ip,
             port: port.unwrap_or(self.dirs.me.port),
@@ -1892,9 +2135,10 @@ impl Ring {
         &mut self,
         ip: IpAddr,
         port: Option<u16>,
-        now: u64,
+        now: impl Into<RingTime>,
         dir: &mut Director,
     ) -> bool {
+        let now = self.clock(now);
         let found = self
             .dirs
             .list
@@ -1973,7 +2217,7 @@ impl Ring {
                         now.saturating_sub(self.last_synced_at)
                     )
                 });
-                f.push("0".into());
+                f.push(self.last_sync_msecs.to_string());
                 rows.push(DirectorListEntry { fields: f });
             } else {
                 let mut f = head(if e.removed() { "removed" } else { "" });
@@ -2019,6 +2263,9 @@ impl Ring {
     }
 
     fn conn_deadline(&self, c: &Conn) -> u64 {
+        if let Some(closing) = c.closing {
+            return closing.at;
+        }
         let mut t = match c.ping_sent_at {
             Some(p) if c.input_since_ping => p + self.config.ping_max_timeout_secs,
             Some(p) => {
@@ -2069,7 +2316,8 @@ impl Ring {
 
     /// Runs whatever is due at `now`: handshake and ping timeouts, idle pings, connect
     /// retries, the "alone" decision, SYNC resends.
-    pub fn handle_timeout(&mut self, now: u64, dir: &mut Director) {
+    pub fn handle_timeout(&mut self, now: impl Into<RingTime>, dir: &mut Director) {
+        let now = self.clock(now);
         if let Some((a, at)) = self.connecting {
             if now >= at + CONNECT_TIMEOUT_SECS {
                 self.connecting = None;
@@ -2090,6 +2338,12 @@ impl Ring {
         if let (Some(a), false, None) = (self.alone_since, self.alone_declared, self.right) {
             if now >= a + RING_ALONE_GIVE_UP_SECS {
                 tracing::warn!("Couldn't connect to right side, we must be the only director left");
+                if let Some(l) = self.left {
+                    // We could not reach it either, so it must have failed lately.
+                    tracing::warn!(left = ?self.peer_of(l).map(|p| addr_text(&p)),
+                        "Assuming our left is dead, disconnecting");
+                    self.close(l, "This connection is dead?", now);
+                }
                 self.alone_declared = true;
                 self.handshaked = true;
                 self.synced = true;
@@ -2115,6 +2369,20 @@ impl Ring {
                 continue;
             };
             if now < self.conn_deadline(c) {
+                continue;
+            }
+            if let Some(closing) = c.closing {
+                match closing.kind {
+                    ClosingKind::SentConnect(_) => {
+                        self.close(id, "Timeout waiting for disconnect after CONNECT", now);
+                    }
+                    ClosingKind::WrongConnect => {
+                        self.close(id, "Wrong CONNECT requested", now);
+                        if self.right.is_none() {
+                            self.connect_right(now, false);
+                        }
+                    }
+                }
                 continue;
             }
             let reason = if c.me_at.is_none() {

@@ -194,10 +194,7 @@ fn a_joining_director_gets_many_users_in_rounds_and_changes_meanwhile_after_done
     }
     net.hold_written = true;
     net.restart(1);
-    let &(sender, conn) = net
-        .held_written
-        .first()
-        .expect("a handshake waits for its round");
+    let (sender, conn) = net.open_held().expect("a handshake waits for its round");
     // Only the first round went out on that connection so far.
     let sent = |net: &Net| {
         net.wire
@@ -228,6 +225,63 @@ fn a_joining_director_gets_many_users_in_rounds_and_changes_meanwhile_after_done
     for k in (0..n).step_by(997) {
         let u = format!("bulk{k}");
         assert_eq!(net.user_host(1, &u), net.user_host(0, &u), "{u}");
+    }
+}
+
+#[test]
+fn a_restarted_director_gets_the_users_once_from_its_left() {
+    let mut net = Net::new(3);
+    net.start_all();
+    net.advance(60);
+    let round = director_ring::HANDSHAKE_USERS_PER_ROUND;
+    let n = round * 2 + 500;
+    for k in 0..n {
+        net.login(0, &format!("bulk{k}")).expect("routed");
+    }
+    // Director 3 dies: director 2 (its left) connects to director 1 instead and starts
+    // sending it every user, a round at a time.
+    let u_lines_from_2 = |net: &Net| {
+        net.wire
+            .iter()
+            .filter(|w| w.from == daddr(2) && w.line.starts_with("U\t"))
+            .count()
+    };
+    let before = u_lines_from_2(&net);
+    net.hold_written = true;
+    net.kill(2);
+    assert_eq!(
+        net.held_written.len(),
+        1,
+        "director 2's handshake to 1 waits"
+    );
+    // Director 3 is back before that handshake is done: once it is director 1's left,
+    // director 1 sends director 2 to it at once, and director 2 drops the handshake it no
+    // longer needs.
+    net.restart(2);
+    assert!(
+        net.lines_starting("CONNECT\t127.0.0.13")
+            .iter()
+            .any(|w| w.from == daddr(1) && w.to == daddr(2)),
+        "director 1 sends director 2 to director 3"
+    );
+    assert!(net
+        .disconnects
+        .iter()
+        .any(|(i, r)| *i == 1 && r == "CONNECT requested"));
+    net.release_written();
+    while !net.held_written.is_empty() || net.hold_written {
+        net.release_written();
+    }
+    net.advance(5);
+    assert_ring_formed(&net);
+    assert_eq!(
+        u_lines_from_2(&net) - before,
+        round + n,
+        "one round to director 1, then all of them to director 3"
+    );
+    for k in (0..n).step_by(997) {
+        let u = format!("bulk{k}");
+        assert_eq!(net.user_host(2, &u), net.user_host(0, &u), "{u}");
     }
 }
 
@@ -823,10 +877,7 @@ fn a_handshake_user_on_an_unknown_host_drops_the_link_without_a_failure_mark() {
     }
     net.hold_written = true;
     net.restart(1);
-    let &(sender, conn) = net
-        .held_written
-        .first()
-        .expect("a handshake waits for its round");
+    let (sender, conn) = net.open_held().expect("a handshake waits for its round");
     assert_eq!(sender, 0, "director 0 has the users to send");
     let to = net
         .wire

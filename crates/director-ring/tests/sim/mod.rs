@@ -435,6 +435,17 @@ impl Net {
         self.pump();
     }
 
+    /// The handshake held at its round (see `hold_written`) on a connection that is still
+    /// open: one that was held and then dropped (its director was sent elsewhere by
+    /// `CONNECT`) doesn't count.
+    pub fn open_held(&self) -> Option<(usize, ConnId)> {
+        self.held_written
+            .iter()
+            .rev()
+            .find(|end| self.peers.contains_key(end))
+            .copied()
+    }
+
     /// Injects raw bytes as if director `from` had sent them on its connection `conn`.
     pub fn inject_on(&mut self, from: usize, conn: ConnId, bytes: &[u8]) {
         let end = (from, conn);

@@ -18,6 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -29,13 +30,64 @@ use super::{servers, start_one_dovecot, start_one_ours, wait_synced, Ours, WAIT}
 const WINDOW: u32 = 100;
 /// Time for the allocator to return what the loading freed (jemalloc's background purge).
 const SETTLE: Duration = Duration::from_secs(12);
+/// Between restarts of director 2: longer than the 40 s a ring link must live so that its
+/// loss is not a network failure.
+const LINK_SETTLE: Duration = Duration::from_secs(41);
 
 /// What one ring measured.
 struct Figures {
     bytes_per_login: f64,
     users_listed: [u64; 3],
     bytes_per_user: [f64; 3],
-    join: Duration,
+    /// Each rejoin, in order.
+    joins: Vec<Duration>,
+}
+
+impl Figures {
+    /// The median rejoin.
+    fn join(&self) -> Duration {
+        let mut j = self.joins.clone();
+        j.sort();
+        j.get(j.len() / 2).copied().unwrap_or_default()
+    }
+}
+
+/// Which rings to measure: ours, ours built from other code (`--base-bin`), Dovecot's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Ours,
+    Base,
+    Dovecot,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Ours => "ours",
+            Kind::Base => "base",
+            Kind::Dovecot => "dovecot",
+        }
+    }
+
+    /// `ours`, `base` or `dovecot`.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        Ok(match s {
+            "ours" => Kind::Ours,
+            "base" => Kind::Base,
+            "dovecot" => Kind::Dovecot,
+            other => bail!("unknown ring kind {other:?} (ours, base, dovecot)"),
+        })
+    }
+}
+
+/// What to run.
+pub struct Plan<'a> {
+    pub bin: &'a Path,
+    pub base_bin: Option<&'a Path>,
+    pub kinds: Vec<Kind>,
+    pub users: u32,
+    pub logins: u32,
+    pub rejoins: usize,
 }
 
 enum Member {
@@ -100,6 +152,23 @@ fn rss_kb(pid: i32) -> anyhow::Result<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .context("no VmRSS")
+}
+
+/// CPU time (user + system) a process has used so far, in seconds.
+fn cpu_secs(pid: i32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at its closing paren.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("no ) in stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(i).context("short stat")?.parse::<f64>()?)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the paren.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// The sum of `bytes out` of every ring connection of every director.
@@ -241,14 +310,23 @@ fn logins_dovecot(socket: &Path, prefix: &str, n: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn measure(kind: &str, bin: &Path, users: u32, logins: u32) -> anyhow::Result<Figures> {
+fn measure(kind: Kind, plan: &Plan) -> anyhow::Result<Figures> {
+    let (users, logins) = (plan.users, plan.logins);
+    let bin = match kind {
+        Kind::Base => plan
+            .base_bin
+            .context("--base-bin PATH names the base directord")?,
+        _ => plan.bin,
+    };
+    let ours = kind != Kind::Dovecot;
+    let kind = kind.name();
     let mut alloc = LoopbackAllocator::new();
     let ips: Vec<Ipv4Addr> = (0..3).map(|_| alloc.next_ip()).collect();
     let [port, http_port] = testkit::free_ports(IpAddr::V4(ips[0]), [None, None])?;
     let servers = servers(&ips, port);
     let auth_http = SocketAddr::new(IpAddr::V4(ips[0]), http_port);
     let start = |i: usize| -> anyhow::Result<Member> {
-        Ok(if kind == "ours" {
+        Ok(if ours {
             let extra = if i == 0 {
                 format!(
                     "  inet_listener director-auth-http {{\n    address = {}\n    port = {}\n  }}\n",
@@ -324,33 +402,103 @@ fn measure(kind: &str, bin: &Path, users: u32, logins: u32) -> anyhow::Result<Fi
     step("memory measured");
     // Join.
     drop(admins);
-    drop(ring.pop());
-    let started = Instant::now();
-    ring.push(start(2)?);
-    let mut admins = ring
-        .iter()
-        .map(Member::admin)
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    wait_synced(&mut admins[2..])?;
-    let join = started.elapsed();
-    step("rejoined");
-    let rejoined = users_listed(&ring[2].admin_socket())?;
-    if rejoined != users_listed_by[0] {
-        bail!(
-            "{kind}: the rejoined director lists {rejoined} users, director 0 {}",
-            users_listed_by[0]
+    let mut joins = Vec::new();
+    for n in 0..plan.rejoins.max(1) {
+        if n > 0 {
+            // Both kinds count a ring link that dies younger than 40 s as a network
+            // failure and don't redial it for 60 s: the next restart waits until the
+            // links are older.
+            std::thread::sleep(LINK_SETTLE);
+        }
+        drop(ring.pop());
+        let sender_cpu = cpu_secs(ring[1].pid()?)?;
+        let started = Instant::now();
+        ring.push(start(2)?);
+        let perf = profile_join(kind, &ring, joins.len())?;
+        let mut admins = ring
+            .iter()
+            .map(Member::admin)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        wait_synced(&mut admins[2..])?;
+        joins.push(started.elapsed());
+        let cpu = (
+            cpu_secs(ring[2].pid()?)?,
+            cpu_secs(ring[1].pid()?)? - sender_cpu,
         );
+        if let Some(mut perf) = perf {
+            // perf writes its file on SIGINT; it was started here, so its PID is ours.
+            let _ = Command::new("kill")
+                .arg("-INT")
+                .arg(perf.id().to_string())
+                .status();
+            let _ = perf.wait();
+        }
+        step(&format!(
+            "rejoined in {:.2} s (CPU s: joiner {:.2}, director 1 {:.2})",
+            started.elapsed().as_secs_f64(),
+            cpu.0,
+            cpu.1
+        ));
+        if std::env::var_os("RING_BENCH_LOG").is_some() {
+            for (who, m) in [("d0", &ring[0]), ("d1", &ring[1]), ("joiner", &ring[2])] {
+                if let Member::Ours(d) = m {
+                    let log = std::fs::read_to_string(d._dir.path().join("directord.log"))?;
+                    let lines: Vec<&str> = log.lines().collect();
+                    for l in &lines[lines.len().saturating_sub(25)..] {
+                        eprintln!("  {who}: {l}");
+                    }
+                }
+            }
+        }
+        let rejoined = users_listed(&ring[2].admin_socket())?;
+        if rejoined != users_listed_by[0] {
+            bail!(
+                "{kind}: the rejoined director lists {rejoined} users, director 0 {}",
+                users_listed_by[0]
+            );
+        }
+        // The next restart begins on a ring that is whole again.
+        wait_synced(&mut admins)?;
     }
+    eprintln!(
+        "ring load: {kind}: rejoins (s): {}",
+        joins
+            .iter()
+            .map(|j| format!("{:.2}", j.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     Ok(Figures {
         bytes_per_login,
         users_listed: users_listed_by,
         bytes_per_user,
-        join,
+        joins,
     })
 }
 
+/// With `RING_BENCH_PERF=DIR`, records a profile (`perf record -g`) of the restarted
+/// director and of the one that sends it the users (director 1) while it rejoins, to
+/// `DIR/<kind>-<n>.data`. The profiler slows the join: such a run's times don't count.
+fn profile_join(kind: &str, ring: &[Member], n: usize) -> anyhow::Result<Option<Child>> {
+    let Some(dir) = std::env::var_os("RING_BENCH_PERF") else {
+        return Ok(None);
+    };
+    let pids = format!("{},{}", ring[1].pid()?, ring[2].pid()?);
+    let out = Path::new(&dir).join(format!("{kind}-{n}.data"));
+    let child = Command::new("perf")
+        .args(["record", "-q", "-F", "999", "-g", "-o"])
+        .arg(&out)
+        .args(["-p", &pids])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("perf record (apt-get install -y linux-perf)")?;
+    Ok(Some(child))
+}
+
 /// Runs both rings and prints the table.
-pub fn run(bin: &Path, users: u32, logins: u32) -> anyhow::Result<()> {
+pub fn run(plan: &Plan) -> anyhow::Result<()> {
+    let (users, logins) = (plan.users, plan.logins);
     println!(
         "\n## A loaded ring of 3: {logins} new-user logins, then {users} assignments, then a restart\n"
     );
@@ -359,8 +507,9 @@ pub fn run(bin: &Path, users: u32, logins: u32) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|");
     let mut all = Vec::new();
-    for kind in ["ours", "dovecot"] {
-        let f = measure(kind, bin, users, logins)?;
+    for &kind in &plan.kinds {
+        let f = measure(kind, plan)?;
+        let kind = kind.name();
         println!(
             "| {kind} | {:.1} | {} / {} / {} | {:.1} / {:.1} / {:.1} | {:.2} |",
             f.bytes_per_login,
@@ -370,19 +519,29 @@ pub fn run(bin: &Path, users: u32, logins: u32) -> anyhow::Result<()> {
             f.bytes_per_user[0],
             f.bytes_per_user[1],
             f.bytes_per_user[2],
-            f.join.as_secs_f64()
+            f.join().as_secs_f64()
         );
         all.push(f);
     }
-    let (o, d) = (&all[0], &all[1]);
+    let (Some(o), Some(d)) = (all.first(), all.last()) else {
+        return Ok(());
+    };
+    if all.len() < 2 {
+        return Ok(());
+    }
+    let vs = format!(
+        "{} / {}",
+        plan.kinds[0].name(),
+        plan.kinds[plan.kinds.len() - 1].name()
+    );
     let ratio = |a: f64, b: f64| a / b.max(f64::MIN_POSITIVE);
     println!(
-        "| ours / dovecot | {:.2} | | {:.2} / {:.2} / {:.2} | {:.2} |",
+        "| {vs} | {:.2} | | {:.2} / {:.2} / {:.2} | {:.2} |",
         ratio(o.bytes_per_login, d.bytes_per_login),
         ratio(o.bytes_per_user[0], d.bytes_per_user[0]),
         ratio(o.bytes_per_user[1], d.bytes_per_user[1]),
         ratio(o.bytes_per_user[2], d.bytes_per_user[2]),
-        ratio(o.join.as_secs_f64(), d.join.as_secs_f64()),
+        ratio(o.join().as_secs_f64(), d.join().as_secs_f64()),
     );
     Ok(())
 }

@@ -9,6 +9,15 @@
 //! The second part (`load.rs`, skipped with `--no-load`) loads a ring of three with users
 //! and measures ring traffic per new-user login, memory per user and the time to rejoin.
 //!
+//! `--kinds ours,base,dovecot` picks the rings of the second part (default `ours,dovecot`;
+//! `base` is our `directord` built from other code, named by `--base-bin PATH`, to compare
+//! a change in the same run), `--rejoins N` restarts director 2 N times (the median counts).
+//!
+//! Each rejoin reports on stderr the CPU seconds the joiner and director 1 (which sends it
+//! the users) used, less noisy than the wall time on a shared machine. Diagnostics:
+//! `RING_BENCH_PERF=DIR` records `perf` profiles of both during each rejoin (those times
+//! don't count), `RING_BENCH_LOG=1` prints the end of our directors' logs after each.
+//!
 //! `DIRECTORD_BIN` names the `directord` to run (default: next to this program). Needs
 //! Dovecot (`apt-get install -y dovecot-core`). Each ring runs on its own 127.x addresses;
 //! every process started here is stopped by its PID.
@@ -228,6 +237,9 @@ fn main() -> anyhow::Result<()> {
     let mut users = 1_000_000u32;
     let mut logins = 10_000u32;
     let (mut convergence, mut loaded) = (true, true);
+    let mut kinds = vec![load::Kind::Ours, load::Kind::Dovecot];
+    let mut base_bin: Option<PathBuf> = None;
+    let mut rejoins = 1usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -244,9 +256,20 @@ fn main() -> anyhow::Result<()> {
             "--logins" => logins = args.next().context("--logins N")?.parse()?,
             "--no-convergence" => convergence = false,
             "--no-load" => loaded = false,
+            "--kinds" => {
+                kinds = args
+                    .next()
+                    .context("--kinds ours,base,dovecot")?
+                    .split(',')
+                    .map(load::Kind::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--base-bin" => base_bin = Some(args.next().context("--base-bin PATH")?.into()),
+            "--rejoins" => rejoins = args.next().context("--rejoins N")?.parse()?,
             other => bail!(
                 "unknown argument {other:?}; usage: ring [--directors 3,5] [--rounds 20] \
-                 [--users 1000000] [--logins 10000] [--no-convergence] [--no-load]"
+                 [--users 1000000] [--logins 10000] [--no-convergence] [--no-load] \
+                 [--kinds ours,base,dovecot] [--base-bin PATH] [--rejoins N]"
             ),
         }
     }
@@ -256,7 +279,14 @@ fn main() -> anyhow::Result<()> {
         convergence_table(&bin, &directors, rounds)?;
     }
     if loaded {
-        load::run(&bin, users, logins.max(1))?;
+        load::run(&load::Plan {
+            bin: &bin,
+            base_bin: base_bin.as_deref(),
+            kinds,
+            users,
+            logins: logins.max(1),
+            rejoins,
+        })?;
     }
     Ok(())
 }
