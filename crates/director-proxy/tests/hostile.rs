@@ -16,8 +16,12 @@ use tokio::io::AsyncWriteExt;
 /// A backend of the test's own: a listener on a new loopback address at the backends' IMAP
 /// port, added as a host, with `user` moved to it.
 async fn fake_host(lab: &Lab, user: &str) -> tokio::net::TcpListener {
+    fake_host_on(lab, user, lab.backends[0].imap_addr().port()).await
+}
+
+/// [`fake_host`] on the backends' `port`.
+async fn fake_host_on(lab: &Lab, user: &str, port: u16) -> tokio::net::TcpListener {
     let ip = testkit::LoopbackAllocator::new().next_ip();
-    let port = lab.backends[0].imap_addr().port();
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip.into(), port))
         .await
         .expect("bind the test's backend");
@@ -459,4 +463,67 @@ async fn lmtp_recipients_beyond_the_budget_are_deferred() {
         let l = c.line().await.expect("final reply");
         assert!(l.starts_with("250 2.0.0 <"), "{l}");
     }
+}
+
+/// An MTA that leaves while the backends deliver its message ends the delivery at once: the
+/// proxy watches the client while it waits for the final replies, as it does during a
+/// backend login, instead of holding the backend connection until its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_lmtp_client_that_leaves_during_the_delivery_ends_it_at_once() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    init_tracing();
+    let lab = Lab::start(LabOptions::default()).await;
+    let listener = fake_host_on(
+        &lab,
+        "slowrcpt@example.com",
+        lab.backends[0].lmtp_addr().port(),
+    )
+    .await;
+    let (body_seen, body_arrived) = tokio::sync::oneshot::channel::<()>();
+    let backend = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let mut r = tokio::io::BufReader::new(s);
+        r.get_mut().write_all(b"220 slow LMTP\r\n").await.unwrap();
+        let mut in_data = false;
+        loop {
+            let mut line = String::new();
+            assert!(
+                r.read_line(&mut line).await.unwrap() > 0,
+                "the proxy left first"
+            );
+            let reply: &[u8] = match line.trim_end() {
+                "." if in_data => break,
+                _ if in_data => continue,
+                l if l.starts_with("LHLO") => b"250-slow\r\n250 PIPELINING\r\n",
+                "DATA" => {
+                    in_data = true;
+                    b"354 go\r\n"
+                }
+                _ => b"250 OK\r\n",
+            };
+            r.get_mut().write_all(reply).await.unwrap();
+        }
+        body_seen.send(()).unwrap();
+        // The message is in; the final reply never comes. Wait for the proxy to close.
+        let seen = Instant::now();
+        let mut rest = Vec::new();
+        let _ = r.read_to_end(&mut rest).await;
+        seen.elapsed()
+    });
+    let mut c = Raw::connect(lab.addr(lab.lmtp_port)).await;
+    c.until("220 ").await;
+    c.send("LHLO mta\r\nMAIL FROM:<s@example.com>\r\nRCPT TO:<slowrcpt@example.com>\r\nDATA\r\n")
+        .await;
+    c.until("354 ").await;
+    c.send("Subject: hi\r\n\r\nbody\r\n.\r\n").await;
+    body_arrived.await.unwrap();
+    drop(c);
+    let held = tokio::time::timeout(Duration::from_secs(25), backend)
+        .await
+        .expect("the proxy closed the backend connection before its timeout")
+        .unwrap();
+    assert!(
+        held < Duration::from_secs(10),
+        "the delivery ended when the client left, not at the timeout ({held:?})"
+    );
 }
