@@ -4,7 +4,8 @@
 //! For each kind (ours, then Dovecot's), three directors on fresh 127.x addresses:
 //! 1. **Traffic**: the sum of every director's ring `bytes out` (`DIRECTOR-LIST`) around
 //!    `logins` new-user logins through director 0's login path, less the cost of the
-//!    `HOST-SET` that marks the end (measured alone first). Ours: nginx `auth_http` requests
+//!    `HOST-SET` that marks the end (measured alone first); and the ring's messages in the
+//!    same span, counted on the wire (`tcpdump` on the ring port, lines in the payloads). Ours: nginx `auth_http` requests
 //!    (`inet_listener director-auth-http`); Dovecot's: auth-master `PASS` lookups on its
 //!    `director-userdb` socket. Both create the assignment through the director's request
 //!    path, as a proxy's login does.
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use testkit::{AdminClient, DovecotDirector, LoopbackAllocator};
 
+use super::capture::Capture;
 use super::{servers, start_one_dovecot, start_one_ours, wait_synced, Ours, WAIT};
 
 /// Auth-master `PASS` lookups in flight.
@@ -37,6 +39,7 @@ const LINK_SETTLE: Duration = Duration::from_secs(41);
 /// What one ring measured.
 struct Figures {
     bytes_per_login: f64,
+    messages_per_login: f64,
     users_listed: [u64; 3],
     bytes_per_user: [f64; 3],
     /// Each rejoin, in order.
@@ -357,18 +360,24 @@ fn measure(kind: Kind, plan: &Plan) -> anyhow::Result<Figures> {
     };
     step("synced");
     // Traffic.
+    let captures = tempfile::tempdir()?;
     let b0 = ring_bytes_out(&mut admins)?;
+    let capture = Capture::start(port, captures.path(), "marker")?;
     marker(&ring, &mut admins, "127.0.3.1")?;
+    let marker_messages = capture.lines()?;
     let marker_cost = ring_bytes_out(&mut admins)? - b0;
     let b1 = ring_bytes_out(&mut admins)?;
     let login = |prefix: &str, n: u32| match &ring[0] {
         Member::Ours(_) => logins_ours(auth_http, prefix, n),
         Member::Dovecot(d) => logins_dovecot(&d.userdb_socket_path(), prefix, n),
     };
+    let capture = Capture::start(port, captures.path(), "logins")?;
     login("ringlogin", logins)?;
     marker(&ring, &mut admins, "127.0.3.2")?;
+    let messages = capture.lines()?;
     let b2 = ring_bytes_out(&mut admins)?;
     let bytes_per_login = (b2 - b1).saturating_sub(marker_cost) as f64 / f64::from(logins);
+    let messages_per_login = messages.saturating_sub(marker_messages) as f64 / f64::from(logins);
 
     step("logins done");
     // Memory.
@@ -470,6 +479,7 @@ fn measure(kind: Kind, plan: &Plan) -> anyhow::Result<Figures> {
     );
     Ok(Figures {
         bytes_per_login,
+        messages_per_login,
         users_listed: users_listed_by,
         bytes_per_user,
         joins,
@@ -503,16 +513,17 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
         "\n## A loaded ring of 3: {logins} new-user logins, then {users} assignments, then a restart\n"
     );
     println!(
-        "| ring | ring bytes per new-user login | users listed (each director) | bytes per user (d0 / d1 / d2) | rejoin with all users, s |"
+        "| ring | ring bytes per new-user login | ring messages per new-user login | users listed (each director) | bytes per user (d0 / d1 / d2) | rejoin with all users, s |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     let mut all = Vec::new();
     for &kind in &plan.kinds {
         let f = measure(kind, plan)?;
         let kind = kind.name();
         println!(
-            "| {kind} | {:.1} | {} / {} / {} | {:.1} / {:.1} / {:.1} | {:.2} |",
+            "| {kind} | {:.1} | {:.2} | {} / {} / {} | {:.1} / {:.1} / {:.1} | {:.2} |",
             f.bytes_per_login,
+            f.messages_per_login,
             f.users_listed[0],
             f.users_listed[1],
             f.users_listed[2],
@@ -536,8 +547,9 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
     );
     let ratio = |a: f64, b: f64| a / b.max(f64::MIN_POSITIVE);
     println!(
-        "| {vs} | {:.2} | | {:.2} / {:.2} / {:.2} | {:.2} |",
+        "| {vs} | {:.2} | {:.2} | | {:.2} / {:.2} / {:.2} | {:.2} |",
         ratio(o.bytes_per_login, d.bytes_per_login),
+        ratio(o.messages_per_login, d.messages_per_login),
         ratio(o.bytes_per_user[0], d.bytes_per_user[0]),
         ratio(o.bytes_per_user[1], d.bytes_per_user[1]),
         ratio(o.bytes_per_user[2], d.bytes_per_user[2]),

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+mod capture;
 mod load;
 use testkit::{AdminClient, DirectorOptions, DovecotDirector, LoopbackAllocator};
 
