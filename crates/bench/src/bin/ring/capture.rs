@@ -20,7 +20,7 @@ impl Capture {
     pub fn start(port: u16, dir: &Path, name: &str) -> anyhow::Result<Capture> {
         let file = dir.join(format!("{name}.pcap"));
         let mut child = Command::new("tcpdump")
-            .args(["-i", "lo", "-U", "-s", "0", "-w"])
+            .args(["-i", "lo", "--immediate-mode", "-U", "-s", "0", "-w"])
             .arg(&file)
             .arg(format!("tcp port {port}"))
             .stdout(Stdio::null())

@@ -360,9 +360,14 @@ fn measure(kind: Kind, plan: &Plan) -> anyhow::Result<Figures> {
     };
     step("synced");
     // Traffic.
+    // `RING_BENCH_CAPTURES=DIR` keeps the captures there (`<kind>-marker.pcap`,
+    // `<kind>-logins.pcap`), to see which messages a login costs.
     let captures = tempfile::tempdir()?;
+    let capture_dir = std::env::var_os("RING_BENCH_CAPTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| captures.path().to_path_buf());
     let b0 = ring_bytes_out(&mut admins)?;
-    let capture = Capture::start(port, captures.path(), "marker")?;
+    let capture = Capture::start(port, &capture_dir, &format!("{kind}-marker"))?;
     marker(&ring, &mut admins, "127.0.3.1")?;
     let marker_messages = capture.lines()?;
     let marker_cost = ring_bytes_out(&mut admins)? - b0;
@@ -371,7 +376,7 @@ fn measure(kind: Kind, plan: &Plan) -> anyhow::Result<Figures> {
         Member::Ours(_) => logins_ours(auth_http, prefix, n),
         Member::Dovecot(d) => logins_dovecot(&d.userdb_socket_path(), prefix, n),
     };
-    let capture = Capture::start(port, captures.path(), "logins")?;
+    let capture = Capture::start(port, &capture_dir, &format!("{kind}-logins"))?;
     login("ringlogin", logins)?;
     marker(&ring, &mut admins, "127.0.3.2")?;
     let messages = capture.lines()?;
