@@ -11,6 +11,7 @@
 //! * [`hosts_hash`] — the SYNC fingerprint of the host list (§2.6);
 //! * [`user_directory`] — compact user → host assignments with expiry (§3);
 //! * [`lookup`] — Current / Hashed / Initial config answers (§3.5);
+//! * [`refusal_log`] — which refused connections are logged, so a loop cannot flood the log;
 //! * [`effect`] — vocabulary of the move/kill state machine and its effects (§11);
 //! * [`director`] — the facade tying it together (§4, §6, §8.3, §11).
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod hash;
 pub mod host;
 pub mod hosts_hash;
 pub mod lookup;
+pub mod refusal_log;
 pub mod user_directory;
 pub mod var_expand;
 pub mod vhost_ring;

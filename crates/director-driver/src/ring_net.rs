@@ -397,7 +397,8 @@ impl RingNet {
                 }
                 Output::Connect { addr } => self.connect(addr),
                 Output::Disconnect { conn, reason } => {
-                    tracing::info!(conn = conn.0, reason = %reason, "closing ring connection");
+                    // The ring logged why (a refused stranger's drops rate-limited).
+                    tracing::debug!(conn = conn.0, reason = %reason, "closing ring connection");
                     // Dropping the queue lets the writer flush and close.
                     self.forget(conn);
                 }

@@ -12,7 +12,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
+use std::time::Duration;
 
+use director_core::refusal_log::RefusalLog;
 use director_core::user_directory::UserRef;
 use director_core::{Director, Effect, RingHost, RingHostOutcome, RingStatus, RingUserOutcome};
 use director_proto::admin::DirectorListEntry;
@@ -396,6 +398,9 @@ pub struct Ring {
     outputs: VecDeque<Output>,
     /// The time of the event being handled, to the millisecond.
     now_ms: u64,
+    /// Connections from IPs not in `director_servers`: a stranger connecting in a loop
+    /// must not flood the log.
+    refusals: RefusalLog<Duration>,
     /// When our latest SYNC was sent, to the millisecond.
     sync_sent_ms: u64,
     /// How long our SYNC took to come back the last time the ring became synced again
@@ -483,6 +488,7 @@ impl Ring {
             reported: None,
             outputs: VecDeque::new(),
             now_ms: 0,
+            refusals: RefusalLog::new(),
             sync_sent_ms: 0,
             last_sync_msecs: 0,
         }
@@ -574,8 +580,15 @@ impl Ring {
         match direction {
             Direction::Incoming => {
                 if !self.dirs.ip_listed(&remote_ip) {
-                    tracing::warn!(peer = %remote_ip,
-                        "Connection from unknown director IP, dropping");
+                    let verdict = self.refusals.refusal(Duration::from_millis(self.now_ms));
+                    if verdict.suppressed_before > 0 {
+                        tracing::warn!(count = verdict.suppressed_before,
+                            "more connections from unknown director IPs were dropped and not logged");
+                    }
+                    if verdict.log {
+                        tracing::warn!(peer = %remote_ip,
+                            "Connection from unknown director IP, dropping");
+                    }
                     self.outputs.push_back(Output::Disconnect {
                         conn: id,
                         reason: "Server not listed in director_servers, dropping".into(),
@@ -753,6 +766,7 @@ impl Ring {
         let Some(c) = self.conns.get(&id) else {
             return;
         };
+        tracing::info!(conn = id.0, peer = %c.remote_ip, reason, "closing ring connection");
         if c.minor.unwrap_or(0) >= 3 {
             self.send(
                 id,

@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::admin::listener::{self, ListenerError, PeerName};
-use crate::admin::tcp::RefusalLog;
+use director_core::refusal_log::RefusalLog;
 
 /// Bytes read from a client at once (a whole request fits).
 const READ_CHUNK: usize = 4096;
@@ -44,7 +44,7 @@ pub fn bind_explicit(
 /// Logs a peer refused by the allow-list `allow_setting` (rate-limited like the admin
 /// listener's).
 pub fn log_refusal(
-    log: &Mutex<RefusalLog>,
+    log: &Mutex<RefusalLog<Instant>>,
     peer: &PeerName,
     listener: SocketAddr,
     what: &str,
@@ -132,7 +132,7 @@ pub struct HttpServer<S> {
     service: std::sync::Arc<S>,
     slots: std::sync::Arc<tokio::sync::Semaphore>,
     max_connections: usize,
-    refusals: std::sync::Arc<Mutex<RefusalLog>>,
+    refusals: std::sync::Arc<Mutex<RefusalLog<Instant>>>,
 }
 
 impl<S: HttpService> HttpServer<S> {

@@ -7,15 +7,15 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use common::doveadm::RealDoveadm;
-use common::{Daemon, HS, WAIT};
+use common::{connect_from, read_to_close, Daemon, HS, WAIT};
 use testkit::{free_port, LoopbackAllocator, INSTALL_HINT};
 
 const GREETING: &[u8] = b"VERSION\tdirector-doveadm\t1\t0\n";
@@ -36,41 +36,6 @@ fn start_with_tcp(
          port = {port}\n{listener}\n  }}\n}}\n"
     ));
     (d, SocketAddr::new(IpAddr::V4(ip), port))
-}
-
-/// A TCP connection to `to` from the local address `from` (blocking, with [`WAIT`] timeouts).
-fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let s = rt
-        .block_on(async {
-            let s = tokio::net::TcpSocket::new_v4()?;
-            s.bind(SocketAddr::new(IpAddr::V4(from), 0))?;
-            s.connect(to).await
-        })
-        .unwrap_or_else(|e| panic!("connect {from} -> {to}: {e}"))
-        .into_std()
-        .unwrap();
-    s.set_nonblocking(false).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.set_write_timeout(Some(WAIT)).unwrap();
-    s
-}
-
-/// Reads until the server closes; everything that arrived. Panics after [`WAIT`].
-fn read_to_close(s: &mut impl Read) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match s.read(&mut chunk) {
-            Ok(0) => return out,
-            Ok(n) => out.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return out,
-            Err(e) => panic!("server kept the connection open ({e}); got {out:?}"),
-        }
-    }
 }
 
 /// Sends `request` lines and reads until `want` bytes arrived.

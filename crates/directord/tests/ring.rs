@@ -5,8 +5,12 @@
 
 mod common;
 
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
 use common::ring::{wait_same, wait_synced, wait_until, Member, RingSpec};
-use common::Daemon;
+use common::{connect_from, read_to_close, Daemon};
+use director_core::refusal_log::{REFUSAL_LOG_BURST, REFUSAL_LOG_WINDOW};
 use nix::sys::signal::Signal;
 use testkit::LoopbackAllocator;
 
@@ -143,6 +147,34 @@ fn a_director_not_in_the_list_is_refused() {
         "{list:?}"
     );
     drop(stranger);
+}
+
+/// A stranger that connects to the ring port in a loop is dropped every time, before a byte
+/// is sent, and cannot flood the log: at most a burst of warnings per window.
+#[test]
+fn a_stranger_connecting_in_a_loop_is_dropped_and_logged_in_bursts() {
+    const ATTEMPTS: usize = 200;
+    let spec = RingSpec::new(2);
+    let ring = start_all(&spec);
+    let stranger = LoopbackAllocator::new().next_ip();
+    let target = SocketAddr::new(IpAddr::V4(spec.ips[0]), spec.port);
+    let started = Instant::now();
+    for _ in 0..ATTEMPTS {
+        let mut s = connect_from(stranger, target);
+        assert_eq!(read_to_close(&mut s), b"", "a stranger gets not a byte");
+    }
+    let log = daemon(&ring[0]).log_text();
+    let warned = log
+        .matches("Connection from unknown director IP, dropping")
+        .count();
+    // The loop may straddle one window boundary; it took far less than two windows.
+    assert!(started.elapsed() < 2 * REFUSAL_LOG_WINDOW);
+    assert!(
+        (1..=2 * REFUSAL_LOG_BURST as usize).contains(&warned),
+        "{warned} warnings for {ATTEMPTS} connections"
+    );
+    assert!(log.contains(&stranger.to_string()), "the stranger is named");
+    assert!(ring[0].synced() && ring[1].synced());
 }
 
 /// Changes pipelined on one admin connection are all applied and all answered, in order,

@@ -89,79 +89,14 @@ pub fn bind_all(
         .collect()
 }
 
-/// Refused peers logged per [`REFUSAL_LOG_WINDOW`]; the rest are counted and the count is
-/// logged when the next window opens, so a refused peer connecting in a loop cannot flood
-/// the log.
-pub const REFUSAL_LOG_BURST: u32 = 20;
-/// See [`REFUSAL_LOG_BURST`].
-pub const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(10);
-
-/// Which refusals get a log line of their own.
-#[derive(Debug)]
-pub struct RefusalLog {
-    window_start: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
-}
-
-/// What to log for one refusal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RefusalVerdict {
-    /// Log this refusal.
-    pub log: bool,
-    /// Refusals not logged in the window that just ended (to report once).
-    pub suppressed_before: u64,
-}
-
-impl RefusalLog {
-    /// Nothing logged yet.
-    pub fn new() -> Self {
-        RefusalLog {
-            window_start: None,
-            logged: 0,
-            suppressed: 0,
-        }
-    }
-
-    /// Records a refusal at `now`.
-    pub fn refusal(&mut self, now: Instant) -> RefusalVerdict {
-        let mut suppressed_before = 0;
-        let expired = self
-            .window_start
-            .is_none_or(|start| now.saturating_duration_since(start) >= REFUSAL_LOG_WINDOW);
-        if expired {
-            suppressed_before = std::mem::take(&mut self.suppressed);
-            self.window_start = Some(now);
-            self.logged = 0;
-        }
-        if self.logged < REFUSAL_LOG_BURST {
-            self.logged += 1;
-            RefusalVerdict {
-                log: true,
-                suppressed_before,
-            }
-        } else {
-            self.suppressed += 1;
-            RefusalVerdict {
-                log: false,
-                suppressed_before,
-            }
-        }
-    }
-}
-
-impl Default for RefusalLog {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+use director_core::refusal_log::RefusalLog;
 
 /// Serves the TCP admin listeners: one shared slot pool, the allow-list, TLS, idle timeout.
 pub struct TcpAdmin {
     settings: Arc<TcpAdminSettings>,
     slots: Arc<Semaphore>,
     ctx: ConnectionContext,
-    refusals: Arc<Mutex<RefusalLog>>,
+    refusals: Arc<Mutex<RefusalLog<Instant>>>,
 }
 
 impl TcpAdmin {
@@ -215,7 +150,7 @@ impl TcpAdmin {
 }
 
 /// Logs a peer refused by the allow-list (rate-limited by [`RefusalLog`]).
-fn refused(log: &Mutex<RefusalLog>, peer: &PeerName, spec: TcpAdminSpec) {
+fn refused(log: &Mutex<RefusalLog<Instant>>, peer: &PeerName, spec: TcpAdminSpec) {
     let verdict = match log.lock() {
         Ok(mut l) => l.refusal(Instant::now()),
         Err(poisoned) => poisoned.into_inner().refusal(Instant::now()),
@@ -270,38 +205,5 @@ async fn admit(
             listener = %spec.addr,
             "admin connection closed: no TLS handshake within director_admin_idle_timeout"
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_are_logged_in_bursts_and_the_rest_counted() {
-        let mut log = RefusalLog::new();
-        let t0 = Instant::now();
-        for _ in 0..REFUSAL_LOG_BURST {
-            assert_eq!(
-                log.refusal(t0),
-                RefusalVerdict {
-                    log: true,
-                    suppressed_before: 0
-                }
-            );
-        }
-        for _ in 0..5 {
-            assert!(!log.refusal(t0 + Duration::from_secs(1)).log);
-        }
-        let next = log.refusal(t0 + REFUSAL_LOG_WINDOW);
-        assert_eq!(
-            next,
-            RefusalVerdict {
-                log: true,
-                suppressed_before: 5
-            },
-            "a new window logs again and reports what was left out"
-        );
-        assert_eq!(log.refusal(t0 + REFUSAL_LOG_WINDOW).suppressed_before, 0);
     }
 }

@@ -2,7 +2,8 @@
 //! real sockets.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -23,8 +24,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub const HS: &[u8] = b"VERSION\tdirector-doveadm\t1\t0\n";
 
 /// The lab director's config as far as the admin side sees it: a one-director "ring" whose
-/// ring listener is 127.0.77.11:19090 (not bound by us: the ring is a later feature, but it
-/// names "self" in DIRECTOR-LIST exactly as in the lab's recordings).
+/// ring listener is 127.0.77.11:19090 (a ring of one binds nothing, but it names "self" in
+/// DIRECTOR-LIST exactly as in the lab's recordings).
 pub const LAB_CONFIG: &str = "\
 director_servers = 127.0.77.11:19090
 director_mail_servers = 127.0.1.1 127.0.1.2 127.0.1.3
@@ -35,6 +36,41 @@ service director {
   }
 }
 ";
+
+/// A TCP connection to `to` from the local address `from` (blocking, with [`WAIT`] timeouts).
+pub fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let s = rt
+        .block_on(async {
+            let s = tokio::net::TcpSocket::new_v4()?;
+            s.bind(SocketAddr::new(IpAddr::V4(from), 0))?;
+            s.connect(to).await
+        })
+        .and_then(|s| s.into_std())
+        .unwrap_or_else(|e| panic!("connect {from} -> {to}: {e}"));
+    s.set_nonblocking(false)
+        .and_then(|()| s.set_read_timeout(Some(WAIT)))
+        .and_then(|()| s.set_write_timeout(Some(WAIT)))
+        .expect("socket options");
+    s
+}
+
+/// Reads until the server closes; everything that arrived. Panics after [`WAIT`].
+pub fn read_to_close(s: &mut impl Read) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!("server kept the connection open ({e}); got {out:?}"),
+        }
+    }
+}
 
 /// Replaces every 10-digit field (Unix timestamps) with `T`, so replies recorded from
 /// Dovecot compare with ours.
