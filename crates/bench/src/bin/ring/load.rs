@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use testkit::{AdminClient, DovecotDirector, LoopbackAllocator};
 
-use super::capture::Capture;
+use super::capture::{Capture, Counted};
 use super::{servers, start_one_dovecot, start_one_ours, wait_synced, Ours, WAIT};
 
 /// Auth-master `PASS` lookups in flight.
@@ -175,6 +175,19 @@ fn cpu_secs(pid: i32) -> anyhow::Result<f64> {
 }
 
 /// The sum of `bytes out` of every ring connection of every director.
+/// The lines a capture counted; says so loudly when it lost some, since the messages per
+/// login are then an undercount.
+fn lossless(counted: Counted, kind: &str, what: &str) -> (u64, u64) {
+    if counted.missing_bytes > 0 || counted.dropped_packets > 0 {
+        eprintln!(
+            "ring load: {kind}: WARNING: the {what} capture lost {} payload bytes and {} packets: \
+             its message count is low",
+            counted.missing_bytes, counted.dropped_packets
+        );
+    }
+    (counted.lines, counted.bytes)
+}
+
 fn ring_bytes_out(admins: &mut [AdminClient]) -> anyhow::Result<u64> {
     let mut sum = 0;
     for a in admins.iter_mut() {
@@ -367,22 +380,26 @@ fn measure(kind: Kind, plan: &Plan) -> anyhow::Result<Figures> {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| captures.path().to_path_buf());
     let b0 = ring_bytes_out(&mut admins)?;
-    let capture = Capture::start(port, &capture_dir, &format!("{kind}-marker"))?;
+    let capture = Capture::start(port, &ips, &capture_dir, &format!("{kind}-marker"))?;
     marker(&ring, &mut admins, "127.0.3.1")?;
-    let marker_messages = capture.lines()?;
+    let (marker_messages, marker_wire_bytes) = lossless(capture.count()?, kind, "marker");
     let marker_cost = ring_bytes_out(&mut admins)? - b0;
     let b1 = ring_bytes_out(&mut admins)?;
     let login = |prefix: &str, n: u32| match &ring[0] {
         Member::Ours(_) => logins_ours(auth_http, prefix, n),
         Member::Dovecot(d) => logins_dovecot(&d.userdb_socket_path(), prefix, n),
     };
-    let capture = Capture::start(port, &capture_dir, &format!("{kind}-logins"))?;
+    let capture = Capture::start(port, &ips, &capture_dir, &format!("{kind}-logins"))?;
     login("ringlogin", logins)?;
     marker(&ring, &mut admins, "127.0.3.2")?;
-    let messages = capture.lines()?;
+    let (messages, wire_bytes) = lossless(capture.count()?, kind, "logins");
     let b2 = ring_bytes_out(&mut admins)?;
     let bytes_per_login = (b2 - b1).saturating_sub(marker_cost) as f64 / f64::from(logins);
     let messages_per_login = messages.saturating_sub(marker_messages) as f64 / f64::from(logins);
+    eprintln!(
+        "ring load: {kind}: on the wire per login: {messages_per_login:.2} messages, {:.1} bytes",
+        wire_bytes.saturating_sub(marker_wire_bytes) as f64 / f64::from(logins)
+    );
 
     step("logins done");
     // Memory.
