@@ -1316,22 +1316,37 @@ impl Ring {
             return Err("Invalid input: U outside the handshake".into());
         }
         c.users_received += 1;
-        if dir
-            .ring_handshake_user(u.hash, &u.ip, u.timestamp, u.weak, now)
-            .is_err()
-        {
-            // A host we removed while the peer had not heard of it yet: the peer is not
-            // broken, only behind. As Dovecot, the link goes without marking the peer
-            // failed, so the ring reconnects at once and the new handshake (after the
-            // removal reached the peer) carries the rest of its users; a failure mark
-            // would keep the link down for 60 s.
-            tracing::error!(peer = ?self.peer_of(id).map(|p| addr_text(&p)), host = %u.ip,
+        let from = c.peer;
+        match dir.ring_handshake_user(u.hash, &u.ip, u.timestamp, u.weak, now) {
+            Ok(outcome) => {
+                // Dovecot only merges handshake users, so a user whose every `USER` line was
+                // lost (its director cut off from both neighbours at once) reached only
+                // the right neighbour of that director when it reconnected, and the rest
+                // of the ring never learnt it. A director already in the ring forwards
+                // what a handshake taught it, as it would a `USER`: a joining director
+                // (not handshaked yet) learns everything and forwards nothing, and what
+                // the ring knows already goes no further. Weak users wait for their
+                // `USER-WEAK` round.
+                if self.handshaked && !u.weak {
+                    if let Some(from) = from {
+                        self.user_outcome(from, u.hash, outcome, now);
+                    }
+                }
+            }
+            Err(_) => {
+                // A host we removed while the peer had not heard of it yet: the peer is not
+                // broken, only behind. As Dovecot, the link goes without marking the peer
+                // failed, so the ring reconnects at once and the new handshake (after the
+                // removal reached the peer) carries the rest of its users; a failure mark
+                // would keep the link down for 60 s.
+                tracing::error!(peer = ?self.peer_of(id).map(|p| addr_text(&p)), host = %u.ip,
                 "USER used unknown host in handshake");
-            self.close(
-                id,
-                &format!("Invalid input: U used unknown host {}", u.ip),
-                now,
-            );
+                self.close(
+                    id,
+                    &format!("Invalid input: U used unknown host {}", u.ip),
+                    now,
+                );
+            }
         }
         Ok(())
     }
@@ -1850,7 +1865,18 @@ impl Ring {
     ) {
         // The wire allows any signed time; the user directory keeps 32-bit Unix seconds.
         let timestamp = timestamp.map(|t| u32::try_from(t.max(0)).unwrap_or(u32::MAX));
-        match dir.ring_user(hash, &ip, timestamp, false, now) {
+        let outcome = dir.ring_user(hash, &ip, timestamp, false, now);
+        if outcome == RingUserOutcome::UnknownHost {
+            tracing::debug!(user_hash = hash, host = %ip, "USER for an unknown host ignored");
+        }
+        self.user_outcome(from, hash, outcome, now);
+    }
+
+    /// Tells the ring what a `USER` from `from` changed here: the change goes on (back to
+    /// the sender too when its host lost), and a conflict kicks the losing host's sessions
+    /// everywhere.
+    fn user_outcome(&mut self, from: DirectorAddr, hash: u32, outcome: RingUserOutcome, now: u64) {
+        match outcome {
             RingUserOutcome::Changed {
                 ip,
                 timestamp,
@@ -1872,10 +1898,9 @@ impl Ring {
                     );
                 }
             }
-            RingUserOutcome::UnknownHost => {
-                tracing::debug!(user_hash = hash, host = %ip, "USER for an unknown host ignored");
-            }
-            RingUserOutcome::Expired | RingUserOutcome::Unchanged => {}
+            RingUserOutcome::UnknownHost
+            | RingUserOutcome::Expired
+            | RingUserOutcome::Unchanged => {}
         }
     }
 

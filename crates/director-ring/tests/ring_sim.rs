@@ -285,6 +285,39 @@ fn a_restarted_director_gets_the_users_once_from_its_left() {
     }
 }
 
+/// A user whose every `USER` line was lost (its director cut off from both neighbours just
+/// after assigning it) reaches that director's right neighbour in the reconnect's handshake,
+/// and from there the rest of the ring. Dovecot merges handshake users without forwarding
+/// them, so its left neighbour never learnt the user.
+#[test]
+fn a_user_whose_lines_were_all_lost_reaches_the_whole_ring_after_the_reconnect() {
+    let mut net = Net::new(3);
+    net.start_all();
+    net.advance(60);
+    let now = net.now;
+    let director_core::RequestOutcome::Ready(route) = net.nodes[2].dir.request(b"lost", "", now)
+    else {
+        panic!("routed at once on a synced ring");
+    };
+    // Cut off before its USER lines leave: they are lost with the links.
+    net.isolate(2);
+    assert_eq!(net.user_host(0, "lost"), None);
+    assert_eq!(net.user_host(1, "lost"), None);
+    net.unreachable.clear();
+    net.advance(70);
+    assert_ring_formed(&net);
+    for i in 0..3 {
+        assert_eq!(net.user_host(i, "lost"), Some(route.ip), "director {i}");
+    }
+    // A joining director that learns every user in its handshake forwards none of them.
+    let users_before = net.lines_starting("USER\t").len();
+    net.restart(1);
+    net.advance(70);
+    assert_ring_formed(&net);
+    assert_eq!(net.user_host(1, "lost"), Some(route.ip));
+    assert_eq!(net.lines_starting("USER\t").len(), users_before);
+}
+
 #[test]
 fn two_directors_assigning_one_new_user_at_once_converge_on_the_lower_ip() {
     let mut net = Net::new(3);

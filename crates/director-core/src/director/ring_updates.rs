@@ -217,8 +217,9 @@ impl Director {
         self.after_users_dropped(now);
     }
 
-    /// A handshake `U hash ip timestamp [w]` line (§10.6): refreshed like a `USER`, never
-    /// forwarded. An unknown host is an error (the caller drops the connection).
+    /// A handshake `U hash ip timestamp [w]` line (§10.6): refreshed like a `USER`. What
+    /// changed is returned: Dovecot never forwards handshake users, the ring may (see
+    /// `director_ring::Ring`). An unknown host is an error (the caller drops the connection).
     pub fn ring_handshake_user(
         &mut self,
         hash: u32,
@@ -226,10 +227,10 @@ impl Director {
         timestamp: u32,
         weak: bool,
         now: u64,
-    ) -> Result<(), UnknownHostError> {
+    ) -> Result<RingUserOutcome, UnknownHostError> {
         match self.ring_user_refresh(hash, ip, Some(timestamp), weak, now) {
             RingUserOutcome::UnknownHost => Err(UnknownHostError(*ip)),
-            _ => Ok(()),
+            out => Ok(out),
         }
     }
 
