@@ -13,6 +13,9 @@
 //! `base` is our `directord` built from other code, named by `--base-bin PATH`, to compare
 //! a change in the same run), `--rejoins N` restarts director 2 N times (the median counts).
 //!
+//! `--moves N` (`moves.rs`) also pipelines N `USER-MOVE`s on director 0 of a ring of three
+//! and measures how long until the ring has settled.
+//!
 //! Each rejoin reports on stderr the CPU seconds the joiner and director 1 (which sends it
 //! the users) used, less noisy than the wall time on a shared machine. Diagnostics:
 //! `RING_BENCH_PERF=DIR` records `perf` profiles of both during each rejoin (those times
@@ -38,6 +41,7 @@ use anyhow::{bail, Context};
 
 mod capture;
 mod load;
+mod moves;
 use testkit::{AdminClient, DirectorOptions, DovecotDirector, LoopbackAllocator};
 
 const MAIL_SERVERS: &str = "127.0.1.1 127.0.1.2 127.0.1.3";
@@ -241,6 +245,7 @@ fn main() -> anyhow::Result<()> {
     let mut kinds = vec![load::Kind::Ours, load::Kind::Dovecot];
     let mut base_bin: Option<PathBuf> = None;
     let mut rejoins = 1usize;
+    let mut moves = 0u64;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -267,10 +272,11 @@ fn main() -> anyhow::Result<()> {
             }
             "--base-bin" => base_bin = Some(args.next().context("--base-bin PATH")?.into()),
             "--rejoins" => rejoins = args.next().context("--rejoins N")?.parse()?,
+            "--moves" => moves = args.next().context("--moves N")?.parse()?,
             other => bail!(
                 "unknown argument {other:?}; usage: ring [--directors 3,5] [--rounds 20] \
                  [--users 1000000] [--logins 10000] [--no-convergence] [--no-load] \
-                 [--kinds ours,base,dovecot] [--base-bin PATH] [--rejoins N]"
+                 [--kinds ours,base,dovecot] [--base-bin PATH] [--rejoins N] [--moves N]"
             ),
         }
     }
@@ -278,6 +284,14 @@ fn main() -> anyhow::Result<()> {
     let bin = directord_binary()?;
     if convergence {
         convergence_table(&bin, &directors, rounds)?;
+    }
+    if moves > 0 {
+        let names: Vec<&str> = kinds
+            .iter()
+            .map(|k| k.name())
+            .filter(|n| *n != "base")
+            .collect();
+        moves::run(&bin, &names, moves)?;
     }
     if loaded {
         load::run(&load::Plan {
