@@ -178,6 +178,22 @@ fn start_dovecot(ips: &[Ipv4Addr], port: u16) -> anyhow::Result<Vec<DovecotDirec
         .collect()
 }
 
+/// A ring of `n` directors of `kind` (`ours` or `dovecot`) on fresh loopback addresses,
+/// synced, with an admin connection to each.
+fn start_synced(bin: &Path, kind: &str, n: usize) -> anyhow::Result<(Ring, Vec<AdminClient>)> {
+    let mut alloc = LoopbackAllocator::new();
+    let ips: Vec<Ipv4Addr> = (0..n).map(|_| alloc.next_ip()).collect();
+    let port = testkit::free_port(IpAddr::V4(ips[0]))?;
+    let ring = if kind == "ours" {
+        Ring::Ours(start_ours(bin, &ips, port)?)
+    } else {
+        Ring::Dovecot(start_dovecot(&ips, port)?)
+    };
+    let mut admins = ring.admins()?;
+    wait_synced(&mut admins)?;
+    Ok((ring, admins))
+}
+
 fn wait_synced(admins: &mut [AdminClient]) -> anyhow::Result<()> {
     let deadline = Instant::now() + WAIT;
     loop {
@@ -313,16 +329,7 @@ fn convergence_table(bin: &Path, directors: &[usize], rounds: usize) -> anyhow::
     for &n in directors {
         let mut medians = Vec::new();
         for kind in ["ours", "dovecot"] {
-            let mut alloc = LoopbackAllocator::new();
-            let ips: Vec<Ipv4Addr> = (0..n).map(|_| alloc.next_ip()).collect();
-            let port = testkit::free_port(IpAddr::V4(ips[0]))?;
-            let ring = if kind == "ours" {
-                Ring::Ours(start_ours(bin, &ips, port)?)
-            } else {
-                Ring::Dovecot(start_dovecot(&ips, port)?)
-            };
-            let mut admins = ring.admins()?;
-            wait_synced(&mut admins)?;
+            let (ring, mut admins) = start_synced(bin, kind, n)?;
             let mut times = Vec::with_capacity(rounds);
             for r in 0..rounds {
                 times.push(converge(&mut admins, &format!("127.0.2.{}", r + 1))?);

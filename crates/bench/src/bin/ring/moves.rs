@@ -5,14 +5,13 @@
 //! reports the ring synced and lists the same users; ours and Dovecot's ring in one run.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use testkit::LoopbackAllocator;
 
-use super::{start_dovecot, start_ours, wait_synced, Ring};
+use super::{start_synced, Ring};
 
 /// The host every user is moved to (one of the ring's `director_mail_servers`).
 const TARGET: &str = "127.0.1.2";
@@ -47,16 +46,7 @@ pub fn run(bin: &std::path::Path, kinds: &[&str], moves: u64) -> anyhow::Result<
     println!("|---|---|---|---|---|---|---|");
     let mut settled = Vec::new();
     for &kind in kinds {
-        let mut alloc = LoopbackAllocator::new();
-        let ips: Vec<Ipv4Addr> = (0..3).map(|_| alloc.next_ip()).collect();
-        let port = testkit::free_port(IpAddr::V4(ips[0]))?;
-        let ring = if kind == "ours" {
-            Ring::Ours(start_ours(bin, &ips, port)?)
-        } else {
-            Ring::Dovecot(start_dovecot(&ips, port)?)
-        };
-        let mut admins = ring.admins()?;
-        wait_synced(&mut admins)?;
+        let (ring, mut admins) = start_synced(bin, kind, 3)?;
         let m = move_all(&ring, &mut admins, moves)?;
         let users: Vec<String> = m.users.iter().map(ToString::to_string).collect();
         println!(
