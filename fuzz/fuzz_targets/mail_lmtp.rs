@@ -4,7 +4,7 @@
 
 use director_mailproto::lmtp::{
     plan_fanout, LmtpAction, LmtpBackendConfig, LmtpBackendSession, LmtpServer, LmtpServerConfig,
-    Recipient, Transaction,
+    Recipient, Transaction, LMTP_PROXY_DEFAULT_TTL,
 };
 use director_mailproto::ConnInfo;
 use libfuzzer_sys::fuzz_target;
@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         ],
         data: b"body\r\n".to_vec(),
         too_big: false,
-        proxy_ttl: 5,
+        proxy_ttl: LMTP_PROXY_DEFAULT_TTL,
     };
     let plans = plan_fanout(&tx.recipients);
     let conn = ConnInfo {

@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
             false,
             false
         )
-        // Trusted: the upstream-proxy commands (ID x-proxy-ttl, XCLIENT) are parsed.
+        // Trusted: the upstream-proxy command (XCLIENT) is parsed.
         .with_trusted(ctl & 0x40 != 0),
         Pop3Backend::new(
             Pop3BackendConfig {

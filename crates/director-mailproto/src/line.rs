@@ -94,9 +94,7 @@ impl LineBuffer {
 
     /// Takes everything still buffered (bytes after the last line handed out).
     pub fn take_rest(&mut self) -> Vec<u8> {
-        let rest = self.buf.clone();
-        zeroize::Zeroize::zeroize(&mut self.buf);
-        rest
+        take_all(&mut self.buf)
     }
 
     /// Drops everything buffered (used after STARTTLS: plaintext sent after the
@@ -138,6 +136,13 @@ pub fn take_front(buf: &mut Vec<u8>, n: usize) -> Vec<u8> {
     let head = buf[..n].to_vec();
     discard_front(buf, n);
     head
+}
+
+/// Takes all of `buf` and zeroes it, spare capacity included (see [`take_front`]).
+pub fn take_all(buf: &mut Vec<u8>) -> Vec<u8> {
+    let all = buf.clone();
+    zeroize::Zeroize::zeroize(buf);
+    all
 }
 
 /// Removes the first `n` bytes of `buf`, zeroing what the removal left behind (see

@@ -173,9 +173,7 @@ impl InputBuffer for Vec<u8> {
         zeroize::Zeroize::zeroize(self);
     }
     fn take_all(&mut self) -> Vec<u8> {
-        let all = self.clone();
-        zeroize::Zeroize::zeroize(self);
-        all
+        crate::line::take_all(self)
     }
 }
 
@@ -220,7 +218,8 @@ pub struct PreLogin<P: LoginRules> {
     pub(crate) bad_commands: u32,
     /// The client is in `login_trusted_networks`: it may set the proxy TTL (`XCLIENT`).
     pub(crate) trusted: bool,
-    /// The hops the login may still take ([`LOGIN_PROXY_TTL`] unless a trusted client said).
+    /// The hops the login may still take ([`LOGIN_PROXY_TTL`] unless a trusted client said);
+    /// the request carries it.
     pub(crate) proxy_ttl: u32,
 }
 
@@ -252,11 +251,6 @@ impl<P: LoginRules> PreLogin<P> {
     pub fn with_trusted(mut self, trusted: bool) -> Self {
         self.trusted = trusted;
         self
-    }
-
-    /// The hops the login may still take: [`LOGIN_PROXY_TTL`], or what a trusted client set.
-    pub fn proxy_ttl(&self) -> u32 {
-        self.proxy_ttl
     }
 
     /// Reads the attributes of a trusted client's `XCLIENT` (`ADDR=`, `PORT=`, `SESSION=`,

@@ -33,8 +33,8 @@ use crate::router::{BackendFailureKind, Route};
 use director_mailproto::routing::is_routable;
 
 use crate::session::{
-    connect_backend, report_backend_failure, route_user, watch_client, BackendErr, Client, End,
-    Shared, IO_BUF,
+    connect_backend, forget_unproven_user, report_backend_failure, route_user, watch_client,
+    BackendErr, Client, End, Shared, IO_BUF,
 };
 use crate::settings::Protocol;
 use crate::stream::Stream;
@@ -176,15 +176,11 @@ fn forget_refused_new_users(
     replies: &[Vec<u8>],
 ) {
     for (r, reply) in tx.recipients.iter().zip(replies) {
-        if !r.backend.new_user || reply.first() == Some(&b'2') {
+        if !r.backend.new_user || RecipientResult::of_reply(reply) == RecipientResult::Delivered {
             continue;
         }
         let user = m.routing_user(&r.address);
-        if shared.registry.count_user(&user) == 0
-            && shared.director.discard_new_user(&user, &r.backend)
-        {
-            tracing::debug!(user = %LogText(&user), host = %r.backend.ip, "refused new recipient: assignment dropped");
-        }
+        forget_unproven_user(shared, &user, &r.backend, 0, "refused new recipient");
     }
 }
 

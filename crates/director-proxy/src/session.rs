@@ -29,7 +29,7 @@ use crate::registry::SessionRegistry;
 
 use crate::router::{self, BackendFailureHook, BackendFailureKind, Route, RouteError};
 use crate::settings::{BackendTlsMode, ListenerSpec, Protocol, ProxySettings};
-use crate::splice::{splice, SpliceEnd};
+use crate::splice::{splice, SpliceEnd, CLOSE_FLUSH_TIMEOUT};
 use crate::stream::Stream;
 use crate::tls::backend_server_name;
 
@@ -39,8 +39,6 @@ pub(crate) const IO_BUF: usize = 16 * 1024;
 /// allocator serves 4 KiB from its thread cache (16 KiB takes its slower large-object path,
 /// measurable at thousands of logins per second).
 const LOGIN_BUF: usize = 4 * 1024;
-/// How long a closing session may take to flush its last bytes.
-const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything a connection task needs.
 pub(crate) struct Shared {
@@ -501,7 +499,7 @@ async fn login<P: LoginProtocol>(
                 ReplayErr(LoginFailure::Temporary, LoginResult::BackendFailed)
             }
         };
-        forget_unproven_user(shared, &username, &route);
+        forget_unproven_user(shared, &username, &route, 1, "failed first login");
         Err(failed)
     };
     let mut early = Vec::new();
@@ -521,7 +519,7 @@ async fn login<P: LoginProtocol>(
             // The backend connection went with `phase`, unanswered: the password was never
             // proven, so an assignment this login made is not kept.
             if let Some(route) = &routed {
-                forget_unproven_user(shared, &username, route);
+                forget_unproven_user(shared, &username, route, 1, "failed first login");
             }
             return LoginEnd::Abort;
         }
@@ -607,14 +605,21 @@ pub(crate) async fn watch_client(stream: &mut Stream, early: &mut Vec<u8>) -> St
     }
 }
 
-/// The login that made `username`'s assignment did not prove the password. If it is the
-/// user's only session (none open, none logging in), nothing real depends on the assignment:
-/// drop it, so that names made up by a stranger cost nothing.
-fn forget_unproven_user(shared: &Shared, username: &[u8], route: &Route) {
-    if shared.registry.count_user(username) == 1
+/// What made `username`'s new assignment (a login, an LMTP recipient) did not prove the
+/// user. If the user has no other session than `own_sessions` (open or logging in), nothing
+/// real depends on the assignment: drop it, so that names made up by a stranger cost
+/// nothing. `what` names the failure in the debug log.
+pub(crate) fn forget_unproven_user(
+    shared: &Shared,
+    username: &[u8],
+    route: &Route,
+    own_sessions: usize,
+    what: &str,
+) {
+    if shared.registry.count_user(username) == own_sessions
         && shared.director.discard_new_user(username, route)
     {
-        tracing::debug!(user = %LogText(username), host = %route.ip, "failed first login: assignment dropped");
+        tracing::debug!(user = %LogText(username), host = %route.ip, "{what}: assignment dropped");
     }
 }
 

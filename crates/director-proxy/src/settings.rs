@@ -49,6 +49,18 @@ pub enum BackendTlsMode {
     StartTls,
 }
 
+impl BackendTlsMode {
+    /// A `director_backend_ssl`-style value: `no`, `yes` or `starttls`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "no" => Some(BackendTlsMode::None),
+            "yes" => Some(BackendTlsMode::Implicit),
+            "starttls" => Some(BackendTlsMode::StartTls),
+            _ => None,
+        }
+    }
+}
+
 /// One inet listener of a `service *-login` / `service lmtp` block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSpec {
@@ -324,17 +336,13 @@ impl ProxySettings {
                 .ok_or_else(|| err(k, &format!("Invalid port: {text}")))?;
             backend_ports.insert(proto, port);
         }
-        let backend_tls = match v.text("director_backend_ssl").trim() {
-            "no" => BackendTlsMode::None,
-            "yes" => BackendTlsMode::Implicit,
-            "starttls" => BackendTlsMode::StartTls,
-            other => {
-                return Err(err(
-                    "director_backend_ssl",
-                    &format!("must be no, yes or starttls, not {other}"),
-                ))
-            }
-        };
+        let text = v.text("director_backend_ssl").trim();
+        let backend_tls = BackendTlsMode::parse(text).ok_or_else(|| {
+            err(
+                "director_backend_ssl",
+                &format!("must be no, yes or starttls, not {text}"),
+            )
+        })?;
         let backend_ca_pem = non_empty("ssl_client_ca_file");
         if serving && backend_tls != BackendTlsMode::None && backend_ca_pem.is_none() {
             return Err(err(

@@ -28,7 +28,7 @@ pub(crate) const SPLICE_BUF_MIN: usize = 4 * 1024;
 /// Largest per-direction buffer.
 pub(crate) const SPLICE_BUF_MAX: usize = 512 * 1024;
 /// How long a closing session may take to flush its last bytes.
-const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a splice ended.
 #[derive(Debug)]

@@ -1,10 +1,9 @@
 //! One director's ring fed hand-written peer lines, with its clock under the test's
 //! control (to the millisecond): what it does after sending or receiving `CONNECT`, when it
-//! declares itself alone with a left still connected, the round trip of its SYNC, and the
-//! warnings it logs for slow handshakes and pings (Dovecot 2.3's `director-connection.c`
-//! and `director.c`: `DIRECTOR_WAIT_DISCONNECT_SECS` 10, `DIRECTOR_RECONNECT_AFTER_WRONG_
-//! CONNECT_MSECS` 1000, `DIRECTOR_HANDSHAKE_WARN_SECS` 29,
-//! `DIRECTOR_CONNECTION_PINGPONG_WARN_MSECS` 5000).
+//! declares itself alone with a left still connected, and the round trip of its SYNC
+//! (Dovecot 2.3's `director-connection.c` and `director.c`: `DIRECTOR_WAIT_DISCONNECT_SECS`
+//! 10, `DIRECTOR_RECONNECT_AFTER_WRONG_CONNECT_MSECS` 1000). The slow-handshake and
+//! slow-ping warnings are in `ring_warnings.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod one;

@@ -41,8 +41,8 @@ pub fn bind_explicit(
         .collect()
 }
 
-/// Logs a peer refused by the allow-list `allow_setting` (rate-limited like the admin
-/// listener's).
+/// Logs a peer refused by the allow-list `allow_setting` of a `what` listener (admin,
+/// metrics, auth_http), rate-limited by [`RefusalLog`].
 pub fn log_refusal(
     log: &Mutex<RefusalLog<Instant>>,
     peer: &PeerName,

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use common::imap::Imap;
 use common::ring::{wait_synced, wait_until, Member, RingSpec};
+use common::tls::{make_ca, make_leaf};
 use common::Daemon;
+use rcgen::ExtendedKeyUsagePurpose::ServerAuth;
 use testkit::{free_ports, require_dovecot, BackendOptions, DovecotBackend, LoopbackAllocator};
 
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -541,36 +543,6 @@ fn a_host_whose_checks_alternate_changes_state_at_most_once_per_hold_down() {
     server.join().expect("the flapping listener's thread");
 }
 
-/// A CA and the PEM of leaf certificates it signs.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let cert = params.self_signed(&key).expect("self-signed CA");
-        Ca { cert, key }
-    }
-
-    /// A server certificate for `ip` (an IP address SAN, as the probes verify a host given
-    /// by address) and its key.
-    fn leaf(&self, ip: Ipv4Addr) -> (String, String) {
-        let key = rcgen::KeyPair::generate().expect("leaf key");
-        let params = rcgen::CertificateParams::new(vec![ip.to_string()]).expect("leaf params");
-        let cert = params
-            .signed_by(&key, &self.cert, &self.key)
-            .expect("signed leaf");
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
 /// Real backends with TLS (a certificate for their address; STARTTLS on the plain ports,
 /// implicit TLS on an `imaps` port) and Submission and ManageSieve, the last one with a
 /// certificate from a CA the director does not trust; the CA file the director trusts.
@@ -587,15 +559,16 @@ impl TlsLab {
         require_dovecot();
         let ips: Vec<Ipv4Addr> = (0..n).map(|_| alloc.next_ip()).collect();
         let files = tempfile::tempdir().expect("tempdir");
-        let (trusted, stranger) = (Ca::new("backend CA"), Ca::new("some other CA"));
-        std::fs::write(files.path().join("ca.pem"), trusted.cert.pem()).expect("write CA");
+        let (trusted, stranger) = (make_ca("backend CA"), make_ca("some other CA"));
+        std::fs::write(files.path().join("ca.pem"), trusted.0.pem()).expect("write CA");
         let [imaps, submission, sieve] =
             free_ports(IpAddr::V4(ips[0]), [None; 3]).expect("free ports");
         let last = ips[n - 1];
         let backends = DovecotBackend::start_group(&ips, [None; 3], |o| {
             let ip = o.ip;
             let ca = if ip == last { &stranger } else { &trusted };
-            let (cert, key) = ca.leaf(ip);
+            // An IP address SAN: the probes verify a host given by address.
+            let (cert, key) = make_leaf(ca, &ip.to_string(), ServerAuth);
             let (cf, kf) = (
                 files.path().join(format!("{ip}-cert.pem")),
                 files.path().join(format!("{ip}-key.pem")),

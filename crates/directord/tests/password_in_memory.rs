@@ -11,8 +11,8 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 
-use base64::Engine;
 use common::{Daemon, WAIT};
+use director_mailproto::sasl::encode_plain;
 use testkit::{free_ports, require_dovecot, BackendOptions, DovecotBackend, LoopbackAllocator};
 
 /// Where `needle` occurs in the daemon's readable memory: `(mapping, the bytes around it)`.
@@ -108,8 +108,9 @@ fn no_copy_of_a_password_outlives_its_login() {
     read_until(&mut c, "a OK");
     sessions.push(c);
 
-    let plain = base64::engine::general_purpose::STANDARD
-        .encode(format!("\0plain@example.com\0{password}"));
+    // SASL PLAIN as the clients send it (no authzid).
+    let b64 = |user: &str| encode_plain(b"", user.as_bytes(), password.as_bytes()).to_string();
+    let plain = b64("plain@example.com");
     let mut c = connect(imap);
     read_until(&mut c, "* OK");
     c.get_mut()
@@ -127,9 +128,6 @@ fn no_copy_of_a_password_outlives_its_login() {
     read_until(&mut c, "+OK");
     sessions.push(c);
 
-    let b64 = |user: &str| {
-        base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
-    };
     let mut c = connect(sub);
     read_until(&mut c, "220 ");
     c.get_mut()
@@ -158,6 +156,11 @@ fn no_copy_of_a_password_outlives_its_login() {
     read_until(c, "n OK");
 
     let pid = daemon.pid().as_raw() as u32;
+    // The scan reads the daemon's heap: the user name of an open session is found there.
+    assert!(
+        !find_in_memory(pid, b"login@example.com").is_empty(),
+        "the memory scan found not even an open session's user name"
+    );
     let sub_b64 = b64("sub@example.com");
     let sieve_b64 = b64("sieve@example.com");
     let found: Vec<_> = [

@@ -69,7 +69,10 @@ impl BackendOptions {
 
     /// Also serves Submission and ManageSieve on `ip` at these ports (Submission needs a
     /// relay to start; nothing is ever relayed).
+    /// Panics with the install command when Dovecot's submission or managesieve service is
+    /// missing, so that every test asking for them says what to install.
     pub fn with_submission_and_sieve(&mut self, submission_port: u16, sieve_port: u16) {
+        crate::tools::require_submission_and_sieve();
         let ip = self.ip;
         self.extra_config.extend([
             "protocols = imap pop3 lmtp submission sieve".to_string(),

@@ -270,9 +270,7 @@ impl ImapLogin {
     /// the login command, which belong to the backend session.
     pub fn login_succeeded(&mut self) -> Vec<u8> {
         self.state = State::Proxying;
-        let rest = self.buf.clone();
-        zeroize::Zeroize::zeroize(&mut self.buf);
-        rest
+        crate::line::take_all(&mut self.buf)
     }
 
     /// True once the machine asked to close (or the session was handed over).

@@ -22,12 +22,9 @@ pub use backend::{
     dot_stuff, DotStuffer, LmtpBackendAction, LmtpBackendConfig, LmtpBackendSession,
     REPLY_SESSION_FAILED,
 };
-/// The last line of a client whose message body did not arrive within the DATA deadline.
-pub const REPLY_DATA_TIMEOUT: &str = "421 4.4.2 Message not received in time, closing";
-
 pub use server::{
     merge_replies, plan_fanout, LmtpAction, LmtpServer, LmtpServerConfig, Recipient, SessionPlan,
-    Transaction, LMTP_PROXY_DEFAULT_TTL, REPLY_LOOPING, REPLY_TOO_BIG,
+    Transaction, LMTP_PROXY_DEFAULT_TTL, REPLY_DATA_TIMEOUT, REPLY_LOOPING, REPLY_TOO_BIG,
 };
 
 /// Longest command line. Dovecot answered a 5018-byte `MAIL FROM` with

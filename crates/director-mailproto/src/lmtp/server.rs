@@ -93,6 +93,8 @@ const XCLIENT_LHLO: &str = "XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL TIMEO
 
 /// Reply to every recipient when the message exceeded the limit.
 pub const REPLY_TOO_BIG: &str = "552 5.3.4 Message size exceeds fixed maximum message size";
+/// The last line of a client whose message body did not arrive within the DATA deadline.
+pub const REPLY_DATA_TIMEOUT: &str = "421 4.4.2 Message not received in time, closing";
 
 /// What the LMTP server machine asks its driver to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -79,16 +79,6 @@ impl RingDecoder {
         self.lines.feed(data)
     }
 
-    /// Free space to read into directly; then [`commit`](Self::commit).
-    pub fn spare_mut(&mut self) -> &mut [u8] {
-        self.lines.spare_mut()
-    }
-
-    /// Marks `n` bytes written into [`spare_mut`](Self::spare_mut) as data.
-    pub fn commit(&mut self, n: usize) {
-        self.lines.commit(n);
-    }
-
     /// Bytes buffered and not yet returned.
     pub fn buffered(&self) -> usize {
         self.lines.buffered()

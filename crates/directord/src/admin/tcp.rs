@@ -130,7 +130,13 @@ impl TcpAdmin {
                 let allowed = match &peer {
                     PeerName::Tcp(addr) if settings.allows(addr.ip()) => true,
                     _ => {
-                        refused(&refusals, &peer, spec);
+                        crate::http::log_refusal(
+                            &refusals,
+                            &peer,
+                            spec.addr,
+                            "admin",
+                            "director_admin_allow_nets",
+                        );
                         false
                     }
                 };
@@ -146,28 +152,6 @@ impl TcpAdmin {
             },
             shutdown,
         )
-    }
-}
-
-/// Logs a peer refused by the allow-list (rate-limited by [`RefusalLog`]).
-fn refused(log: &Mutex<RefusalLog<Instant>>, peer: &PeerName, spec: TcpAdminSpec) {
-    let verdict = match log.lock() {
-        Ok(mut l) => l.refusal(Instant::now()),
-        Err(poisoned) => poisoned.into_inner().refusal(Instant::now()),
-    };
-    if verdict.suppressed_before > 0 {
-        tracing::warn!(
-            listener = %spec.addr,
-            count = verdict.suppressed_before,
-            "more admin connections were refused (not in director_admin_allow_nets) and not logged"
-        );
-    }
-    if verdict.log {
-        tracing::warn!(
-            peer = %peer,
-            listener = %spec.addr,
-            "admin connection refused: address not in director_admin_allow_nets"
-        );
     }
 }
 

@@ -111,17 +111,14 @@ impl HealthSettings {
         let key = "director_health_check_ssl";
         let tls = match v.text(key).trim() {
             "" => backend_tls,
-            "no" => BackendTlsMode::None,
-            "yes" => BackendTlsMode::Implicit,
-            "starttls" => BackendTlsMode::StartTls,
-            other => {
-                return Err(v.error(
+            other => BackendTlsMode::parse(other).ok_or_else(|| {
+                v.error(
                     key,
                     format!(
                     "must be no, yes or starttls (or empty: as director_backend_ssl), not {other}"
                 ),
-                ))
-            }
+                )
+            })?,
         };
         if tls != BackendTlsMode::None && ca_pem.is_none() {
             return Err(v.error(

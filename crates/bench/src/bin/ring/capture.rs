@@ -92,9 +92,7 @@ impl Capture {
 
     /// Stops the capture (SIGINT, so that tcpdump flushes) and counts the lines in it.
     pub fn count(mut self) -> anyhow::Result<Counted> {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
-        self.child.wait()?;
+        super::interrupt(&mut self.child)?;
         let report = self.stderr.join().unwrap_or_default();
         let dropped_packets = report
             .iter()

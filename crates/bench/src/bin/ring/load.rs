@@ -174,7 +174,6 @@ fn cpu_secs(pid: i32) -> anyhow::Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
-/// The sum of `bytes out` of every ring connection of every director.
 /// The lines a capture counted; says so loudly when it lost some, since the messages per
 /// login are then an undercount.
 fn lossless(counted: Counted, kind: &str, what: &str) -> (u64, u64) {
@@ -188,6 +187,7 @@ fn lossless(counted: Counted, kind: &str, what: &str) -> (u64, u64) {
     (counted.lines, counted.bytes)
 }
 
+/// The sum of `bytes out` of every ring connection of every director.
 fn ring_bytes_out(admins: &mut [AdminClient]) -> anyhow::Result<u64> {
     let mut sum = 0;
     for a in admins.iter_mut() {
@@ -458,11 +458,7 @@ fn measure(kind: Kind, plan: &Plan) -> anyhow::Result<Figures> {
         );
         if let Some(mut perf) = perf {
             // perf writes its file on SIGINT; it was started here, so its PID is ours.
-            let _ = Command::new("kill")
-                .arg("-INT")
-                .arg(perf.id().to_string())
-                .status();
-            let _ = perf.wait();
+            let _ = super::interrupt(&mut perf);
         }
         step(&format!(
             "rejoined in {:.2} s (CPU s: joiner {:.2}, director 1 {:.2})",

@@ -100,6 +100,15 @@ fn directord_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// Stops a tool started here with SIGINT (`tcpdump` and `perf` write their files out on
+/// it) and waits for it; its PID is ours.
+fn interrupt(child: &mut Child) -> anyhow::Result<()> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
+    child.wait()?;
+    Ok(())
+}
+
 fn servers(ips: &[Ipv4Addr], port: u16) -> String {
     let servers: Vec<String> = ips.iter().map(|ip| format!("{ip}:{port}")).collect();
     servers.join(" ")

@@ -10,13 +10,14 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use director_proto::admin::CLIENT_HANDSHAKE;
 
 use super::{start_synced, Ring};
 
 /// The host every user is moved to (one of the ring's `director_mail_servers`).
 const TARGET: &str = "127.0.1.2";
-/// The admin greeting a client sends first.
-const HANDSHAKE: &[u8] = b"VERSION\tdirector-doveadm\t1\t0\n";
+/// How long an answer may take before the run fails (a wedged director must not hang it).
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the ring may take to settle after the last answer (then it is reported as not
 /// settled, with what each director lists).
 const SETTLE: Duration = Duration::from_secs(120);
@@ -78,14 +79,16 @@ fn move_all(ring: &Ring, admins: &mut [testkit::AdminClient], moves: u64) -> any
     let (mut reader, mut writer): (Box<dyn Read + Send>, Box<dyn Write + Send>) = match ring {
         Ring::Ours(v) => {
             let s = UnixStream::connect(&v[0].socket).context("our admin socket")?;
+            s.set_read_timeout(Some(READ_TIMEOUT))?;
             (Box::new(s.try_clone()?), Box::new(s))
         }
         Ring::Dovecot(v) => {
             let s = TcpStream::connect(v[0].admin_tcp_addr()).context("Dovecot's admin port")?;
+            s.set_read_timeout(Some(READ_TIMEOUT))?;
             (Box::new(s.try_clone()?), Box::new(s))
         }
     };
-    writer.write_all(HANDSHAKE)?;
+    writer.write_all(CLIENT_HANDSHAKE)?;
     let mut reader = BufReader::with_capacity(1 << 16, &mut reader);
     let mut greeting = String::new();
     reader.read_line(&mut greeting)?;
